@@ -1,0 +1,140 @@
+import { readFileSync } from 'node:fs';
+import { RecdistillError } from '../errors.js';
+
+/**
+ * Typed option specs for every stage. Resolution order: defaults < config file (JSON) < flags.
+ * Unknown keys and wrong types are errors that name the valid choices.
+ */
+export type OptionType = 'string' | 'number' | 'int' | 'boolean';
+
+export interface OptionSpec {
+  type: OptionType;
+  /** One line: what the option does (shown by --help). */
+  help: string;
+  default?: string | number | boolean;
+  choices?: readonly string[];
+  required?: boolean;
+}
+
+export type OptionSpecs = Record<string, OptionSpec>;
+
+type ValueOf<S extends OptionSpec> = S['type'] extends 'number' | 'int'
+  ? number
+  : S['type'] extends 'boolean'
+    ? boolean
+    : S extends { choices: readonly (infer C)[] }
+      ? C
+      : string;
+
+/** The resolved options object: keys with a default or `required` are always present. */
+export type Resolved<O extends OptionSpecs> = {
+  [K in keyof O]: O[K] extends { default: unknown } | { required: true } ? ValueOf<O[K]> : ValueOf<O[K]> | undefined;
+};
+
+export function defineOptions<const O extends OptionSpecs>(specs: O): O {
+  return specs;
+}
+
+function closest(name: string, valid: string[]): string {
+  return valid.length ? ` Valid options: ${valid.map((v) => `--${v}`).join(', ')}.` : '';
+}
+
+function coerce(key: string, spec: OptionSpec, raw: unknown, where: string): string | number | boolean {
+  const bad = (expected: string): never => {
+    throw new RecdistillError('E_USAGE', `${where}: option "${key}" expects ${expected}, got ${JSON.stringify(raw)}.`);
+  };
+  let v: string | number | boolean;
+  switch (spec.type) {
+    case 'boolean':
+      if (typeof raw === 'boolean') v = raw;
+      else if (raw === 'true' || raw === '1') v = true;
+      else if (raw === 'false' || raw === '0') v = false;
+      else return bad('a boolean (true/false)');
+      break;
+    case 'number':
+    case 'int': {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+      if (!Number.isFinite(n)) return bad(spec.type === 'int' ? 'an integer' : 'a number');
+      if (spec.type === 'int' && !Number.isInteger(n)) return bad('an integer');
+      v = n;
+      break;
+    }
+    case 'string':
+      if (typeof raw === 'string') v = raw;
+      else if (typeof raw === 'number') v = String(raw);
+      else return bad('a string');
+      break;
+  }
+  if (spec.choices && !spec.choices.includes(String(v))) {
+    throw new RecdistillError(
+      'E_USAGE',
+      `${where}: option "${key}" must be one of ${spec.choices.join(', ')}; got ${JSON.stringify(raw)}.`,
+    );
+  }
+  return v;
+}
+
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    throw new RecdistillError('E_NOT_FOUND', `config file ${path} not found or not readable.`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new RecdistillError('E_CONFIG', `config file ${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new RecdistillError('E_CONFIG', `config file ${path} must hold a JSON object of option: value.`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * Resolve options: defaults < file < flags. `flags` keys are option names (camelCase or kebab-case).
+ */
+export function resolveOptions<O extends OptionSpecs>(
+  specs: O,
+  sources: { file?: Record<string, unknown>; filePath?: string; flags?: Record<string, unknown> },
+): Resolved<O> {
+  const out: Record<string, unknown> = {};
+  const valid = Object.keys(specs);
+  for (const [k, spec] of Object.entries(specs)) if (spec.default !== undefined) out[k] = spec.default;
+  const apply = (src: Record<string, unknown>, where: string) => {
+    for (const [rawKey, raw] of Object.entries(src)) {
+      const key = kebabToCamel(rawKey);
+      const spec = specs[key];
+      if (!spec) throw new RecdistillError('E_USAGE', `${where}: unknown option "${rawKey}".${closest(key, valid.map(camelToKebab))}`);
+      out[key] = coerce(camelToKebab(key), spec, raw, where);
+    }
+  };
+  if (sources.file) apply(sources.file, `config file ${sources.filePath ?? ''}`.trim());
+  if (sources.flags) apply(sources.flags, 'command line');
+  for (const [k, spec] of Object.entries(specs)) {
+    if (spec.required && out[k] === undefined) {
+      throw new RecdistillError('E_USAGE', `missing required option --${camelToKebab(k)} (${spec.help}).`);
+    }
+  }
+  return out as Resolved<O>;
+}
+
+export function kebabToCamel(s: string): string {
+  return s.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+export function camelToKebab(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}
+
+/** Help text for a spec table: one line per option. */
+export function formatOptionsHelp(specs: OptionSpecs): string {
+  const rows = Object.entries(specs).map(([k, s]) => {
+    const flag = `--${camelToKebab(k)}${s.type === 'boolean' ? '' : ` <${s.choices ? s.choices.join('|') : s.type}>`}`;
+    const def = s.required ? ' (required)' : s.default !== undefined ? ` (default: ${String(s.default)})` : '';
+    return `  ${flag.padEnd(34)} ${s.help}${def}`;
+  });
+  return rows.join('\n');
+}

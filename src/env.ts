@@ -1,0 +1,15 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * Runtime environment (not hyperparameters): where caches live, offline mode, log level.
+ * Like transformers.js's `env`: one object, set once, apart from per-call options.
+ */
+export const env = {
+  /** Root for downloaded datasets and models. RECDISTILL_CACHE overrides. */
+  cacheDir: process.env.RECDISTILL_CACHE ?? join(homedir(), '.cache', 'recdistill'),
+  /** Never touch the network when true. RECDISTILL_OFFLINE=1 sets it. */
+  offline: process.env.RECDISTILL_OFFLINE === '1',
+  /** 'quiet' hides progress lines. */
+  logLevel: (process.env.RECDISTILL_LOG ?? 'info') as 'quiet' | 'info' | 'debug',
+};

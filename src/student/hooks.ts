@@ -1,0 +1,46 @@
+import type * as tf from '@tensorflow/tfjs-core';
+import type { PreparedDataset } from '../data/types.js';
+
+/**
+ * Extension point of the student training step (used by distillation, src/distill).
+ * A step computes named scalar loss terms: `ce` (next item) plus `hooks.extraTerms(ctx)`, and minimises
+ * sum_k weights[k] * term[k]. Terms are returned UNWEIGHTED; weights come from `hooks.weights(step)`.
+ */
+export interface StepContext {
+  /** [B] dense user indices of the batch rows. */
+  users: Int32Array;
+  /** [B * L] row-major: index in the user's full item sequence of the INPUT item at each slot; -1 = padding. */
+  positions: Int32Array;
+  /** [B, L] next-item targets (0 = padding). */
+  targets: tf.Tensor2D;
+  /** Per block output [B, L, D]; the last entry is the final state that `scores` uses. */
+  hidden: tf.Tensor3D[];
+  /** [numItems + 1, D] item embeddings (shared with the output layer). */
+  itemEmbeddings: tf.Variable;
+  /** Global step index. */
+  step: number;
+  /** The student's scores for arbitrary hidden states [..., D] -> [..., numItems + 1]. */
+  scores(h: tf.Tensor): tf.Tensor;
+}
+
+export interface TrainHooks {
+  /** Extra trainable variables (projections, adapters) optimised with the student's. */
+  variables(): tf.Variable[];
+  /** Unweighted extra loss terms for this batch (called inside the gradient tape). */
+  extraTerms(ctx: StepContext): Record<string, tf.Scalar>;
+  /** Weight of each term at this step (`ce` defaults to 1 when absent). */
+  weights(step: number): Record<string, number>;
+  /**
+   * Optional gradient balancing: every `every` steps the trainer computes each term's gradient on the shared
+   * variables (item embeddings + encoder) and passes them here, keyed by term name, same variable order.
+   */
+  balance?: { every: number; update(grads: Record<string, tf.Tensor[]>, step: number): void };
+  /** Extra per-epoch info for history.jsonl (e.g. balance weights). */
+  epochInfo?(): Record<string, unknown>;
+  /** Provenance recorded in the run folder (cache dir, cache key, lambdas). */
+  provenance?(): Record<string, unknown>;
+  dispose?(): void;
+}
+
+/** Builds hooks from resolved options (e.g. distillation flags); undefined = plain training. */
+export type HooksFactory = (opts: Record<string, unknown>, dataset: PreparedDataset, model: { dims: number; blocks: number }) => Promise<TrainHooks | undefined>;

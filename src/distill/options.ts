@@ -1,6 +1,9 @@
-import { defineOptions } from '../config/options.js';
+import { defineOptions, type Resolved } from '../config/options.js';
 
-/** Distillation flags of student:train (all terms off unless --cache is given and a lambda > 0). */
+/**
+ * Distillation flags of student:train (all terms off unless --cache is given and a lambda > 0).
+ * L = CE + λcos·Dcos + λl2·Dl2 + λms·Lms + λkd·Lkd + λemb·Lemb
+ */
 export const distillOptions = defineOptions({
   cache: { type: 'string', help: 'teacher cache directory to distil from (empty: plain training)' },
   lambdaCos: { type: 'number', help: 'weight of 1 - cosine(student proj, teacher) hidden alignment (SLMRec)', default: 0 },
@@ -8,4 +11,44 @@ export const distillOptions = defineOptions({
   lambdaMs: { type: 'number', help: 'weight of multi-supervision adapters on aligned intermediate layers (SLMRec)', default: 0 },
   lambdaKd: { type: 'number', help: 'weight of soft-label distillation (KL over teacher top-K)', default: 0 },
   lambdaEmb: { type: 'number', help: 'weight of item-embedding distillation (DLLM2Rec)', default: 0 },
+  align: {
+    type: 'string',
+    help: 'student block (1-based) : tapped teacher layer (index into the tapped list, negative from its end), e.g. 1:-4,2:-1; empty = spread blocks evenly, last to last',
+    default: '',
+  },
+  standardise: { type: 'boolean', help: 'standardise teacher hidden states per dimension (mean/std over the cache)', default: false },
+  kd: { type: 'string', help: 'soft-label loss: kl (KL at temperature over the top-K) or ranking (DLLM2Rec importance-weighted)', default: 'kl', choices: ['kl', 'ranking'] },
+  kdTemperature: { type: 'number', help: 'temperature T of the KL soft-label loss (the loss is scaled by T^2)', default: 2 },
+  kdTopK: { type: 'int', help: 'use the first K of the cached teacher top-K (0 = all cached)', default: 0 },
+  rankLambda: { type: 'number', help: 'ranking KD: position weight exp(-rank / rankLambda) (DLLM2Rec λ)', default: 1 },
+  gammaPosition: { type: 'number', help: 'ranking KD: weight of the position-aware term', default: 0.3 },
+  gammaConfidence: { type: 'number', help: 'ranking KD: weight of the teacher-confidence term', default: 0.5 },
+  gammaConsistency: { type: 'number', help: 'ranking KD: weight of the teacher-student agreement term', default: 0.1 },
+  balance: { type: 'string', help: 'gradient balancing of the distillation terms against CE', default: 'none', choices: ['none', 'gradcos', 'pcgrad'] },
+  balanceEvery: { type: 'int', help: 'steps between two gradient-balance measurements', default: 20 },
 });
+
+export type DistillFlags = Resolved<typeof distillOptions>;
+
+/** The loss-term names (keys of extraTerms / weights) and the flag holding each one's lambda. */
+export const TERM_LAMBDAS = {
+  cos: 'lambdaCos',
+  l2: 'lambdaL2',
+  ms: 'lambdaMs',
+  kd: 'lambdaKd',
+  emb: 'lambdaEmb',
+} as const satisfies Record<string, keyof DistillFlags>;
+
+export type TermName = keyof typeof TERM_LAMBDAS;
+
+export const TERM_NAMES = Object.keys(TERM_LAMBDAS) as TermName[];
+
+/** Lambdas of the terms that are on (lambda > 0). */
+export function activeLambdas(o: Pick<DistillFlags, (typeof TERM_LAMBDAS)[TermName]>): Partial<Record<TermName, number>> {
+  const out: Partial<Record<TermName, number>> = {};
+  for (const t of TERM_NAMES) {
+    const v = o[TERM_LAMBDAS[t]];
+    if (v > 0) out[t] = v;
+  }
+  return out;
+}

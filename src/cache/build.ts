@@ -1,0 +1,221 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import pLimit from 'p-limit';
+import { RecdistillError } from '../errors.js';
+import type { PreparedDataset } from '../data/types.js';
+import type { TeacherEncoder, TeacherInfo } from '../teacher/types.js';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { progress, type LogFn } from '../util/progress.js';
+import { encodeSafetensors } from '../util/safetensors.js';
+import {
+  CACHE_FORMAT,
+  CACHE_VERSION,
+  ITEMS_FILE,
+  MANIFEST_FILE,
+  cacheDirFor,
+  cacheKey,
+  numShardsFor,
+  readManifest,
+  shardFile,
+  shardRange,
+  sliceShards,
+  type CacheManifest,
+  type HeadConfig,
+  type HiddenDtype,
+  type ShardEntry,
+} from './format.js';
+import { encodeHiddenShard, readFinishedShard, writeShard, type UserStates } from './shards.js';
+
+export interface Pass1Options {
+  /** Cache root: the cache goes to <root>/<dataset>/<teacher>/<key>/ unless `out` is given. */
+  root: string;
+  /** Explicit cache directory (overrides root/dataset/teacher/key). */
+  out?: string;
+  usersPerShard: number;
+  hiddenDtype: HiddenDtype;
+  /** Users encoded concurrently (p-limit). */
+  concurrency: number;
+  /** `--shard i/N`: only this slice of the shards. */
+  slice?: { index: number; count: number };
+  softLabels: { k: number; temperature: number };
+  head: HeadConfig;
+  /** Teacher options that change its output but are not in TeacherInfo (e.g. maxPromptTokens). */
+  teacherOptions: Record<string, unknown>;
+  log: LogFn;
+}
+
+export interface Pass1Result {
+  dir: string;
+  manifest: CacheManifest;
+  /** Users encoded by this run (0 when everything was on disk). */
+  encodedUsers: number;
+  tokens: number;
+  seconds: number;
+}
+
+/** Only the TeacherInfo fields (an encoder object may carry sessions and other state). */
+export function teacherInfoOf(e: TeacherInfo): TeacherInfo {
+  const info: TeacherInfo = { kind: e.kind, model: e.model, dtype: e.dtype, weightsHash: e.weightsHash, layers: [...e.layers], hiddenSize: e.hiddenSize, pooling: e.pooling };
+  if (e.prompt) info.prompt = { path: e.prompt.path, sha256: e.prompt.sha256 };
+  return info;
+}
+
+/** The manifest a run starts from: the one on disk (same key) or a fresh one. */
+export function initialManifest(encoder: TeacherEncoder, ds: PreparedDataset, o: Pass1Options): { dir: string; manifest: CacheManifest } {
+  const info = teacherInfoOf(encoder);
+  const teacher = { ...info, options: o.teacherOptions };
+  const headKind = o.head.kind;
+  const key = cacheKey({
+    fingerprint: ds.fingerprint,
+    teacher,
+    hiddenDtype: o.hiddenDtype,
+    usersPerShard: o.usersPerShard,
+    softLabels: { k: o.softLabels.k, temperature: o.softLabels.temperature, head: headKind },
+    head: o.head,
+  });
+  const dir = o.out ?? cacheDirFor(o.root, ds.name, info, key);
+  if (existsSync(join(dir, MANIFEST_FILE))) {
+    const m = readManifest(dir);
+    if (m.key !== key) {
+      throw new RecdistillError('E_MISMATCH', `${dir} holds a teacher cache with key ${m.key}; this run's options give key ${key} (dataset, teacher or cache options differ). Use another --out.`);
+    }
+    const sameSlice = (m.slice?.index ?? -1) === (o.slice?.index ?? -1) && (m.slice?.count ?? -1) === (o.slice?.count ?? -1);
+    if (!sameSlice && !m.complete) {
+      throw new RecdistillError('E_MISMATCH', `${dir} holds slice ${m.slice ? `${m.slice.index}/${m.slice.count}` : 'all'} of this cache; this run asks for ${o.slice ? `${o.slice.index}/${o.slice.count}` : 'all'}.`);
+    }
+    return { dir, manifest: m };
+  }
+  const numShards = numShardsFor(ds.users.length, o.usersPerShard);
+  const manifest: CacheManifest = {
+    format: CACHE_FORMAT,
+    version: CACHE_VERSION,
+    key,
+    complete: false,
+    stage: 'hidden',
+    dataset: { name: ds.name, fingerprint: ds.fingerprint, users: ds.users.length, items: ds.items.length - 1, interactions: ds.stats.interactions },
+    teacher,
+    layout: {
+      usersPerShard: o.usersPerShard,
+      numShards,
+      hiddenDtype: o.hiddenDtype,
+      positions: 'row (user u, position p) = teacher state after item p of u; positions 0..n-2 (p = n-3 predicts the validation item, n-2 the test item)',
+    },
+    softLabels: { k: o.softLabels.k, temperature: o.softLabels.temperature, head: headKind, probabilities: 'full-softmax', mask: 'padding+history' },
+    head: o.head,
+    shards: [],
+    timings: {},
+  };
+  if (o.slice) {
+    const [shardStart, shardEnd] = sliceShards(o.slice.index, o.slice.count, numShards);
+    manifest.slice = { ...o.slice, shardStart, shardEnd };
+  }
+  return { dir, manifest };
+}
+
+/** States for one user: the history without the test item, so rows are positions 0..n-2. */
+async function encodeUser(encoder: TeacherEncoder, ds: PreparedDataset, user: number): Promise<UserStates & { tokens: number }> {
+  const items = ds.users[user]!.items;
+  const input = items.subarray(0, Math.max(0, items.length - 1));
+  if (input.length === 0) return { user, first: 0, count: 0, states: new Float32Array(0), tokens: 0 };
+  const s = await encoder.encodeHistory(input);
+  const LH = encoder.layers.length * encoder.hiddenSize;
+  if (s.first < 0 || s.count < 0 || s.first + s.count > input.length || s.states.length !== s.count * LH) {
+    throw new RecdistillError(
+      'E_INTERNAL',
+      `teacher returned first=${s.first} count=${s.count} states=${s.states.length} for user ${user} (history of ${input.length} items, ${encoder.layers.length} layers x ${encoder.hiddenSize}).`,
+    );
+  }
+  return { user, first: s.first, count: s.count, states: s.states, tokens: s.tokens };
+}
+
+/**
+ * Pass 1: hidden states for every user of this slice, one shard per contiguous user range, plus the
+ * item embeddings (full runs and slice 0). Finished shards on disk are kept (a killed run resumes).
+ */
+export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: Pass1Options): Promise<Pass1Result> {
+  const { dir, manifest } = initialManifest(encoder, ds, o);
+  mkdirSync(dir, { recursive: true });
+  const start = performance.now();
+  const numShards = manifest.layout.numShards;
+  const [s0, s1] = manifest.slice ? [manifest.slice.shardStart, manifest.slice.shardEnd] : [0, numShards];
+  const L = encoder.layers.length;
+  const H = encoder.hiddenSize;
+  const shards = new Map<number, ShardEntry>(manifest.shards.map((s) => [s.index, s]));
+  const save = () => {
+    manifest.shards = [...shards.values()].sort((a, b) => a.index - b.index);
+    writeJsonAtomic(join(dir, MANIFEST_FILE), manifest);
+  };
+
+  // Item text embeddings once (slices other than 0 leave them to slice 0).
+  if (!manifest.items && (!manifest.slice || manifest.slice.index === 0)) {
+    const t0 = performance.now();
+    if (existsSync(join(dir, ITEMS_FILE))) {
+      const f = readFinishedShard(dir, ITEMS_FILE);
+      manifest.items = { file: ITEMS_FILE, sha256: f.sha256, shape: [ds.items.length, H] };
+    } else {
+      const p = progress('teacher:cache items', ds.items.length - 1, o.log, 2000, 'items');
+      let last = 0;
+      const emb = await encoder.embedItems((done) => {
+        p.tick(done - last);
+        last = done;
+      });
+      if (emb.length !== ds.items.length * H) throw new RecdistillError('E_INTERNAL', `embedItems returned ${emb.length} values, expected ${ds.items.length} x ${H}.`);
+      p.done();
+      const sha = writeShard(dir, ITEMS_FILE, encodeSafetensors({ embedding: { dtype: 'F32', shape: [ds.items.length, H], data: emb } }));
+      manifest.items = { file: ITEMS_FILE, sha256: sha, shape: [ds.items.length, H] };
+    }
+    manifest.timings.itemSeconds = (performance.now() - t0) / 1000;
+    save();
+  }
+
+  // Shards finished by an earlier run: keep them (files exist only once whole, by atomic rename).
+  const todo: number[] = [];
+  let resumed = 0;
+  for (let s = s0; s < s1; s++) {
+    const [u0, u1] = shardRange(s, o.usersPerShard, ds.users.length);
+    if (shards.has(s) && existsSync(join(dir, shards.get(s)!.file))) continue;
+    if (existsSync(join(dir, shardFile(s)))) {
+      const f = readFinishedShard(dir, shardFile(s));
+      shards.set(s, { index: s, userStart: u0, userEnd: u1, rows: f.rows, file: shardFile(s), sha256: f.sha256 });
+      resumed++;
+    } else todo.push(s);
+  }
+  if (resumed) o.log(`teacher:cache: resuming, ${resumed} finished shard(s) found on disk`);
+  save();
+
+  const totalUsers = todo.reduce((a, s) => a + (shardRange(s, o.usersPerShard, ds.users.length)[1] - shardRange(s, o.usersPerShard, ds.users.length)[0]), 0);
+  const limit = pLimit(Math.max(1, o.concurrency));
+  const p = progress('teacher:cache', totalUsers, o.log, 2000, 'users');
+  const t1 = performance.now();
+  let tokens = 0;
+  for (const s of todo) {
+    const [u0, u1] = shardRange(s, o.usersPerShard, ds.users.length);
+    const users = Array.from({ length: u1 - u0 }, (_, i) => u0 + i);
+    const states = await Promise.all(
+      users.map((u) =>
+        limit(async () => {
+          const r = await encodeUser(encoder, ds, u);
+          tokens += r.tokens;
+          const secs = (performance.now() - t1) / 1000;
+          p.tick(1, `${(tokens / Math.max(secs, 1e-9)).toFixed(0)} tokens/s`);
+          return r;
+        }),
+      ),
+    );
+    const { bytes, rows } = encodeHiddenShard(states, L, H, manifest.layout.hiddenDtype);
+    const sha = writeShard(dir, shardFile(s), bytes);
+    shards.set(s, { index: s, userStart: u0, userEnd: u1, rows, file: shardFile(s), sha256: sha });
+    save();
+  }
+  const { seconds } = totalUsers ? p.done(`${(tokens / Math.max((performance.now() - t1) / 1000, 1e-9)).toFixed(0)} tokens/s`) : { seconds: 0 };
+  Object.assign(manifest.timings, {
+    hiddenSeconds: seconds,
+    encodedUsers: totalUsers,
+    promptsPerSec: seconds > 0 ? totalUsers / seconds : 0,
+    tokens,
+    tokensPerSec: seconds > 0 ? tokens / seconds : 0,
+    resumedShards: resumed,
+  });
+  save();
+  return { dir, manifest, encodedUsers: totalUsers, tokens, seconds: (performance.now() - start) / 1000 };
+}

@@ -1,0 +1,168 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { RecdistillError } from '../errors.js';
+import { sha256, stableStringify } from '../util/hash.js';
+import type { TeacherInfo } from '../teacher/types.js';
+
+/**
+ * The teacher cache on disk (contract: /work/shared/docs/ARCHITECTURE.md, "Teacher cache").
+ *
+ *   <root>/<dataset>/<teacher>/<key>/
+ *     manifest.json              this file's CacheManifest (the only file with timings / run-dependent values)
+ *     items.safetensors          `embedding` F32 [N+1, H] item text embeddings, row 0 = padding (zeros)
+ *     hidden-00000.safetensors   pass 1, one per contiguous user range [userStart, userEnd):
+ *                                  `user` I32 [R], `position` I32 [R], `hidden` F32|F16 [R, layers, H]
+ *     soft-00000.safetensors     pass 2 (never rewrites pass-1 files), rows aligned with hidden-00000:
+ *                                  `user` I32 [R], `position` I32 [R], `topk_index` I32 [R, K], `topk_prob` F32 [R, K]
+ *     head.safetensors           the fitted soft-label head (`weight` F32 [N+1, H], `bias` F32 [N+1]) when kind=linear
+ *     stats.safetensors          `mean`, `std` F32 [layers, H] over every cached row (for standardising)
+ *
+ * Row (user u, position p) is the teacher state after reading item p of u's time-ordered sequence: the
+ * teacher vector for predicting item p+1. Positions 0..n-2 are stored (n = u's sequence length), so the
+ * row at n-3 predicts the validation item and the row at n-2 (after the validation item) predicts the test
+ * item. Rows are sorted by (user, position); with a prompt-token budget a user's first positions may be
+ * missing (the positions tensor says which exist).
+ */
+export const CACHE_FORMAT = 'recdistill-teacher-cache';
+export const CACHE_VERSION = 1;
+
+export type HiddenDtype = 'F32' | 'F16';
+
+export interface ShardEntry {
+  index: number;
+  /** Users [userStart, userEnd) (dense user ids) live in this shard. */
+  userStart: number;
+  userEnd: number;
+  rows: number;
+  /** Pass-1 file (hidden states) and its sha256. */
+  file: string;
+  sha256: string;
+  /** Pass-2 file (soft labels), rows aligned with `file`. */
+  soft?: { file: string; sha256: string };
+}
+
+export interface SoftLabelSpec {
+  k: number;
+  temperature: number;
+  /** 'linear' (head fitted on cached features), 'zeroshot' (scaled h . item embedding), 'teacher' (seqrec scores). */
+  head: 'linear' | 'zeroshot' | 'teacher';
+  /** topk_prob are softmax(logits / T) over the whole catalogue minus masked items (so a row sums to <= 1). */
+  probabilities: 'full-softmax';
+  /** Items that get no probability: padding 0 and the items already in the prefix (0..p). */
+  mask: 'padding+history';
+}
+
+export interface HeadConfig {
+  kind: 'linear' | 'zeroshot' | 'teacher';
+  /** Index into the tapped layers whose state the head reads (-1 = last). */
+  layer: number;
+  epochs: number;
+  lr: number;
+  batchSize: number;
+  patience: number;
+  seed: number;
+}
+
+export interface RankingSummary {
+  [metric: string]: number;
+}
+
+export interface CacheManifest {
+  format: typeof CACHE_FORMAT;
+  version: number;
+  key: string;
+  /** Every pass done (hidden + items + soft labels + metrics). */
+  complete: boolean;
+  /** 'hidden': pass 1 still running or done for this slice; 'complete': everything written. */
+  stage: 'hidden' | 'complete';
+  dataset: { name: string; fingerprint: string; users: number; items: number; interactions: number };
+  teacher: TeacherInfo & { options: Record<string, unknown> };
+  layout: { usersPerShard: number; numShards: number; hiddenDtype: HiddenDtype; positions: string };
+  softLabels: SoftLabelSpec;
+  head: HeadConfig & { file?: string; sha256?: string; bestEpoch?: number; history?: Array<Record<string, number>> };
+  items?: { file: string; sha256: string; shape: [number, number] };
+  stats?: { file: string; sha256: string };
+  /** Set for a `--shard i/N` run: which slice of the shards this directory holds. */
+  slice?: { index: number; count: number; shardStart: number; shardEnd: number };
+  shards: ShardEntry[];
+  timings: Record<string, number>;
+  /** The teacher's own full-ranking metrics (history excluded), from src/eval. */
+  metrics?: { valid: RankingSummary; test: RankingSummary };
+  /** Which tfjs backend computed the head / soft labels (their bytes depend on it). */
+  backend?: string;
+}
+
+/** Everything that changes a cache's content; its hash is the cache key. */
+export interface KeyInputs {
+  fingerprint: string;
+  teacher: TeacherInfo & { options: Record<string, unknown> };
+  hiddenDtype: HiddenDtype;
+  usersPerShard: number;
+  softLabels: Pick<SoftLabelSpec, 'k' | 'temperature' | 'head'>;
+  head: HeadConfig;
+}
+
+export function cacheKey(inputs: KeyInputs): string {
+  return sha256(stableStringify({ format: CACHE_FORMAT, version: CACHE_VERSION, ...inputs })).slice(0, 12);
+}
+
+/** Folder name for a teacher: kind + the model's last path component, filesystem-safe. */
+export function teacherDirName(info: Pick<TeacherInfo, 'kind' | 'model'>): string {
+  const base = info.model.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? 'model';
+  return `${info.kind}-${base.replace(/[^A-Za-z0-9._-]+/g, '_') || 'model'}`;
+}
+
+export function cacheDirFor(root: string, dataset: string, info: Pick<TeacherInfo, 'kind' | 'model'>, key: string): string {
+  return join(root, dataset, teacherDirName(info), key);
+}
+
+export const shardFile = (i: number): string => `hidden-${String(i).padStart(5, '0')}.safetensors`;
+export const softFile = (i: number): string => `soft-${String(i).padStart(5, '0')}.safetensors`;
+export const ITEMS_FILE = 'items.safetensors';
+export const HEAD_FILE = 'head.safetensors';
+export const STATS_FILE = 'stats.safetensors';
+export const MANIFEST_FILE = 'manifest.json';
+
+/** Shard s holds users [s * per, min((s + 1) * per, users)). */
+export function shardRange(s: number, per: number, users: number): [number, number] {
+  return [s * per, Math.min((s + 1) * per, users)];
+}
+
+export function numShardsFor(users: number, per: number): number {
+  return Math.max(1, Math.ceil(users / per));
+}
+
+/** Slice i of N takes a contiguous block of shards (so each slice's users are contiguous too). */
+export function sliceShards(index: number, count: number, numShards: number): [number, number] {
+  return [Math.floor((index * numShards) / count), Math.floor(((index + 1) * numShards) / count)];
+}
+
+/** Parse `--shard i/N` (0-based i). */
+export function parseSlice(s: string): { index: number; count: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(s.trim());
+  const index = m ? Number(m[1]) : NaN;
+  const count = m ? Number(m[2]) : NaN;
+  if (!m || count < 1 || index >= count) {
+    throw new RecdistillError('E_USAGE', `--shard expects i/N with 0 <= i < N (e.g. 0/4), got "${s}".`);
+  }
+  return { index, count };
+}
+
+export function readManifest(dir: string): CacheManifest {
+  const path = join(dir, MANIFEST_FILE);
+  if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `no teacher cache at ${dir} (missing ${MANIFEST_FILE}).`);
+  let m: CacheManifest;
+  try {
+    m = JSON.parse(readFileSync(path, 'utf8')) as CacheManifest;
+  } catch (e) {
+    throw new RecdistillError('E_INPUT', `${path}: not valid JSON (${(e as Error).message}).`);
+  }
+  if (m.format !== CACHE_FORMAT) throw new RecdistillError('E_INPUT', `${path}: field "format" is ${JSON.stringify(m.format)}, expected "${CACHE_FORMAT}".`);
+  if (m.version !== CACHE_VERSION) {
+    throw new RecdistillError('E_MISMATCH', `${path}: cache format version ${m.version}, this build reads version ${CACHE_VERSION}; rebuild the cache.`);
+  }
+  for (const f of ['key', 'dataset', 'teacher', 'layout', 'shards'] as const) {
+    if (m[f] === undefined) throw new RecdistillError('E_INPUT', `${path}: missing field "${f}".`);
+  }
+  return m;
+}

@@ -1,0 +1,83 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { RecdistillError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { sha256 } from '../util/hash.js';
+import { decodeSafetensors, encodeSafetensors, type DecodedSafetensors, type STTensor } from '../util/safetensors.js';
+import { f32ToF16 } from './f16.js';
+import type { HiddenDtype } from './format.js';
+
+/** One user's teacher states, already clipped to positions first..first+count-1 (all <= n-2). */
+export interface UserStates {
+  user: number;
+  first: number;
+  count: number;
+  /** [count, layers, H] */
+  states: Float32Array;
+}
+
+/**
+ * Pass-1 shard bytes: `user` I32 [R], `position` I32 [R], `hidden` F32|F16 [R, layers, H], rows sorted by
+ * (user, position). No metadata that depends on the run (time, pid): the same states give the same bytes.
+ */
+export function encodeHiddenShard(users: UserStates[], layers: number, H: number, dtype: HiddenDtype): { bytes: Uint8Array; rows: number } {
+  const sorted = [...users].sort((a, b) => a.user - b.user);
+  const R = sorted.reduce((a, u) => a + u.count, 0);
+  const LH = layers * H;
+  const user = new Int32Array(R);
+  const position = new Int32Array(R);
+  const hidden = new Float32Array(R * LH);
+  let r = 0;
+  for (const u of sorted) {
+    if (u.states.length !== u.count * LH) {
+      throw new RecdistillError('E_INTERNAL', `teacher returned ${u.states.length} state values for user ${u.user}, expected ${u.count} x ${layers} x ${H}.`);
+    }
+    hidden.set(u.states, r * LH);
+    for (let i = 0; i < u.count; i++, r++) {
+      user[r] = u.user;
+      position[r] = u.first + i;
+    }
+  }
+  const tensors: Record<string, STTensor> = {
+    user: { dtype: 'I32', shape: [R], data: user },
+    position: { dtype: 'I32', shape: [R], data: position },
+    hidden: dtype === 'F16' ? { dtype: 'F16', shape: [R, layers, H], data: f32ToF16(hidden) } : { dtype: 'F32', shape: [R, layers, H], data: hidden },
+  };
+  return { bytes: encodeSafetensors(tensors), rows: R };
+}
+
+/** Pass-2 shard bytes: soft labels aligned row for row with a hidden shard. */
+export function encodeSoftShard(user: Int32Array, position: Int32Array, topkIndex: Int32Array, topkProb: Float32Array, k: number): Uint8Array {
+  const R = user.length;
+  return encodeSafetensors({
+    user: { dtype: 'I32', shape: [R], data: user },
+    position: { dtype: 'I32', shape: [R], data: position },
+    topk_index: { dtype: 'I32', shape: [R, k], data: topkIndex },
+    topk_prob: { dtype: 'F32', shape: [R, k], data: topkProb },
+  });
+}
+
+/** Write bytes atomically (temp + rename) and return their sha256. */
+export function writeShard(dir: string, file: string, bytes: Uint8Array): string {
+  writeFileAtomic(join(dir, file), bytes);
+  return sha256(bytes);
+}
+
+/**
+ * decodeSafetensors for bytes read from disk. src/util/safetensors.ts slices its input with offsets that
+ * assume a plain Uint8Array at byteOffset 0 (a Node Buffer's slice is a view of the whole pool), so hand it one.
+ */
+export function decodeFileBytes(buf: Uint8Array, where: string): DecodedSafetensors {
+  const plain = buf.byteOffset === 0 ? new Uint8Array(buf.buffer, 0, buf.byteLength) : new Uint8Array(buf);
+  return decodeSafetensors(plain, where);
+}
+
+/** Read a finished shard left by an earlier (possibly killed) run: rows and sha256. Renames are atomic, so a file that exists is whole. */
+export function readFinishedShard(dir: string, file: string): { rows: number; sha256: string; tensors: Record<string, STTensor> } {
+  const path = join(dir, file);
+  const buf = readFileSync(path);
+  const { tensors } = decodeFileBytes(buf, path);
+  const user = tensors.user;
+  if (!user) throw new RecdistillError('E_INPUT', `${path}: no "user" tensor; delete the file to recompute it.`);
+  return { rows: user.shape[0] ?? 0, sha256: sha256(buf), tensors };
+}

@@ -1,11 +1,6 @@
-import type { HooksFactory } from '../student/hooks.js';
-import { RecdistillError } from '../errors.js';
-
-/**
- * Distillation hooks for the student trainer. Returns undefined when no cache is given.
- * (The distillation engineer replaces this body; the signature is the contract with student:train.)
- */
-export const buildDistillHooks: HooksFactory = async (opts) => {
-  if (!opts.cache) return undefined;
-  throw new RecdistillError('E_INTERNAL', 'distillation is not built yet (--cache).');
-};
+/** Distillation: loss terms, loss balancing, the student:train hooks, and the ablation runner. */
+export { buildDistillHooks, buildWithReader, distillFlagsFrom } from './hooks.js';
+export { distillOptions, activeLambdas, TERM_NAMES, type DistillFlags, type TermName } from './options.js';
+export { parseAlign, type AlignPair } from './align.js';
+export { createBalancer, type BalanceMode, type Balancer } from './balance.js';
+export * as losses from './losses.js';

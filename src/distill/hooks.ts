@@ -1,0 +1,223 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { openCache, type CacheReader } from '../cache/reader.js';
+import { resolveOptions } from '../config/options.js';
+import type { PreparedDataset } from '../data/types.js';
+import { RecdistillError } from '../errors.js';
+import type { HooksFactory, StepContext, TrainHooks } from '../student/hooks.js';
+import { parseAlign, type AlignPair } from './align.js';
+import { createBalancer, type BalanceMode } from './balance.js';
+import { crossEntropy, cosineDistance, embeddingDistance, gatherRows, klTopK, l2Distance, rankingLoss, rankingWeights, topKMembership } from './losses.js';
+import { activeLambdas, distillOptions, type DistillFlags, type TermName } from './options.js';
+import { computeStats, lookupTeacherBatch } from './teacher-batch.js';
+
+/** Pick and validate the distillation flags out of student:train's resolved options. */
+export function distillFlagsFrom(opts: Record<string, unknown>): DistillFlags {
+  const picked: Record<string, unknown> = {};
+  for (const k of Object.keys(distillOptions)) if (opts[k] !== undefined) picked[k] = opts[k];
+  const f = resolveOptions(distillOptions, { flags: picked });
+  for (const k of ['lambdaCos', 'lambdaL2', 'lambdaMs', 'lambdaKd', 'lambdaEmb', 'kdTemperature', 'rankLambda'] as const) {
+    if (f[k] < 0 || ((k === 'kdTemperature' || k === 'rankLambda') && f[k] === 0)) {
+      throw new RecdistillError('E_USAGE', `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} must be ${k.startsWith('lambda') ? '>= 0' : '> 0'}, got ${f[k]}.`);
+    }
+  }
+  if (f.balanceEvery < 1) throw new RecdistillError('E_USAGE', `--balance-every must be >= 1, got ${f.balanceEvery}.`);
+  return f;
+}
+
+let instance = 0;
+
+/** Distillation hooks for the student trainer; undefined when no --cache is given (plain training). */
+export const buildDistillHooks: HooksFactory = async (opts, dataset, model) => {
+  const f = distillFlagsFrom(opts);
+  if (!f.cache) return undefined;
+  const reader = openCache(f.cache, { fingerprint: dataset.fingerprint });
+  try {
+    return buildWithReader(reader, f, dataset, model, typeof opts.seed === 'number' ? opts.seed : 0);
+  } catch (e) {
+    reader.close();
+    throw e;
+  }
+};
+
+/** The hooks for an opened cache (exported for tests that build a cache in a temp dir). */
+export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: PreparedDataset, model: { dims: number; blocks: number }, seed = 0): TrainHooks {
+  const D = model.dims;
+  const H = reader.hiddenSize;
+  const lambdas = activeLambdas(f);
+  const on = (t: TermName) => lambdas[t] !== undefined;
+  const pairs = parseAlign(f.align, model.blocks, reader.layers.length);
+  const msPairs = pairs.filter((p) => p.block < model.blocks - 1);
+  if (on('ms') && msPairs.length === 0) {
+    throw new RecdistillError('E_USAGE', `--lambda-ms needs an aligned intermediate student block (the student has ${model.blocks} block(s); aligned: ${fmtPairs(pairs, reader)}); use --align or more --blocks.`);
+  }
+  const K = f.kdTopK > 0 ? f.kdTopK : reader.k;
+  if (on('kd') && !reader.hasSoftLabels) throw new RecdistillError('E_INPUT', `teacher cache ${reader.dir} has no soft labels; --lambda-kd needs them (finish teacher:cache).`);
+  if (on('kd') && K > reader.k) throw new RecdistillError('E_USAGE', `--kd-top-k ${K} exceeds the cached top-K (${reader.k}) of ${reader.dir}.`);
+  const stats = f.standardise && (on('cos') || on('l2')) ? (reader.stats() ?? computeStats(reader, dataset.users.length)) : undefined;
+  const teacherItems = on('emb') ? centredRows(reader.itemEmbeddings(), H) : undefined; // [N+1, H]
+
+  const id = ++instance;
+  const vars: tf.Variable[] = [];
+  const mk = (name: string, init: tf.Tensor) => {
+    const v = tf.variable(init, true, `distill${id}/${name}`);
+    init.dispose();
+    vars.push(v);
+    return v;
+  };
+  // Hidden projections D -> H, one per aligned pair (shared by Dcos and Dl2). [D, H], [H]
+  const proj = on('cos') || on('l2') ? pairs.map((p) => ({ w: mk(`proj${p.block + 1}/w`, tf.randomNormal([D, H], 0, 1 / Math.sqrt(D), 'float32', seed + 11 * (p.block + 1))), b: mk(`proj${p.block + 1}/b`, tf.zeros([H])) })) : [];
+  // Multi-supervision adapters D -> D, identity at start (the intermediate state scored by the item embeddings).
+  const adapters = on('ms') ? msPairs.map((p) => ({ w: mk(`ms${p.block + 1}/w`, tf.eye(D)), b: mk(`ms${p.block + 1}/b`, tf.zeros([D])) })) : [];
+  // Teacher item text embedding -> student item space. [H, D]
+  const embW = on('emb') ? mk('emb/w', tf.randomNormal([H, D], 0, 1 / Math.sqrt(H), 'float32', seed + 7)) : undefined;
+  const tapped = [...new Set(pairs.map((p) => p.tapped))];
+  const balancer = createBalancer(f.balance as BalanceMode, lambdas as Record<string, number>);
+  const coverage = { slots: 0, withTeacher: 0 };
+
+  const extraTerms = (ctx: StepContext): Record<string, tf.Scalar> => {
+    const B = ctx.users.length;
+    const L = ctx.positions.length / B;
+    const targets = Int32Array.from(ctx.targets.dataSync()); // [B * L]
+    const valid = new Uint8Array(B * L);
+    for (let s = 0; s < B * L; s++) valid[s] = ctx.positions[s]! >= 0 && targets[s]! > 0 ? 1 : 0;
+    const flat = (block: number) => tf.reshape(ctx.hidden[block]!, [B * L, D]) as tf.Tensor2D; // [B*L, D]
+    const out: Partial<Record<TermName, tf.Scalar>> = {};
+    const needTeacher = on('cos') || on('l2') || on('kd');
+    const tb = needTeacher ? lookupTeacherBatch(reader, ctx.users, ctx.positions, { tapped: proj.length ? tapped : [], k: on('kd') ? K : 0, stats }, valid) : undefined;
+    if (tb) {
+      coverage.withTeacher += tb.slots.length;
+      for (const v of valid) coverage.slots += v;
+    }
+    const M = tb?.slots.length ?? 0;
+    const slotsT = tb ? tf.tensor1d(tb.slots, 'int32') : undefined;
+    if (tb && slotsT && proj.length) {
+      let cos: tf.Scalar = tf.scalar(0);
+      let l2: tf.Scalar = tf.scalar(0);
+      pairs.forEach((p, i) => {
+        const hs = tf.gather(flat(p.block), slotsT); // [M, D]
+        const ps = tf.add(tf.matMul(hs, proj[i]!.w), proj[i]!.b) as tf.Tensor2D; // [M, H]
+        const ht = tf.tensor2d(tb.hidden[tapped.indexOf(p.tapped)]!, [M, H]); // [M, H]
+        if (on('cos')) cos = tf.add(cos, cosineDistance(ps, ht));
+        if (on('l2')) l2 = tf.add(l2, l2Distance(ps, ht));
+      });
+      if (on('cos')) out.cos = connect(tf.div(cos, pairs.length), proj.map((p) => p.w));
+      if (on('l2')) out.l2 = connect(tf.div(l2, pairs.length), proj.map((p) => p.w));
+    }
+    if (on('ms')) {
+      const vs = indicesOf(valid);
+      const vsT = tf.tensor1d(vs, 'int32');
+      const tgt = tf.tensor1d(Int32Array.from(vs, (s) => targets[s]!), 'int32');
+      let ms: tf.Scalar = tf.scalar(0);
+      msPairs.forEach((p, i) => {
+        const a = tf.add(tf.matMul(tf.gather(flat(p.block), vsT), adapters[i]!.w), adapters[i]!.b); // [Mv, D]
+        ms = tf.add(ms, crossEntropy(ctx.scores(a) as tf.Tensor2D, tgt)); // scores: [Mv, N+1]
+      });
+      out.ms = connect(tf.div(ms, msPairs.length), adapters.map((a) => a.w));
+    }
+    if (on('kd') && tb && slotsT) {
+      out.kd = M === 0 ? (tf.mul(tf.sum(ctx.itemEmbeddings), 0) as tf.Scalar) : kdTerm(ctx, tf.gather(flat(model.blocks - 1), slotsT) as tf.Tensor2D, tb.topkIndex!, tb.topkProb!, M);
+    }
+    if (on('emb') && teacherItems && embW) {
+      const ids = batchItems(dataset, ctx.users, ctx.positions, targets);
+      const es = tf.gather(ctx.itemEmbeddings, tf.tensor1d(ids, 'int32')) as tf.Tensor2D; // [n, D]
+      const et = tf.tensor2d(gatherRowsJs(teacherItems, H, ids), [ids.length, H]); // [n, H]
+      out.emb = embeddingDistance(es, tf.matMul(et, embW));
+    }
+    return out as Record<string, tf.Scalar>;
+  };
+
+  const kdTerm = (ctx: StepContext, h: tf.Tensor2D, idx: Int32Array, prob: Float32Array, M: number): tf.Scalar => {
+    const scores = ctx.scores(h) as tf.Tensor2D; // [M, N+1]
+    const idxT = tf.tensor2d(idx, [M, K], 'int32');
+    if (f.kd === 'kl') return klTopK(gatherRows(scores, idxT), tf.tensor2d(prob, [M, K]), f.kdTemperature, reader.temperature);
+    // Ranking (DLLM2Rec): padding item 0 never competes; agreement with the student's own top-K is a constant weight.
+    const masked = tf.add(scores, tf.mul(tf.oneHot(tf.tensor1d([0], 'int32'), scores.shape[1]), -1e9)) as tf.Tensor2D;
+    const studentTop = tf.topk(masked, K).indices.dataSync() as Int32Array;
+    const w = rankingWeights(prob, topKMembership(studentTop, K, idx, K), K, {
+      lambda: f.rankLambda,
+      gammaPosition: f.gammaPosition,
+      gammaConfidence: f.gammaConfidence,
+      gammaConsistency: f.gammaConsistency,
+    });
+    return rankingLoss(gatherRows(tf.logSoftmax(masked) as tf.Tensor2D, idxT), tf.tensor2d(w, [M, K]));
+  };
+
+  return {
+    variables: () => vars,
+    extraTerms,
+    weights: (step) => balancer.weights(step),
+    balance: f.balance === 'none' ? undefined : { every: f.balanceEvery, update: (g, step) => balancer.update(g, step) },
+    epochInfo() {
+      const info = balancer.info();
+      if (coverage.slots) info.teacherCoverage = coverage.withTeacher / coverage.slots;
+      coverage.slots = coverage.withTeacher = 0;
+      return info;
+    },
+    provenance: () => ({
+      cache: reader.dir,
+      cacheKey: reader.key,
+      teacher: { kind: reader.manifest.teacher.kind, model: reader.manifest.teacher.model, layers: reader.layers, hiddenSize: H },
+      lambdas,
+      align: fmtPairs(pairs, reader),
+      kd: on('kd') ? { loss: f.kd, k: K, temperature: f.kd === 'kl' ? f.kdTemperature : undefined, cacheTemperature: reader.temperature } : undefined,
+      ranking: on('kd') && f.kd === 'ranking' ? { lambda: f.rankLambda, gammaPosition: f.gammaPosition, gammaConfidence: f.gammaConfidence, gammaConsistency: f.gammaConsistency } : undefined,
+      standardise: f.standardise,
+      balance: f.balance === 'none' ? 'none' : { mode: f.balance, every: f.balanceEvery },
+    }),
+    dispose() {
+      for (const v of vars) v.dispose();
+      reader.close();
+    },
+  };
+}
+
+/** A zero-batch term still has to touch its variables (the optimiser wants a path to every variable). */
+function connect(term: tf.Tensor, ws: tf.Variable[]): tf.Scalar {
+  let t = term as tf.Scalar;
+  for (const w of ws) t = tf.add(t, tf.mul(tf.sum(w), 0));
+  return t;
+}
+
+function indicesOf(mask: Uint8Array): Int32Array {
+  const out: number[] = [];
+  for (let s = 0; s < mask.length; s++) if (mask[s]) out.push(s);
+  return Int32Array.from(out);
+}
+
+/** Unique item ids in the batch (inputs and targets), ascending, padding excluded. */
+export function batchItems(dataset: PreparedDataset, users: Int32Array, positions: Int32Array, targets: Int32Array): Int32Array {
+  const B = users.length;
+  const L = positions.length / B;
+  const set = new Set<number>();
+  for (let b = 0; b < B; b++) {
+    const seq = dataset.users[users[b]!]!.items;
+    for (let l = 0; l < L; l++) {
+      const p = positions[b * L + l]!;
+      if (p >= 0) set.add(seq[p]!);
+      const t = targets[b * L + l]!;
+      if (t > 0) set.add(t);
+    }
+  }
+  set.delete(0);
+  return Int32Array.from([...set].sort((a, b) => a - b));
+}
+
+function gatherRowsJs(m: Float32Array, width: number, ids: Int32Array): Float32Array {
+  const out = new Float32Array(ids.length * width);
+  ids.forEach((id, i) => out.set(m.subarray(id * width, (id + 1) * width), i * width));
+  return out;
+}
+
+/** Subtract the mean over rows 1..N (LLM embeddings share a large common direction that cosine would reward). */
+function centredRows(m: Float32Array, width: number): Float32Array {
+  const n = m.length / width - 1;
+  const mean = new Float64Array(width);
+  for (let i = 1; i <= n; i++) for (let d = 0; d < width; d++) mean[d]! += m[i * width + d]! / n;
+  const out = new Float32Array(m.length);
+  for (let i = 1; i <= n; i++) for (let d = 0; d < width; d++) out[i * width + d] = m[i * width + d]! - mean[d]!;
+  return out;
+}
+
+function fmtPairs(pairs: AlignPair[], reader: CacheReader): string {
+  return pairs.map((p) => `${p.block + 1}:${reader.layers[p.tapped]}`).join(',');
+}

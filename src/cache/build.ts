@@ -134,6 +134,10 @@ async function encodeUser(encoder: TeacherEncoder, ds: PreparedDataset, user: nu
  */
 export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: Pass1Options): Promise<Pass1Result> {
   const { dir, manifest } = initialManifest(encoder, ds, o);
+  if (manifest.complete) {
+    o.log(`teacher:cache: ${dir} is already complete (key ${manifest.key}); nothing to do.`);
+    return { dir, manifest, encodedUsers: 0, tokens: 0, seconds: 0 };
+  }
   mkdirSync(dir, { recursive: true });
   const start = performance.now();
   const numShards = manifest.layout.numShards;

@@ -1,0 +1,90 @@
+import type { PreparedDataset } from '../data/types.js';
+import { RecdistillError } from '../errors.js';
+import type { TeacherEncoder } from '../teacher/types.js';
+import type { LogFn } from '../util/progress.js';
+import { runPass1, type Pass1Options } from './build.js';
+import type { CacheManifest, HeadConfig, HiddenDtype } from './format.js';
+import { runPass2 } from './soft.js';
+
+/**
+ * The teacher:cache library call (the CLI and the ablation both use it):
+ *   pass 1  hidden states per (user, position) + item embeddings   (sliceable with --shard i/N)
+ *   pass 2  stats, soft-label head, soft labels, teacher metrics    (full runs; after teacher:merge for slices)
+ * A `--shard` run stops after pass 1 (its manifest says stage "hidden"); teacher:merge joins the slices
+ * and runs pass 2, which needs only the cached features and the dataset, not the teacher model.
+ */
+export interface CacheRunOptions {
+  root: string;
+  out?: string;
+  usersPerShard: number;
+  hiddenDtype: HiddenDtype;
+  concurrency: number;
+  slice?: { index: number; count: number };
+  k: number;
+  temperature: number;
+  head: HeadConfig;
+  teacherOptions: Record<string, unknown>;
+  /** tfjs backend name for the manifest (call initBackend first). */
+  backend: string;
+  /** Teacher-provided scores for the 'teacher' head (seqrec). */
+  teacherScores?: (items: Int32Array, positions: Int32Array) => Promise<Float32Array>;
+  log: LogFn;
+}
+
+export interface CacheSummary extends Record<string, unknown> {
+  cache: string;
+  key: string;
+  complete: boolean;
+  rows: number;
+  shards: number;
+  seconds: number;
+  promptsPerSec: number;
+  tokensPerSec: number;
+  valid?: Record<string, number>;
+  test?: Record<string, number>;
+}
+
+export function summarize(dir: string, m: CacheManifest, seconds: number): CacheSummary {
+  return {
+    cache: dir,
+    key: m.key,
+    complete: m.complete,
+    rows: m.shards.reduce((a, s) => a + s.rows, 0),
+    shards: m.shards.length,
+    seconds,
+    promptsPerSec: m.timings.promptsPerSec ?? 0,
+    tokensPerSec: m.timings.tokensPerSec ?? 0,
+    ...(m.metrics ? { valid: m.metrics.valid, test: m.metrics.test } : {}),
+  };
+}
+
+export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDataset, o: CacheRunOptions): Promise<CacheSummary> {
+  const t0 = performance.now();
+  const N = ds.items.length - 1;
+  if (o.k < 1 || o.k > N) throw new RecdistillError('E_USAGE', `--top-k must be in 1..${N} (the number of items), got ${o.k}.`);
+  if (!(o.temperature > 0)) throw new RecdistillError('E_USAGE', `--temperature must be > 0, got ${o.temperature}.`);
+  if (o.usersPerShard < 1) throw new RecdistillError('E_USAGE', `--users-per-shard must be >= 1, got ${o.usersPerShard}.`);
+  if (o.slice && o.head.kind === 'teacher') {
+    throw new RecdistillError('E_USAGE', `--shard is for LLM teachers; a seqrec teacher's soft labels need the model in pass 2, and it is fast enough to run whole.`);
+  }
+  const p1: Pass1Options = {
+    root: o.root,
+    out: o.out,
+    usersPerShard: o.usersPerShard,
+    hiddenDtype: o.hiddenDtype,
+    concurrency: o.concurrency,
+    slice: o.slice,
+    softLabels: { k: o.k, temperature: o.temperature },
+    head: o.head,
+    teacherOptions: o.teacherOptions,
+    log: o.log,
+  };
+  const r1 = await runPass1(encoder, ds, p1);
+  let manifest = r1.manifest;
+  if (!o.slice && !manifest.complete) {
+    manifest = await runPass2(r1.dir, ds, { log: o.log, backend: o.backend, teacherScores: o.teacherScores });
+  } else if (o.slice) {
+    o.log(`teacher:cache: slice ${o.slice.index}/${o.slice.count} done (pass 1 only); join the slices with teacher:merge, which also runs the soft-label pass.`);
+  }
+  return summarize(r1.dir, manifest, (performance.now() - t0) / 1000);
+}

@@ -1,0 +1,170 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { RecdistillError } from '../errors.js';
+import { makeRng, shuffle } from '../student/rng.js';
+import type { LogFn } from '../util/progress.js';
+
+/**
+ * The teacher's soft-label head: a softmax layer over items read from one tapped hidden state,
+ * logits = h W^T + b with W [N+1, H], b [N+1].
+ *
+ * Initialisation (= the zero-shot head): centred, scaled similarity between the state and the item text
+ * embeddings, W0 = c (E - mean(E)), b0 = -W0 mean(h), so logits_i = c (h - mean h) . (e_i - mean e).
+ * Centring removes the large shared direction LLM states have (every cosine near 1 otherwise); c makes a
+ * typical logit |c ||h - mh|| ||e - me||| equal INIT_SCALE, i.e. the softmax starts at temperature
+ * 1 / INIT_SCALE on a cosine-like score. Training (Adam on cross-entropy over training positions only)
+ * starts from there; epoch 0 (no training) takes part in model selection, so a head that does not beat
+ * the zero-shot similarity on validation NDCG@10 falls back to it.
+ */
+export const INIT_SCALE = 10;
+
+export interface HeadParams {
+  /** [N+1, H] */
+  weight: Float32Array;
+  /** [N+1] */
+  bias: Float32Array;
+}
+
+export interface HeadTrainConfig {
+  epochs: number;
+  lr: number;
+  batchSize: number;
+  /** Stop after this many epochs without a better validation NDCG@10. */
+  patience: number;
+  seed: number;
+}
+
+export interface HeadTrainData {
+  H: number;
+  /** Number of items N (ids 1..N). */
+  numItems: number;
+  /** [R, H] training states (the state after item p). */
+  x: Float32Array;
+  /** [R] targets: item p+1, a training item. */
+  y: Int32Array;
+}
+
+/** Mean over rows of an [R, H] matrix (float64 accumulation). */
+export function rowMean(x: Float32Array, R: number, H: number, from = 0): Float64Array {
+  const m = new Float64Array(H);
+  for (let r = from; r < R; r++) for (let d = 0; d < H; d++) m[d]! += x[r * H + d]!;
+  for (let d = 0; d < H; d++) m[d]! /= Math.max(1, R - from);
+  return m;
+}
+
+function meanCentredNorm(x: Float32Array, R: number, H: number, mean: Float64Array, from = 0): number {
+  let total = 0;
+  for (let r = from; r < R; r++) {
+    let s = 0;
+    for (let d = 0; d < H; d++) s += (x[r * H + d]! - mean[d]!) ** 2;
+    total += Math.sqrt(s);
+  }
+  return total / Math.max(1, R - from);
+}
+
+/** The zero-shot head (also the linear head's starting point). itemEmb [N+1, H], hMean [H], hNorm = mean ||h - hMean||. */
+export function initHead(itemEmb: Float32Array, N: number, H: number, hMean: Float64Array, hNorm: number): HeadParams {
+  const eMean = rowMean(itemEmb, N + 1, H, 1);
+  const eNorm = meanCentredNorm(itemEmb, N + 1, H, eMean, 1);
+  const c = INIT_SCALE / Math.max(hNorm * eNorm, 1e-12);
+  const weight = new Float32Array((N + 1) * H);
+  const bias = new Float32Array(N + 1);
+  for (let i = 1; i <= N; i++) {
+    let b = 0;
+    for (let d = 0; d < H; d++) {
+      const w = c * (itemEmb[i * H + d]! - eMean[d]!);
+      weight[i * H + d] = w;
+      b -= w * hMean[d]!;
+    }
+    bias[i] = b;
+  }
+  return { weight, bias };
+}
+
+/** Logits for rows x [B, H] -> [B, N+1] (column 0 is padding: callers mask it). */
+export function headLogits(p: { weight: tf.Tensor2D; bias: tf.Tensor1D }, x: Float32Array, B: number, H: number): Float32Array {
+  return tf.tidy(() => tf.add(tf.matMul(tf.tensor2d(x, [B, H]), p.weight, false, true), p.bias).dataSync() as Float32Array);
+}
+
+/**
+ * Fit the linear head with Adam, seeded shuffles, model selection on `validate` (returns validation
+ * NDCG@10 for the given parameters). Deterministic for a seed on one backend.
+ */
+export async function fitHead(
+  data: HeadTrainData,
+  init: HeadParams,
+  cfg: HeadTrainConfig,
+  validate: (p: { weight: tf.Tensor2D; bias: tf.Tensor1D }) => Promise<number>,
+  log: LogFn,
+): Promise<{ params: HeadParams; bestEpoch: number; history: Array<{ epoch: number; loss: number; validNdcg10: number }> }> {
+  const { H, numItems: N } = data;
+  const R = data.y.length;
+  if (data.x.length !== R * H) throw new RecdistillError('E_INTERNAL', `head: x has ${data.x.length} values, expected ${R} x ${H}.`);
+  const weight = tf.variable(tf.tensor2d(init.weight, [N + 1, H]), true, 'head_weight');
+  const bias = tf.variable(tf.tensor1d(init.bias), true, 'head_bias');
+  const p = { weight: weight as tf.Tensor2D, bias: bias as tf.Tensor1D };
+  const opt = tf.train.adam(cfg.lr);
+  const rng = makeRng(cfg.seed);
+  const order = Int32Array.from({ length: R }, (_, i) => i);
+  const history: Array<{ epoch: number; loss: number; validNdcg10: number }> = [];
+  let best = { ndcg: await validate(p), epoch: 0, params: init };
+  history.push({ epoch: 0, loss: NaN, validNdcg10: best.ndcg });
+  log(`teacher head: epoch 0 (zero-shot init) valid ndcg@10 ${best.ndcg.toFixed(4)}`);
+  let stale = 0;
+  try {
+    for (let epoch = 1; epoch <= cfg.epochs && R > 0; epoch++) {
+      const t0 = performance.now();
+      shuffle(order, rng);
+      let lossSum = 0;
+      let batches = 0;
+      for (let s = 0; s < R; s += cfg.batchSize) {
+        const B = Math.min(cfg.batchSize, R - s);
+        const xb = new Float32Array(B * H);
+        const yb = new Int32Array(B);
+        for (let i = 0; i < B; i++) {
+          const r = order[s + i]!;
+          xb.set(data.x.subarray(r * H, (r + 1) * H), i * H);
+          yb[i] = data.y[r]!;
+        }
+        const x = tf.tensor2d(xb, [B, H]);
+        const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(yb, 'int32'), N + 1));
+        const loss = opt.minimize(() => tf.losses.softmaxCrossEntropy(labels, tf.add(tf.matMul(x, weight, false, true), bias)) as tf.Scalar, true);
+        lossSum += loss!.dataSync()[0]!;
+        tf.dispose([x, labels, loss!]);
+        batches++;
+      }
+      const ndcg = await validate(p);
+      const loss = lossSum / Math.max(1, batches);
+      history.push({ epoch, loss, validNdcg10: ndcg });
+      log(`teacher head: epoch ${epoch} loss ${loss.toFixed(4)} valid ndcg@10 ${ndcg.toFixed(4)} (${((performance.now() - t0) / 1000).toFixed(1)}s)`);
+      if (ndcg > best.ndcg) {
+        best = { ndcg, epoch, params: { weight: weight.dataSync().slice() as Float32Array, bias: bias.dataSync().slice() as Float32Array } };
+        stale = 0;
+      } else if (++stale >= cfg.patience) break;
+    }
+  } finally {
+    weight.dispose();
+    bias.dispose();
+    opt.dispose();
+  }
+  return { params: best.params, bestEpoch: best.epoch, history };
+}
+
+/**
+ * Soft labels for rows: softmax(logits / T) over the catalogue with padding and each row's history masked,
+ * then the top K (best first). logits [B, N+1]; history(i) lists the items to mask for row i.
+ */
+export function softLabelsFromLogits(logits: Float32Array, B: number, N: number, T: number, K: number, history: (i: number) => ArrayLike<number>): { index: Int32Array; prob: Float32Array } {
+  const masked = new Float32Array(logits.length);
+  for (let i = 0; i < B; i++) {
+    const off = i * (N + 1);
+    for (let j = 0; j <= N; j++) masked[off + j] = logits[off + j]! / T;
+    masked[off] = -1e9;
+    const h = history(i);
+    for (let t = 0; t < h.length; t++) masked[off + h[t]!] = -1e9;
+  }
+  return tf.tidy(() => {
+    const probs = tf.softmax(tf.tensor2d(masked, [B, N + 1]));
+    const { values, indices } = tf.topk(probs, Math.min(K, N + 1), true);
+    return { index: indices.dataSync().slice() as Int32Array, prob: values.dataSync().slice() as Float32Array };
+  });
+}

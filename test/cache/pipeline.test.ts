@@ -1,0 +1,105 @@
+import { readFileSync, readdirSync, rmSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/backend/index.js';
+import { readManifest } from '../../src/cache/format.js';
+import { openCache } from '../../src/cache/reader.js';
+import { runTeacherCache, type CacheRunOptions } from '../../src/cache/run.js';
+import { softLabelsFromLogits } from '../../src/teacher/head.js';
+import { fakeEncoder, tinyDataset } from './fixtures.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'recdistill-pipe-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+let backend = '';
+beforeAll(async () => {
+  backend = await initBackend('cpu');
+});
+
+export const opts = (out: string, extra: Partial<CacheRunOptions> = {}): CacheRunOptions => ({
+  root: tmp,
+  out,
+  usersPerShard: 16,
+  hiddenDtype: 'F32',
+  concurrency: 2,
+  k: 5,
+  temperature: 2,
+  head: { kind: 'linear', layer: -1, epochs: 4, lr: 0.05, batchSize: 64, patience: 2, seed: 3 },
+  teacherOptions: {},
+  backend,
+  log: () => {},
+  ...extra,
+});
+
+describe('soft labels', () => {
+  it('softmax at T over unmasked items, top-K best first (hand-computed)', () => {
+    // N = 3, logits for items 0..3 = [9, 1, 2, 3], T = 2, history = [3]: items 1, 2 remain.
+    const { index, prob } = softLabelsFromLogits(Float32Array.from([9, 1, 2, 3]), 1, 3, 2, 2, () => [3]);
+    const z = Math.exp(0.5) + Math.exp(1);
+    expect(Array.from(index)).toEqual([2, 1]);
+    expect(prob[0]).toBeCloseTo(Math.exp(1) / z, 6);
+    expect(prob[1]).toBeCloseTo(Math.exp(0.5) / z, 6);
+  });
+});
+
+describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
+  const ds = tinyDataset(40, 30);
+  const enc = () => fakeEncoder({ numItems: 30, H: 8, layers: [1, 3] });
+
+  it('writes a complete cache: soft labels mask history, metrics recorded, reader serves rows', async () => {
+    const dir = join(tmp, 'full');
+    const s = await runTeacherCache(enc(), ds, opts(dir));
+    expect(s.complete).toBe(true);
+    expect(s.shards).toBe(3);
+    expect(s.rows).toBe(ds.users.reduce((a, u) => a + Math.max(0, u.items.length - 1), 0));
+    expect(s.valid!['ndcg@10']).toBeGreaterThan(0);
+    expect(s.test!['hr@10']).toBeGreaterThanOrEqual(0);
+    const m = readManifest(dir);
+    expect(m.head.bestEpoch).toBeGreaterThanOrEqual(0);
+    expect(m.head.history!.length).toBeGreaterThanOrEqual(2);
+    const r = openCache(dir, { fingerprint: ds.fingerprint });
+    expect(r.hasSoftLabels).toBe(true);
+    for (const u of [2, 17, 39]) {
+      const rows = r.rowsForUser(u);
+      const items = ds.users[u]!.items;
+      for (let i = 0; i < rows.positions.length; i++) {
+        const idx = Array.from(rows.topkIndex!.subarray(i * 5, i * 5 + 5));
+        const pr = Array.from(rows.topkProb!.subarray(i * 5, i * 5 + 5));
+        const seen = new Set(items.subarray(0, rows.positions[i]! + 1));
+        for (const j of idx) {
+          expect(j).toBeGreaterThan(0);
+          expect(seen.has(j)).toBe(false);
+        }
+        for (let a = 1; a < 5; a++) expect(pr[a]!).toBeLessThanOrEqual(pr[a - 1]!);
+        expect(pr.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(1 + 1e-6);
+      }
+    }
+    const st = r.stats()!;
+    expect(st.mean.length).toBe(16);
+    expect(Math.min(...st.std)).toBeGreaterThanOrEqual(0);
+  });
+
+  it('is deterministic: a second run in another directory writes identical shard bytes', async () => {
+    const a = join(tmp, 'full');
+    const b = join(tmp, 'again');
+    await runTeacherCache(enc(), ds, opts(b));
+    const files = readdirSync(a).filter((f) => f.endsWith('.safetensors')).sort();
+    expect(files).toEqual(readdirSync(b).filter((f) => f.endsWith('.safetensors')).sort());
+    expect(files).toContain('soft-00002.safetensors');
+    for (const f of files) expect(readFileSync(join(a, f)).equals(readFileSync(join(b, f))), f).toBe(true);
+  });
+
+  it('a finished cache is not recomputed (the encoder is never called)', async () => {
+    const e = enc();
+    const s = await runTeacherCache(e, ds, opts(join(tmp, 'full')));
+    expect(e.calls).toBe(0);
+    expect(s.complete).toBe(true);
+  });
+
+  it('zero-shot head: no training, metrics still recorded', async () => {
+    const s = await runTeacherCache(enc(), ds, opts(join(tmp, 'zs'), { head: { kind: 'zeroshot', layer: -1, epochs: 0, lr: 0, batchSize: 1, patience: 1, seed: 0 } }));
+    expect(s.complete).toBe(true);
+    expect(readManifest(join(tmp, 'zs')).softLabels.head).toBe('zeroshot');
+    expect(typeof s.valid!['ndcg@10']).toBe('number');
+  });
+});

@@ -16,6 +16,8 @@ export interface ItemInfo {
   year?: number;
   /** Genres / categories when known. */
   genres: string[];
+  /** Extra item text by column name (generic --text-cols, Amazon main_category), for prompts. */
+  extra?: Record<string, string>;
 }
 
 export interface UserSequence {
@@ -61,7 +63,7 @@ export interface RawInteraction {
 export interface RawDataset {
   interactions: RawInteraction[];
   /** Item texts by raw item id (may be partial or empty). */
-  items: Map<string, { title: string; year?: number; genres: string[] }>;
+  items: Map<string, { title: string; year?: number; genres: string[]; extra?: Record<string, string> }>;
   /** sha256 over the raw input files (in a fixed order). */
   rawHash: string;
   /** Files the loader read, for messages. */

@@ -1,0 +1,189 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync } from 'node:fs';
+import { dirname, join, normalize, isAbsolute, sep } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import yauzl from 'yauzl';
+import { env } from '../env.js';
+import { RecdistillError } from '../errors.js';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { formatSeconds, type LogFn } from '../util/progress.js';
+
+/** Written last inside the extracted directory, before the rename: its presence means "complete". */
+export const COMPLETE_MARKER = '.recdistill-complete.json';
+
+export interface DownloadRequest {
+  url: string;
+  /** Expected sha256 (hex). undefined = trust on first use: the computed hash is logged and recorded. */
+  sha256?: string;
+  /** Final directory; created atomically (extract to a temp dir, then rename). */
+  dest: string;
+  log: LogFn;
+  /** Defaults to env.offline. */
+  offline?: boolean;
+}
+
+export interface DownloadResult {
+  dir: string;
+  sha256: string;
+  bytes: number;
+  skipped: boolean;
+}
+
+/** Root of downloaded datasets: env.cacheDir/datasets. */
+export function datasetsCacheDir(): string {
+  return join(env.cacheDir, 'datasets');
+}
+
+export function isComplete(dir: string): boolean {
+  return existsSync(join(dir, COMPLETE_MARKER));
+}
+
+export function readMarker(dir: string): { url: string; sha256: string; file?: string } {
+  return JSON.parse(readFileSync(join(dir, COMPLETE_MARKER), 'utf8')) as { url: string; sha256: string; file?: string };
+}
+
+/** Stream the URL into `file`, hashing as it goes; progress (MB/s, ETA) every 2 s. */
+async function fetchTo(url: string, file: string, log: LogFn): Promise<{ sha256: string; bytes: number }> {
+  let res: Response;
+  try {
+    res = await fetch(url, { redirect: 'follow' });
+  } catch (e) {
+    throw new RecdistillError('E_NETWORK', `download of ${url} failed: ${(e as Error).message}. Check the network, or pass --source with a local copy.`, { cause: e });
+  }
+  if (!res.ok || !res.body) throw new RecdistillError('E_NETWORK', `download of ${url} failed: HTTP ${res.status} ${res.statusText}.`);
+  const total = Number(res.headers.get('content-length') ?? NaN);
+  const hash = createHash('sha256');
+  const start = performance.now();
+  let bytes = 0;
+  let last = start;
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      const now = performance.now();
+      if (now - last > 2000) {
+        last = now;
+        const rate = bytes / ((now - start) / 1000);
+        const eta = Number.isFinite(total) ? formatSeconds((total - bytes) / rate) : '?';
+        log(`download ${url}: ${(bytes / 1e6).toFixed(1)}/${Number.isFinite(total) ? (total / 1e6).toFixed(1) : '?'} MB ${(rate / 1e6).toFixed(2)} MB/s ETA ${eta}`);
+      }
+      cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), tap, createWriteStream(file));
+  } catch (e) {
+    throw new RecdistillError('E_NETWORK', `download of ${url} broke off after ${bytes} bytes: ${(e as Error).message}.`, { cause: e });
+  }
+  log(`download ${url}: ${(bytes / 1e6).toFixed(1)} MB in ${formatSeconds((performance.now() - start) / 1000)}`);
+  return { sha256: hash.digest('hex'), bytes };
+}
+
+/** "PK\x03\x04": a zip archive (decided by content, not by the URL's name). */
+function startsWithZipMagic(file: string): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    return readSync(fd, b, 0, 4, 0) === 4 && b.equals(Buffer.from([0x50, 0x4b, 0x03, 0x04]));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function openZip(file: string): Promise<yauzl.ZipFile> {
+  return new Promise((resolve, reject) => yauzl.open(file, { lazyEntries: true }, (err, zf) => (err || !zf ? reject(err) : resolve(zf))));
+}
+
+/** Extract every entry under `dir`, refusing paths that would escape it (zip-slip). */
+export async function extractZip(file: string, dir: string): Promise<number> {
+  let zf: yauzl.ZipFile;
+  try {
+    zf = await openZip(file);
+  } catch (e) {
+    throw new RecdistillError('E_INPUT', `${file} is not a readable zip archive: ${(e as Error).message}.`, { cause: e });
+  }
+  let count = 0;
+  await new Promise<void>((resolve, reject) => {
+    zf.on('error', reject);
+    zf.on('end', () => resolve());
+    zf.on('entry', (entry: yauzl.Entry) => {
+      const rel = normalize(entry.fileName);
+      if (isAbsolute(rel) || rel.split(sep).includes('..')) {
+        zf.close();
+        reject(new RecdistillError('E_INPUT', `${file}: entry ${JSON.stringify(entry.fileName)} would extract outside the target directory.`));
+        return;
+      }
+      const out = join(dir, rel);
+      if (entry.fileName.endsWith('/')) {
+        mkdirSync(out, { recursive: true });
+        zf.readEntry();
+        return;
+      }
+      mkdirSync(dirname(out), { recursive: true });
+      zf.openReadStream(entry, (err, stream) => {
+        if (err || !stream) return reject(err);
+        pipeline(stream, createWriteStream(out)).then(() => {
+          count++;
+          zf.readEntry();
+        }, reject);
+      });
+    });
+    zf.readEntry();
+  });
+  return count;
+}
+
+/**
+ * Download `url` into `dest` unless a complete copy is there. Atomic: the archive goes to a temp file,
+ * is verified, extracted into a temp dir that gets the completion marker, and only then renamed to
+ * `dest`. A killed or failed download leaves no `dest` (only a temp name starting with ".").
+ * Non-zip files are stored as `dest/<file name>`.
+ */
+export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadResult> {
+  const { url, dest, log } = req;
+  if (isComplete(dest)) {
+    const m = readMarker(dest);
+    log(`dataset already present in ${dest} (sha256 ${m.sha256.slice(0, 12)}...); skipping download.`);
+    return { dir: dest, sha256: m.sha256, bytes: 0, skipped: true };
+  }
+  if (req.offline ?? env.offline) {
+    throw new RecdistillError('E_NETWORK', `offline (RECDISTILL_OFFLINE=1) and ${dest} is not in the cache: download ${url} elsewhere and pass --source, or unset RECDISTILL_OFFLINE.`);
+  }
+  const parent = dirname(dest);
+  mkdirSync(parent, { recursive: true });
+  const tag = `${process.pid}.${randomBytes(4).toString('hex')}`;
+  const base = dest.slice(parent.length + 1);
+  const tmpFile = join(parent, `.${base}.${tag}.download`);
+  const tmpDir = join(parent, `.${base}.${tag}.extract`);
+  try {
+    log(`downloading ${url} -> ${dest}`);
+    const got = await fetchTo(url, tmpFile, log);
+    const want = req.sha256?.toLowerCase();
+    if (want && got.sha256 !== want) {
+      throw new RecdistillError('E_CHECKSUM', `sha256 mismatch for ${url}: expected ${want}, got ${got.sha256} (${got.bytes} bytes). Nothing was kept.`);
+    }
+    if (!want) log(`warning: no known sha256 for ${url}; trusting this download (sha256 ${got.sha256}); pass --sha256 to pin it.`);
+    mkdirSync(tmpDir, { recursive: true });
+    const fileName = decodeURIComponent(new URL(url).pathname.split('/').pop() || 'download');
+    const isZip = startsWithZipMagic(tmpFile);
+    if (isZip) {
+      const n = await extractZip(tmpFile, tmpDir);
+      log(`extracted ${n} files`);
+    } else {
+      renameSync(tmpFile, join(tmpDir, fileName));
+    }
+    writeJsonAtomic(join(tmpDir, COMPLETE_MARKER), { url, sha256: got.sha256, bytes: got.bytes, file: isZip ? undefined : fileName, downloadedAt: new Date().toISOString() });
+    // A dest without a marker is debris from an older tool or a hand-made dir: replace it.
+    if (existsSync(dest)) rmSync(dest, { recursive: true, force: true });
+    try {
+      renameSync(tmpDir, dest);
+    } catch (e) {
+      if (!isComplete(dest)) throw e; // another process finished first: use its copy
+    }
+    return { dir: dest, sha256: got.sha256, bytes: got.bytes, skipped: false };
+  } finally {
+    rmSync(tmpFile, { force: true });
+    rmSync(tmpDir, { recursive: true, force: true });
+  }
+}

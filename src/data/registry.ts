@@ -1,0 +1,89 @@
+import { RecdistillError } from '../errors.js';
+import { loadAmazon } from './formats/amazon.js';
+import type { LoadContext } from './formats/common.js';
+import { GENERIC_DEFAULTS, loadGeneric, type GenericOptions } from './formats/generic.js';
+import { loadMl100k, loadMlCsv, loadMlDat } from './formats/movielens.js';
+import { generateSynthetic, type SyntheticOptions } from './synthetic.js';
+import type { RawDataset } from './types.js';
+
+/** Official MovieLens archives live here; RECDISTILL_DATASETS_URL (or the baseUrl argument) overrides it. */
+export const GROUPLENS_BASE_URL = 'https://files.grouplens.org/datasets/movielens';
+
+/** What a loader needs beyond the source: per-format options. */
+export interface LoaderInput {
+  source: string;
+  itemsFile?: string;
+  generic: GenericOptions;
+  synthetic: Partial<SyntheticOptions>;
+}
+
+export interface DatasetSpec {
+  name: string;
+  description: string;
+  /** Archive file name under the base URL (downloadable datasets only). */
+  archive?: string;
+  /**
+   * sha256 of the official archive. undefined = no published value we could pin (ml-10m, ml-32m,
+   * ml-latest, which GroupLens updates in place): the download then needs --sha256 or is trusted on
+   * first use (the computed hash is logged and recorded next to the extracted files).
+   */
+  sha256?: string;
+  /** true when the loader needs --source (a file), i.e. nothing to download or generate. */
+  needsSource?: boolean;
+  load(input: LoaderInput, ctx: LoadContext): RawDataset;
+  /** Options that change the content, for the fingerprint (others, like paths, do not). */
+  fingerprintOptions?(input: LoaderInput): Record<string, unknown>;
+}
+
+const ml = (name: string, description: string, sha256: string | undefined, load: DatasetSpec['load']): DatasetSpec => ({
+  name,
+  description,
+  archive: `${name}.zip`,
+  sha256,
+  load,
+});
+
+/** sha256 values from tensorflow_datasets' url_checksums/movielens.txt (same files, same URLs). */
+export const DATASETS: Record<string, DatasetSpec> = {
+  'ml-100k': ml('ml-100k', 'MovieLens 100K (u.data, u.item)', '50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229', (i, c) => loadMl100k(i.source, c)),
+  'ml-1m': ml('ml-1m', 'MovieLens 1M (ratings.dat, movies.dat)', 'a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20', (i, c) => loadMlDat(i.source, c, 'MovieLens 1M')),
+  'ml-10m': ml('ml-10m', 'MovieLens 10M (ml-10M100K/ratings.dat, movies.dat)', undefined, (i, c) => loadMlDat(i.source, c, 'MovieLens 10M')),
+  'ml-20m': ml('ml-20m', 'MovieLens 20M (ratings.csv, movies.csv)', '96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3', (i, c) => loadMlCsv(i.source, c, 'MovieLens 20M')),
+  'ml-25m': ml('ml-25m', 'MovieLens 25M (ratings.csv, movies.csv)', '8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa', (i, c) => loadMlCsv(i.source, c, 'MovieLens 25M')),
+  'ml-32m': ml('ml-32m', 'MovieLens 32M (ratings.csv, movies.csv)', undefined, (i, c) => loadMlCsv(i.source, c, 'MovieLens 32M')),
+  'ml-latest': ml('ml-latest', 'MovieLens latest full (ratings.csv, movies.csv; changes over time)', undefined, (i, c) => loadMlCsv(i.source, c, 'MovieLens latest')),
+  'ml-latest-small': ml('ml-latest-small', 'MovieLens latest small (ratings.csv, movies.csv)', '696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436', (i, c) => loadMlCsv(i.source, c, 'MovieLens latest-small')),
+  'amazon-2018': {
+    name: 'amazon-2018',
+    description: 'Amazon reviews 2018: --source reviews JSON lines (reviewerID, asin, unixReviewTime), --items-file meta (asin, title)',
+    needsSource: true,
+    load: (i, c) => loadAmazon('2018', i.source, i.itemsFile, c),
+  },
+  'amazon-2023': {
+    name: 'amazon-2023',
+    description: 'Amazon reviews 2023: --source reviews JSONL (user_id, parent_asin, timestamp ms), --items-file meta (parent_asin, title, main_category)',
+    needsSource: true,
+    load: (i, c) => loadAmazon('2023', i.source, i.itemsFile, c),
+  },
+  generic: {
+    name: 'generic',
+    description: 'any CSV/TSV log: --source file, --user-col/--item-col/--time-col, optional --items-file',
+    needsSource: true,
+    load: (i, c) => loadGeneric(i.source, { ...i.generic, itemsFile: i.itemsFile }, c),
+    fingerprintOptions: (i) => ({ ...i.generic, hasItemsFile: i.itemsFile !== undefined && i.itemsFile !== '' }),
+  },
+  synthetic: {
+    name: 'synthetic',
+    description: 'deterministic offline dataset with franchises watched in order and genre drift (the demo default)',
+    // The raw hash covers the generated content (and so its size and seed).
+    load: (i) => generateSynthetic(i.synthetic),
+  },
+};
+
+export const DEFAULT_GENERIC: GenericOptions = { ...GENERIC_DEFAULTS };
+
+export function datasetSpec(name: string): DatasetSpec {
+  const spec = DATASETS[name];
+  if (!spec) throw new RecdistillError('E_USAGE', `unknown dataset "${name}". Valid: ${Object.keys(DATASETS).join(', ')}.`);
+  return spec;
+}

@@ -1,0 +1,192 @@
+import { join } from 'node:path';
+import { RecdistillError } from '../errors.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { formatSeconds, type LogFn } from '../util/progress.js';
+import { TERM_LAMBDAS, TERM_NAMES, type TermName } from './options.js';
+
+/**
+ * The ablation: the same small student, same seeds, trained CE-only, with each distillation term alone and
+ * with all terms; test NDCG@10 / HR@10 mean ± std and train time per configuration. The distilled
+ * configuration reported as "best" is chosen on VALIDATION NDCG@10 (mean over seeds), never on test.
+ * Training and the teacher are injected (see src/cli/commands/ablate.ts), so this file is the protocol only.
+ */
+export type Metrics = Record<string, number>; // 'ndcg@10', 'hr@10', ...
+
+export interface RunResult {
+  valid: Metrics;
+  test: Metrics;
+  /** Training seconds (excluding evaluation where the trainer reports it). */
+  seconds: number;
+  runDir?: string;
+}
+
+export interface AblationConfig {
+  /** 'ce', a term name ('kd'), a '+'-joined set ('kd+cos'), or 'all'. */
+  name: string;
+  /** Lambda per term that is on. */
+  lambdas: Partial<Record<TermName, number>>;
+}
+
+export interface AblationPlan {
+  configs: AblationConfig[];
+  seeds: number[];
+}
+
+export interface AblationDeps {
+  /** Train the student once: `distill` holds the distillation flags (cache + lambdas) or is undefined for CE-only. */
+  train(config: AblationConfig, seed: number, distill: Record<string, unknown> | undefined): Promise<RunResult>;
+  log: LogFn;
+}
+
+/**
+ * Parse `--configs ce,cos,kd,all,kd+ms` against the base lambdas (the value each term takes when on).
+ * 'ce' is always included first (the baseline the gain is measured against).
+ */
+export function planConfigs(spec: string, lambdas: Record<TermName, number>): AblationConfig[] {
+  const names = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  const out: AblationConfig[] = [{ name: 'ce', lambdas: {} }];
+  for (const name of names) {
+    if (name === 'ce' || out.some((c) => c.name === name)) continue;
+    const terms = name === 'all' ? TERM_NAMES.filter((t) => lambdas[t] > 0) : (name.split('+') as TermName[]);
+    const cfg: AblationConfig = { name, lambdas: {} };
+    for (const t of terms) {
+      if (!TERM_NAMES.includes(t)) {
+        throw new RecdistillError('E_USAGE', `--configs: unknown term "${t}" in "${name}"; valid: ce, ${TERM_NAMES.join(', ')}, all, or terms joined with + (kd+cos).`);
+      }
+      if (!(lambdas[t] > 0)) throw new RecdistillError('E_USAGE', `--configs: "${name}" turns on ${t} but --${kebab(TERM_LAMBDAS[t])} is ${lambdas[t]}; give it a positive weight.`);
+      cfg.lambdas[t] = lambdas[t];
+    }
+    if (!terms.length) throw new RecdistillError('E_USAGE', `--configs: "${name}" has no term with a positive lambda.`);
+    out.push(cfg);
+  }
+  return out;
+}
+
+const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+
+export function meanStd(xs: number[]): { mean: number; std: number } {
+  const n = xs.length;
+  if (!n) return { mean: NaN, std: NaN };
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  // Sample standard deviation (n - 1): the spread a reader expects over a few seeds; 0 for one seed.
+  const std = n > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
+  return { mean, std };
+}
+
+export interface ConfigSummary {
+  name: string;
+  lambdas: Partial<Record<TermName, number>>;
+  seeds: number[];
+  'ndcg@10.mean': number;
+  'ndcg@10.std': number;
+  'hr@10.mean': number;
+  'hr@10.std': number;
+  'valid.ndcg@10.mean': number;
+  'valid.hr@10.mean': number;
+  'seconds.mean': number;
+  runs: Array<{ seed: number; valid: Metrics; test: Metrics; seconds: number; runDir?: string }>;
+}
+
+export function summarizeConfig(cfg: AblationConfig, runs: ConfigSummary['runs']): ConfigSummary {
+  const m = (split: 'valid' | 'test', k: string) => meanStd(runs.map((r) => r[split][k] ?? NaN));
+  return {
+    name: cfg.name,
+    lambdas: cfg.lambdas,
+    seeds: runs.map((r) => r.seed),
+    'ndcg@10.mean': m('test', 'ndcg@10').mean,
+    'ndcg@10.std': m('test', 'ndcg@10').std,
+    'hr@10.mean': m('test', 'hr@10').mean,
+    'hr@10.std': m('test', 'hr@10').std,
+    'valid.ndcg@10.mean': m('valid', 'ndcg@10').mean,
+    'valid.hr@10.mean': m('valid', 'hr@10').mean,
+    'seconds.mean': meanStd(runs.map((r) => r.seconds)).mean,
+    runs,
+  };
+}
+
+/** The distilled configuration with the best mean VALIDATION NDCG@10 (ties: the earlier one). */
+export function chooseOnValidation(summaries: ConfigSummary[]): ConfigSummary | undefined {
+  let best: ConfigSummary | undefined;
+  for (const s of summaries) {
+    if (s.name === 'ce') continue;
+    if (!best || s['valid.ndcg@10.mean'] > best['valid.ndcg@10.mean']) best = s;
+  }
+  return best;
+}
+
+export interface AblationResult {
+  configs: ConfigSummary[];
+  ce: ConfigSummary;
+  distilled?: ConfigSummary;
+  /** Relative test NDCG@10 gain of the validation-chosen configuration over CE-only. */
+  gain: number;
+}
+
+/** Run every configuration for every seed (seeds inner: a killed run still has whole configurations). */
+export async function runAblation(plan: AblationPlan, distillBase: Record<string, unknown>, deps: AblationDeps): Promise<AblationResult> {
+  const total = plan.configs.length * plan.seeds.length;
+  const summaries: ConfigSummary[] = [];
+  const t0 = performance.now();
+  let done = 0;
+  for (const cfg of plan.configs) {
+    const runs: ConfigSummary['runs'] = [];
+    for (const seed of plan.seeds) {
+      const distill = cfg.name === 'ce' ? undefined : { ...distillBase, ...lambdaFlags(cfg.lambdas) };
+      const r = await deps.train(cfg, seed, distill);
+      runs.push({ seed, valid: r.valid, test: r.test, seconds: r.seconds, runDir: r.runDir });
+      done++;
+      const secs = (performance.now() - t0) / 1000;
+      deps.log(
+        `ablate: ${done}/${total} ${cfg.name} seed ${seed}: valid ndcg@10 ${fmt(r.valid['ndcg@10'])} test ndcg@10 ${fmt(r.test['ndcg@10'])} ` +
+          `(${formatSeconds(r.seconds)}) ETA ${formatSeconds((secs / done) * (total - done))}`,
+      );
+    }
+    summaries.push(summarizeConfig(cfg, runs));
+  }
+  const ce = summaries.find((s) => s.name === 'ce')!;
+  const distilled = chooseOnValidation(summaries);
+  const gain = distilled ? distilled['ndcg@10.mean'] / ce['ndcg@10.mean'] - 1 : 0;
+  return { configs: summaries, ce, distilled, gain };
+}
+
+/** All five lambdas, zero for terms that are off (so a config never inherits another's weight). */
+export function lambdaFlags(l: Partial<Record<TermName, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const t of TERM_NAMES) out[TERM_LAMBDAS[t]] = l[t] ?? 0;
+  return out;
+}
+
+const fmt = (x: number | undefined, d = 4) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
+
+/** Markdown report: one row per configuration, the chosen one marked. */
+export function ablationMarkdown(r: AblationResult, header: { title: string; lines: string[]; teacher?: Metrics }): string {
+  const rows = r.configs.map((s) => {
+    const mark = s.name === r.distilled?.name ? ' (chosen on valid)' : '';
+    const lam = Object.entries(s.lambdas).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
+    const rel = s.name === 'ce' ? '' : `${((s['ndcg@10.mean'] / r.ce['ndcg@10.mean'] - 1) * 100).toFixed(1)}%`;
+    return `| ${s.name}${mark} | ${lam} | ${fmt(s['valid.ndcg@10.mean'])} | ${fmt(s['ndcg@10.mean'])} ± ${fmt(s['ndcg@10.std'])} | ${fmt(s['hr@10.mean'])} ± ${fmt(s['hr@10.std'])} | ${rel} | ${formatSeconds(s['seconds.mean'])} |`;
+  });
+  const teacher = header.teacher ? `\nTeacher (test): NDCG@10 ${fmt(header.teacher['ndcg@10'])}, HR@10 ${fmt(header.teacher['hr@10'])}.\n` : '';
+  return [
+    `# ${header.title}`,
+    '',
+    ...header.lines,
+    teacher,
+    '| config | lambdas | valid NDCG@10 | test NDCG@10 | test HR@10 | vs CE (test NDCG@10) | train time |',
+    '|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    r.distilled
+      ? `Chosen on validation: **${r.distilled.name}**; relative test NDCG@10 gain over CE-only: **${(r.gain * 100).toFixed(1)}%**.`
+      : 'No distilled configuration was run.',
+    '',
+  ].join('\n');
+}
+
+export function writeAblationReport(dir: string, r: AblationResult, summary: Record<string, unknown>, header: Parameters<typeof ablationMarkdown>[1]): { markdown: string; json: string } {
+  const markdown = join(dir, 'ablation.md');
+  const json = join(dir, 'ablation.json');
+  writeJsonAtomic(json, { ...summary, configs: r.configs });
+  writeFileAtomic(markdown, ablationMarkdown(r, header));
+  return { markdown, json };
+}

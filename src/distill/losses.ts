@@ -1,6 +1,4 @@
 import * as tf from '@tensorflow/tfjs-core';
-// Gradients of the ops below (tfjs-core registers none by itself; the trainer differentiates these losses).
-import '@tensorflow/tfjs-core/dist/register_all_gradients.js';
 
 /**
  * Distillation loss terms, pure functions on tensors. Every function takes only the rows that count

@@ -1,11 +1,11 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+import { initBackend } from '../../src/backend/index.js';
 import { createBalancer, gradStats, gradcosFactor, pcgradCeWeight, projectConflicting } from '../../src/distill/balance.js';
 import { parseAlign } from '../../src/distill/align.js';
 
 beforeAll(async () => {
-  await tf.setBackend('cpu');
+  await initBackend('cpu');
 });
 
 const grads = (ce: number[][], kd: number[][]) => ({ ce: ce.map((v) => tf.tensor1d(v)), kd: kd.map((v) => tf.tensor1d(v)) });

@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+import { initBackend } from '../../src/backend/index.js';
 import { buildDistillHooks } from '../../src/distill/index.js';
 import type { StepContext, TrainHooks } from '../../src/student/hooks.js';
 import { teacherState, teacherTopK, twoUserDataset, writeTinyCache } from './fixtures.js';
@@ -10,7 +10,7 @@ const ds = twoUserDataset();
 let dir = '';
 
 beforeAll(async () => {
-  await tf.setBackend('cpu');
+  await initBackend('cpu');
   dir = writeTinyCache(ds);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -102,7 +102,8 @@ describe('buildDistillHooks', () => {
     h.dispose?.();
   });
 
-  it('every term is differentiable w.r.t. the student and its own variables', async () => {
+  it.each(['cpu', 'wasm'] as const)('every term is differentiable w.r.t. the student and its own variables (%s)', async (backend) => {
+    await initBackend(backend);
     const h = await hooksFor({ lambdaCos: 1, lambdaL2: 1, lambdaMs: 1, lambdaKd: 1, kd: 'ranking', lambdaEmb: 1, align: '1:-2,2:-1' });
     const E = tf.variable(tf.randomNormal([6, 2], 0, 1, 'float32', 3));
     const { value, grads } = tf.variableGrads(() => {
@@ -115,6 +116,7 @@ describe('buildDistillHooks', () => {
     expect(Math.max(...Array.from(gE).map(Math.abs))).toBeGreaterThan(0);
     for (const v of h.variables()) expect(grads[v.name], v.name).toBeDefined();
     h.dispose?.();
+    await initBackend('cpu');
   });
 
   it('lambda-ms needs an intermediate aligned block; bad flags are usage errors', async () => {
@@ -122,5 +124,26 @@ describe('buildDistillHooks', () => {
     await expect(buildDistillHooks({ cache: dir, lambdaKd: -1 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--lambda-kd must be >= 0/);
     await expect(buildDistillHooks({ cache: dir, lambdaKd: 1, kdTopK: 5 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/exceeds the cached top-K \(2\)/);
     await expect(buildDistillHooks({ cache: dir, kd: 'mse' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/must be one of kl, ranking/);
+  });
+});
+
+describe('teacher rows', () => {
+  it('per-dimension stats over every cached row (for --standardise)', async () => {
+    const { openCache } = await import('../../src/cache/reader.js');
+    const { computeStats, lookupTeacherBatch } = await import('../../src/distill/teacher-batch.js');
+    const reader = openCache(dir, { fingerprint: ds.fingerprint });
+    // layer 0 rows: [2,0] [3,0] [4,0] (user 0, p 1..3) and [1,1] [2,1] (user 1, p 0..1)
+    const s = computeStats(reader, 2);
+    expect(s.mean[0]).toBeCloseTo(2.4, 5);
+    expect(s.std[0]).toBeCloseTo(Math.sqrt(1.04), 5);
+    expect(s.mean[1]).toBeCloseTo(0.4, 5);
+    expect(s.std[1]).toBeCloseTo(Math.sqrt(0.24), 5);
+    // standardised lookup of user 1 position 0, layer 0: ((1 - 2.4) / 1.0198, (1 - 0.4) / 0.4899)
+    const tb = lookupTeacherBatch(reader, Int32Array.from([1]), Int32Array.from([-1, 0]), { tapped: [0], k: 1, stats: s });
+    expect(Array.from(tb.slots)).toEqual([1]);
+    expect(tb.hidden[0]![0]).toBeCloseTo(-1.4 / Math.sqrt(1.04), 5);
+    expect(tb.hidden[0]![1]).toBeCloseTo(0.6 / Math.sqrt(0.24), 5);
+    expect(Array.from(tb.topkIndex!)).toEqual([2]);
+    reader.close();
   });
 });

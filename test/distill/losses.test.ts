@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+import { initBackend } from '../../src/backend/index.js';
 import {
   cosineDistance,
   crossEntropy,
@@ -18,7 +18,7 @@ const t2 = (rows: number[][]) => tf.tensor2d(rows);
 const val = (s: tf.Tensor) => s.dataSync()[0]!;
 
 beforeAll(async () => {
-  await tf.setBackend('cpu');
+  await initBackend('cpu');
 });
 
 describe('hidden alignment (SLMRec)', () => {

@@ -177,7 +177,10 @@ export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: 
   let resumed = 0;
   for (let s = s0; s < s1; s++) {
     const [u0, u1] = shardRange(s, o.usersPerShard, ds.users.length);
-    if (shards.has(s) && existsSync(join(dir, shards.get(s)!.file))) continue;
+    if (shards.has(s) && existsSync(join(dir, shards.get(s)!.file))) {
+      resumed++;
+      continue;
+    }
     if (existsSync(join(dir, shardFile(s)))) {
       const f = readFinishedShard(dir, shardFile(s));
       shards.set(s, { index: s, userStart: u0, userEnd: u1, rows: f.rows, file: shardFile(s), sha256: f.sha256 });

@@ -1,0 +1,105 @@
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { RecdistillError } from '../errors.js';
+import { tempPathFor, writeJsonAtomic } from '../util/atomic.js';
+import { sha256 } from '../util/hash.js';
+import type { LogFn } from '../util/progress.js';
+import { MANIFEST_FILE, readManifest, type CacheManifest, type ShardEntry } from './format.js';
+import { expectedShards } from './verify.js';
+
+/**
+ * Join `--shard i/N` slices (pass 1 only) into one cache directory. Refuses slices that do not belong
+ * together (different key, fingerprint or N), overlap, or leave shards missing; every copied file's sha256
+ * is checked against its slice's manifest, and copies are atomic. The result is a pass-1 cache (stage
+ * "hidden"); runPass2 on it writes the head, soft labels and metrics.
+ */
+export function mergeSlices(out: string, from: string[], log: LogFn): CacheManifest {
+  if (from.length === 0) throw new RecdistillError('E_USAGE', 'teacher:merge needs --from DIR1,DIR2,... (the slice directories).');
+  const ms = from.map((d) => ({ dir: d, m: readManifest(d) }));
+  const first = ms[0]!;
+  for (const { dir, m } of ms) {
+    if (m.key !== first.m.key) throw new RecdistillError('E_MISMATCH', `${dir} has cache key ${m.key}, ${first.dir} has ${first.m.key}: they are slices of different caches (dataset, teacher or options differ).`);
+    if (m.dataset.fingerprint !== first.m.dataset.fingerprint) throw new RecdistillError('E_MISMATCH', `${dir} was built for dataset fingerprint ${m.dataset.fingerprint}, ${first.dir} for ${first.m.dataset.fingerprint}.`);
+    if (!m.slice) throw new RecdistillError('E_INPUT', `${dir} is not a --shard slice (its manifest has no "slice"); merge joins slices only.`);
+    if (m.slice.count !== first.m.slice!.count) throw new RecdistillError('E_MISMATCH', `${dir} is slice ${m.slice.index}/${m.slice.count}, ${first.dir} is ${first.m.slice!.index}/${first.m.slice!.count}: N differs.`);
+    const have = new Set(m.shards.map((s) => s.index));
+    const lost = expectedShards(m).filter((i) => !have.has(i));
+    if (lost.length) throw new RecdistillError('E_INPUT', `${dir} (slice ${m.slice.index}/${m.slice.count}) is unfinished: shard(s) ${lost.join(', ')} missing; rerun that slice.`);
+  }
+  const owner = new Map<number, string>();
+  for (const { dir, m } of ms) {
+    for (const s of m.shards) {
+      const prev = owner.get(s.index);
+      if (prev) throw new RecdistillError('E_MISMATCH', `shard ${s.index} is in both ${prev} and ${dir}: slices overlap.`);
+      owner.set(s.index, dir);
+    }
+  }
+  const N = first.m.layout.numShards;
+  const lost = Array.from({ length: N }, (_, i) => i).filter((i) => !owner.has(i));
+  if (lost.length) {
+    const slices = ms.map(({ m }) => m.slice!.index).sort((a, b) => a - b);
+    throw new RecdistillError('E_INPUT', `slices ${slices.join(', ')} of ${first.m.slice!.count} leave shard(s) ${lost.join(', ')} uncovered; add the missing slice directories to --from.`);
+  }
+  const withItems = ms.find(({ m }) => m.items);
+  if (!withItems) throw new RecdistillError('E_INPUT', 'no slice holds the item embeddings (slice 0 writes items.safetensors); include slice 0.');
+
+  mkdirSync(out, { recursive: true });
+  if (existsSync(join(out, MANIFEST_FILE))) {
+    const prev = readManifest(out);
+    if (prev.key !== first.m.key) throw new RecdistillError('E_MISMATCH', `${out} already holds cache key ${prev.key}; merging key ${first.m.key} there would mix caches.`);
+    if (prev.complete) {
+      log(`teacher:merge: ${out} is already complete.`);
+      return prev;
+    }
+  }
+  const copy = (srcDir: string, file: string, sha: string) => {
+    const dst = join(out, file);
+    if (existsSync(dst) && sha256(readFileSync(dst)) === sha) return;
+    if (resolve(srcDir) === resolve(out)) throw new RecdistillError('E_NOT_FOUND', `${dst} is missing or damaged.`);
+    const got = sha256(readFileSync(join(srcDir, file)));
+    if (got !== sha) throw new RecdistillError('E_CHECKSUM', `${join(srcDir, file)}: sha256 does not match its manifest; rerun that slice (or teacher:verify --cache ${srcDir}).`);
+    const tmp = tempPathFor(dst);
+    try {
+      copyFileSync(join(srcDir, file), tmp);
+      renameSync(tmp, dst);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
+  };
+  copy(withItems.dir, withItems.m.items!.file, withItems.m.items!.sha256);
+  const shards: ShardEntry[] = [];
+  for (const { dir, m } of ms) {
+    for (const s of m.shards) {
+      copy(dir, s.file, s.sha256);
+      shards.push({ index: s.index, userStart: s.userStart, userEnd: s.userEnd, rows: s.rows, file: s.file, sha256: s.sha256 });
+    }
+  }
+  shards.sort((a, b) => a.index - b.index);
+  // Throughput of the slices: per-process rates summed over wall time of each (they may run in parallel).
+  const sum = (k: string) => ms.reduce((a, { m }) => a + (m.timings[k] ?? 0), 0);
+  const seconds = sum('hiddenSeconds');
+  const { slice: _slice, ...rest } = first.m;
+  const merged: CacheManifest = {
+    ...rest,
+    complete: false,
+    stage: 'hidden',
+    items: withItems.m.items,
+    shards,
+    timings: {
+      hiddenSeconds: seconds,
+      hiddenWallSeconds: Math.max(...ms.map(({ m }) => m.timings.hiddenSeconds ?? 0)),
+      encodedUsers: sum('encodedUsers'),
+      tokens: sum('tokens'),
+      promptsPerSec: seconds > 0 ? sum('encodedUsers') / seconds : 0,
+      tokensPerSec: seconds > 0 ? sum('tokens') / seconds : 0,
+      itemSeconds: sum('itemSeconds'),
+      slices: ms.length,
+    },
+  };
+  delete merged.stats;
+  delete merged.metrics;
+  writeJsonAtomic(join(out, MANIFEST_FILE), merged);
+  log(`teacher:merge: joined ${ms.length} slice(s), ${shards.length} shard(s), ${shards.reduce((a, s) => a + s.rows, 0)} rows into ${out}`);
+  return merged;
+}

@@ -91,7 +91,7 @@ describe('kill, resume, merge, verify', () => {
     expect(await main(['teacher:verify', '--cache', bad, '--json'])).toBe(0);
     const f = join(bad, 'hidden-00005.safetensors');
     const buf = readFileSync(f);
-    buf[buf.length - 3] ^= 0x01;
+    buf[buf.length - 3] = buf[buf.length - 3]! ^ 0x01;
     writeFileSync(f, buf);
     const r = verifyCache(bad);
     expect(r.problems.map((p) => p.file)).toEqual(['hidden-00005.safetensors']);

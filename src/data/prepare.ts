@@ -134,7 +134,7 @@ export function buildPrepared(
 /** Load and prepare a dataset. Pure in-memory; nothing is written. Needs a local (or already downloaded) source. */
 export function prepareDataset(opts: PrepareOptions, log?: LogFn): PreparedDataset & { skippedRows: number; files: string[] } {
   const t0 = performance.now();
-  const ctx: LoadContext = { onBadRow: opts.onBadRow, skipped: { count: 0 } };
+  const ctx: LoadContext = { onBadRow: opts.onBadRow, skipped: { count: 0 }, log };
   const spec = datasetSpec(opts.dataset);
   const input = loaderInput(opts, resolveLocalSource(spec, opts.source));
   const raw = spec.load(input, ctx);

@@ -1,5 +1,5 @@
 import type { RawDataset, RawInteraction } from '../types.js';
-import { badRow, forEachLine, hashBuffers, readInput, type ItemText, type LoadContext } from './common.js';
+import { badRow, forEachLine, hashBuffers, makeInterner, readInput, type ItemText, type LoadContext } from './common.js';
 
 /**
  * Amazon reviews (McAuley lab), JSON lines, plain or .gz:
@@ -56,7 +56,7 @@ function loadMeta(file: string, version: AmazonVersion, ctx: LoadContext): { ite
     const extra: Record<string, string> = {};
     if (main) extra.main_category = main;
     items.set(id, { title: title || id, genres, extra });
-  });
+  }, ctx.log);
   return { items, buf };
 }
 
@@ -64,6 +64,7 @@ export function loadAmazon(version: AmazonVersion, source: string, itemsFile: st
   const f = FIELDS[version];
   const buf = readInput(source, `an Amazon ${version} reviews file (JSON lines, optionally .gz)`);
   const interactions: RawInteraction[] = [];
+  const intern = makeInterner();
   const expected = `a JSON object with "${f.user}" (string), "${f.item}" (string) and "${f.time}" (number)`;
   forEachLine(buf, source, 'utf8', (line, n) => {
     const o = parseLine(line);
@@ -75,8 +76,8 @@ export function loadAmazon(version: AmazonVersion, source: string, itemsFile: st
       return;
     }
     const r = Number(o[f.rating]);
-    interactions.push({ user, item, time, rating: Number.isFinite(r) ? r : undefined, order: interactions.length });
-  });
+    interactions.push({ user: intern(user), item: intern(item), time, rating: Number.isFinite(r) ? r : undefined, order: interactions.length });
+  }, ctx.log);
   const meta = itemsFile ? loadMeta(itemsFile, version, ctx) : undefined;
   return {
     interactions,

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 import { join } from 'node:path';
 import { sha256 } from '../../util/hash.js';
+import { formatSeconds, type LogFn } from '../../util/progress.js';
 import { gunzipSync } from 'node:zlib';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { RecdistillError } from '../../errors.js';
@@ -12,6 +13,22 @@ export interface LoadContext {
   onBadRow: BadRowPolicy;
   /** Incremented for every skipped row when onBadRow = 'skip'. */
   skipped: { count: number };
+  /** Progress lines for big files (MB/s, ETA). */
+  log?: LogFn;
+}
+
+/**
+ * Share one string per distinct id: 32M rows of "userId,movieId" would otherwise keep 64M small
+ * strings alive; with interning only the ~300K distinct ids stay.
+ */
+export function makeInterner(): (s: string) => string {
+  const m = new Map<string, string>();
+  return (s) => {
+    const hit = m.get(s);
+    if (hit !== undefined) return hit;
+    m.set(s, s);
+    return s;
+  };
 }
 
 export type ItemText = { title: string; year?: number; genres: string[]; extra?: Record<string, string> };
@@ -112,7 +129,15 @@ const CHUNK = 32 * 1024 * 1024;
  * Call fn(line, lineNo) for every non-empty line (lineNo 1-based, \r stripped). Decodes in chunks
  * so a 1 GB ratings file never becomes one string.
  */
-export function forEachLine(buf: Buffer, file: string, encoding: Encoding, fn: (line: string, lineNo: number) => void): void {
+export function forEachLine(
+  buf: Buffer,
+  file: string,
+  encoding: Encoding,
+  fn: (line: string, lineNo: number) => void,
+  log?: LogFn,
+): void {
+  const t0 = performance.now();
+  let lastLog = t0;
   let start = 0;
   let lineNo = 1;
   if (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) start = 3; // UTF-8 BOM
@@ -139,6 +164,12 @@ export function forEachLine(buf: Buffer, file: string, encoding: Encoding, fn: (
       lineNo++;
     }
     start = end;
+    const now = performance.now();
+    if (log && now - lastLog > 2000 && start < buf.length) {
+      lastLog = now;
+      const rate = start / ((now - t0) / 1000);
+      log(`reading ${file}: ${(start / 1e6).toFixed(0)}/${(buf.length / 1e6).toFixed(0)} MB, ${lineNo - 1} lines, ${(rate / 1e6).toFixed(1)} MB/s, ETA ${formatSeconds((buf.length - start) / rate)}`);
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import { RecdistillError } from '../../errors.js';
 import type { RawDataset, RawInteraction } from '../types.js';
-import { badRow, decodeText, hashBuffers, parseDelimited, readInput, yearFromTitle, type ItemText, type LoadContext } from './common.js';
+import { badRow, decodeText, hashBuffers, makeInterner, parseDelimited, readInput, yearFromTitle, type ItemText, type LoadContext } from './common.js';
 
 /**
  * Any interaction log as CSV/TSV (plain or .gz; RFC-4180 quoting; UTF-8) plus an optional items file.
@@ -105,6 +105,7 @@ export function loadGeneric(source: string, o: GenericOptions, ctx: LoadContext)
   const r = o.ratingCol ? columnIndex(o.ratingCol, header, source, '--rating-col') : -1;
   const expected = `non-empty user (column ${u}) and item (column ${it})${t >= 0 ? `, a numeric or ISO-date time (column ${t})` : ''}${r >= 0 ? `, a numeric rating (column ${r})` : ''}`;
   const interactions: RawInteraction[] = [];
+  const intern = makeInterner();
   for (const { fields: f, line } of rows) {
     const user = f[u]?.trim();
     const item = f[it]?.trim();
@@ -114,7 +115,7 @@ export function loadGeneric(source: string, o: GenericOptions, ctx: LoadContext)
       badRow(ctx, source, line, expected, f.join(','));
       continue;
     }
-    interactions.push({ user, item, time, rating, order: interactions.length });
+    interactions.push({ user: intern(user), item: intern(item), time, rating, order: interactions.length });
   }
   const meta = o.itemsFile ? loadItems(o.itemsFile, o, ctx) : undefined;
   return {

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RawDataset, RawInteraction } from '../types.js';
 import {
-  badRow, decodeText, decodeUtf8OrLatin1, findDataDir, forEachLine, hashBuffers, parseDelimited, readInput, yearFromTitle,
+  badRow, decodeText, decodeUtf8OrLatin1, findDataDir, forEachLine, hashBuffers, makeInterner, parseDelimited, readInput, yearFromTitle,
   type ItemText, type LoadContext,
 } from './common.js';
 
@@ -12,14 +12,23 @@ export { badRow, yearFromTitle, type BadRowPolicy, type LoadContext } from './co
 const isId = (s: string | undefined): s is string => s !== undefined && s !== '';
 
 /** Parse one "user SEP item SEP rating SEP time" ratings line; a bad row is reported and skipped. */
-function pushRating(out: RawInteraction[], f: string[], ctx: LoadContext, file: string, lineNo: number, line: string, expected: string): void {
+function pushRating(
+  out: RawInteraction[],
+  f: string[],
+  ctx: LoadContext,
+  file: string,
+  lineNo: number,
+  line: string,
+  expected: string,
+  intern: (s: string) => string,
+): void {
   const rating = Number(f[2]);
   const time = Number(f[3]);
   if (f.length !== 4 || !isId(f[0]) || !isId(f[1]) || f[2] === '' || !Number.isFinite(rating) || f[3] === '' || !Number.isFinite(time)) {
     badRow(ctx, file, lineNo, expected, line);
     return;
   }
-  out.push({ user: f[0], item: f[1], rating, time, order: out.length });
+  out.push({ user: intern(f[0]), item: intern(f[1]), rating, time, order: out.length });
 }
 
 /** MovieLens 100K: u.data (user \t item \t rating \t time), u.item (| separated, latin-1, 19 genre flags). */
@@ -32,8 +41,10 @@ export function loadMl100k(source: string, ctx: LoadContext): RawDataset {
   const genreFile = join(dir, 'u.genre');
   const genreBuf = existsSync(genreFile) ? readFileSync(genreFile) : undefined;
   const interactions: RawInteraction[] = [];
+  const intern = makeInterner();
   forEachLine(dataBuf, dataFile, 'utf8', (line, n) =>
-    pushRating(interactions, line.split('\t'), ctx, dataFile, n, line, '4 tab-separated fields: user id, item id, rating, unix timestamp'),
+    pushRating(interactions, line.split('\t'), ctx, dataFile, n, line, '4 tab-separated fields: user id, item id, rating, unix timestamp', intern),
+    ctx.log,
   );
   const genreNames = genreBuf ? genreBuf.toString('latin1').split('\n').map((l) => l.split('|')[0]!).filter((g) => g !== '') : [];
   const items = new Map<string, ItemText>();
@@ -69,8 +80,10 @@ export function loadMlDat(source: string, ctx: LoadContext, what = 'MovieLens 1M
   const rBuf = readInput(ratingsFile, `the ${what} ratings file ratings.dat`);
   const mBuf = readInput(moviesFile, `the ${what} movies file movies.dat`);
   const interactions: RawInteraction[] = [];
+  const intern = makeInterner();
   forEachLine(rBuf, ratingsFile, 'utf8', (line, n) =>
-    pushRating(interactions, line.split('::'), ctx, ratingsFile, n, line, '4 "::"-separated fields: UserID::MovieID::Rating::Timestamp'),
+    pushRating(interactions, line.split('::'), ctx, ratingsFile, n, line, '4 "::"-separated fields: UserID::MovieID::Rating::Timestamp', intern),
+    ctx.log,
   );
   const items = new Map<string, ItemText>();
   const lines = decodeUtf8OrLatin1(mBuf).split('\n');
@@ -104,12 +117,13 @@ export function loadMlCsv(source: string, ctx: LoadContext, what = 'MovieLens 20
   const rBuf = readInput(ratingsFile, `the ${what} ratings file ratings.csv`);
   const mBuf = readInput(moviesFile, `the ${what} movies file movies.csv`);
   const interactions: RawInteraction[] = [];
+  const intern = makeInterner();
   // ratings.csv holds only numbers (no quoting): a plain split is exact and ~10x faster than a CSV parser
   // on 32M rows; any quote or extra field makes the row fail the numeric checks and be reported.
   forEachLine(rBuf, ratingsFile, 'utf8', (line, n) => {
     if (n === 1) return expectHeader(line.split(','), ['userId', 'movieId', 'rating', 'timestamp'], ratingsFile, ctx);
-    pushRating(interactions, line.split(','), ctx, ratingsFile, n, line, '4 comma-separated fields: userId,movieId,rating,timestamp');
-  });
+    pushRating(interactions, line.split(','), ctx, ratingsFile, n, line, '4 comma-separated fields: userId,movieId,rating,timestamp', intern);
+  }, ctx.log);
   const rows = parseDelimited(decodeText(mBuf, moviesFile, 'utf8'), moviesFile, ',', ctx);
   expectHeader(rows[0]?.fields, ['movieId', 'title', 'genres'], moviesFile, ctx);
   const items = new Map<string, ItemText>();

@@ -3,7 +3,9 @@ import { RecdistillError } from '../errors.js';
 import type { TeacherEncoder } from '../teacher/types.js';
 import type { LogFn } from '../util/progress.js';
 import { runPass1, type Pass1Options } from './build.js';
-import type { CacheManifest, HeadConfig, HiddenDtype } from './format.js';
+import { join } from 'node:path';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { MANIFEST_FILE, type CacheManifest, type HeadConfig, type HiddenDtype } from './format.js';
 import { runPass2 } from './soft.js';
 
 /**
@@ -26,6 +28,10 @@ export interface CacheRunOptions {
   teacherOptions: Record<string, unknown>;
   /** tfjs backend name for the manifest (call initBackend first). */
   backend: string;
+  /** Plain sequential session.run loop over the same inputs (LLM teacher), for the overhead check. */
+  plainLoop?: (histories: Int32Array[]) => Promise<{ seconds: number; tokens: number }>;
+  /** Users sampled for the plain-loop comparison (0 = skip). */
+  overheadSample?: number;
   /** Teacher-provided scores for the 'teacher' head (seqrec). */
   teacherScores?: (items: Int32Array, positions: Int32Array) => Promise<Float32Array>;
   log: LogFn;
@@ -42,6 +48,8 @@ export interface CacheSummary extends Record<string, unknown> {
   tokensPerSec: number;
   valid?: Record<string, number>;
   test?: Record<string, number>;
+  plainTokensPerSec?: number;
+  overhead?: number;
 }
 
 export function summarize(dir: string, m: CacheManifest, seconds: number): CacheSummary {
@@ -55,6 +63,7 @@ export function summarize(dir: string, m: CacheManifest, seconds: number): Cache
     promptsPerSec: m.timings.promptsPerSec ?? 0,
     tokensPerSec: m.timings.tokensPerSec ?? 0,
     ...(m.metrics ? { valid: m.metrics.valid, test: m.metrics.test } : {}),
+    ...(m.timings.plainTokensPerSec !== undefined ? { plainTokensPerSec: m.timings.plainTokensPerSec, overhead: m.timings.overhead } : {}),
   };
 }
 
@@ -81,10 +90,32 @@ export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDatas
   };
   const r1 = await runPass1(encoder, ds, p1);
   let manifest = r1.manifest;
+  if (o.plainLoop && (o.overheadSample ?? 0) > 0 && r1.encodedUsers > 0 && r1.tokens > 0) {
+    await measureOverhead(r1.dir, manifest, ds, o.plainLoop, o.overheadSample!, o.log);
+  }
   if (!o.slice && !manifest.complete) {
     manifest = await runPass2(r1.dir, ds, { log: o.log, backend: o.backend, teacherScores: o.teacherScores });
   } else if (o.slice) {
     o.log(`teacher:cache: slice ${o.slice.index}/${o.slice.count} done (pass 1 only); join the slices with teacher:merge, which also runs the soft-label pass.`);
   }
   return summarize(r1.dir, manifest, (performance.now() - t0) / 1000);
+}
+
+/**
+ * Throughput check: the pipeline's tokens/s (p-limit over users, planning, copying, shard writing) against a
+ * plain sequential loop of session.run over the passes of a sample of the same users. overhead = 1 -
+ * pipeline / plain (goal <= 10%; negative when the pipeline's concurrency beats the plain loop).
+ */
+async function measureOverhead(dir: string, m: CacheManifest, ds: PreparedDataset, plain: NonNullable<CacheRunOptions['plainLoop']>, sample: number, log: LogFn): Promise<void> {
+  const users = ds.users.map((_, u) => u).filter((u) => ds.users[u]!.items.length >= 2);
+  const step = Math.max(1, Math.floor(users.length / sample));
+  const histories = users.filter((_, i) => i % step === 0).slice(0, sample).map((u) => ds.users[u]!.items.subarray(0, ds.users[u]!.items.length - 1));
+  const r = await plain(histories);
+  const plainRate = r.seconds > 0 ? r.tokens / r.seconds : 0;
+  const pipeRate = m.timings.tokensPerSec ?? 0;
+  const overhead = plainRate > 0 ? 1 - pipeRate / plainRate : 0;
+  m.timings.plainTokensPerSec = plainRate;
+  m.timings.overhead = overhead;
+  log(`teacher:cache: pipeline ${pipeRate.toFixed(0)} tokens/s vs plain session.run loop ${plainRate.toFixed(0)} tokens/s on ${histories.length} users: overhead ${(overhead * 100).toFixed(1)}% (goal <= 10%)`);
+  writeJsonAtomic(join(dir, MANIFEST_FILE), m);
 }

@@ -1,0 +1,149 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { PreparedDataset } from '../data/types.js';
+import { RecdistillError } from '../errors.js';
+import { encode, scores, type Sasrec } from '../student/model.js';
+import type { TeacherEncoder } from './types.js';
+
+/**
+ * The second teacher kind: a trained student-format sequence model (e.g. a larger SASRec trained with
+ * student:train) as a TeacherEncoder. Hidden states are the outputs of its blocks at every position
+ * ('position' pooling); item embeddings are its embedding table; it provides its own soft labels from its
+ * scores (the cache's 'teacher' head), so no head is fitted.
+ *
+ * Histories longer than maxLen are read in overlapping windows of maxLen items whose ends advance by
+ * maxLen/2: the first window gives positions 0..maxLen-1 (full context), each later window gives only its
+ * last maxLen/2 positions, so every position sees at least maxLen/2 items of context.
+ * SASRec counts positions from the end of its input, so a state depends on the pass it was read in: rows and
+ * soft labels come from one pass over the user's history without the test item (the way the student sees
+ * its training sequence); the teacher's own valid/test metrics read the prefix alone (the way it serves).
+ */
+export interface SeqrecModel {
+  numItems: number;
+  maxLen: number;
+  blocks: number;
+  dims: number;
+  /** Per block [L, D] for one unpadded sequence (L <= maxLen); the last block is the state `scoreStates` uses. */
+  encodeSequence(items: Int32Array): Float32Array[];
+  /** Scores [P, N+1] for final states [P, D]. */
+  scoreStates(h: Float32Array, P: number): Float32Array;
+  /** [N+1, D] item embedding table (row 0 padding). */
+  itemEmbeddings(): Float32Array;
+}
+
+/** Wrap a SASRec from src/student/model.ts (inference: no dropout). */
+export function sasrecModel(m: Sasrec): SeqrecModel {
+  const { numItems, maxLen, blocks, dims } = m.config;
+  return {
+    numItems,
+    maxLen,
+    blocks,
+    dims,
+    encodeSequence(items) {
+      return tf.tidy(() => encode(m, items, 1, items.length).map((t) => t.dataSync().slice() as Float32Array));
+    },
+    scoreStates(h, P) {
+      return tf.tidy(() => scores(m, tf.tensor2d(h, [P, dims])).dataSync().slice() as Float32Array);
+    },
+    itemEmbeddings() {
+      const e = m.itemEmb.dataSync().slice() as Float32Array;
+      e.fill(0, 0, dims); // padding row: zeros, as the TeacherEncoder contract says
+      return e;
+    },
+  };
+}
+
+/** Windows [start, end) over a history of n items, each assigning states to positions [assignFrom, end). */
+export function seqWindows(n: number, maxLen: number): Array<{ start: number; end: number; assignFrom: number }> {
+  if (n <= maxLen) return n ? [{ start: 0, end: n, assignFrom: 0 }] : [];
+  const stride = Math.max(1, Math.floor(maxLen / 2));
+  const out = [{ start: 0, end: maxLen, assignFrom: 0 }];
+  let end = maxLen;
+  while (end < n) {
+    const next = Math.min(n, end + stride);
+    out.push({ start: next - maxLen, end: next, assignFrom: end });
+    end = next;
+  }
+  return out;
+}
+
+/** Per position of `items`: the state of each requested block, [n, blocks.length, D], plus the final state [n, D]. */
+function statesFor(model: SeqrecModel, items: Int32Array, blocks: number[]): { tapped: Float32Array; final: Float32Array } {
+  const n = items.length;
+  const D = model.dims;
+  const nb = blocks.length;
+  const tapped = new Float32Array(n * nb * D);
+  const final = new Float32Array(n * D);
+  for (const w of seqWindows(n, model.maxLen)) {
+    const outs = model.encodeSequence(items.subarray(w.start, w.end)); // per block [len, D]
+    const last = outs[outs.length - 1]!;
+    for (let t = w.assignFrom; t < w.end; t++) {
+      const j = t - w.start;
+      blocks.forEach((b, l) => tapped.set(outs[b]!.subarray(j * D, (j + 1) * D), (t * nb + l) * D));
+      final.set(last.subarray(j * D, (j + 1) * D), t * D);
+    }
+  }
+  return { tapped, final };
+}
+
+/** Absolute block indices from "-1" / "0,-1" style specs (negative counts from the end). */
+export function absoluteBlocks(spec: string, blocks: number): number[] {
+  const out = spec.split(',').map((s) => {
+    const v = Number(s.trim());
+    const abs = v < 0 ? blocks + v : v;
+    if (!Number.isInteger(v) || abs < 0 || abs >= blocks) throw new RecdistillError('E_USAGE', `--layers "${spec}": ${s.trim()} is not a block of this ${blocks}-block model (valid: 0..${blocks - 1} or -${blocks}..-1).`);
+    return abs;
+  });
+  return out;
+}
+
+export interface SeqrecTeacher {
+  encoder: TeacherEncoder;
+  /** Teacher scores [P, N+1] after each of `positions` of `items` (the cache's 'teacher' soft-label head). */
+  scores(items: Int32Array, positions: Int32Array): Promise<Float32Array>;
+  /** Options that change the states, for the cache key. */
+  options: Record<string, unknown>;
+}
+
+export function seqrecTeacher(model: SeqrecModel, info: { model: string; weightsHash: string; layers: string; dispose?: () => void }): SeqrecTeacher {
+  const blocks = absoluteBlocks(info.layers, model.blocks);
+  const D = model.dims;
+  const encoder: TeacherEncoder = {
+    kind: 'seqrec',
+    model: info.model,
+    dtype: 'fp32',
+    weightsHash: info.weightsHash,
+    layers: blocks,
+    hiddenSize: D,
+    pooling: 'position',
+    async encodeHistory(items) {
+      const { tapped } = statesFor(model, items, blocks);
+      return { first: 0, count: items.length, states: tapped, tokens: 0 };
+    },
+    async embedItems(onProgress) {
+      onProgress?.(model.numItems, model.numItems);
+      return model.itemEmbeddings();
+    },
+    async dispose() {
+      info.dispose?.();
+    },
+  };
+  return {
+    encoder,
+    options: { maxLen: model.maxLen, window: 'half-overlap' },
+    async scores(items, positions) {
+      if (!positions.length) return new Float32Array(0);
+      // Encode only up to the last requested position: the same windows pass 1 used for these states.
+      let last = 0;
+      for (const p of positions) last = Math.max(last, p);
+      const { final } = statesFor(model, items.subarray(0, last + 1), blocks);
+      const h = new Float32Array(positions.length * D);
+      positions.forEach((p, i) => h.set(final.subarray(p * D, (p + 1) * D), i * D));
+      return model.scoreStates(h, positions.length);
+    },
+  };
+}
+
+/** Load a student:train run folder as a teacher (needs the student engineer's serve API). */
+export async function loadSeqrecTeacher(dir: string, _ds: PreparedDataset, _o: { layers: string }): Promise<SeqrecTeacher> {
+  throw new RecdistillError('E_INTERNAL', `--teacher seqrec: loading the run folder ${dir} needs src/student/serve.ts, which has not landed yet.`);
+}

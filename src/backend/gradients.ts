@@ -64,10 +64,14 @@ const configs: Array<{ kernelName: string; inputsToSave?: string[]; outputsToSav
     inputsToSave: ['a', 'b'],
     gradFunc: ((dy, [a, b], attrs) => {
       const { transposeA: ta, transposeB: tb } = attrs as { transposeA: boolean; transposeB: boolean };
-      if (!ta && !tb) return { a: () => tf.matMul(dy, b!, false, true), b: () => tf.matMul(a!, dy, true, false) };
-      if (!ta && tb) return { a: () => tf.matMul(dy, b!, false, false), b: () => tf.matMul(dy, a!, true, false) };
-      if (ta && !tb) return { a: () => tf.matMul(b!, dy, false, true), b: () => tf.matMul(a!, dy, false, false) };
-      return { a: () => tf.matMul(b!, dy, true, true), b: () => tf.matMul(dy, a!, true, true) };
+      // mm(x, y, tx, ty) = op(x) @ op(y). On wasm a 2-D matmul with a transpose flag is ~7x slower than an
+      // explicit transpose followed by a plain matmul (XNNPACK path), so rank-2 products transpose explicitly.
+      const mm = (x: tf.Tensor, y: tf.Tensor, tx: boolean, ty: boolean): tf.Tensor =>
+        x.rank === 2 && y.rank === 2 ? tf.matMul(tx ? tf.transpose(x) : x, ty ? tf.transpose(y) : y) : tf.matMul(x, y, tx, ty);
+      if (!ta && !tb) return { a: () => mm(dy, b!, false, true), b: () => mm(a!, dy, true, false) };
+      if (!ta && tb) return { a: () => mm(dy, b!, false, false), b: () => mm(dy, a!, true, false) };
+      if (ta && !tb) return { a: () => mm(b!, dy, false, true), b: () => mm(a!, dy, false, false) };
+      return { a: () => mm(b!, dy, true, true), b: () => mm(dy, a!, true, true) };
     }) as GradFn,
   },
   {

@@ -1,0 +1,102 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { Rng } from './rng.js';
+
+/**
+ * Next-item losses over the hidden states of the NON-padding positions only.
+ * h: [P, D] hidden states, targets: [P] item ids (1..N), itemEmb: [N + 1, D] (row 0 = padding, never a class).
+ * - 'ce':      full softmax cross-entropy over the whole catalogue (default; converges fastest).
+ * - 'sampled': sampled softmax with K shared negatives (uniform or popularity^alpha), logQ-corrected
+ *              (Bengio & Senecal 2008; Yi et al. 2019): logits o_j - log(K q_j), accidental hits masked.
+ * - 'bce':     SASRec's original loss: one random negative per position, -log s(o+) - log(1 - s(o-)).
+ * All return the mean over the P positions.
+ */
+export type LossKind = 'ce' | 'sampled' | 'bce';
+
+/**
+ * log(sum(exp(x), -1)) for x [P, C] with a hand-written gradient dy * softmax(x). The value comes from the
+ * softmax kernel as max(x) - log(max(softmax(x))) (exact: the max column has probability exp(0)/sum), so the
+ * [P, C] tensor is swept by one softmax and one max instead of sub/exp/sum/log passes; the gradient reuses the
+ * saved softmax (one multiply). Elementwise passes over [P, C] dominate on wasm (~5 ns per element).
+ */
+export const logSumExp = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  const sm = tf.softmax(x);
+  const value = tf.sub(tf.max(x, -1), tf.log(tf.max(sm, -1)));
+  save([sm]);
+  return {
+    value,
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(tf.expandDims(dy, -1), saved[0]!),
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor) => tf.Tensor;
+
+/** Row-wise dot product of h [P, D] with the embeddings of `ids` [P] -> [P]. */
+function dotWith(h: tf.Tensor2D, itemEmb: tf.Tensor, ids: tf.Tensor1D): tf.Tensor1D {
+  return tf.sum(tf.mul(h, tf.gather(itemEmb, ids)), -1) as tf.Tensor1D;
+}
+
+/** Full softmax CE over items 1..N (row 0 of the embeddings, padding, is not a class). */
+export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor): tf.Scalar {
+  const [N1, D] = itemEmb.shape as [number, number];
+  const outT = tf.transpose(tf.slice(itemEmb, [1, 0], [N1 - 1, D])); // [D, N]: explicit transpose, fast matmul path
+  const logits = tf.matMul(h, outT); // [P, N]
+  return tf.mean(tf.sub(logSumExp(logits), dotWith(h, itemEmb, targets))) as tf.Scalar;
+}
+
+/** Proposal distribution for sampled softmax: q_j over items 1..N (q_0 = 0). */
+export function proposal(kind: 'uniform' | 'popularity', counts: Float64Array | Float32Array, alpha = 0.75): Float64Array {
+  const q = new Float64Array(counts.length);
+  let total = 0;
+  for (let j = 1; j < counts.length; j++) {
+    q[j] = kind === 'uniform' ? 1 : Math.pow(counts[j]! + 1, alpha);
+    total += q[j]!;
+  }
+  for (let j = 1; j < counts.length; j++) q[j] = q[j]! / total;
+  return q;
+}
+
+/** Draw K ids from q (with replacement) by inverse CDF on a cumulative table. */
+export function drawFrom(q: Float64Array, K: number, rng: Rng): Int32Array {
+  const cdf = new Float64Array(q.length);
+  let acc = 0;
+  for (let j = 0; j < q.length; j++) cdf[j] = acc += q[j]!;
+  const out = new Int32Array(K);
+  for (let k = 0; k < K; k++) {
+    const u = rng.next() * acc;
+    let lo = 1;
+    let hi = q.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid]! < u) lo = mid + 1;
+      else hi = mid;
+    }
+    out[k] = lo;
+  }
+  return out;
+}
+
+export function sampledSoftmaxCE(h: tf.Tensor2D, targets: Int32Array, itemEmb: tf.Tensor, q: Float64Array, K: number, rng: Rng): tf.Scalar {
+  const negs = drawFrom(q, K, rng);
+  const P = targets.length;
+  const negIds = tf.tensor1d(negs, 'int32');
+  const tgt = tf.tensor1d(targets, 'int32');
+  const pos = dotWith(h, itemEmb, tgt); // [P]
+  const neg = tf.matMul(h, tf.transpose(tf.gather(itemEmb, negIds))); // [P, K]
+  // logQ correction (expected count K q_j) and accidental-hit masking.
+  const logQneg = new Float32Array(K);
+  for (let k = 0; k < K; k++) logQneg[k] = Math.log(K * q[negs[k]!]!);
+  const hit = new Float32Array(P * K);
+  for (let p = 0; p < P; p++) for (let k = 0; k < K; k++) if (negs[k] === targets[p]) hit[p * K + k] = -1e9;
+  const logQpos = new Float32Array(P);
+  for (let p = 0; p < P; p++) logQpos[p] = Math.log(K * q[targets[p]!]!);
+  const posC = tf.sub(pos, tf.tensor1d(logQpos));
+  const negC = tf.add(tf.sub(neg, tf.tensor2d(logQneg, [1, K])), tf.tensor2d(hit, [P, K]));
+  const all = tf.concat([tf.expandDims(posC, 1), negC], 1); // [P, 1 + K]
+  return tf.mean(tf.sub(logSumExp(all), posC)) as tf.Scalar;
+}
+
+/** SASRec BCE: one negative per position drawn uniformly from items the user has not interacted with. */
+export function bceLoss(h: tf.Tensor2D, targets: Int32Array, negatives: Int32Array, itemEmb: tf.Tensor): tf.Scalar {
+  const pos = dotWith(h, itemEmb, tf.tensor1d(targets, 'int32'));
+  const neg = dotWith(h, itemEmb, tf.tensor1d(negatives, 'int32'));
+  // -log s(x) = softplus(-x); -log(1 - s(x)) = softplus(x)
+  return tf.mean(tf.add(tf.softplus(tf.neg(pos)), tf.softplus(neg))) as tf.Scalar;
+}

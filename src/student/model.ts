@@ -1,0 +1,198 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { makeRng, type Rng } from './rng.js';
+
+/**
+ * SASRec: Self-Attentive Sequential Recommendation (Kang & McAuley, ICDM 2018).
+ * Item embedding (row 0 = padding, shared with the output layer) scaled by sqrt(D), plus learned absolute
+ * positions; N blocks of pre-LN causal multi-head self-attention and a point-wise feed-forward network, each
+ * `x + Dropout(f(LayerNorm(x)))` as in the paper; a final LayerNorm. Padding rows are zeroed after every block
+ * and padding keys are masked, so a sequence left-padded to any length L <= maxLen gives the same outputs
+ * (positions are counted from the end: the last slot is always position maxLen - 1). That lets the trainer
+ * pad each batch only to its longest sequence.
+ * This file only builds the network: losses, optimiser, schedule and checkpoints live elsewhere.
+ */
+export interface ModelConfig {
+  numItems: number;
+  maxLen: number;
+  dims: number;
+  blocks: number;
+  heads: number;
+  /** Dropout on embeddings, attention output and feed-forward (training only). */
+  dropout: number;
+  /** Dropout on the attention probabilities (training only; costs one random draw per [B, H, L, L] entry). */
+  attnDropout: number;
+  /** Inner width of the point-wise feed-forward network. */
+  ffnDims: number;
+}
+
+export interface BlockParams {
+  ln1g: tf.Variable; ln1b: tf.Variable; // [D]
+  wqkv: tf.Variable; bqkv: tf.Variable; // [D, 3D], [3D]
+  wo: tf.Variable; bo: tf.Variable; // [D, D], [D]
+  ln2g: tf.Variable; ln2b: tf.Variable; // [D]
+  w1: tf.Variable; b1: tf.Variable; // [D, F], [F]
+  w2: tf.Variable; b2: tf.Variable; // [F, D], [D]
+}
+
+export interface Sasrec {
+  config: ModelConfig;
+  itemEmb: tf.Variable; // [N + 1, D]
+  posEmb: tf.Variable; // [maxLen, D]
+  blocks: BlockParams[];
+  lnfg: tf.Variable; lnfb: tf.Variable; // [D]
+  /** Stable logical names -> variables (checkpoint keys). */
+  params: Map<string, tf.Variable>;
+}
+
+function glorot(rng: Rng, rows: number, cols: number): Float32Array {
+  const a = Math.sqrt(6 / (rows + cols));
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < out.length; i++) out[i] = (rng.next() * 2 - 1) * a;
+  return out;
+}
+
+/** Build a model with seeded initial weights (Glorot-uniform matrices and embeddings, LN gain 1, biases 0). */
+export function createSasrec(config: ModelConfig, seed: number): Sasrec {
+  const { numItems: N, maxLen, dims: D, ffnDims: F } = config;
+  if (D % config.heads !== 0) throw new Error(`dims (${D}) must be divisible by heads (${config.heads}).`);
+  const rng = makeRng(seed);
+  const params = new Map<string, tf.Variable>();
+  const v = (name: string, shape: number[], init: 'glorot' | 'ones' | 'zeros'): tf.Variable => {
+    const t = init === 'glorot' ? tf.tensor(glorot(rng, shape[0]!, shape[1]!), shape) : init === 'ones' ? tf.ones(shape) : tf.zeros(shape);
+    const variable = tf.variable(t, true);
+    t.dispose();
+    params.set(name, variable);
+    return variable;
+  };
+  const itemEmb = v('item_emb', [N + 1, D], 'glorot');
+  // Row 0 is padding: keep it zero at init (its gradient is zero too, since padding is masked everywhere).
+  itemEmb.assign(tf.tidy(() => tf.concat([tf.zeros([1, D]), tf.slice(itemEmb, [1, 0], [N, D])], 0)));
+  const posEmb = v('pos_emb', [maxLen, D], 'glorot');
+  const blocks: BlockParams[] = [];
+  for (let i = 0; i < config.blocks; i++) {
+    const p = `block${i}.`;
+    blocks.push({
+      ln1g: v(p + 'ln1.g', [D], 'ones'), ln1b: v(p + 'ln1.b', [D], 'zeros'),
+      wqkv: v(p + 'attn.wqkv', [D, 3 * D], 'glorot'), bqkv: v(p + 'attn.bqkv', [3 * D], 'zeros'),
+      wo: v(p + 'attn.wo', [D, D], 'glorot'), bo: v(p + 'attn.bo', [D], 'zeros'),
+      ln2g: v(p + 'ln2.g', [D], 'ones'), ln2b: v(p + 'ln2.b', [D], 'zeros'),
+      w1: v(p + 'ffn.w1', [D, F], 'glorot'), b1: v(p + 'ffn.b1', [F], 'zeros'),
+      w2: v(p + 'ffn.w2', [F, D], 'glorot'), b2: v(p + 'ffn.b2', [D], 'zeros'),
+    });
+  }
+  const lnfg = v('final_ln.g', [D], 'ones');
+  const lnfb = v('final_ln.b', [D], 'zeros');
+  return { config, itemEmb, posEmb, blocks, lnfg, lnfb, params };
+}
+
+export function modelVariables(m: Sasrec): tf.Variable[] {
+  return [...m.params.values()];
+}
+
+export function disposeModel(m: Sasrec): void {
+  for (const v of m.params.values()) v.dispose();
+}
+
+/**
+ * x @ w + b for x [M, K], w [K, N]. Plain matMul + add rather than tf.fused.matMul: the fused op's gradient
+ * uses transposed matmuls, which take a ~7x slower path on wasm (see src/backend/gradients.ts).
+ */
+function linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, relu = false): tf.Tensor {
+  const y = tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b);
+  return relu ? tf.relu(y) : y;
+}
+
+function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const mean = tf.mean(x, -1, true);
+  const xc = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(xc), -1, true);
+  return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, 1e-8))), g), b);
+}
+
+/**
+ * Inverted dropout with a mask drawn from the trainer's seeded RNG (so a resumed run replays exactly).
+ * One 32-bit draw gives four 8-bit uniforms: the rate is applied at 1/256 resolution, 4x fewer draws.
+ */
+export function dropout(x: tf.Tensor, rate: number, rng: Rng | undefined): tf.Tensor {
+  if (!rng || rate <= 0) return x;
+  const n = x.size;
+  const mask = new Float32Array(n);
+  const keep = 1 / (1 - rate);
+  const threshold = Math.round(rate * 256);
+  for (let i = 0; i < n; i += 4) {
+    const r = (rng.next() * 4294967296) >>> 0;
+    mask[i] = (r & 255) >= threshold ? keep : 0;
+    if (i + 1 < n) mask[i + 1] = ((r >>> 8) & 255) >= threshold ? keep : 0;
+    if (i + 2 < n) mask[i + 2] = ((r >>> 16) & 255) >= threshold ? keep : 0;
+    if (i + 3 < n) mask[i + 3] = (r >>> 24) >= threshold ? keep : 0;
+  }
+  return tf.mul(x, tf.tensor(mask, x.shape, 'float32'));
+}
+
+/** Additive attention bias [B, 1, L, L]: -1e9 on future keys and on padding keys, else 0. */
+export function attentionBias(items: Int32Array, B: number, L: number): tf.Tensor4D {
+  const bias = new Float32Array(B * L * L);
+  for (let b = 0; b < B; b++) {
+    let start = 0; // first non-padding slot (sequences are left-padded)
+    while (start < L && items[b * L + start] === 0) start++;
+    const base = b * L * L;
+    for (let i = 0; i < L; i++) {
+      const row = base + i * L;
+      for (let j = 0; j < L; j++) if (j > i || j < start) bias[row + j] = -1e9;
+    }
+  }
+  return tf.tensor4d(bias, [B, 1, L, L]);
+}
+
+export interface EncodeOptions {
+  /** Dropout RNG; undefined = inference (no dropout). */
+  rng?: Rng;
+}
+
+/**
+ * Forward pass. `items`: row-major [B, L] dense ids, left-padded with 0, L <= maxLen.
+ * Returns the output of every block [B, L, D]; the last entry has the final LayerNorm applied and is what
+ * `scores` consumes. Padding rows are zero in every entry.
+ */
+export function encode(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOptions = {}): tf.Tensor3D[] {
+  const { dims: D, heads: H, maxLen, dropout: p, attnDropout } = m.config;
+  if (L > maxLen) throw new Error(`sequence length ${L} exceeds maxLen ${maxLen}.`);
+  const dh = D / H;
+  const rng = opts.rng;
+  const ids = tf.tensor2d(items, [B, L], 'int32');
+  const keep = tf.expandDims(tf.cast(tf.notEqual(ids, 0), 'float32'), -1); // [B, L, 1]
+  const bias = attentionBias(items, B, L); // [B, 1, L, L]
+  const pos = tf.slice(m.posEmb, [maxLen - L, 0], [L, D]); // [L, D]
+  let x = tf.add(tf.mul(tf.reshape(tf.gather(m.itemEmb, tf.reshape(ids, [B * L])), [B, L, D]), Math.sqrt(D)), pos);
+  x = tf.mul(dropout(x, p, rng), keep); // [B, L, D]
+  const out: tf.Tensor3D[] = [];
+  for (let bi = 0; bi < m.blocks.length; bi++) {
+    const blk = m.blocks[bi]!;
+    // Attention sub-layer: x + Dropout(MHA(LN(x)))
+    const h = tf.reshape(layerNorm(x, blk.ln1g, blk.ln1b), [B * L, D]);
+    const qkv = tf.reshape(linear(h, blk.wqkv, blk.bqkv), [B, L, 3, H, dh]);
+    const heads = tf.transpose(qkv, [2, 0, 3, 1, 4]); // [3, B, H, L, dh]
+    const [q, k, v] = tf.unstack(heads, 0) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+    let att = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)), bias); // [B, H, L, L]
+    att = dropout(tf.softmax(att), attnDropout, rng);
+    const ctx = tf.reshape(tf.transpose(tf.matMul(att, v), [0, 2, 1, 3]), [B * L, D]); // [B*L, D]
+    const a = tf.reshape(linear(ctx, blk.wo, blk.bo), [B, L, D]);
+    x = tf.add(x, dropout(a, p, rng));
+    // Feed-forward sub-layer: x + Dropout(W2 Dropout(ReLU(W1 LN(x))))
+    const h2 = tf.reshape(layerNorm(x, blk.ln2g, blk.ln2b), [B * L, D]);
+    const f1 = dropout(linear(h2, blk.w1, blk.b1, true), p, rng);
+    const f2 = tf.reshape(linear(f1, blk.w2, blk.b2), [B, L, D]);
+    x = tf.mul(tf.add(x, dropout(f2, p, rng)), keep);
+    const last = bi === m.blocks.length - 1;
+    out.push((last ? tf.mul(layerNorm(x, m.lnfg, m.lnfb), keep) : x) as tf.Tensor3D);
+  }
+  return out;
+}
+
+/** Item scores for hidden states [..., D] -> [..., N + 1] (dot product with the shared item embeddings). */
+export function scores(m: Sasrec, h: tf.Tensor): tf.Tensor {
+  const D = m.config.dims;
+  const flat = tf.reshape(h, [-1, D]);
+  const s = tf.matMul(flat, tf.transpose(m.itemEmb)); // explicit transpose: fast 2-D path on wasm
+  return tf.reshape(s, [...h.shape.slice(0, -1), m.config.numItems + 1]);
+}

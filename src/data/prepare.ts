@@ -5,7 +5,8 @@ import type { BadRowPolicy, LoadContext } from './formats/common.js';
 import { GENERIC_DEFAULTS, type GenericOptions } from './formats/generic.js';
 import { datasetSpec, type LoaderInput } from './registry.js';
 import { resolveLocalSource } from './source.js';
-import { compareRawIds, groupByUser } from './split.js';
+import { columnsFromInteractions, groupColumns, kCoreMask, rawColumns, ratingMask } from './columns.js';
+import { compareRawIds } from './split.js';
 import type { SyntheticOptions } from './synthetic.js';
 import type { DatasetStats, ItemInfo, PreparedDataset, RawDataset, RawInteraction, UserSequence } from './types.js';
 
@@ -57,18 +58,11 @@ export function loadRaw(opts: PrepareOptions, ctx: LoadContext): RawDataset {
 /** Iterated k-core over (user, item): repeat until every user and item has >= k interactions. */
 export function kCoreFilter(interactions: RawInteraction[], k: number): RawInteraction[] {
   if (k <= 1) return interactions;
-  let cur = interactions;
-  for (;;) {
-    const uc = new Map<string, number>();
-    const ic = new Map<string, number>();
-    for (const x of cur) {
-      uc.set(x.user, (uc.get(x.user) ?? 0) + 1);
-      ic.set(x.item, (ic.get(x.item) ?? 0) + 1);
-    }
-    const next = cur.filter((x) => uc.get(x.user)! >= k && ic.get(x.item)! >= k);
-    if (next.length === cur.length) return next;
-    cur = next;
-  }
+  const sorted = [...interactions].sort((x, y) => x.order - y.order);
+  const c = columnsFromInteractions(sorted);
+  const mask = new Uint8Array(c.length).fill(1);
+  kCoreMask(c, mask, k);
+  return sorted.filter((_, i) => mask[i] === 1);
 }
 
 export function computeStats(users: UserSequence[], numItems: number): DatasetStats {
@@ -94,37 +88,36 @@ export function buildPrepared(
   source: string,
   format?: Record<string, unknown>,
 ): PreparedDataset {
-  if (raw.interactions.length === 0) {
+  if (raw.interactions.length === 0 && (raw.columns?.length ?? 0) === 0) {
     throw new RecdistillError('E_EMPTY', `no interactions found in ${raw.files.join(', ') || source}: the file has no data rows.`);
   }
-  let xs = raw.interactions;
-  if (opts.minRating > 0) xs = xs.filter((x) => (x.rating ?? Infinity) >= opts.minRating);
-  xs = kCoreFilter(xs, opts.kCore);
-  const byUser = groupByUser(xs);
-  if (opts.maxHistory > 0) {
-    for (const [u, list] of byUser) if (list.length > opts.maxHistory) byUser.set(u, list.slice(list.length - opts.maxHistory));
-  }
-  const itemRaw = new Set<string>();
-  for (const list of byUser.values()) for (const x of list) itemRaw.add(x.item);
-  if (byUser.size === 0 || itemRaw.size === 0) {
+  const c = rawColumns(raw);
+  const mask = ratingMask(c, opts.minRating);
+  kCoreMask(c, mask, opts.kCore);
+  const g = groupColumns(c, mask, opts.maxHistory);
+  // Dense item ids 1..N over the items that survived, in raw-id order.
+  const present = new Uint8Array(c.itemIds.length);
+  for (const seq of g.sequences) for (const code of seq) present[code] = 1;
+  const itemCodes: number[] = [];
+  present.forEach((p, code) => p && itemCodes.push(code));
+  if (g.userIds.length === 0 || itemCodes.length === 0) {
     throw new RecdistillError(
       'E_EMPTY',
-      `no interactions left in ${source || name} after filtering (${raw.interactions.length} read; min-rating ${opts.minRating}, k-core ${opts.kCore}); loosen the filters.`,
+      `no interactions left in ${source || name} after filtering (${c.length} read; min-rating ${opts.minRating}, k-core ${opts.kCore}); loosen the filters.`,
     );
   }
-  const itemIds = [...itemRaw].sort(compareRawIds);
-  const dense = new Map<string, number>(itemIds.map((r, i) => [r, i + 1]));
+  itemCodes.sort((x, y) => compareRawIds(c.itemIds[x]!, c.itemIds[y]!));
+  const dense = new Int32Array(c.itemIds.length); // item code -> dense id
+  itemCodes.forEach((code, i) => (dense[code] = i + 1));
+  const itemIds = itemCodes.map((code) => c.itemIds[code]!);
   const items: ItemInfo[] = [{ id: 0, rawId: '', title: '<pad>', genres: [] }];
   for (const r of itemIds) {
     const t = raw.items.get(r);
-    const info: ItemInfo = { id: dense.get(r)!, rawId: r, title: t?.title || r, year: t?.year, genres: t?.genres ?? [] };
+    const info: ItemInfo = { id: items.length, rawId: r, title: t?.title || r, year: t?.year, genres: t?.genres ?? [] };
     if (t?.extra && Object.keys(t.extra).length) info.extra = t.extra;
     items.push(info);
   }
-  const users: UserSequence[] = [...byUser.keys()].sort(compareRawIds).map((u) => ({
-    rawId: u,
-    items: Int32Array.from(byUser.get(u)!, (x) => dense.get(x.item)!),
-  }));
+  const users: UserSequence[] = g.userIds.map((u, i) => ({ rawId: u, items: g.sequences[i]!.map((code) => dense[code]!) }));
   const options = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow, ...(format ? { format } : {}) };
   // onBadRow is left out: a run that succeeds with 'error' read no bad row, so 'skip' gives the same data.
   const fingerprint = sha256(stableStringify({ name, rawHash: raw.rawHash, options: { ...options, onBadRow: undefined } }));
@@ -138,7 +131,7 @@ export function prepareDataset(opts: PrepareOptions, log?: LogFn): PreparedDatas
   const spec = datasetSpec(opts.dataset);
   const input = loaderInput(opts, resolveLocalSource(spec, opts.source));
   const raw = spec.load(input, ctx);
-  log?.(`${opts.dataset}: read ${raw.interactions.length} interactions from ${raw.files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)}s${ctx.skipped.count ? ` (${ctx.skipped.count} bad rows skipped)` : ''}`);
+  log?.(`${opts.dataset}: read ${raw.columns?.length ?? raw.interactions.length} interactions from ${raw.files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)}s${ctx.skipped.count ? ` (${ctx.skipped.count} bad rows skipped)` : ''}`);
   const rest = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow };
   const d = buildPrepared(opts.dataset, raw, rest, input.source, spec.fingerprintOptions?.(input));
   return { ...d, skippedRows: ctx.skipped.count, files: raw.files };

@@ -5,6 +5,8 @@
  * - leave-one-out: last item = test target, second-to-last = validation target
  * - fingerprint = hash of the raw input bytes + every preprocessing option
  */
+import type { RawColumns } from './columns.js';
+
 export interface ItemInfo {
   /** Dense id, 1..numItems. */
   id: number;
@@ -59,9 +61,14 @@ export interface RawInteraction {
   order: number;
 }
 
-/** What a format loader returns: interactions, item texts, and the raw bytes' hash. */
+/**
+ * What a format loader returns: interactions, item texts, and the raw bytes' hash. Loaders of big
+ * files fill `columns` (typed arrays, file order) and leave `interactions` empty; read either form
+ * with rawColumns(raw) from columns.ts.
+ */
 export interface RawDataset {
   interactions: RawInteraction[];
+  columns?: RawColumns;
   /** Item texts by raw item id (may be partial or empty). */
   items: Map<string, { title: string; year?: number; genres: string[]; extra?: Record<string, string> }>;
   /** sha256 over the raw input files (in a fixed order). */

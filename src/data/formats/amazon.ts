@@ -1,5 +1,6 @@
-import type { RawDataset, RawInteraction } from '../types.js';
-import { badRow, forEachLine, hashBuffers, makeInterner, readInput, type ItemText, type LoadContext } from './common.js';
+import { columnsBuilder } from '../columns.js';
+import type { RawDataset } from '../types.js';
+import { badRow, forEachLine, hashBuffers, readInput, type ItemText, type LoadContext } from './common.js';
 
 /**
  * Amazon reviews (McAuley lab), JSON lines, plain or .gz:
@@ -63,8 +64,7 @@ function loadMeta(file: string, version: AmazonVersion, ctx: LoadContext): { ite
 export function loadAmazon(version: AmazonVersion, source: string, itemsFile: string | undefined, ctx: LoadContext): RawDataset {
   const f = FIELDS[version];
   const buf = readInput(source, `an Amazon ${version} reviews file (JSON lines, optionally .gz)`);
-  const interactions: RawInteraction[] = [];
-  const intern = makeInterner();
+  const rows = columnsBuilder();
   const expected = `a JSON object with "${f.user}" (string), "${f.item}" (string) and "${f.time}" (number)`;
   forEachLine(buf, source, 'utf8', (line, n) => {
     const o = parseLine(line);
@@ -76,11 +76,12 @@ export function loadAmazon(version: AmazonVersion, source: string, itemsFile: st
       return;
     }
     const r = Number(o[f.rating]);
-    interactions.push({ user: intern(user), item: intern(item), time, rating: Number.isFinite(r) ? r : undefined, order: interactions.length });
+    rows.push(user, item, time, Number.isFinite(r) ? r : undefined);
   }, ctx.log);
   const meta = itemsFile ? loadMeta(itemsFile, version, ctx) : undefined;
   return {
-    interactions,
+    interactions: [],
+    columns: rows.finish(),
     items: meta?.items ?? new Map(),
     rawHash: hashBuffers(meta ? [buf, meta.buf] : [buf]),
     files: itemsFile ? [source, itemsFile] : [source],

@@ -17,20 +17,6 @@ export interface LoadContext {
   log?: LogFn;
 }
 
-/**
- * Share one string per distinct id: 32M rows of "userId,movieId" would otherwise keep 64M small
- * strings alive; with interning only the ~300K distinct ids stay.
- */
-export function makeInterner(): (s: string) => string {
-  const m = new Map<string, string>();
-  return (s) => {
-    const hit = m.get(s);
-    if (hit !== undefined) return hit;
-    m.set(s, s);
-    return s;
-  };
-}
-
 export type ItemText = { title: string; year?: number; genres: string[]; extra?: Record<string, string> };
 
 /** A malformed row: fail naming file, line and what was expected, or count it and go on. */

@@ -1,6 +1,7 @@
 import { RecdistillError } from '../../errors.js';
-import type { RawDataset, RawInteraction } from '../types.js';
-import { badRow, decodeText, hashBuffers, makeInterner, parseDelimited, readInput, yearFromTitle, type ItemText, type LoadContext } from './common.js';
+import { columnsBuilder } from '../columns.js';
+import type { RawDataset } from '../types.js';
+import { badRow, decodeText, hashBuffers, parseDelimited, readInput, yearFromTitle, type ItemText, type LoadContext } from './common.js';
 
 /**
  * Any interaction log as CSV/TSV (plain or .gz; RFC-4180 quoting; UTF-8) plus an optional items file.
@@ -104,22 +105,22 @@ export function loadGeneric(source: string, o: GenericOptions, ctx: LoadContext)
   const t = o.timeCol ? columnIndex(o.timeCol, header, source, '--time-col') : -1;
   const r = o.ratingCol ? columnIndex(o.ratingCol, header, source, '--rating-col') : -1;
   const expected = `non-empty user (column ${u}) and item (column ${it})${t >= 0 ? `, a numeric or ISO-date time (column ${t})` : ''}${r >= 0 ? `, a numeric rating (column ${r})` : ''}`;
-  const interactions: RawInteraction[] = [];
-  const intern = makeInterner();
+  const out = columnsBuilder();
   for (const { fields: f, line } of rows) {
     const user = f[u]?.trim();
     const item = f[it]?.trim();
-    const time = t >= 0 ? parseTime(f[t] ?? '') : interactions.length;
+    const time = t >= 0 ? parseTime(f[t] ?? '') : out.length;
     const rating = r >= 0 ? Number(f[r]) : undefined;
     if (!user || !item || !Number.isFinite(time) || (r >= 0 && (f[r]?.trim() === '' || !Number.isFinite(rating)))) {
       badRow(ctx, source, line, expected, f.join(','));
       continue;
     }
-    interactions.push({ user: intern(user), item: intern(item), time, rating, order: interactions.length });
+    out.push(user, item, time, rating);
   }
   const meta = o.itemsFile ? loadItems(o.itemsFile, o, ctx) : undefined;
   return {
-    interactions,
+    interactions: [],
+    columns: out.finish(),
     items: meta?.items ?? new Map(),
     rawHash: hashBuffers(meta ? [buf, meta.buf] : [buf]),
     files: o.itemsFile ? [source, o.itemsFile] : [source],

@@ -102,8 +102,8 @@ describe('generic CSV/TSV', () => {
     const dir = tmp();
     writeFileSync(join(dir, 'log.csv'), 'user_id,item_id,timestamp\nu1,i1,10\n');
     expect(() => prepareDataset(opts({ source: join(dir, 'log.csv'), userCol: 'user' }))).toThrow(/--user-col "user" is not a column\. Columns: "user_id", "item_id", "timestamp"/);
-    writeFileSync(join(dir, 'log.csv'), 'user_id,item_id,timestamp\nu1,i1,10\nu1,i2,soon\nu2,i1\n');
-    expect(() => prepareDataset(opts({ source: join(dir, 'log.csv') }))).toThrow(/log\.csv line 4: expected the same number of columns as the header/);
+    writeFileSync(join(dir, 'log.csv'), 'user_id,item_id,timestamp\nu1,i1,10\nu2,i1\nu1,i2,soon\n');
+    expect(() => prepareDataset(opts({ source: join(dir, 'log.csv') }))).toThrow(/log\.csv line 3: expected the same number of columns as the header \(3, delimiter ","\), got 2/);
     writeFileSync(join(dir, 'log.csv'), 'user_id,item_id,timestamp\nu1,i1,10\nu1,i2,soon\n');
     expect(() => prepareDataset(opts({ source: join(dir, 'log.csv') }))).toThrow(/log\.csv line 3: expected non-empty user \(column 0\) and item \(column 1\), a numeric or ISO-date time \(column 2\)/);
     writeFileSync(join(dir, 'log.csv'), 'user_id,item_id,timestamp\nu1,i1,10\nu1,i2,soon\nu2,i1\nu2,i3,12\n');

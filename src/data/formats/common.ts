@@ -109,7 +109,63 @@ export function decodeUtf8OrLatin1(buf: Buffer): string {
 }
 
 /** Chunks of at most ~32 MB cut at line ends: files larger than V8's max string length still load. */
-const CHUNK = 32 * 1024 * 1024;
+export const CHUNK = 32 * 1024 * 1024;
+
+function countByte(buf: Buffer, byte: number, start: number, end: number): number {
+  let n = 0;
+  for (let i = buf.indexOf(byte, start); i !== -1 && i < end; i = buf.indexOf(byte, i + 1)) n++;
+  return n;
+}
+
+/**
+ * Byte ranges of about `size` bytes, each ending just after a newline. With `quote` set, a cut is
+ * only made at a newline outside quoted fields (even number of quote bytes before it), so a quoted
+ * field that spans lines is never split.
+ */
+export function* chunkRanges(buf: Buffer, start: number, size: number, quote?: number): Generator<[number, number]> {
+  let s = start;
+  while (s < buf.length) {
+    let e = Math.min(s + size, buf.length);
+    if (e < buf.length) {
+      let odd = quote !== undefined && countByte(buf, quote, s, e) % 2 === 1;
+      let nl = buf.indexOf(10, e);
+      while (nl !== -1 && quote !== undefined) {
+        if (countByte(buf, quote, e, nl) % 2 === 1) odd = !odd;
+        if (!odd) break; // this newline is outside quotes: cut here
+        e = nl;
+        nl = buf.indexOf(10, nl + 1);
+      }
+      e = nl === -1 ? buf.length : nl + 1;
+    }
+    yield [s, e];
+    s = e;
+  }
+}
+
+/** Decode buf[s, e) whose first line is `firstLine`; an encoding error names the line in the whole file. */
+function decodeChunk(buf: Buffer, s: number, e: number, file: string, encoding: Encoding, firstLine: number): string {
+  try {
+    return decodeText(buf.subarray(s, e), file, encoding);
+  } catch (err) {
+    const rel = /line (\d+)/.exec((err as Error).message);
+    const abs = rel ? firstLine + Number(rel[1]) - 1 : firstLine;
+    throw new RecdistillError('E_ENCODING', `${file} line ${abs}: invalid UTF-8; this file must be UTF-8 (re-encode it, e.g. iconv -f latin1 -t utf-8).`);
+  }
+}
+
+const bomLength = (buf: Buffer) => (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0);
+
+function progressLogger(file: string, total: number, log?: LogFn): (done: number, lines: number) => void {
+  const t0 = performance.now();
+  let last = t0;
+  return (done, lines) => {
+    const now = performance.now();
+    if (!log || now - last < 2000 || done >= total) return;
+    last = now;
+    const rate = done / ((now - t0) / 1000);
+    log(`reading ${file}: ${(done / 1e6).toFixed(0)}/${(total / 1e6).toFixed(0)} MB, ${lines} lines, ${(rate / 1e6).toFixed(1)} MB/s, ETA ${formatSeconds((total - done) / rate)}`);
+  };
+}
 
 /**
  * Call fn(line, lineNo) for every non-empty line (lineNo 1-based, \r stripped). Decodes in chunks
@@ -121,41 +177,19 @@ export function forEachLine(
   encoding: Encoding,
   fn: (line: string, lineNo: number) => void,
   log?: LogFn,
+  chunkSize = CHUNK,
 ): void {
-  const t0 = performance.now();
-  let lastLog = t0;
-  let start = 0;
+  const tick = progressLogger(file, buf.length, log);
   let lineNo = 1;
-  if (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) start = 3; // UTF-8 BOM
-  while (start < buf.length) {
-    let end = Math.min(start + CHUNK, buf.length);
-    if (end < buf.length) {
-      const nl = buf.indexOf(10, end);
-      end = nl === -1 ? buf.length : nl + 1;
-    }
-    let text: string;
-    try {
-      text = decodeText(buf.subarray(start, end), file, encoding);
-    } catch (e) {
-      // Re-number the line relative to the whole file.
-      const rel = /line (\d+)/.exec((e as Error).message);
-      const abs = rel ? lineNo + Number(rel[1]) - 1 : lineNo;
-      throw new RecdistillError('E_ENCODING', `${file} line ${abs}: invalid UTF-8; this file must be UTF-8 (re-encode it, e.g. iconv -f latin1 -t utf-8).`);
-    }
-    const lines = text.split('\n');
+  for (const [s, e] of chunkRanges(buf, bomLength(buf), chunkSize)) {
+    const lines = decodeChunk(buf, s, e, file, encoding, lineNo).split('\n');
     if (lines[lines.length - 1] === '') lines.pop();
     for (const l of lines) {
       const line = l.endsWith('\r') ? l.slice(0, -1) : l;
       if (line !== '') fn(line, lineNo);
       lineNo++;
     }
-    start = end;
-    const now = performance.now();
-    if (log && now - lastLog > 2000 && start < buf.length) {
-      lastLog = now;
-      const rate = start / ((now - t0) / 1000);
-      log(`reading ${file}: ${(start / 1e6).toFixed(0)}/${(buf.length / 1e6).toFixed(0)} MB, ${lineNo - 1} lines, ${(rate / 1e6).toFixed(1)} MB/s, ETA ${formatSeconds((buf.length - start) / rate)}`);
-    }
+    tick(e, lineNo - 1);
   }
 }
 
@@ -166,36 +200,65 @@ export interface CsvRow {
 }
 
 /**
- * RFC-4180 CSV/TSV through csv-parse (quoted fields with commas, doubled quotes, newlines).
- * A structurally broken record (unclosed quote, wrong column count) is a bad row: error or skip.
+ * RFC-4180 CSV/TSV through csv-parse (quoted fields with commas, doubled quotes, newlines), in
+ * chunks cut outside quoted fields. Every record must have as many fields as the first one (the
+ * header); a broken record (unclosed quote, other field count) is a bad row: error or skip.
  */
-export function parseDelimited(text: string, file: string, delimiter: string, ctx: LoadContext): CsvRow[] {
-  const rows: CsvRow[] = [];
-  try {
-    const records = parseCsv(text, {
-      delimiter,
-      bom: true,
-      info: true,
-      skip_empty_lines: true,
-      relax_column_count: false,
-      // A bare quote inside an unquoted TSV field is common and harmless ("12" Monkeys" is not, in CSV).
-      relax_quotes: delimiter === '\t',
-      quote: delimiter === '\t' ? false : '"',
-      skip_records_with_error: ctx.onBadRow === 'skip',
-      on_skip: () => {
-        ctx.skipped.count++;
-        return undefined;
-      },
-    }) as unknown as { record: string[]; info: { lines: number; raw?: string } }[];
-    for (const r of records) rows.push({ fields: r.record, line: r.info.lines });
-  } catch (e) {
-    const err = e as Error & { lines?: number; code?: string };
-    const what = err.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' ? 'the same number of columns as the header' : 'well-formed RFC-4180 quoting';
-    throw new RecdistillError(
-      'E_INPUT',
-      `${file} line ${err.lines ?? '?'}: expected ${what} (delimiter ${JSON.stringify(delimiter)}); csv-parse says: ${err.message} (use --on-bad-row skip to skip such rows).`,
-    );
+export function forEachCsvRow(
+  buf: Buffer,
+  file: string,
+  delimiter: string,
+  ctx: LoadContext,
+  fn: (fields: string[], line: number) => void,
+  chunkSize = CHUNK,
+): void {
+  const quoted = delimiter !== '\t';
+  const tick = progressLogger(file, buf.length, ctx.log);
+  let firstLine = 1;
+  let width = -1;
+  for (const [s, e] of chunkRanges(buf, bomLength(buf), chunkSize, quoted ? 0x22 : undefined)) {
+    const text = decodeChunk(buf, s, e, file, 'utf8', firstLine);
+    let records: { record: string[]; info: { lines: number } }[];
+    try {
+      records = parseCsv(text, {
+        delimiter,
+        info: true,
+        skip_empty_lines: true,
+        relax_column_count: true,
+        // TSV has no quoting: a bare quote in a field ("12" Monkeys) is just a character.
+        quote: quoted ? '"' : false,
+        skip_records_with_error: ctx.onBadRow === 'skip',
+        on_skip: () => {
+          ctx.skipped.count++;
+          return undefined;
+        },
+      }) as unknown as typeof records;
+    } catch (err) {
+      const x = err as Error & { lines?: number };
+      const line = x.lines !== undefined ? firstLine + x.lines - 1 : '?';
+      throw new RecdistillError(
+        'E_INPUT',
+        `${file} line ${line}: expected well-formed RFC-4180 quoting (delimiter ${JSON.stringify(delimiter)}); csv-parse says: ${x.message} (use --on-bad-row skip to skip such rows).`,
+      );
+    }
+    for (const r of records) {
+      const line = firstLine + r.info.lines - 1;
+      if (width === -1) width = r.record.length;
+      if (r.record.length !== width) {
+        badRow(ctx, file, line, `the same number of columns as the header (${width}, delimiter ${JSON.stringify(delimiter)}), got ${r.record.length}`, r.record.join(delimiter));
+        continue;
+      }
+      fn(r.record, line);
+    }
+    firstLine += countByte(buf, 10, s, e);
+    tick(e, firstLine - 1);
   }
+}
+
+/** All records of a (small) delimited file; see forEachCsvRow. */
+export function parseDelimited(buf: Buffer, file: string, delimiter: string, ctx: LoadContext): CsvRow[] {
+  const rows: CsvRow[] = [];
+  forEachCsvRow(buf, file, delimiter, ctx, (fields, line) => rows.push({ fields, line }));
   return rows;
 }
 

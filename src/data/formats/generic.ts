@@ -1,7 +1,7 @@
 import { RecdistillError } from '../../errors.js';
 import { columnsBuilder } from '../columns.js';
 import type { RawDataset } from '../types.js';
-import { badRow, decodeText, hashBuffers, parseDelimited, readInput, yearFromTitle, type ItemText, type LoadContext } from './common.js';
+import { badRow, forEachCsvRow, hashBuffers, readInput, yearFromTitle, type ItemText, type LoadContext } from './common.js';
 
 /**
  * Any interaction log as CSV/TSV (plain or .gz; RFC-4180 quoting; UTF-8) plus an optional items file.
@@ -65,58 +65,72 @@ function parseTime(v: string): number {
   return Number.isFinite(n) ? n : Date.parse(v);
 }
 
-function readTable(file: string, o: GenericOptions, ctx: LoadContext, what: string) {
+/**
+ * Stream the rows of a table: `setup` gets the header (undefined with --no-header) once, before the
+ * first data row, and returns the per-row handler.
+ */
+function readTable(
+  file: string,
+  o: GenericOptions,
+  ctx: LoadContext,
+  what: string,
+  setup: (header: string[] | undefined) => (fields: string[], line: number) => void,
+): Buffer {
   const buf = readInput(file, what);
-  const text = decodeText(buf, file, 'utf8');
-  const nl = text.indexOf('\n');
-  const delim = resolveDelimiter(o.delimiter, file, nl === -1 ? text : text.slice(0, nl));
-  const rows = parseDelimited(text, file, delim, ctx);
-  const header = o.header ? rows.shift()?.fields : undefined;
-  return { buf, rows, header };
+  const nl = buf.indexOf(10);
+  const delim = resolveDelimiter(o.delimiter, file, buf.subarray(0, nl === -1 ? buf.length : nl).toString('latin1'));
+  let onRow: ((fields: string[], line: number) => void) | undefined = o.header ? undefined : setup(undefined);
+  forEachCsvRow(buf, file, delim, ctx, (fields, line) => {
+    if (onRow) onRow(fields, line);
+    else onRow = setup(fields);
+  });
+  return buf;
 }
 
 function loadItems(file: string, o: GenericOptions, ctx: LoadContext): { items: Map<string, ItemText>; buf: Buffer } {
-  const { buf, rows, header } = readTable(file, o, ctx, 'an items file (CSV/TSV with id and title columns)');
-  const idIdx = columnIndex(o.itemIdCol || o.itemCol, header, file, '--item-id-col');
-  const titleIdx = columnIndex(o.titleCol, header, file, '--title-col');
-  const genreIdx = o.genreCol ? columnIndex(o.genreCol, header, file, '--genre-col') : -1;
-  const textCols = o.textCols.split(',').map((c) => c.trim()).filter((c) => c !== '');
-  const textIdx = textCols.map((c) => [c, columnIndex(c, header, file, '--text-cols')] as const);
   const items = new Map<string, ItemText>();
-  for (const { fields: f, line } of rows) {
-    const id = f[idIdx]?.trim();
-    if (!id) {
-      badRow(ctx, file, line, `a non-empty item id in column ${idIdx}`, f.join(','));
-      continue;
-    }
-    const title = (f[titleIdx] ?? '').trim() || id;
-    const genres = genreIdx >= 0 ? (f[genreIdx] ?? '').split('|').map((g) => g.trim()).filter((g) => g !== '') : [];
-    const extra: Record<string, string> = {};
-    for (const [name, i] of textIdx) if (f[i]?.trim()) extra[name] = f[i]!.trim();
-    items.set(id, { title, year: yearFromTitle(title), genres, ...(textIdx.length ? { extra } : {}) });
-  }
+  const buf = readTable(file, o, ctx, 'an items file (CSV/TSV with id and title columns)', (header) => {
+    const idIdx = columnIndex(o.itemIdCol || o.itemCol, header, file, '--item-id-col');
+    const titleIdx = columnIndex(o.titleCol, header, file, '--title-col');
+    const genreIdx = o.genreCol ? columnIndex(o.genreCol, header, file, '--genre-col') : -1;
+    const textCols = o.textCols.split(',').map((c) => c.trim()).filter((c) => c !== '');
+    const textIdx = textCols.map((c) => [c, columnIndex(c, header, file, '--text-cols')] as const);
+    return (f, line) => {
+      const id = f[idIdx]?.trim();
+      if (!id) {
+        badRow(ctx, file, line, `a non-empty item id in column ${idIdx}`, f.join(','));
+        return;
+      }
+      const title = (f[titleIdx] ?? '').trim() || id;
+      const genres = genreIdx >= 0 ? (f[genreIdx] ?? '').split('|').map((g) => g.trim()).filter((g) => g !== '') : [];
+      const extra: Record<string, string> = {};
+      for (const [name, i] of textIdx) if (f[i]?.trim()) extra[name] = f[i]!.trim();
+      items.set(id, { title, year: yearFromTitle(title), genres, ...(textIdx.length ? { extra } : {}) });
+    };
+  });
   return { items, buf };
 }
 
 export function loadGeneric(source: string, o: GenericOptions, ctx: LoadContext): RawDataset {
-  const { buf, rows, header } = readTable(source, o, ctx, 'an interactions file (CSV/TSV with user, item and time columns)');
-  const u = columnIndex(o.userCol, header, source, '--user-col');
-  const it = columnIndex(o.itemCol, header, source, '--item-col');
-  const t = o.timeCol ? columnIndex(o.timeCol, header, source, '--time-col') : -1;
-  const r = o.ratingCol ? columnIndex(o.ratingCol, header, source, '--rating-col') : -1;
-  const expected = `non-empty user (column ${u}) and item (column ${it})${t >= 0 ? `, a numeric or ISO-date time (column ${t})` : ''}${r >= 0 ? `, a numeric rating (column ${r})` : ''}`;
   const out = columnsBuilder();
-  for (const { fields: f, line } of rows) {
-    const user = f[u]?.trim();
-    const item = f[it]?.trim();
-    const time = t >= 0 ? parseTime(f[t] ?? '') : out.length;
-    const rating = r >= 0 ? Number(f[r]) : undefined;
-    if (!user || !item || !Number.isFinite(time) || (r >= 0 && (f[r]?.trim() === '' || !Number.isFinite(rating)))) {
-      badRow(ctx, source, line, expected, f.join(','));
-      continue;
-    }
-    out.push(user, item, time, rating);
-  }
+  const buf = readTable(source, o, ctx, 'an interactions file (CSV/TSV with user, item and time columns)', (header) => {
+    const u = columnIndex(o.userCol, header, source, '--user-col');
+    const it = columnIndex(o.itemCol, header, source, '--item-col');
+    const t = o.timeCol ? columnIndex(o.timeCol, header, source, '--time-col') : -1;
+    const r = o.ratingCol ? columnIndex(o.ratingCol, header, source, '--rating-col') : -1;
+    const expected = `non-empty user (column ${u}) and item (column ${it})${t >= 0 ? `, a numeric or ISO-date time (column ${t})` : ''}${r >= 0 ? `, a numeric rating (column ${r})` : ''}`;
+    return (f, line) => {
+      const user = f[u]?.trim();
+      const item = f[it]?.trim();
+      const time = t >= 0 ? parseTime(f[t] ?? '') : out.length;
+      const rating = r >= 0 ? Number(f[r]) : undefined;
+      if (!user || !item || !Number.isFinite(time) || (r >= 0 && (f[r]?.trim() === '' || !Number.isFinite(rating)))) {
+        badRow(ctx, source, line, expected, f.join(','));
+        return;
+      }
+      out.push(user, item, time, rating);
+    };
+  });
   const meta = o.itemsFile ? loadItems(o.itemsFile, o, ctx) : undefined;
   return {
     interactions: [],

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { columnsBuilder, type ColumnsBuilder } from '../columns.js';
 import type { RawDataset } from '../types.js';
 import {
-  badRow, decodeText, decodeUtf8OrLatin1, findDataDir, forEachLine, hashBuffers, parseDelimited, readInput, yearFromTitle,
+  badRow, decodeUtf8OrLatin1, findDataDir, forEachLine, hashBuffers, parseDelimited, readInput, yearFromTitle,
   type ItemText, type LoadContext,
 } from './common.js';
 
@@ -113,7 +113,7 @@ export function loadMlCsv(source: string, ctx: LoadContext, what = 'MovieLens 20
     if (n === 1) return expectHeader(line.split(','), ['userId', 'movieId', 'rating', 'timestamp'], ratingsFile, ctx);
     pushRating(ratings, line.split(','), ctx, ratingsFile, n, line, '4 comma-separated fields: userId,movieId,rating,timestamp');
   }, ctx.log);
-  const rows = parseDelimited(decodeText(mBuf, moviesFile, 'utf8'), moviesFile, ',', ctx);
+  const rows = parseDelimited(mBuf, moviesFile, ',', ctx);
   expectHeader(rows[0]?.fields, ['movieId', 'title', 'genres'], moviesFile, ctx);
   const items = new Map<string, ItemText>();
   for (const { fields: f, line } of rows.slice(1)) {

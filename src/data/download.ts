@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, normalize, isAbsolute, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -134,6 +134,31 @@ export async function extractZip(file: string, dir: string): Promise<number> {
   return count;
 }
 
+/** Is process `pid` alive? (signal 0 checks without signalling.) */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Remove temp files/dirs of `base` left by killed downloads (their process is gone). */
+export function removeStaleTemps(parent: string, base: string, log: LogFn): number {
+  if (!existsSync(parent)) return 0;
+  const re = new RegExp(`^\\.${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.[0-9a-f]+\\.(download|extract)$`);
+  let n = 0;
+  for (const name of readdirSync(parent)) {
+    const m = re.exec(name);
+    if (!m || alive(Number(m[1]))) continue;
+    rmSync(join(parent, name), { recursive: true, force: true });
+    n++;
+  }
+  if (n) log(`removed ${n} leftover temp file(s) of an interrupted ${base} download`);
+  return n;
+}
+
 /**
  * Download `url` into `dest` unless a complete copy is there. Atomic: the archive goes to a temp file,
  * is verified, extracted into a temp dir that gets the completion marker, and only then renamed to
@@ -156,6 +181,7 @@ export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadRe
   const base = dest.slice(parent.length + 1);
   const tmpFile = join(parent, `.${base}.${tag}.download`);
   const tmpDir = join(parent, `.${base}.${tag}.extract`);
+  removeStaleTemps(parent, base, log);
   try {
     log(`downloading ${url} -> ${dest}`);
     const got = await fetchTo(url, tmpFile, log);

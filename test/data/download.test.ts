@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -107,6 +108,16 @@ describe('dataset download', () => {
       process.env.RECDISTILL_DATASETS_URL = base;
     }
     expect(readdirSync(datasetsCacheDir())).toEqual([]);
+  });
+
+  it('temp files of a killed download (dead pid) are removed by the next download; a live one is kept', async () => {
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!; // exited: its pid is not running
+    const dir = datasetsCacheDir();
+    mkdirSync(join(dir, `.ml-100k.${dead}.0badc0de.extract/ml-100k`), { recursive: true });
+    writeFileSync(join(dir, `.ml-100k.${dead}.0badc0de.download`), 'partial');
+    writeFileSync(join(dir, `.ml-100k.${process.pid}.00000001.download`), 'in progress elsewhere');
+    await loadDataset(opts({ dataset: 'ml-100k', sha256: zipSha }), quiet);
+    expect(readdirSync(dir).sort()).toEqual([`.ml-100k.${process.pid}.00000001.download`, 'ml-100k']);
   });
 
   it('offline with nothing cached, HTTP errors and not-yet-downloaded sync use are clear errors', async () => {

@@ -120,10 +120,28 @@ function buildCatalogue(n: number, rand: () => number): Catalogue {
   return cat;
 }
 
+/** Franchise indices per genre (catalogue order) and the franchise of every item. */
+interface Index {
+  byGenre: number[][];
+  seriesOf: Int32Array;
+}
+
+function indexCatalogue(cat: Catalogue): Index {
+  const byGenre: number[][] = SYNTHETIC_GENRES.map(() => []);
+  const seriesOf = new Int32Array(cat.titles.length);
+  cat.series.forEach((s, i) => {
+    byGenre[s.genre]!.push(i);
+    for (const it of s.items) seriesOf[it] = i;
+  });
+  return { byGenre, seriesOf };
+}
+
 /** One user's time-ordered watch list (raw item indices). */
-function generateUser(cat: Catalogue, len: number, rand: () => number): number[] {
+function generateUser(cat: Catalogue, idx: Index, len: number, rand: () => number): number[] {
   const G = SYNTHETIC_GENRES.length;
   const watched = new Set<number>();
+  const seen = new Int32Array(cat.series.length); // watched instalments per franchise
+  const isOpen = (i: number) => seen[i]! < cat.series[i]!.items.length;
   const out: number[] = [];
   let genre = Math.floor(rand() * G);
   let cur: Series | undefined;
@@ -134,15 +152,16 @@ function generateUser(cat: Catalogue, len: number, rand: () => number): number[]
     if (cur && next !== undefined && !watched.has(next) && rand() < P_CONTINUE) {
       pos++;
     } else {
-      // Start a new franchise at its first unwatched instalment.
+      // Start a new franchise (in the current genre when one is left) at its first unwatched instalment.
       const inGenre = rand() < P_IN_GENRE;
-      const open = cat.series.filter((s) => s.items.some((i) => !watched.has(i)));
-      const pool = inGenre && open.some((s) => s.genre === genre) ? open.filter((s) => s.genre === genre) : open;
-      cur = pool[pickWeighted(rand, pool.map((s) => s.weight))]!;
+      const openInGenre = idx.byGenre[genre]!.filter(isOpen);
+      const pool = inGenre && openInGenre.length ? openInGenre : cat.series.map((_, i) => i).filter(isOpen);
+      cur = cat.series[pool[pickWeighted(rand, pool.map((i) => cat.series[i]!.weight))]!]!;
       pos = cur.items.findIndex((i) => !watched.has(i));
     }
     const item = cur.items[pos]!;
     watched.add(item);
+    seen[idx.seriesOf[item]!]!++;
     out.push(item);
   }
   return out;
@@ -163,10 +182,11 @@ export function generateSynthetic(opts: Partial<SyntheticOptions> = {}): RawData
   validate(o);
   const rand = mulberry32(o.seed);
   const cat = buildCatalogue(o.items, rand);
+  const idx = indexCatalogue(cat);
   const interactions: RawInteraction[] = [];
   for (let u = 1; u <= o.users; u++) {
     const len = o.minLen + Math.floor(rand() * (o.maxLen - o.minLen + 1));
-    const seq = generateUser(cat, len, rand);
+    const seq = generateUser(cat, idx, len, rand);
     // Seconds since epoch, starting in 1997-2000; gaps of 1 hour .. 1 week; a few exact ties
     // (same timestamp) that the stable sort must keep in generation order.
     let t = 852076800 + Math.floor(rand() * 94_000_000);

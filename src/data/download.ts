@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, normalize, isAbsolute, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -7,6 +7,7 @@ import yauzl from 'yauzl';
 import { env } from '../env.js';
 import { RecdistillError } from '../errors.js';
 import { writeJsonAtomic } from '../util/atomic.js';
+import { sha256File } from '../util/hash.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
 
 /** Written last inside the extracted directory, before the rename: its presence means "complete". */
@@ -16,6 +17,11 @@ export interface DownloadRequest {
   url: string;
   /** Expected sha256 (hex). undefined = trust on first use: the computed hash is logged and recorded. */
   sha256?: string;
+  /**
+   * sha256 an already-present copy must have (the user's explicit --sha256). Built-in values are not
+   * re-checked on reuse, so a copy fetched with a user override keeps working without the flag.
+   */
+  cachedSha256?: string;
   /** Final directory; created atomically (extract to a temp dir, then rename). */
   dest: string;
   log: LogFn;
@@ -81,7 +87,7 @@ async function fetchTo(url: string, file: string, log: LogFn): Promise<{ sha256:
 }
 
 /** "PK\x03\x04": a zip archive (decided by content, not by the URL's name). */
-function startsWithZipMagic(file: string): boolean {
+export function startsWithZipMagic(file: string): boolean {
   const fd = openSync(file, 'r');
   try {
     const b = Buffer.alloc(4);
@@ -134,6 +140,52 @@ export async function extractZip(file: string, dir: string): Promise<number> {
   return count;
 }
 
+/** The cached copy's sha256; an explicitly expected one that differs is an error (not a silent reuse). */
+function checkCached(dest: string, want: string | undefined): string {
+  const got = readMarker(dest).sha256;
+  if (want && want.toLowerCase() !== got) {
+    throw new RecdistillError('E_CHECKSUM', `the cached copy in ${dest} has sha256 ${got}, not the expected ${want.toLowerCase()}; delete ${dest} to download it again.`);
+  }
+  return got;
+}
+
+/** Write the completion marker into the temp dir, then rename it to `dest` (the atomic step). */
+function publish(tmpDir: string, dest: string, marker: Record<string, unknown>): void {
+  writeJsonAtomic(join(tmpDir, COMPLETE_MARKER), marker);
+  // A dest without a marker is debris from an older tool or a hand-made dir: replace it.
+  if (existsSync(dest)) rmSync(dest, { recursive: true, force: true });
+  try {
+    renameSync(tmpDir, dest);
+  } catch (e) {
+    if (!isComplete(dest)) throw e; // another process finished first: use its copy
+  }
+}
+
+/**
+ * Extract a local zip (an archive the user downloaded by hand) into `dest`, atomically, once.
+ * With `sha256` given, the archive must match it.
+ */
+export async function ensureExtracted(zipPath: string, dest: string, sha256: string | undefined, log: LogFn): Promise<DownloadResult> {
+  if (isComplete(dest)) return { dir: dest, sha256: checkCached(dest, sha256), bytes: 0, skipped: true };
+  if (!existsSync(zipPath)) throw new RecdistillError('E_NOT_FOUND', `${zipPath} not found: expected a zip archive.`);
+  const got = await sha256File(zipPath);
+  if (sha256 && got !== sha256.toLowerCase()) {
+    throw new RecdistillError('E_CHECKSUM', `sha256 mismatch for ${zipPath}: expected ${sha256.toLowerCase()}, got ${got}.`);
+  }
+  const parent = dirname(dest);
+  mkdirSync(parent, { recursive: true });
+  const tmpDir = join(parent, `.${dest.slice(parent.length + 1)}.${process.pid}.${randomBytes(4).toString('hex')}.extract`);
+  try {
+    mkdirSync(tmpDir);
+    const n = await extractZip(zipPath, tmpDir);
+    log(`extracted ${n} files from ${zipPath} -> ${dest}`);
+    publish(tmpDir, dest, { url: `file://${zipPath}`, sha256: got, bytes: statSync(zipPath).size, extractedAt: new Date().toISOString() });
+    return { dir: dest, sha256: got, bytes: statSync(zipPath).size, skipped: false };
+  } finally {
+    rmSync(tmpDir, { recursive: true, force: true });
+  }
+}
+
 /** Is process `pid` alive? (signal 0 checks without signalling.) */
 function alive(pid: number): boolean {
   try {
@@ -168,9 +220,9 @@ export function removeStaleTemps(parent: string, base: string, log: LogFn): numb
 export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadResult> {
   const { url, dest, log } = req;
   if (isComplete(dest)) {
-    const m = readMarker(dest);
-    log(`dataset already present in ${dest} (sha256 ${m.sha256.slice(0, 12)}...); skipping download.`);
-    return { dir: dest, sha256: m.sha256, bytes: 0, skipped: true };
+    const sha = checkCached(dest, req.cachedSha256);
+    log(`dataset already present in ${dest} (sha256 ${sha.slice(0, 12)}...); skipping download.`);
+    return { dir: dest, sha256: sha, bytes: 0, skipped: true };
   }
   if (req.offline ?? env.offline) {
     throw new RecdistillError('E_NETWORK', `offline (RECDISTILL_OFFLINE=1) and ${dest} is not in the cache: download ${url} elsewhere and pass --source, or unset RECDISTILL_OFFLINE.`);
@@ -199,14 +251,7 @@ export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadRe
     } else {
       renameSync(tmpFile, join(tmpDir, fileName));
     }
-    writeJsonAtomic(join(tmpDir, COMPLETE_MARKER), { url, sha256: got.sha256, bytes: got.bytes, file: isZip ? undefined : fileName, downloadedAt: new Date().toISOString() });
-    // A dest without a marker is debris from an older tool or a hand-made dir: replace it.
-    if (existsSync(dest)) rmSync(dest, { recursive: true, force: true });
-    try {
-      renameSync(tmpDir, dest);
-    } catch (e) {
-      if (!isComplete(dest)) throw e; // another process finished first: use its copy
-    }
+    publish(tmpDir, dest, { url, sha256: got.sha256, bytes: got.bytes, file: isZip ? undefined : fileName, downloadedAt: new Date().toISOString() });
     return { dir: dest, sha256: got.sha256, bytes: got.bytes, skipped: false };
   } finally {
     rmSync(tmpFile, { force: true });

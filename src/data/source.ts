@@ -1,8 +1,9 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 import { stderrLog, type LogFn } from '../util/progress.js';
-import { datasetsCacheDir, ensureDownloaded, isComplete, readMarker } from './download.js';
+import { datasetsCacheDir, ensureDownloaded, ensureExtracted, isComplete, readMarker } from './download.js';
 import { GROUPLENS_BASE_URL, datasetSpec, type DatasetSpec } from './registry.js';
 
 /** --source values that are fetched rather than read. */
@@ -25,6 +26,16 @@ export function urlCacheDir(url: string): string {
   return join(datasetsCacheDir(), `url-${sha256(url).slice(0, 16)}`);
 }
 
+/** A local .zip given as --source (an archive downloaded by hand). */
+export function isLocalZip(s: string): boolean {
+  return /\.zip$/i.test(s) && existsSync(s) && statSync(s).isFile();
+}
+
+/** Cache directory of a local zip, keyed by its content (so a changed archive is extracted again). */
+export function zipCacheDir(zipPath: string): string {
+  return join(datasetsCacheDir(), `zip-${sha256(readFileSync(zipPath)).slice(0, 16)}`);
+}
+
 /** A completed download's usable path: the extracted dir, or the single file for non-zip downloads. */
 function downloadedPath(dir: string): string {
   const file = readMarker(dir).file;
@@ -40,6 +51,11 @@ export function resolveLocalSource(spec: DatasetSpec, source: string): string {
     const dir = urlCacheDir(source);
     if (isComplete(dir)) return downloadedPath(dir);
     throw new RecdistillError('E_USAGE', `--source ${source} is a URL that is not downloaded yet: use data:prepare (or loadDataset/datasetFromFlags), which downloads it.`);
+  }
+  if (source && isLocalZip(source)) {
+    const dir = zipCacheDir(source);
+    if (isComplete(dir)) return dir;
+    throw new RecdistillError('E_USAGE', `--source ${source} is a zip that is not extracted yet: use data:prepare (or loadDataset/datasetFromFlags), which extracts it.`);
   }
   if (source) return source;
   if (spec.needsSource) throw new RecdistillError('E_USAGE', `--source is required for dataset "${spec.name}": ${spec.description}.`);
@@ -71,12 +87,14 @@ export async function fetchSources(
   const spec = datasetSpec(dataset);
   const log = o.log ?? stderrLog;
   let src = source;
-  if (isUrl(source)) {
-    const r = await ensureDownloaded({ url: source, sha256: o.sha256, dest: urlCacheDir(source), log });
+  if (isLocalZip(source)) {
+    src = (await ensureExtracted(source, zipCacheDir(source), o.sha256, log)).dir;
+  } else if (isUrl(source)) {
+    const r = await ensureDownloaded({ url: source, sha256: o.sha256, cachedSha256: o.sha256, dest: urlCacheDir(source), log });
     src = downloadedPath(r.dir);
   } else if (!source && spec.archive) {
     const url = `${datasetsBaseUrl()}/${spec.archive}`;
-    const r = await ensureDownloaded({ url, sha256: o.sha256 || spec.sha256, dest: namedCacheDir(spec.name), log });
+    const r = await ensureDownloaded({ url, sha256: o.sha256 || spec.sha256, cachedSha256: o.sha256, dest: namedCacheDir(spec.name), log });
     src = r.dir;
   }
   let items = itemsFile;

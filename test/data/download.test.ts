@@ -95,9 +95,11 @@ describe('dataset download', () => {
     expect(hits).toEqual(['/ml-100k.zip']); // one request in total
     // The synchronous path finds the downloaded copy too.
     expect(prepareDataset(opts({ dataset: 'ml-100k' })).fingerprint).toBe(d.fingerprint);
-    // Offline is fine once the data is present.
+    // Offline is fine once the data is present (the built-in sha256 is not re-checked on reuse) ...
     env.offline = true;
     expect((await loadDataset(opts({ dataset: 'ml-100k' }), quiet)).stats.interactions).toBe(5);
+    // ... but an explicit --sha256 that the cached copy does not have is an error.
+    await expect(loadDataset(opts({ dataset: 'ml-100k', sha256: 'ab'.repeat(32) }), quiet)).rejects.toThrow(/cached copy in .*ml-100k has sha256/);
   });
 
   it('a download cut short is an error and leaves nothing that looks complete', async () => {
@@ -127,6 +129,22 @@ describe('dataset download', () => {
     env.offline = false;
     await expect(loadDataset(opts({ dataset: 'ml-latest-small' }), quiet)).rejects.toThrow(/HTTP 404/);
     expect(() => prepareDataset(opts({ dataset: 'ml-100k' }))).toThrow(/ml-100k is not downloaded yet/);
+  });
+
+  it('a local zip as --source is extracted once into the cache and gives the same fingerprint', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rd-zip-'));
+    writeFileSync(join(dir, 'ml-100k.zip'), zip);
+    const a = await loadDataset(opts({ dataset: 'ml-100k', source: join(dir, 'ml-100k.zip') }), quiet);
+    expect(a.stats.interactions).toBe(5);
+    const b = prepareDataset(opts({ dataset: 'ml-100k', source: join(dir, 'ml-100k.zip') })); // sync path finds the extraction
+    expect(b.fingerprint).toBe(a.fingerprint);
+    expect(readdirSync(datasetsCacheDir()).filter((n) => n.startsWith('.'))).toEqual([]);
+    // Already extracted, but not the archive the caller expects: an error, not a silent reuse.
+    await expect(loadDataset(opts({ dataset: 'ml-100k', source: join(dir, 'ml-100k.zip'), sha256: '0'.repeat(64) }), quiet)).rejects.toThrow(/cached copy in .* has sha256 [0-9a-f]{64}, not the expected 0{64}/);
+    writeFileSync(join(dir, 'other.zip'), zip);
+    env.cacheDir = mkdtempSync(join(tmpdir(), 'rd-dl-'));
+    await expect(loadDataset(opts({ dataset: 'ml-100k', source: join(dir, 'other.zip'), sha256: '0'.repeat(64) }), quiet)).rejects.toThrow(/sha256 mismatch for .*other\.zip/);
+    expect(hits).toEqual([]);
   });
 
   it('a URL as --source is downloaded once (trusted on first use) and loaded', async () => {

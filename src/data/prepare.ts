@@ -52,7 +52,7 @@ function loaderInput(opts: PrepareOptions, source: string): LoaderInput {
 /** Load the raw data for `opts` (synchronous: the source must be local or already downloaded). */
 export function loadRaw(opts: PrepareOptions, ctx: LoadContext): RawDataset {
   const spec = datasetSpec(opts.dataset);
-  return spec.load(loaderInput(opts, resolveLocalSource(spec, opts.source)), ctx);
+  return spec.load(loaderInput(opts, resolveLocalSource(spec, opts.source, opts.itemsFile)), ctx);
 }
 
 /** Iterated k-core over (user, item): repeat until every user and item has >= k interactions. */
@@ -129,7 +129,7 @@ export function prepareDataset(opts: PrepareOptions, log?: LogFn): PreparedDatas
   const t0 = performance.now();
   const ctx: LoadContext = { onBadRow: opts.onBadRow, skipped: { count: 0 }, log };
   const spec = datasetSpec(opts.dataset);
-  const input = loaderInput(opts, resolveLocalSource(spec, opts.source));
+  const input = loaderInput(opts, resolveLocalSource(spec, opts.source, opts.itemsFile));
   const raw = spec.load(input, ctx);
   log?.(`${opts.dataset}: read ${raw.columns?.length ?? raw.interactions.length} interactions from ${raw.files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)}s${ctx.skipped.count ? ` (${ctx.skipped.count} bad rows skipped)` : ''}`);
   const rest = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow };

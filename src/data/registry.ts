@@ -30,6 +30,10 @@ export interface DatasetSpec {
   sha256?: string;
   /** true when the loader needs --source (a file), i.e. nothing to download or generate. */
   needsSource?: boolean;
+  /** Reads --items-file (amazon meta, generic items table). */
+  usesItemsFile?: boolean;
+  /** Generated: takes no --source. */
+  generated?: boolean;
   load(input: LoaderInput, ctx: LoadContext): RawDataset;
   /** Options that change the content, for the fingerprint (others, like paths, do not). */
   fingerprintOptions?(input: LoaderInput): Record<string, unknown>;
@@ -57,24 +61,28 @@ export const DATASETS: Record<string, DatasetSpec> = {
     name: 'amazon-2018',
     description: 'Amazon reviews 2018: --source reviews JSON lines (reviewerID, asin, unixReviewTime), --items-file meta (asin, title)',
     needsSource: true,
+    usesItemsFile: true,
     load: (i, c) => loadAmazon('2018', i.source, i.itemsFile, c),
   },
   'amazon-2023': {
     name: 'amazon-2023',
     description: 'Amazon reviews 2023: --source reviews JSONL (user_id, parent_asin, timestamp ms), --items-file meta (parent_asin, title, main_category)',
     needsSource: true,
+    usesItemsFile: true,
     load: (i, c) => loadAmazon('2023', i.source, i.itemsFile, c),
   },
   generic: {
     name: 'generic',
     description: 'any CSV/TSV log: --source file, --user-col/--item-col/--time-col, optional --items-file',
     needsSource: true,
+    usesItemsFile: true,
     load: (i, c) => loadGeneric(i.source, { ...i.generic, itemsFile: i.itemsFile }, c),
     fingerprintOptions: (i) => ({ ...i.generic, hasItemsFile: i.itemsFile !== undefined && i.itemsFile !== '' }),
   },
   synthetic: {
     name: 'synthetic',
     description: 'deterministic offline dataset with franchises watched in order and genre drift (the demo default)',
+    generated: true,
     // The raw hash covers the generated content (and so its size and seed).
     load: (i) => generateSynthetic(i.synthetic),
   },
@@ -86,4 +94,15 @@ export function datasetSpec(name: string): DatasetSpec {
   const spec = DATASETS[name];
   if (!spec) throw new RecdistillError('E_USAGE', `unknown dataset "${name}". Valid: ${Object.keys(DATASETS).join(', ')}.`);
   return spec;
+}
+
+/** Flags that the dataset would silently ignore are errors (a typo'd --dataset should not pass unnoticed). */
+export function checkSourceFlags(spec: DatasetSpec, source: string, itemsFile: string | undefined): void {
+  if (spec.generated && source) {
+    throw new RecdistillError('E_USAGE', `dataset "${spec.name}" is generated and takes no --source (got ${JSON.stringify(source)}); did you mean --dataset generic?`);
+  }
+  if (itemsFile && !spec.usesItemsFile) {
+    const users = Object.values(DATASETS).filter((d) => d.usesItemsFile).map((d) => d.name);
+    throw new RecdistillError('E_USAGE', `--items-file is not used by dataset "${spec.name}"; it is read by ${users.join(', ')}.`);
+  }
 }

@@ -4,7 +4,7 @@ import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 import { stderrLog, type LogFn } from '../util/progress.js';
 import { datasetsCacheDir, ensureDownloaded, ensureExtracted, isComplete, readMarker } from './download.js';
-import { GROUPLENS_BASE_URL, datasetSpec, type DatasetSpec } from './registry.js';
+import { GROUPLENS_BASE_URL, checkSourceFlags, datasetSpec, type DatasetSpec } from './registry.js';
 
 /** --source values that are fetched rather than read. */
 export function isUrl(s: string | undefined): s is string {
@@ -46,7 +46,8 @@ function downloadedPath(dir: string): string {
  * Synchronous source resolution for prepareDataset: a local path as given; '' = the downloaded copy
  * in the cache (or nothing, for synthetic). URLs and missing downloads need the async loadDataset.
  */
-export function resolveLocalSource(spec: DatasetSpec, source: string): string {
+export function resolveLocalSource(spec: DatasetSpec, source: string, itemsFile?: string): string {
+  checkSourceFlags(spec, source, itemsFile);
   if (isUrl(source)) {
     const dir = urlCacheDir(source);
     if (isComplete(dir)) return downloadedPath(dir);
@@ -85,6 +86,7 @@ export async function fetchSources(
   o: FetchOptions = {},
 ): Promise<{ source: string; itemsFile: string | undefined }> {
   const spec = datasetSpec(dataset);
+  checkSourceFlags(spec, source, itemsFile);
   const log = o.log ?? stderrLog;
   let src = source;
   if (isLocalZip(source)) {

@@ -47,7 +47,7 @@ export interface PreparedDataset {
   options: Record<string, unknown>;
   /** items[0] is the padding placeholder; items[i].id === i. */
   items: ItemInfo[];
-  /** Users in a stable order (first appearance in the raw file); index = dense user id. */
+  /** Users in raw-id order (numeric when ids are integers, else lexicographic); index = dense user id. */
   users: UserSequence[];
   stats: DatasetStats;
 }

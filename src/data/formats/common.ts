@@ -1,11 +1,11 @@
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { sha256 } from '../../util/hash.js';
-import { formatSeconds, type LogFn } from '../../util/progress.js';
 import { gunzipSync } from 'node:zlib';
 import { parse as parseCsv } from 'csv-parse/sync';
 import { RecdistillError } from '../../errors.js';
+import { sha256 } from '../../util/hash.js';
+import { formatSeconds, type LogFn } from '../../util/progress.js';
 
 export type BadRowPolicy = 'error' | 'skip';
 
@@ -47,7 +47,11 @@ export function readInput(path: string, what: string): Buffer {
   try {
     return gunzipSync(buf);
   } catch (e) {
-    throw new RecdistillError('E_INPUT', `${path}: not a valid gzip file (${(e as Error).message}).`);
+    const err = e as NodeJS.ErrnoException;
+    if (err instanceof RangeError || err.code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new RecdistillError('E_INPUT', `${path}: too large to decompress in memory (${err.message}); split the file or pick a smaller category.`);
+    }
+    throw new RecdistillError('E_INPUT', `${path}: not a valid gzip file (${err.message}).`);
   }
 }
 
@@ -73,7 +77,7 @@ function lineAt(buf: Buffer, offset: number): number {
   return n;
 }
 
-/** First byte offset that is not valid UTF-8 (binary search on prefixes cut at line ends). */
+/** 1-based number of the first line that is not valid UTF-8. */
 function firstInvalidLine(buf: Buffer): number {
   let start = 0;
   while (start < buf.length) {

@@ -22,6 +22,8 @@ export interface DownloadRequest {
    * re-checked on reuse, so a copy fetched with a user override keeps working without the flag.
    */
   cachedSha256?: string;
+  /** Expected md5, checked only when no sha256 is known (GroupLens publishes md5 files). */
+  md5?: string;
   /** Final directory; created atomically (extract to a temp dir, then rename). */
   dest: string;
   log: LogFn;
@@ -50,7 +52,7 @@ export function readMarker(dir: string): { url: string; sha256: string; file?: s
 }
 
 /** Stream the URL into `file`, hashing as it goes; progress (MB/s, ETA) every 2 s. */
-async function fetchTo(url: string, file: string, log: LogFn): Promise<{ sha256: string; bytes: number }> {
+async function fetchTo(url: string, file: string, log: LogFn): Promise<{ sha256: string; md5: string; bytes: number }> {
   let res: Response;
   try {
     res = await fetch(url, { redirect: 'follow' });
@@ -60,12 +62,14 @@ async function fetchTo(url: string, file: string, log: LogFn): Promise<{ sha256:
   if (!res.ok || !res.body) throw new RecdistillError('E_NETWORK', `download of ${url} failed: HTTP ${res.status} ${res.statusText}.`);
   const total = Number(res.headers.get('content-length') ?? NaN);
   const hash = createHash('sha256');
+  const md5 = createHash('md5');
   const start = performance.now();
   let bytes = 0;
   let last = start;
   const tap = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
+      md5.update(chunk);
       bytes += chunk.length;
       const now = performance.now();
       if (now - last > 2000) {
@@ -83,7 +87,7 @@ async function fetchTo(url: string, file: string, log: LogFn): Promise<{ sha256:
     throw new RecdistillError('E_NETWORK', `download of ${url} broke off after ${bytes} bytes: ${(e as Error).message}.`, { cause: e });
   }
   log(`download ${url}: ${(bytes / 1e6).toFixed(1)} MB in ${formatSeconds((performance.now() - start) / 1000)}`);
-  return { sha256: hash.digest('hex'), bytes };
+  return { sha256: hash.digest('hex'), md5: md5.digest('hex'), bytes };
 }
 
 /** "PK\x03\x04": a zip archive (decided by content, not by the URL's name). */
@@ -241,7 +245,11 @@ export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadRe
     if (want && got.sha256 !== want) {
       throw new RecdistillError('E_CHECKSUM', `sha256 mismatch for ${url}: expected ${want}, got ${got.sha256} (${got.bytes} bytes). Nothing was kept.`);
     }
-    if (!want) log(`warning: no known sha256 for ${url}; trusting this download (sha256 ${got.sha256}); pass --sha256 to pin it.`);
+    if (!want && req.md5 && got.md5 !== req.md5.toLowerCase()) {
+      throw new RecdistillError('E_CHECKSUM', `md5 mismatch for ${url}: expected ${req.md5.toLowerCase()}, got ${got.md5} (${got.bytes} bytes). Nothing was kept.`);
+    }
+    if (!want && req.md5) log(`no known sha256 for ${url}; md5 ${got.md5} matches; its sha256 is ${got.sha256} (pass --sha256 to pin it).`);
+    else if (!want) log(`warning: no known sha256 for ${url}; trusting this download (sha256 ${got.sha256}); pass --sha256 to pin it.`);
     mkdirSync(tmpDir, { recursive: true });
     const fileName = decodeURIComponent(new URL(url).pathname.split('/').pop() || 'download');
     const isZip = startsWithZipMagic(tmpFile);

@@ -96,7 +96,7 @@ export async function fetchSources(
     src = downloadedPath(r.dir);
   } else if (!source && spec.archive) {
     const url = `${datasetsBaseUrl()}/${spec.archive}`;
-    const r = await ensureDownloaded({ url, sha256: o.sha256 || spec.sha256, cachedSha256: o.sha256, dest: namedCacheDir(spec.name), log });
+    const r = await ensureDownloaded({ url, sha256: o.sha256 || spec.sha256, md5: spec.md5, cachedSha256: o.sha256, dest: namedCacheDir(spec.name), log });
     src = r.dir;
   }
   let items = itemsFile;

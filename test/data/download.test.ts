@@ -40,7 +40,7 @@ beforeAll(async () => {
   zipSha = createHash('sha256').update(zip).digest('hex');
   server = createServer((req, res) => {
     hits.push(req.url ?? '');
-    if (req.url === '/ml-100k.zip' || req.url === '/ml-1m.zip') {
+    if (req.url === '/ml-100k.zip' || req.url === '/ml-10m.zip') {
       res.writeHead(200, { 'content-type': 'application/zip', 'content-length': zip.length });
       res.end(zip);
     } else if (req.url === '/cut/ml-100k.zip') {
@@ -79,6 +79,9 @@ describe('dataset download', () => {
     // The test zip is not the official archive, so the built-in official sha256 must reject it.
     await expect(loadDataset(opts({ dataset: 'ml-100k' }), quiet)).rejects.toThrow(/sha256 mismatch for http:\/\/127\.0\.0\.1:\d+\/ml-100k\.zip: expected 50d2a982c669.*got [0-9a-f]{64}/);
     expect(hits).toEqual(['/ml-100k.zip']);
+    expect(readdirSync(datasetsCacheDir())).toEqual([]);
+    // ml-10m has no known sha256: its published md5 is checked instead.
+    await expect(loadDataset(opts({ dataset: 'ml-10m' }), quiet)).rejects.toThrow(/md5 mismatch for .*ml-10m\.zip: expected ce571fd55effeba0271552578f2648bd/);
     expect(readdirSync(datasetsCacheDir())).toEqual([]);
   });
 

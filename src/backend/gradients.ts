@@ -44,7 +44,8 @@ function reduceExpand(dy: tf.Tensor, x: tf.Tensor, axis: unknown): tf.Tensor {
   return tf.mul(tf.reshape(dy, shape), tf.ones(x.shape, 'float32'));
 }
 
-const f32 = (t: tf.Tensor) => tf.cast(t, 'float32');
+// Casting a float32 tensor to float32 copies it on wasm: skip the no-op cast.
+const f32 = (t: tf.Tensor) => (t.dtype === 'float32' ? t : tf.cast(t, 'float32'));
 
 const configs: Array<{ kernelName: string; inputsToSave?: string[]; outputsToSave?: boolean[]; saveAllInputs?: boolean; gradFunc: GradFn }> = [
   binary(tf.Add, (dy) => dy, (dy) => dy),

@@ -5,8 +5,13 @@ import * as tf from '@tensorflow/tfjs-core';
  * - UnsortedSegmentSum: the gradient of gather (embedding lookups) scatters dy rows back with it.
  * The implementation reads the inputs from the wasm heap, accumulates in JS and writes the output back
  * into a heap buffer made by the backend: the sizes involved are small ([B*L, D] rows).
+ * - Identity (replaced): the stock wasm kernel copies the buffer. The gradient tape clones every tensor a
+ *   kernel saves for its backward pass, so a training step spent ~1.5 s of ~10 s copying. Tensors are
+ *   immutable (Variable.assign swaps buffers), so sharing the buffer with a reference count is safe; this
+ *   is what the cpu backend and the wasm Reshape kernel already do.
  */
 interface WasmLike {
+  incRef(dataId: object): void;
   readSync(dataId: object): ArrayLike<number>;
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
@@ -30,6 +35,20 @@ let registered = false;
 export function registerWasmTrainingKernels(): void {
   if (registered) return;
   registered = true;
+  const stockIdentity = tf.getKernel(tf.Identity, 'wasm');
+  if (stockIdentity) {
+    tf.unregisterKernel(tf.Identity, 'wasm');
+    tf.registerKernel({
+      kernelName: tf.Identity,
+      backendName: 'wasm',
+      kernelFunc: (args) => {
+        const x = (args.inputs as { x: tf.TensorInfo }).x;
+        if (x.dtype === 'string') return stockIdentity.kernelFunc(args);
+        (args.backend as unknown as WasmLike).incRef(x.dataId);
+        return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+      },
+    });
+  }
   if (tf.getKernel(tf.UnsortedSegmentSum, 'wasm')) return;
   tf.registerKernel({
     kernelName: tf.UnsortedSegmentSum,

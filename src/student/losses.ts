@@ -33,12 +33,51 @@ function dotWith(h: tf.Tensor2D, itemEmb: tf.Tensor, ids: tf.Tensor1D): tf.Tenso
   return tf.sum(tf.mul(h, tf.gather(itemEmb, ids)), -1) as tf.Tensor1D;
 }
 
-/** Full softmax CE over items 1..N (row 0 of the embeddings, padding, is not a class). */
+/**
+ * Full softmax CE over items 1..N (row 0 of the embeddings, padding, is not a class), as one custom-gradient op
+ * over (h [P, D], itemEmb [N + 1, D]) so that the [P, N] tensors are touched as few times as possible:
+ * forward = one matmul, one softmax, two row maxes; backward = one scale of the saved softmax and two matmuls.
+ * (Generic autodiff here costs ~3x: clones of saved tensors, max-gradient masks, broadcasting sums.)
+ * The softmax and two small tensors are kept across the tape without `save` (which clones them) and freed by
+ * the gradient; call this
+ * only under a gradient tape (variableGrads), otherwise use `fullSoftmaxCEValue`.
+ */
 export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor): tf.Scalar {
-  const [N1, D] = itemEmb.shape as [number, number];
-  const outT = tf.transpose(tf.slice(itemEmb, [1, 0], [N1 - 1, D])); // [D, N]: explicit transpose, fast matmul path
-  const logits = tf.matMul(h, outT); // [P, N]
-  return tf.mean(tf.sub(logSumExp(logits), dotWith(h, itemEmb, targets))) as tf.Scalar;
+  const op = tf.customGrad(((hIn: tf.Tensor, E: tf.Tensor) => {
+    const [N1, D] = E.shape as [number, number];
+    const P = hIn.shape[0]!;
+    const out = tf.keep(tf.slice(E, [1, 0], [N1 - 1, D])); // [N, D]
+    const logits = tf.matMul(hIn as tf.Tensor2D, tf.transpose(out)); // [P, N]; explicit transpose = fast wasm path
+    const sm = tf.keep(tf.softmax(logits));
+    const lse = tf.sub(tf.max(logits, -1), tf.log(tf.max(sm, -1))); // [P], exact log-sum-exp
+    const tgtEmb = tf.keep(tf.gather(E, targets)); // [P, D]
+    // The tape's tidy frees the op's inputs after the forward pass unless kept: keep small copies.
+    const hK = tf.keep(tf.clone(hIn)) as tf.Tensor2D;
+    const tK = tf.keep(tf.clone(targets)) as tf.Tensor1D;
+    const value = tf.mean(tf.sub(lse, tf.sum(tf.mul(hIn, tgtEmb), -1)));
+    const gradFunc = (dy: tf.Tensor) => {
+      const scale = tf.div(dy, P); // d mean
+      const G = tf.mul(sm, scale); // [P, N] = softmax / P
+      sm.dispose();
+      const dh = tf.sub(tf.matMul(G, out), tf.mul(tgtEmb, scale)); // [P, D]
+      const dOut = tf.matMul(tf.transpose(G), hK); // [N, D]; transpose G: fast path (see backend/gradients.ts)
+      const dTgt = tf.unsortedSegmentSum(tf.mul(hK, scale), tK, N1); // [N + 1, D]
+      const dE = tf.sub(tf.concat([tf.zeros([1, D]), dOut], 0), dTgt);
+      for (const t of [out, tgtEmb, hK, tK]) t.dispose();
+      return [dh, dE];
+    };
+    return { value, gradFunc };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Scalar;
+  return op(h, itemEmb);
+}
+
+/** The same loss without gradient bookkeeping (monitoring, tests). */
+export function fullSoftmaxCEValue(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => {
+    const [N1, D] = itemEmb.shape as [number, number];
+    const logits = tf.matMul(h, tf.transpose(tf.slice(itemEmb, [1, 0], [N1 - 1, D])));
+    return tf.mean(tf.sub(tf.logSumExp(logits, -1), tf.sum(tf.mul(h, tf.gather(itemEmb, targets)), -1))) as tf.Scalar;
+  });
 }
 
 /** Proposal distribution for sampled softmax: q_j over items 1..N (q_0 = 0). */

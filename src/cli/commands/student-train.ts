@@ -1,11 +1,29 @@
-import { RecdistillError } from '../../errors.js';
+import { join } from 'node:path';
+import { initBackend, type BackendName } from '../../backend/index.js';
+import { datasetFromFlags } from '../../data/options.js';
+import { buildDistillHooks } from '../../distill/index.js';
+import { distillOptions } from '../../distill/options.js';
+import { studentOptions, type StudentOptions } from '../../student/config.js';
+import { trainStudent, runIdentity } from '../../student/train.js';
+import { sha256, stableStringify } from '../../util/hash.js';
 import { defineCommand } from '../command.js';
 
-// Placeholder until this stage lands; it fails loudly rather than pretending to work.
 export default defineCommand({
-  description: 'not built yet',
-  options: {},
-  async run() {
-    throw new RecdistillError('E_INTERNAL', 'student-train is not built yet.');
+  description: 'train the SASRec student (full-softmax CE by default; optionally distilled from a teacher cache)',
+  options: { ...studentOptions, ...distillOptions },
+  async run(opts, ctx) {
+    const backend = await initBackend(opts.backend as BackendName);
+    const ds = await datasetFromFlags(opts);
+    const o = opts as unknown as StudentOptions;
+    const hooks = await buildDistillHooks(opts as unknown as Record<string, unknown>, ds, { dims: o.dims, blocks: o.blocks });
+    const outDir = opts.out ?? join('student', `${ds.name}-${sha256(stableStringify(runIdentity(ds, o, hooks))).slice(0, 10)}`);
+    const t0 = performance.now();
+    try {
+      const r = await trainStudent({ ds, opts: o, outDir, backend, hooks, log: ctx.log });
+      ctx.log(`student:train: wall clock ${((performance.now() - t0) / 1000).toFixed(1)}s (backend ${backend})`);
+      return { ...r };
+    } finally {
+      hooks?.dispose?.();
+    }
   },
 });

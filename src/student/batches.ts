@@ -1,0 +1,92 @@
+import type { PreparedDataset } from '../data/types.js';
+import { splitUser } from '../data/split.js';
+import { shuffle, type Rng } from './rng.js';
+
+/**
+ * Training windows and batches. A user's training items t[0..n-1] give n-1 (input, next-item) steps:
+ * input t[i] predicts t[i + 1]. A window is up to maxLen consecutive steps; 'last' keeps the most recent
+ * window per user (SASRec), 'all' cuts the whole history into maxLen chunks from the end (every step is
+ * trained, attention cost stays O(n * maxLen)).
+ */
+export interface Window {
+  user: number;
+  /** Index into the user's full item sequence of the first input item. */
+  start: number;
+  /** Number of steps (<= maxLen). */
+  length: number;
+}
+
+export function buildWindows(ds: PreparedDataset, maxLen: number, mode: 'last' | 'all'): Window[] {
+  const out: Window[] = [];
+  for (let u = 0; u < ds.users.length; u++) {
+    const steps = splitUser(ds.users[u]!).train.length - 1;
+    if (steps < 1) continue;
+    let end = steps; // exclusive end of the step range [start, end)
+    do {
+      const start = Math.max(0, end - maxLen);
+      out.push({ user: u, start, length: end - start });
+      end = start;
+    } while (mode === 'all' && end > 0);
+  }
+  return out;
+}
+
+/** One padded batch: row-major [B, L], left-padded with 0. */
+export interface Batch {
+  B: number;
+  L: number;
+  users: Int32Array; // [B]
+  inputs: Int32Array; // [B * L]
+  targets: Int32Array; // [B * L], 0 at padding
+  positions: Int32Array; // [B * L], index in the user's full sequence of the input item; -1 at padding
+}
+
+export function makeBatch(ds: PreparedDataset, windows: Window[]): Batch {
+  const B = windows.length;
+  const L = windows.reduce((m, w) => Math.max(m, w.length), 1);
+  const users = new Int32Array(B);
+  const inputs = new Int32Array(B * L);
+  const targets = new Int32Array(B * L);
+  const positions = new Int32Array(B * L).fill(-1);
+  windows.forEach((w, b) => {
+    users[b] = w.user;
+    const items = ds.users[w.user]!.items;
+    const pad = L - w.length;
+    for (let j = 0; j < w.length; j++) {
+      const k = b * L + pad + j;
+      inputs[k] = items[w.start + j]!;
+      targets[k] = items[w.start + j + 1]!;
+      positions[k] = w.start + j;
+    }
+  });
+  return { B, L, users, inputs, targets, positions };
+}
+
+/**
+ * Batches for one epoch: shuffle, then sort by length inside groups of 16 batches (so each batch pads to
+ * a similar length and attention cost follows the real lengths), then shuffle the batch order.
+ */
+export function epochBatches(windows: Window[], batchSize: number, rng: Rng): Window[][] {
+  const order = windows.slice();
+  shuffle(order, rng);
+  const group = batchSize * 16;
+  const batches: Window[][] = [];
+  for (let g = 0; g < order.length; g += group) {
+    const chunk = order.slice(g, g + group).sort((a, b) => a.length - b.length);
+    for (let i = 0; i < chunk.length; i += batchSize) batches.push(chunk.slice(i, i + batchSize));
+  }
+  shuffle(batches, rng);
+  return batches;
+}
+
+/** Left-padded [B, L] input rows for inference over histories (each truncated to its last maxLen items). */
+export function padHistories(histories: Int32Array[], maxLen: number): { items: Int32Array; B: number; L: number } {
+  const B = histories.length;
+  const L = Math.max(1, Math.min(maxLen, histories.reduce((m, h) => Math.max(m, h.length), 0)));
+  const items = new Int32Array(B * L);
+  histories.forEach((h, b) => {
+    const n = Math.min(L, h.length);
+    items.set(h.subarray(h.length - n), b * L + (L - n));
+  });
+  return { items, B, L };
+}

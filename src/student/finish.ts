@@ -1,0 +1,78 @@
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import type { PreparedDataset } from '../data/types.js';
+import { DEFAULT_KS, evaluateRanking, popularityScorer, type RankingMetrics, type ScoreBatch } from '../eval/evaluate.js';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { writeTensors } from './checkpoint.js';
+import type { StudentOptions } from './config.js';
+import type { TrainHooks } from './hooks.js';
+import type { Sasrec } from './model.js';
+import type { RunState } from './train.js';
+
+/** The `--json` summary of student:train. */
+export interface TrainResult {
+  run: string;
+  backend: string;
+  bestEpoch: number;
+  epochs: number;
+  trainSeconds: number;
+  msPerStep: number;
+  secondsPerEpoch: number;
+  valid: RankingMetrics;
+  test: RankingMetrics;
+  testSampled100: RankingMetrics;
+  popularityTest: RankingMetrics;
+  resumedFrom?: number;
+}
+
+const pick = (m: RankingMetrics) => Object.fromEntries(['hr@5', 'ndcg@5', 'hr@10', 'ndcg@10', 'hr@20', 'ndcg@20', 'mrr', 'users'].map((k) => [k, m[k]!]));
+
+/** Restore the best weights, write model.safetensors, evaluate valid/test and the popularity baseline, write metrics.json. */
+export async function finishRun(a: {
+  ds: PreparedDataset; opts: StudentOptions; outDir: string; backend: string; model: Sasrec; best: Map<string, Float32Array>;
+  state: RunState; log: (l: string) => void; scorer: ScoreBatch; validUsers: number[]; resumedFrom?: number; hooks?: TrainHooks;
+}): Promise<TrainResult> {
+  const { ds, opts: o, outDir, model, best, state, scorer, validUsers } = a;
+  for (const [n, data] of best) {
+    const v = model.params.get(n)!;
+    const t = tf.tensor(data, v.shape, 'float32');
+    v.assign(t);
+    t.dispose();
+  }
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  for (const [n, v] of model.params) tensors[n] = { dtype: 'F32', shape: v.shape.slice(), data: new Float32Array(v.dataSync() as Float32Array) };
+  writeTensors(join(outDir, 'model.safetensors'), tensors, { format: 'recdistill-sasrec-1', config: JSON.stringify(model.config), dataset: ds.name, fingerprint: ds.fingerprint, bestEpoch: String(state.bestEpoch) });
+  const common = { ks: DEFAULT_KS, excludeHistory: o.excludeHistory, batchSize: o.evalBatch, users: validUsers };
+  const valid = await evaluateRanking(ds, scorer, { ...common, split: 'valid' });
+  const test = await evaluateRanking(ds, scorer, { ...common, split: 'test' });
+  const testSampled100 = await evaluateRanking(ds, scorer, { ...common, split: 'test', protocol: 'sampled100', seed: o.seed });
+  const pop = popularityScorer(ds);
+  const popularityTest = await evaluateRanking(ds, pop, { ...common, split: 'test' });
+  const popularityValid = await evaluateRanking(ds, pop, { ...common, split: 'valid' });
+  const msPerStep = (state.stepSeconds * 1000) / Math.max(1, state.stepsTimed);
+  const secondsPerEpoch = state.trainSeconds / Math.max(1, state.epoch);
+  const result: TrainResult = {
+    run: outDir,
+    backend: a.backend,
+    bestEpoch: state.bestEpoch,
+    epochs: state.epoch,
+    trainSeconds: Number(state.trainSeconds.toFixed(2)),
+    msPerStep: Number(msPerStep.toFixed(2)),
+    secondsPerEpoch: Number(secondsPerEpoch.toFixed(2)),
+    valid: pick(valid),
+    test: pick(test),
+    testSampled100: pick(testSampled100),
+    popularityTest: pick(popularityTest),
+    ...(a.resumedFrom !== undefined ? { resumedFrom: a.resumedFrom } : {}),
+  };
+  writeJsonAtomic(join(outDir, 'metrics.json'), {
+    ...result,
+    popularityValid: pick(popularityValid),
+    protocol: { ranking: 'full', excludeHistory: o.excludeHistory, ties: 'pessimistic (equal scores rank above the target)', selection: 'best validation ndcg@10' },
+    dataset: { name: ds.name, fingerprint: ds.fingerprint, users: ds.users.length, items: ds.items.length - 1 },
+    distill: a.hooks?.provenance?.() ?? null,
+    note: 'trainSeconds is the wall-clock time of the training epochs including per-epoch validation; shared machines slow it down.',
+  });
+  a.log(`student:train: best epoch ${state.bestEpoch}; valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)}; test ndcg@10 ${test['ndcg@10']!.toFixed(4)} hr@10 ${test['hr@10']!.toFixed(4)} (popularity ${popularityTest['ndcg@10']!.toFixed(4)}); ${result.trainSeconds}s, ${result.secondsPerEpoch} s/epoch, ${result.msPerStep} ms/step`);
+  return result;
+}

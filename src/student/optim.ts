@@ -1,0 +1,56 @@
+import * as tf from '@tensorflow/tfjs-core';
+
+/**
+ * Adam / AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) with explicit state, so a checkpoint stores the
+ * moments by the model's own parameter names and a resumed run continues bit-for-bit.
+ * Bias correction is folded into the step size: lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t).
+ */
+export interface AdamConfig {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+export interface Adam {
+  config: AdamConfig;
+  /** Steps taken so far. */
+  t: number;
+  m: tf.Variable[];
+  v: tf.Variable[];
+  apply(vars: tf.Variable[], grads: tf.Tensor[]): void;
+  dispose(): void;
+}
+
+export function createAdam(vars: tf.Variable[], config: AdamConfig): Adam {
+  const m = vars.map((x) => tf.variable(tf.zerosLike(x), false));
+  const v = vars.map((x) => tf.variable(tf.zerosLike(x), false));
+  const adam: Adam = {
+    config,
+    t: 0,
+    m,
+    v,
+    apply(params, grads) {
+      adam.t += 1;
+      const { lr, beta1: b1, beta2: b2, eps, weightDecay } = config;
+      const lrT = (lr * Math.sqrt(1 - Math.pow(b2, adam.t))) / (1 - Math.pow(b1, adam.t));
+      tf.tidy(() => {
+        params.forEach((p, i) => {
+          const g = grads[i]!;
+          const mi = m[i]!;
+          const vi = v[i]!;
+          mi.assign(tf.add(tf.mul(mi, b1), tf.mul(g, 1 - b1)));
+          vi.assign(tf.add(tf.mul(vi, b2), tf.mul(tf.square(g), 1 - b2)));
+          let upd = tf.mul(tf.div(mi, tf.add(tf.sqrt(vi), eps)), lrT);
+          if (weightDecay > 0) upd = tf.add(upd, tf.mul(p, lr * weightDecay));
+          p.assign(tf.sub(p, upd));
+        });
+      });
+    },
+    dispose() {
+      for (const x of [...m, ...v]) x.dispose();
+    },
+  };
+  return adam;
+}

@@ -1,0 +1,29 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { PreparedDataset } from '../data/types.js';
+import { historyFor, type ScoreBatch } from '../eval/evaluate.js';
+import { padHistories } from './batches.js';
+import { encode, type Sasrec } from './model.js';
+
+/**
+ * Scores of every item after each history: hidden state at the last slot (histories are left-padded, so the
+ * last slot is the most recent item) times the item embeddings. histories -> [B, N + 1].
+ */
+export function scoreHistories(model: Sasrec, histories: Int32Array[]): Float32Array {
+  const { items, B, L } = padHistories(histories, model.config.maxLen);
+  return tf.tidy(() => {
+    const hs = encode(model, items, B, L);
+    const D = model.config.dims;
+    const last = tf.reshape(tf.slice(hs[hs.length - 1]!, [0, L - 1, 0], [B, 1, D]), [B, D]); // [B, D]
+    return tf.matMul(last, tf.transpose(model.itemEmb)); // [B, N + 1]
+  }).dataSync() as Float32Array;
+}
+
+/** The evaluation contract (src/eval/evaluate.ts) for a student model. */
+export function studentScorer(model: Sasrec, ds: PreparedDataset): ScoreBatch {
+  return async (users, split) => scoreHistories(model, users.map((u) => historyFor(ds, u, split)));
+}
+
+/** Users sorted by history length, so evaluation batches pad little. */
+export function usersByLength(ds: PreparedDataset, users: number[]): number[] {
+  return users.slice().sort((a, b) => ds.users[a]!.items.length - ds.users[b]!.items.length);
+}

@@ -1,0 +1,239 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import type { PreparedDataset } from '../data/types.js';
+import { RecdistillError } from '../errors.js';
+import { DEFAULT_KS, evaluableUsers, evaluateRanking, type RankingMetrics } from '../eval/evaluate.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { stableStringify } from '../util/hash.js';
+import { formatSeconds, type LogFn } from '../util/progress.js';
+import { buildWindows, epochBatches, makeBatch } from './batches.js';
+import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
+import { RUN_KEYS, type StudentOptions } from './config.js';
+import { learningCurveSvg, type CurvePoint } from './curves.js';
+import type { TrainHooks } from './hooks.js';
+import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
+import { createAdam, type Adam } from './optim.js';
+import { makeRng, mixSeed } from './rng.js';
+import { studentScorer, usersByLength } from './scorer.js';
+import { batchTerms, combine, gradientsOf, lossSetup, type LossSetup } from './step.js';
+import { finishRun, type TrainResult } from './finish.js';
+
+/**
+ * The training loop: Adam, epochs of length-bucketed batches, validation NDCG@10 after every `evalEvery`
+ * epochs with early stopping (patience), best weights kept, an atomic checkpoint after every epoch
+ * (weights + Adam moments + step + epoch + best weights + history in one safetensors file). Every random
+ * stream is derived from (seed, epoch, step), so a resumed run replays exactly what an uninterrupted one does.
+ *
+ * Distillation hook (src/student/hooks.ts): `hooks.variables()` are trained with the model;
+ * `hooks.extraTerms(ctx)` adds named unweighted terms to `ce`, combined with `hooks.weights(step)`;
+ * `hooks.balance` receives per-term gradients on the shared variables every `every` steps;
+ * `hooks.epochInfo()` goes into history.jsonl; `hooks.provenance()` into config.json.
+ */
+export interface TrainSetup {
+  ds: PreparedDataset;
+  opts: StudentOptions;
+  outDir: string;
+  backend: string;
+  hooks?: TrainHooks;
+  log: LogFn;
+  /** Test hook: called after each finished epoch (checkpoint written). */
+  onEpoch?(epoch: number): void;
+}
+
+interface RunState {
+  epoch: number;
+  step: number;
+  best: number;
+  bestEpoch: number;
+  sinceBest: number;
+  trainSeconds: number;
+  stepsTimed: number;
+  stepSeconds: number;
+  history: Array<Record<string, unknown>>;
+  /** Early-stopped (patience exhausted); reaching --epochs is not final: a resume with more epochs continues. */
+  done: boolean;
+}
+
+export function modelConfigFrom(ds: PreparedDataset, o: StudentOptions): ModelConfig {
+  return { numItems: ds.items.length - 1, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, dropout: o.dropout, attnDropout: o.attnDropout, ffnDims: o.ffnDims };
+}
+
+/** What defines the run (resume refuses a checkpoint whose identity differs). */
+export function runIdentity(ds: PreparedDataset, o: StudentOptions, hooks?: TrainHooks): Record<string, unknown> {
+  const keys: Record<string, unknown> = {};
+  for (const k of RUN_KEYS) keys[k] = (o as Record<string, unknown>)[k];
+  return { format: 1, dataset: ds.name, fingerprint: ds.fingerprint, options: keys, distill: hooks?.provenance?.() ?? null };
+}
+
+function checkpointPath(dir: string): string {
+  return join(dir, 'checkpoint.safetensors');
+}
+
+function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, best: Map<string, Float32Array>, state: RunState, identity: Record<string, unknown>): void {
+  const vars = [...modelVariables(model), ...hookVars];
+  const names = [...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)];
+  const pairs: Array<[string, tf.Tensor]> = [];
+  names.forEach((n, i) => {
+    pairs.push([`model/${n}`, vars[i]!], [`adam.m/${n}`, adam.m[i]!], [`adam.v/${n}`, adam.v[i]!]);
+  });
+  const tensors = tensorsOf(pairs);
+  for (const [n, data] of best) tensors[`best/${n}`] = { dtype: 'F32', shape: model.params.get(n)!.shape.slice(), data };
+  writeTensors(checkpointPath(dir), tensors, { state: JSON.stringify({ ...state, adamT: adam.t }), identity: stableStringify(identity) });
+}
+
+function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>): { state: RunState; best: Map<string, Float32Array> } {
+  const path = checkpointPath(dir);
+  const { tensors, metadata } = readTensors(path);
+  const want = stableStringify(identity);
+  if (metadata.identity !== want) {
+    const have = metadata.identity ? (JSON.parse(metadata.identity) as Record<string, unknown>) : {};
+    const diff = diffKeys(have, identity);
+    throw new RecdistillError('E_MISMATCH', `${path} was written by a different run (${diff}). Use another --out, or --no-resume to start over.`);
+  }
+  const names = [...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)];
+  const vars = [...modelVariables(model), ...hookVars];
+  const byName = (prefix: string, list: tf.Variable[]) => new Map(names.map((n, i) => [n, list[i]!] as [string, tf.Variable]));
+  assignFrom(byName('model/', vars), tensors, path, 'model/');
+  assignFrom(byName('adam.m/', adam.m), tensors, path, 'adam.m/');
+  assignFrom(byName('adam.v/', adam.v), tensors, path, 'adam.v/');
+  const state = JSON.parse(metadata.state ?? '{}') as RunState & { adamT: number };
+  adam.t = state.adamT;
+  const best = new Map<string, Float32Array>();
+  for (const n of model.params.keys()) {
+    const t = tensors[`best/${n}`];
+    if (t) best.set(n, t.data as Float32Array);
+  }
+  return { state, best };
+}
+
+function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): string {
+  const flat = (o: Record<string, unknown>) => ({ ...o, ...((o.options as Record<string, unknown>) ?? {}), options: undefined });
+  const fa = flat(a) as Record<string, unknown>;
+  const fb = flat(b) as Record<string, unknown>;
+  const keys = [...new Set([...Object.keys(fa), ...Object.keys(fb)])].filter((k) => stableStringify(fa[k]) !== stableStringify(fb[k]));
+  return keys.map((k) => `${k}: checkpoint ${stableStringify(fa[k])} vs now ${stableStringify(fb[k])}`).join('; ') || 'unknown difference';
+}
+
+/** One optimiser step; returns the unweighted term values. Throws E_NUMERIC before touching weights on NaN/Inf. */
+function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined): Record<string, number> {
+  const weights = hooks?.weights(step) ?? {};
+  const rngFor = () => makeRng(mixSeed(seed, epoch, step, 0x5eed));
+  if (hooks?.balance && step % hooks.balance.every === 0) {
+    const shared = modelVariables(model);
+    const perTerm: Record<string, tf.Tensor[]> = {};
+    const names = tf.tidy(() => Object.keys(batchTerms(model, batch, loss, rngFor(), step, hooks)));
+    for (const name of names) {
+      perTerm[name] = tf.tidy(() => {
+        const { value, grads } = gradientsOf(() => batchTerms(model, batch, loss, rngFor(), step, hooks)[name]!, shared);
+        value.dispose();
+        return grads.map((g) => tf.keep(g));
+      });
+    }
+    hooks.balance.update(perTerm, step);
+    for (const gs of Object.values(perTerm)) for (const g of gs) g.dispose();
+  }
+  const values: Record<string, number> = {};
+  tf.tidy(() => {
+    const kept: tf.Scalar[] = [];
+    const termRef: Record<string, tf.Scalar> = {};
+    const { value, grads } = gradientsOf(() => {
+      const terms = batchTerms(model, batch, loss, rngFor(), step, hooks);
+      for (const [k, t] of Object.entries(terms)) kept.push((termRef[k] = tf.keep(t)));
+      return combine(terms, weights);
+    }, vars);
+    for (const [k, t] of Object.entries(termRef)) values[k] = t.dataSync()[0]!;
+    const total = value.dataSync()[0]!;
+    for (const t of kept) t.dispose();
+    if (!Number.isFinite(total)) {
+      const shown = Object.entries(values).map(([k, v]) => `${k}=${v}`).join(', ');
+      throw new RecdistillError('E_NUMERIC', `non-finite training loss at epoch ${epoch}, step ${step} (${shown}); weights were not updated. Lower --lr or check the distillation terms.`);
+    }
+    adam.apply(vars, grads);
+  });
+  return values;
+}
+
+export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
+  const { ds, opts: o, outDir, hooks, log } = setup;
+  mkdirSync(outDir, { recursive: true });
+  const identity = runIdentity(ds, o, hooks);
+  const model = createSasrec(modelConfigFrom(ds, o), mixSeed(o.seed, 1));
+  const hookVars = hooks?.variables() ?? [];
+  const vars = [...modelVariables(model), ...hookVars];
+  const adam = createAdam(vars, { lr: o.lr, beta1: 0.9, beta2: o.beta2, eps: 1e-8, weightDecay: o.weightDecay });
+  let state: RunState = { epoch: 0, step: 0, best: -Infinity, bestEpoch: 0, sinceBest: 0, trainSeconds: 0, stepsTimed: 0, stepSeconds: 0, history: [], done: false };
+  let best = new Map<string, Float32Array>();
+  let resumedFrom: number | undefined;
+  if (o.resume && existsSync(checkpointPath(outDir))) {
+    ({ state, best } = loadCheckpoint(outDir, model, hookVars, adam, identity));
+    resumedFrom = state.epoch;
+    log(`student:train: resuming ${outDir} after epoch ${state.epoch} (best valid ndcg@10 ${state.best.toFixed(4)} at epoch ${state.bestEpoch})`);
+  }
+  writeJsonAtomic(join(outDir, 'config.json'), { ...identity, model: model.config, train: o, backend: setup.backend });
+  const windows = buildWindows(ds, o.maxLen, o.windows as 'last' | 'all');
+  const loss = lossSetup(ds, o.loss as LossSetup['kind'], o.negatives, o.sampler as 'uniform' | 'popularity');
+  const validUsers = usersByLength(ds, evaluableUsers(ds));
+  const scorer = studentScorer(model, ds);
+  const positions = windows.reduce((s, w) => s + w.length, 0);
+  log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}; loss ${o.loss}`);
+
+  while (!state.done && state.epoch < o.epochs) {
+    const epoch = state.epoch + 1;
+    const t0 = performance.now();
+    const batches = epochBatches(windows, o.batchSize, makeRng(mixSeed(o.seed, epoch)));
+    const sums: Record<string, number> = {};
+    let lastLog = t0;
+    for (let i = 0; i < batches.length; i++) {
+      const s0 = performance.now();
+      const values = trainStep(model, vars, adam, makeBatch(ds, batches[i]!), loss, o.seed, epoch, state.step, hooks);
+      state.step += 1;
+      state.stepsTimed += 1;
+      state.stepSeconds += (performance.now() - s0) / 1000;
+      for (const [k, v] of Object.entries(values)) sums[k] = (sums[k] ?? 0) + v;
+      if (performance.now() - lastLog > 10000) {
+        lastLog = performance.now();
+        const rate = (i + 1) / ((lastLog - t0) / 1000);
+        log(`  epoch ${epoch}: step ${i + 1}/${batches.length} ${rate.toFixed(2)} steps/s ETA ${formatSeconds((batches.length - i - 1) / rate)} ce ${(sums.ce! / (i + 1)).toFixed(4)}`);
+      }
+    }
+    const trainSecs = (performance.now() - t0) / 1000;
+    const lossMeans = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / Math.max(1, batches.length)]));
+    let valid: RankingMetrics | undefined;
+    if (epoch % o.evalEvery === 0 || epoch === o.epochs) {
+      valid = await evaluateRanking(ds, scorer, { split: 'valid', ks: DEFAULT_KS, excludeHistory: o.excludeHistory, batchSize: o.evalBatch, users: validUsers });
+      const score = valid['ndcg@10']!;
+      if (score > state.best) {
+        state.best = score;
+        state.bestEpoch = epoch;
+        state.sinceBest = 0;
+        best = new Map([...model.params].map(([n, v]) => [n, new Float32Array(v.dataSync() as Float32Array)]));
+      } else state.sinceBest += 1;
+    }
+    const epochSecs = (performance.now() - t0) / 1000;
+    state.trainSeconds += epochSecs;
+    const entry = { epoch, loss: lossMeans, valid, trainSeconds: trainSecs, epochSeconds: epochSecs, msPerStep: (trainSecs * 1000) / Math.max(1, batches.length), ...(hooks?.epochInfo?.() ?? {}) };
+    state.history.push(entry);
+    state.epoch = epoch;
+    if (state.sinceBest >= o.patience) state.done = true;
+    const v = valid ? ` valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)} hr@10 ${valid['hr@10']!.toFixed(4)}${state.bestEpoch === epoch ? ' *' : ''}` : '';
+    log(`epoch ${epoch}: ${Object.entries(lossMeans).map(([k, x]) => `${k} ${x.toFixed(4)}`).join(' ')}${v} | ${trainSecs.toFixed(1)}s train, ${epochSecs.toFixed(1)}s epoch, ${entry.msPerStep.toFixed(0)} ms/step`);
+    writeRunFiles(outDir, state);
+    saveCheckpoint(outDir, model, hookVars, adam, best, state, identity);
+    setup.onEpoch?.(epoch);
+  }
+  try {
+    return await finishRun({ ds, opts: o, outDir, backend: setup.backend, model, best, state, log, scorer, validUsers, resumedFrom, hooks });
+  } finally {
+    adam.dispose();
+    for (const v of modelVariables(model)) v.dispose();
+  }
+}
+
+function writeRunFiles(outDir: string, state: RunState): void {
+  writeFileAtomic(join(outDir, 'history.jsonl'), state.history.map((h) => JSON.stringify(h)).join('\n') + '\n');
+  const pts: CurvePoint[] = state.history.map((h) => ({ epoch: h.epoch as number, loss: h.loss as Record<string, number>, valid: h.valid as Record<string, number> | undefined }));
+  writeFileAtomic(join(outDir, 'curves.svg'), learningCurveSvg(pts, state.bestEpoch || undefined));
+}
+
+export type { RunState };

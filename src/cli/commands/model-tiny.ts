@@ -1,11 +1,24 @@
-import { RecdistillError } from '../../errors.js';
+import { defineOptions } from '../../config/options.js';
 import { defineCommand } from '../command.js';
+import { TINY_DEFAULTS, writeTinyModel } from '../../teacher/tiny/index.js';
 
-// Placeholder until this stage lands; it fails loudly rather than pretending to work.
+const options = defineOptions({
+  out: { type: 'string', help: 'output folder (transformers.js layout: config.json, tokenizer*.json, onnx/model.onnx)', required: true },
+  layers: { type: 'int', help: 'transformer blocks', default: TINY_DEFAULTS.layers },
+  hidden: { type: 'int', help: 'hidden size', default: TINY_DEFAULTS.hidden },
+  heads: { type: 'int', help: 'attention heads (must divide --hidden)', default: TINY_DEFAULTS.heads },
+  seed: { type: 'int', help: 'weight seed: same seed, same bytes', default: TINY_DEFAULTS.seed },
+  merges: { type: 'int', help: 'BPE merges learned for the tokenizer', default: TINY_DEFAULTS.merges },
+  maxPositions: { type: 'int', help: 'longest sequence the model accepts', default: TINY_DEFAULTS.maxPositions },
+  corpus: { type: 'string', help: 'extra text file for the BPE corpus (optional)' },
+});
+
 export default defineCommand({
-  description: 'not built yet',
-  options: {},
-  async run() {
-    throw new RecdistillError('E_INTERNAL', 'model-tiny is not built yet.');
+  description: 'write a tiny random decoder-only ONNX LM + a real byte-level BPE tokenizer (tests, demo)',
+  options,
+  async run(o, ctx) {
+    const s = writeTinyModel(o);
+    ctx.log(`model:tiny: wrote ${s.files.length} files to ${s.out} (model ${(s.modelBytes / 1e6).toFixed(2)} MB, vocab ${s.vocabSize})`);
+    return { ...s };
   },
 });

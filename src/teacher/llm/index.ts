@@ -1,0 +1,144 @@
+/**
+ * The LLM teacher: a quantised decoder LM (ONNX, onnxruntime-node) reading textified histories.
+ *
+ *   const enc = await loadLlmTeacher({ model: '/tmp/tiny', dtype: 'fp32', layers: [-1], maxPromptTokens: 1024 }, dataset);
+ *   const { first, count, states } = await enc.encodeHistory(dataset.users[0].items); // [count, layers, H]
+ *
+ * Layer i's state is the residual stream after block i (before the final norm), read at the last token
+ * of each item's text ('last-token-of-item' pooling).
+ */
+import { env as hfEnv } from '@huggingface/transformers';
+import type * as ort from 'onnxruntime-node';
+import type { PreparedDataset } from '../../data/types.js';
+import { env } from '../../env.js';
+import { RecdistillError } from '../../errors.js';
+import { createPromptCodec, loadPromptTemplate, type PromptCodec, type TruncateMode, TRUNCATE_MODES } from '../../prompt/index.js';
+import { stderrLog, type LogFn } from '../../util/progress.js';
+import type { TeacherEncoder } from '../types.js';
+import { embedItems, encodeHistory, measurePlainLoop, planHistory, type ReadoutParts } from './encoder.js';
+import { hubCacheDir, loadTokenizer, readModelConfig, resolveModelFiles, weightsHash } from './load.js';
+import { scanOnnx } from './onnx-scan.js';
+import { createRuntime, type RunStats } from './runtime.js';
+import { absoluteLayers, createTappedSession, parseLayers, resolveTapNames } from './tap.js';
+
+export { llmTeacherOptions, type LlmTeacherFlags } from './options.js';
+export { DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, DTYPE_SUFFIX, onnxFileFor, resolveModelFiles } from './load.js';
+export { parseLayers, absoluteLayers, TAP_PATTERNS } from './tap.js';
+
+export interface LlmTeacherOptions {
+  model: string;
+  dtype: string;
+  /** Layer indices; negative counts from the end. */
+  layers: number[];
+  promptPath?: string;
+  maxPromptTokens: number;
+  threads?: number;
+  concurrency?: number;
+  offline?: boolean;
+  /** Sequences padded into one run (default 1). */
+  batch?: number;
+  truncate?: TruncateMode;
+  tapPattern?: string;
+  log?: LogFn;
+}
+
+export interface LlmTeacherEncoder extends TeacherEncoder {
+  /** Run counters (runs, real and padded tokens, seconds inside session.run). */
+  stats(): RunStats;
+  /** Plain sequential session.run loop over the same passes, for the overhead check. */
+  measurePlainLoop(histories: Int32Array[]): Promise<{ seconds: number; runs: number; tokens: number }>;
+  /** Token ids of the passes for one history (debugging, tests). */
+  planHistory(items: Int32Array): ReturnType<typeof planHistory>;
+  codec: PromptCodec;
+  /** Name of each tapped tensor, in layer order. */
+  tapNames: string[];
+  session: ort.InferenceSession;
+}
+
+/** Build options from the llmTeacherOptions flags (layers given as "-4,-1"). */
+export function llmOptionsFromFlags(f: {
+  model: string;
+  dtype: string;
+  layers: string;
+  tapPattern?: string;
+  prompt?: string;
+  maxPromptTokens: number;
+  truncate: string;
+  threads: number;
+  concurrency: number;
+  batch: number;
+  offline: boolean;
+}): LlmTeacherOptions {
+  return {
+    model: f.model,
+    dtype: f.dtype,
+    layers: parseLayers(f.layers),
+    tapPattern: f.tapPattern,
+    promptPath: f.prompt,
+    maxPromptTokens: f.maxPromptTokens,
+    truncate: f.truncate as TruncateMode,
+    threads: f.threads,
+    concurrency: f.concurrency,
+    batch: f.batch,
+    offline: f.offline,
+  };
+}
+
+export async function loadLlmTeacher(opts: LlmTeacherOptions, dataset: PreparedDataset): Promise<LlmTeacherEncoder> {
+  const log = opts.log ?? stderrLog;
+  const offline = opts.offline || env.offline;
+  const truncate = opts.truncate ?? 'windows';
+  if (!TRUNCATE_MODES.includes(truncate)) throw new RecdistillError('E_USAGE', `truncate must be one of ${TRUNCATE_MODES.join(', ')}; got "${truncate}".`);
+  for (const [k, v] of Object.entries({ maxPromptTokens: opts.maxPromptTokens, concurrency: opts.concurrency ?? 1, batch: opts.batch ?? 1 })) {
+    if (!Number.isInteger(v) || v < 1) throw new RecdistillError('E_USAGE', `${k} must be a positive integer; got ${v}.`);
+  }
+  // transformers.js runtime settings, in line with ours (one cache, one offline switch).
+  hfEnv.cacheDir = hubCacheDir();
+  hfEnv.allowRemoteModels = !offline;
+
+  const files = await resolveModelFiles(opts.model, opts.dtype, offline, log);
+  const cfg = readModelConfig(files.dir);
+  const layers = absoluteLayers(opts.layers, cfg.numLayers);
+  const scan = scanOnnx(files.onnxPath);
+  const { names, pattern } = resolveTapNames(scan, cfg.numLayers, layers, opts.tapPattern);
+  // Tapped tensors share the residual stream's type: float16 models (fp16, q4f16) have float16 logits.
+  const elemType = scan.outputs.find((o) => o.name === 'logits')?.elemType || 1;
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    interOpNumThreads: 1,
+    ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
+  };
+  const [tapped, hash, tokenizer] = await Promise.all([
+    createTappedSession(files.onnxPath, scan, names, elemType, sessionOptions),
+    weightsHash(files),
+    loadTokenizer(files.dir),
+  ]);
+  const template = loadPromptTemplate(opts.promptPath);
+  const codec = createPromptCodec(tokenizer, template, dataset.items);
+  const rt = createRuntime(tapped.session, names, cfg, { concurrency: opts.concurrency ?? 1, batch: opts.batch ?? 1 });
+  const parts: ReadoutParts = { rt, codec, maxPromptTokens: opts.maxPromptTokens, truncate, numItems: dataset.items.length - 1 };
+  log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}) tapping ${names.join(', ')} [pattern ${pattern}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
+  return {
+    kind: 'llm',
+    model: opts.model,
+    dtype: opts.dtype,
+    weightsHash: hash,
+    layers,
+    hiddenSize: cfg.hiddenSize,
+    pooling: 'last-token-of-item',
+    prompt: { path: template.path, sha256: template.sha256 },
+    encodeHistory: (items) => encodeHistory(parts, items),
+    embedItems: (onProgress) => embedItems(parts, 32, onProgress),
+    measurePlainLoop: (histories) => measurePlainLoop(parts, histories),
+    planHistory: (items) => planHistory(parts, items),
+    stats: () => ({ ...rt.stats }),
+    codec,
+    tapNames: names,
+    session: tapped.session,
+    async dispose() {
+      await tapped.session.release();
+      tapped.cleanup();
+    },
+  };
+}

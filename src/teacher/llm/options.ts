@@ -1,0 +1,20 @@
+import { defineOptions, type Resolved } from '../../config/options.js';
+import { TRUNCATE_MODES } from '../../prompt/window.js';
+import { DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES } from './load.js';
+
+/** LLM-teacher flags; teacher:cache spreads these into its own option table. */
+export const llmTeacherOptions = defineOptions({
+  model: { type: 'string', help: 'hub id (onnx-community/...) or local folder in the transformers.js layout', default: DEFAULT_MODEL },
+  dtype: { type: 'string', help: 'weights file variant (transformers.js suffixes)', default: DEFAULT_DTYPE, choices: DTYPES },
+  layers: { type: 'string', help: 'tapped layers, comma-separated; negative counts from the end', default: '-1' },
+  tapPattern: { type: 'string', help: 'tensor name of block {i} output, when auto-detection fails (e.g. "/model/layers.{i}/Add_1_output_0")' },
+  prompt: { type: 'string', help: 'prompt template (.md with {{history}}); default prompts/history.md' },
+  maxPromptTokens: { type: 'int', help: 'token budget of one prompt; longer histories are split or truncated', default: 1024 },
+  truncate: { type: 'string', help: 'over-budget histories: windows (every position gets a state) or recent (only the most recent items)', default: 'windows', choices: TRUNCATE_MODES },
+  threads: { type: 'int', help: 'onnxruntime intra-op threads (0 = onnxruntime default: all cores)', default: 0 },
+  concurrency: { type: 'int', help: 'session.run calls in flight', default: 1 },
+  batch: { type: 'int', help: 'sequences padded into one run (1 = no padding)', default: 1 },
+  offline: { type: 'boolean', help: 'never touch the network (RECDISTILL_OFFLINE=1 also sets it)', default: false },
+});
+
+export type LlmTeacherFlags = Resolved<typeof llmTeacherOptions>;

@@ -1,0 +1,141 @@
+/**
+ * Forward passes: feeds like transformers.js builds them for a decoder export (input_ids, attention_mask,
+ * position_ids, empty past_key_values.* when the export has a KV cache), fetching only the tapped tensors.
+ * Runs go through p-limit (bounded concurrency) and an optional micro-batcher that pads requests
+ * arriving together into one run (right padding: causal attention keeps real tokens unaffected).
+ */
+import pLimit from 'p-limit';
+import * as ort from 'onnxruntime-node';
+import { RecdistillError } from '../../errors.js';
+import type { ModelConfig } from './load.js';
+
+export interface RunStats {
+  runs: number;
+  /** Real tokens (no padding). */
+  tokens: number;
+  /** Tokens including padding. */
+  paddedTokens: number;
+  /** Wall seconds inside session.run. */
+  runSeconds: number;
+}
+
+export interface Runtime {
+  session: ort.InferenceSession;
+  tapNames: string[];
+  hidden: number;
+  /** One padded run over `batch` sequences: per tap, [B, Lmax, H] as Float32Array. */
+  forward(batch: number[][]): Promise<{ states: Float32Array[]; length: number }>;
+  /** One sequence, batched with other concurrent requests when batch > 1: per tap, [L, H]. */
+  submit(ids: number[]): Promise<Float32Array[]>;
+  /** Feeds for one unbatched sequence (for the plain-loop measurement). */
+  feeds(batch: number[][]): Record<string, ort.Tensor>;
+  stats: RunStats;
+}
+
+/** IEEE half -> float (fp16 / q4f16 models return float16 tensors as Uint16Array). */
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+function toFloat32(t: ort.Tensor): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float16') return Float32Array.from(t.data as Uint16Array, halfToFloat);
+  throw new RecdistillError('E_INPUT', `tapped tensor has type ${t.type}; expected float32 or float16.`);
+}
+
+interface InputMeta {
+  name: string;
+  type?: string;
+  shape?: (number | string)[];
+}
+
+export function createRuntime(session: ort.InferenceSession, tapNames: string[], cfg: ModelConfig, opts: { concurrency: number; batch: number }): Runtime {
+  const meta = ((session as unknown as { inputMetadata?: InputMeta[] }).inputMetadata ?? []) as InputMeta[];
+  const metaOf = new Map(meta.map((m) => [m.name, m]));
+  const known = /^(input_ids|attention_mask|position_ids|past_key_values\..*|use_cache_branch)$/;
+  const unknown = session.inputNames.filter((n) => !known.test(n));
+  if (unknown.length) throw new RecdistillError('E_INPUT', `the ONNX model has inputs this loader does not know how to feed: ${unknown.join(', ')} (known: input_ids, attention_mask, position_ids, past_key_values.*, use_cache_branch).`);
+  const stats: RunStats = { runs: 0, tokens: 0, paddedTokens: 0, runSeconds: 0 };
+  const limit = pLimit(Math.max(1, opts.concurrency));
+  const H = cfg.hiddenSize;
+
+  const feeds = (batch: number[][]): Record<string, ort.Tensor> => {
+    const B = batch.length;
+    const L = Math.max(...batch.map((s) => s.length));
+    const ids = new BigInt64Array(B * L);
+    const mask = new BigInt64Array(B * L);
+    const pos = new BigInt64Array(B * L);
+    batch.forEach((seq, b) => {
+      for (let i = 0; i < L; i++) {
+        ids[b * L + i] = BigInt(i < seq.length ? seq[i]! : 0);
+        mask[b * L + i] = i < seq.length ? 1n : 0n;
+        pos[b * L + i] = BigInt(Math.min(i, Math.max(seq.length - 1, 0)));
+      }
+    });
+    const f: Record<string, ort.Tensor> = { input_ids: new ort.Tensor('int64', ids, [B, L]) };
+    for (const name of session.inputNames) {
+      if (name === 'attention_mask') f[name] = new ort.Tensor('int64', mask, [B, L]);
+      else if (name === 'position_ids') f[name] = new ort.Tensor('int64', pos, [B, L]);
+      else if (name === 'use_cache_branch') f[name] = new ort.Tensor('bool', new Uint8Array([0]), [1]);
+      else if (name.startsWith('past_key_values.')) {
+        // [batch, kv_heads, past_len = 0, head_dim]: an empty cache, as transformers.js feeds on the first step.
+        const shape = metaOf.get(name)?.shape ?? ['batch_size', cfg.numKvHeads, 'past_sequence_length', cfg.headDim];
+        const dims = shape.map((d, i) => (i === 0 ? B : i === 2 ? 0 : typeof d === 'number' ? d : i === 1 ? cfg.numKvHeads : cfg.headDim));
+        const half = metaOf.get(name)?.type === 'float16';
+        f[name] = half ? new ort.Tensor('float16', new Uint16Array(0), dims) : new ort.Tensor('float32', new Float32Array(0), dims);
+      }
+    }
+    return f;
+  };
+
+  const forward = (batch: number[][]) =>
+    limit(async () => {
+      const f = feeds(batch);
+      const t0 = performance.now();
+      const out = await session.run(f, tapNames);
+      stats.runSeconds += (performance.now() - t0) / 1000;
+      stats.runs++;
+      const L = f.input_ids!.dims[1]!;
+      stats.tokens += batch.reduce((a, s) => a + s.length, 0);
+      stats.paddedTokens += batch.length * L;
+      const states = tapNames.map((n) => {
+        const t = out[n];
+        if (!t) throw new RecdistillError('E_INTERNAL', `session.run did not return tapped tensor ${n}.`);
+        if (t.dims[t.dims.length - 1] !== H) throw new RecdistillError('E_INPUT', `tapped tensor ${n} has shape [${t.dims.join(', ')}]; expected last dim ${H} (config hidden_size).`);
+        return toFloat32(t);
+      });
+      return { states, length: L };
+    });
+
+  // Micro-batcher: requests made in the same tick share a run, up to `batch` sequences.
+  let queue: { ids: number[]; resolve: (v: Float32Array[]) => void; reject: (e: unknown) => void }[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    while (queue.length) {
+      const group = queue.splice(0, opts.batch);
+      forward(group.map((g) => g.ids)).then(
+        ({ states, length }) =>
+          group.forEach((g, b) => g.resolve(states.map((s) => s.slice(b * length * H, (b * length + g.ids.length) * H)))),
+        (e) => group.forEach((g) => g.reject(e)),
+      );
+    }
+  };
+  const submit = (ids: number[]): Promise<Float32Array[]> => {
+    if (opts.batch <= 1) return forward([ids]).then(({ states }) => states);
+    return new Promise((resolve, reject) => {
+      queue.push({ ids, resolve, reject });
+      if (queue.length >= opts.batch) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    });
+  };
+  return { session, tapNames, hidden: H, forward, submit, feeds, stats };
+}

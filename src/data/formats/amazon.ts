@@ -38,8 +38,11 @@ function parseLine(line: string): Record<string, unknown> | undefined {
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : typeof v === 'number' ? String(v) : undefined);
 const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string' && x.trim() !== '') : []);
 
-/** Item texts from a meta file. Unknown / extra fields are ignored; a line that is not a JSON object is a bad row. */
-function loadMeta(file: string, version: AmazonVersion, ctx: LoadContext): { items: Map<string, ItemText>; buf: Buffer } {
+/**
+ * Item texts from a meta file, kept only for `wanted` items (a category's meta file lists millions of
+ * products). Unknown / extra fields are ignored; a line that is not a JSON object is a bad row.
+ */
+function loadMeta(file: string, version: AmazonVersion, ctx: LoadContext, wanted: Set<string>): { items: Map<string, ItemText>; buf: Buffer } {
   const buf = readInput(file, `an Amazon ${version} metadata file (JSON lines, optionally .gz)`);
   const idKey = FIELDS[version].metaItem;
   const items = new Map<string, ItemText>();
@@ -50,6 +53,7 @@ function loadMeta(file: string, version: AmazonVersion, ctx: LoadContext): { ite
       badRow(ctx, file, n, `a JSON object with a string "${idKey}"`, line);
       return;
     }
+    if (!wanted.has(id)) return;
     const title = typeof o.title === 'string' ? o.title.trim() : '';
     const main = version === '2023' ? str(o.main_category) : str(o.main_cat);
     const cats = strings(version === '2023' ? o.categories : o.category);
@@ -78,10 +82,11 @@ export function loadAmazon(version: AmazonVersion, source: string, itemsFile: st
     const r = Number(o[f.rating]);
     rows.push(user, item, time, Number.isFinite(r) ? r : undefined);
   }, ctx.log);
-  const meta = itemsFile ? loadMeta(itemsFile, version, ctx) : undefined;
+  const columns = rows.finish();
+  const meta = itemsFile ? loadMeta(itemsFile, version, ctx, new Set(columns.itemIds)) : undefined;
   return {
     interactions: [],
-    columns: rows.finish(),
+    columns,
     items: meta?.items ?? new Map(),
     rawHash: hashBuffers(meta ? [buf, meta.buf] : [buf]),
     files: itemsFile ? [source, itemsFile] : [source],

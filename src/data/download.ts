@@ -251,7 +251,8 @@ export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadRe
     if (!want && req.md5) log(`no known sha256 for ${url}; md5 ${got.md5} matches; its sha256 is ${got.sha256} (pass --sha256 to pin it).`);
     else if (!want) log(`warning: no known sha256 for ${url}; trusting this download (sha256 ${got.sha256}); pass --sha256 to pin it.`);
     mkdirSync(tmpDir, { recursive: true });
-    const fileName = decodeURIComponent(new URL(url).pathname.split('/').pop() || 'download');
+    const last = decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '');
+    const fileName = /^[^/\\]+$/.test(last) && last !== '.' && last !== '..' ? last : 'download';
     const isZip = startsWithZipMagic(tmpFile);
     if (isZip) {
       const n = await extractZip(tmpFile, tmpDir);

@@ -68,8 +68,11 @@ describe('Amazon reviews', () => {
 
   it('a corrupt .gz and invalid UTF-8 are clear errors', () => {
     const dir = tmp();
-    writeFileSync(join(dir, 'bad.jsonl.gz'), 'not gzip at all');
+    // gzip magic but a truncated stream: an error; no magic at all: read as plain text (already decompressed).
+    writeFileSync(join(dir, 'bad.jsonl.gz'), gzipSync('{"user_id":"U1","parent_asin":"P1","timestamp":1}\n'.repeat(50)).subarray(0, 30));
     expect(() => prep({ dataset: 'amazon-2023', source: join(dir, 'bad.jsonl.gz') })).toThrow(/bad\.jsonl\.gz: not a valid gzip file/);
+    writeFileSync(join(dir, 'plain.jsonl.gz'), '{"user_id":"U1","parent_asin":"P1","timestamp":1}\n');
+    expect(prep({ dataset: 'amazon-2023', source: join(dir, 'plain.jsonl.gz') }).stats.interactions).toBe(1);
     writeFileSync(join(dir, 'latin.jsonl'), Buffer.concat([Buffer.from('{"user_id":"U1","parent_asin":"P1","timestamp":1}\n{"user_id":"'), Buffer.from('Zoë', 'latin1'), Buffer.from('","parent_asin":"P1","timestamp":2}\n')]));
     expect(() => prep({ dataset: 'amazon-2023', source: join(dir, 'latin.jsonl') })).toThrow(/latin\.jsonl line 2: invalid UTF-8/);
   });

@@ -43,7 +43,9 @@ export function readInput(path: string, what: string): Buffer {
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: expected ${what}.`);
   if (statSync(path).isDirectory()) throw new RecdistillError('E_USAGE', `${path} is a directory: expected ${what} (a file).`);
   const buf = readFileSync(path);
-  if (!path.endsWith('.gz')) return buf;
+  // A .gz without the gzip magic was already decompressed (e.g. by an HTTP client honouring
+  // Content-Encoding: gzip): read it as is.
+  if (!path.endsWith('.gz') || buf[0] !== 0x1f || buf[1] !== 0x8b) return buf;
   try {
     return gunzipSync(buf);
   } catch (e) {

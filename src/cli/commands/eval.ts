@@ -1,11 +1,74 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BACKEND_CHOICES, type BackendName } from '../../backend/index.js';
+import { defineOptions } from '../../config/options.js';
+import { datasetFromFlags, type DatasetFlags } from '../../data/options.js';
 import { RecdistillError } from '../../errors.js';
+import { DEFAULT_KS, evaluableUsers, evaluateRanking, popularityScorer, type RankingMetrics, type ScoreBatch } from '../../eval/evaluate.js';
+import { metricsTable } from '../../eval/report.js';
+import { historyFor } from '../../eval/evaluate.js';
+import { loadStudent } from '../../student/serve.js';
+import { usersByLength } from '../../student/scorer.js';
+import { writeFileAtomic, writeJsonAtomic } from '../../util/atomic.js';
 import { defineCommand } from '../command.js';
 
-// Placeholder until this stage lands; it fails loudly rather than pretending to work.
+const evalOptions = defineOptions({
+  student: { type: 'string', help: 'student run folder (holds model.safetensors and config.json)', required: true },
+  source: { type: 'string', help: 'raw data location, if it moved since training (default: the one in config.json)' },
+  ks: { type: 'string', help: 'cut-offs K, comma-separated', default: '5,10,20' },
+  excludeHistory: { type: 'boolean', help: 'exclude the user\'s earlier items from the ranking', default: true },
+  batchSize: { type: 'int', help: 'users scored per call (bounds memory: batchSize x numItems floats)', default: 256 },
+  seed: { type: 'int', help: 'seed of the sampled-100 negatives', default: 42 },
+  backend: { type: 'string', help: 'tfjs backend', default: 'auto', choices: BACKEND_CHOICES },
+});
+
 export default defineCommand({
-  description: 'not built yet',
-  options: {},
-  async run() {
-    throw new RecdistillError('E_INTERNAL', 'eval is not built yet.');
+  description: 'full-ranking evaluation of a trained student (HR/NDCG@K, MRR), the sampled-100 protocol, and a popularity baseline',
+  options: evalOptions,
+  async run(opts, ctx) {
+    const cfgPath = join(opts.student, 'config.json');
+    if (!existsSync(cfgPath)) throw new RecdistillError('E_NOT_FOUND', `${cfgPath} not found: --student must be a student run folder.`);
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as { options: Record<string, unknown>; fingerprint: string };
+    const ks = opts.ks.split(',').map((k) => Number(k.trim()));
+    if (ks.some((k) => !Number.isInteger(k) || k < 1)) throw new RecdistillError('E_USAGE', `--ks expects positive integers separated by commas, got "${opts.ks}".`);
+    const student = await loadStudent(opts.student, { backend: opts.backend as BackendName });
+    try {
+      const flags = { ...(cfg.options as unknown as DatasetFlags), ...(opts.source ? { source: opts.source } : {}) };
+      const ds = await datasetFromFlags(flags);
+      if (ds.fingerprint !== student.info.fingerprint) {
+        throw new RecdistillError('E_MISMATCH', `dataset fingerprint ${ds.fingerprint.slice(0, 12)} differs from the model's ${student.info.fingerprint.slice(0, 12)}: the data or its preprocessing changed since training.`);
+      }
+      const score: ScoreBatch = async (users, split) => student.scoreBatch(users.map((u) => historyFor(ds, u, split)));
+      const users = usersByLength(ds, evaluableUsers(ds));
+      const common = { ks, excludeHistory: opts.excludeHistory, batchSize: opts.batchSize, users };
+      const t0 = performance.now();
+      const valid = await evaluateRanking(ds, score, { ...common, split: 'valid' });
+      const test = await evaluateRanking(ds, score, { ...common, split: 'test' });
+      const evalSeconds = (performance.now() - t0) / 1000;
+      const sampled100 = await evaluateRanking(ds, score, { ...common, split: 'test', protocol: 'sampled100', seed: opts.seed });
+      const pop = popularityScorer(ds);
+      const popularity = await evaluateRanking(ds, pop, { ...common, split: 'test' });
+      const popularitySampled100 = await evaluateRanking(ds, pop, { ...common, split: 'test', protocol: 'sampled100', seed: opts.seed });
+      const summary = {
+        run: opts.student,
+        backend: student.info.backend,
+        dataset: ds.name,
+        protocol: `leave-one-out, full ranking over ${ds.items.length - 1} items${opts.excludeHistory ? ', history excluded' : ''}, pessimistic ties`,
+        valid, test, sampled100, popularity, popularitySampled100,
+        evalSeconds: Number(evalSeconds.toFixed(2)),
+      };
+      writeJsonAtomic(join(opts.student, 'eval.json'), summary);
+      const rows: Array<{ name: string; m: RankingMetrics }> = [
+        { name: 'student valid (full)', m: valid }, { name: 'student test (full)', m: test }, { name: 'popularity test (full)', m: popularity },
+        { name: 'student test (sampled 100)', m: sampled100 }, { name: 'popularity test (sampled 100)', m: popularitySampled100 },
+      ];
+      writeFileAtomic(join(opts.student, 'eval.md'), `# Evaluation of ${opts.student}\n\n${summary.protocol}; backend ${summary.backend}.\n\n${metricsTable(rows)}\n`);
+      ctx.log(metricsTable(rows));
+      return summary;
+    } finally {
+      student.dispose();
+    }
   },
 });
+
+export { DEFAULT_KS };

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -43,8 +43,10 @@ describe('MovieLens 100K', () => {
     writeFileSync(join(dir, 'u.data'), lines.join('\n'));
     copyFileSync(join(ML100K, 'u.item'), join(dir, 'u.item'));
     const tsx = join(ROOT, 'node_modules/.bin/tsx');
-    const r = spawnSync(tsx, ['src/cli/main.ts', 'data:prepare', '--dataset', 'ml-100k', '--source', dir, '--json'], { cwd: ROOT, encoding: 'utf8' });
+    const out = join(dir, 'prepared');
+    const r = spawnSync(tsx, ['src/cli/main.ts', 'data:prepare', '--dataset', 'ml-100k', '--source', dir, '--out', out, '--json'], { cwd: ROOT, encoding: 'utf8' });
     expect(r.status).toBe(1);
+    expect(existsSync(out)).toBe(false); // nothing written on failure
     expect(r.stderr).toMatch(/error \[E_INPUT\]: \S*u\.data line 5: expected 4 tab-separated fields: user id, item id, rating, unix timestamp; got "186\\t302\\tthree\\t891717742"/);
     expect(r.stdout).toBe('');
     const ok = execFileSync(tsx, ['src/cli/main.ts', 'data:prepare', '--dataset', 'ml-100k', '--source', dir, '--on-bad-row', 'skip', '--json'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });

@@ -1,9 +1,11 @@
+import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256, stableStringify } from '../util/hash.js';
 import type { LogFn } from '../util/progress.js';
 import type { BadRowPolicy, LoadContext } from './formats/common.js';
 import { GENERIC_DEFAULTS, type GenericOptions } from './formats/generic.js';
-import { datasetSpec, type LoaderInput } from './registry.js';
+import { readPrepared } from './export.js';
+import { datasetSpec, type DatasetSpec, type LoaderInput } from './registry.js';
 import { resolveLocalSource } from './source.js';
 import { columnsFromInteractions, groupColumns, kCoreMask, rawColumns, ratingMask } from './columns.js';
 import { compareRawIds } from './split.js';
@@ -129,10 +131,25 @@ export function prepareDataset(opts: PrepareOptions, log?: LogFn): PreparedDatas
   const t0 = performance.now();
   const ctx: LoadContext = { onBadRow: opts.onBadRow, skipped: { count: 0 }, log };
   const spec = datasetSpec(opts.dataset);
+  if (spec.prepared) return loadExport(opts, spec, log);
   const input = loaderInput(opts, resolveLocalSource(spec, opts.source, opts.itemsFile));
   const raw = spec.load(input, ctx);
   log?.(`${opts.dataset}: read ${raw.columns?.length ?? raw.interactions.length} interactions from ${raw.files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)}s${ctx.skipped.count ? ` (${ctx.skipped.count} bad rows skipped)` : ''}`);
   const rest = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow };
   const d = buildPrepared(opts.dataset, raw, rest, input.source, spec.fingerprintOptions?.(input));
   return { ...d, skippedRows: ctx.skipped.count, files: raw.files };
+}
+
+/**
+ * --dataset prepared --source DIR: a data:prepare --out export, read as is (same name and fingerprint
+ * as the run that wrote it), so big datasets are parsed and filtered once.
+ */
+function loadExport(opts: PrepareOptions, spec: DatasetSpec, log?: LogFn): PreparedDataset & { skippedRows: number; files: string[] } {
+  const dir = resolveLocalSource(spec, opts.source, opts.itemsFile);
+  if (opts.minRating !== 0 || opts.kCore !== 0 || opts.maxHistory !== 0) {
+    throw new RecdistillError('E_USAGE', `--dataset prepared reads ${dir} as exported; its filters are fixed (see dataset.json "options"), so --min-rating/--k-core/--max-history must stay 0.`);
+  }
+  const d = readPrepared(dir);
+  log?.(`prepared: read ${d.name} (${d.stats.interactions} interactions, fingerprint ${d.fingerprint.slice(0, 12)}) from ${dir}`);
+  return { ...d, skippedRows: 0, files: [join(dir, 'dataset.json')] };
 }

@@ -36,6 +36,8 @@ export interface DatasetSpec {
   usesItemsFile?: boolean;
   /** Generated: takes no --source. */
   generated?: boolean;
+  /** A data:prepare --out export: read as a prepared dataset, not through `load`. */
+  prepared?: boolean;
   load(input: LoaderInput, ctx: LoadContext): RawDataset;
   /** Options that change the content, for the fingerprint (others, like paths, do not). */
   fingerprintOptions?(input: LoaderInput): Record<string, unknown>;
@@ -84,6 +86,15 @@ export const DATASETS: Record<string, DatasetSpec> = {
     usesItemsFile: true,
     load: (i, c) => loadGeneric(i.source, { ...i.generic, itemsFile: i.itemsFile }, c),
     fingerprintOptions: (i) => ({ ...i.generic, hasItemsFile: i.itemsFile !== undefined && i.itemsFile !== '' }),
+  },
+  prepared: {
+    name: 'prepared',
+    description: 'a directory written by data:prepare --out (dataset.json, items.jsonl, users.jsonl), read as is',
+    needsSource: true,
+    prepared: true,
+    load: () => {
+      throw new RecdistillError('E_INTERNAL', 'prepared exports are read by prepareDataset, not by a raw loader.');
+    },
   },
   synthetic: {
     name: 'synthetic',

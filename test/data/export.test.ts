@@ -19,6 +19,11 @@ describe('prepared dataset export', () => {
     expect(back.stats).toEqual(d.stats);
     const first = JSON.parse(readFileSync(join(out, 'users.jsonl'), 'utf8').split('\n')[0]!);
     expect(first).toEqual({ id: 0, rawId: d.users[0]!.rawId, items: [...d.users[0]!.items] });
+    // --dataset prepared reads it back with the original name and fingerprint; filters cannot be re-applied.
+    const again = prepareDataset({ ...PREPARE_DEFAULTS, dataset: 'prepared', source: out });
+    expect([again.name, again.fingerprint, again.stats]).toEqual([d.name, d.fingerprint, d.stats]);
+    expect(() => prepareDataset({ ...PREPARE_DEFAULTS, dataset: 'prepared', source: out, kCore: 2 })).toThrow(/--k-core\/--max-history must stay 0/);
+    expect(() => prepareDataset({ ...PREPARE_DEFAULTS, dataset: 'prepared', source: root })).toThrow(/dataset\.json not found/);
     // A second write replaces the export; a foreign non-empty directory is refused.
     writePrepared(d, out);
     const foreign = join(root, 'mine');

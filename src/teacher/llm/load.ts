@@ -45,7 +45,7 @@ export function onnxFileFor(dtype: string): string {
 /** The dtypes whose files are in a local folder, for messages. */
 export function dtypesOnDisk(dir: string): string[] {
   const onnxDir = join(dir, 'onnx');
-  const files = existsSync(onnxDir) ? readdirSync(onnxDir).filter((f) => f.endsWith('.onnx')) : [];
+  const files = existsSync(onnxDir) ? readdirSync(onnxDir).filter((f) => f.endsWith('.onnx') && !f.startsWith('.')) : [];
   return files.map((f) => {
     const d = DTYPES.find((t) => `model${DTYPE_SUFFIX[t]}.onnx` === f);
     return d ? `${f} (--dtype ${d})` : f;

@@ -4,9 +4,10 @@
  * ModelProto{graph{output: [...]}} to the file makes protobuf merge it into the graph (repeated fields
  * append), so the tensors become graph outputs without decoding a multi-hundred-MB model in JS.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { RecdistillError } from '../../errors.js';
@@ -80,9 +81,10 @@ export interface TappedSession {
 
 /**
  * Session over the model with `names` added as outputs. Models without external data load from a
- * buffer (file + appended bytes). With external data (model.onnx_data) ORT resolves the data files
- * relative to the model path, so we write the small graph file + taps into a temp folder next to
- * symlinks to the original data files and load from that path.
+ * buffer (file + appended bytes). With external data (model.onnx_data) onnxruntime resolves the data
+ * files relative to the model path and refuses paths outside its folder (symlinks included), so the
+ * small graph file + taps is written beside the original (a hidden, per-process file, removed on
+ * dispose); when that folder is read-only, into a temp folder with hard links to the data files.
  */
 export async function createTappedSession(modelPath: string, scan: GraphScan, names: string[], elemType: number, options: ort.InferenceSession.SessionOptions): Promise<TappedSession> {
   const existing = new Set(scan.outputs.map((o) => o.name));
@@ -92,17 +94,9 @@ export async function createTappedSession(modelPath: string, scan: GraphScan, na
     if (!scan.externalData.length) {
       return { session: await ort.InferenceSession.create(bytes, options), cleanup: () => {} };
     }
-    const dir = mkdtempSync(join(tmpdir(), 'recdistill-tap-'));
-    const cleanup = () => rmSync(dir, { recursive: true, force: true });
+    const { path, cleanup } = writeBeside(modelPath, bytes) ?? writeWithHardLinks(modelPath, scan.externalData, bytes);
     try {
-      const tapped = join(dir, 'model.onnx');
-      writeFileSync(tapped, bytes);
-      for (const rel of scan.externalData) {
-        const target = join(dir, rel);
-        mkdirSync(dirname(target), { recursive: true });
-        symlinkSync(resolve(dirname(modelPath), rel), target);
-      }
-      return { session: await ort.InferenceSession.create(tapped, options), cleanup };
+      return { session: await ort.InferenceSession.create(path, options), cleanup };
     } catch (e) {
       cleanup();
       throw e;
@@ -110,5 +104,36 @@ export async function createTappedSession(modelPath: string, scan: GraphScan, na
   } catch (e) {
     if (e instanceof RecdistillError) throw e;
     throw new RecdistillError('E_INPUT', `onnxruntime could not load ${modelPath} with tapped outputs ${names.join(', ')}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+function writeBeside(modelPath: string, bytes: Uint8Array): { path: string; cleanup: () => void } | undefined {
+  const path = join(dirname(modelPath), `.${basename(modelPath)}.recdistill-tap.${process.pid}.${randomBytes(4).toString('hex')}.onnx`);
+  try {
+    writeFileSync(path, bytes);
+  } catch {
+    return undefined;
+  }
+  return { path, cleanup: () => rmSync(path, { force: true }) };
+}
+
+function writeWithHardLinks(modelPath: string, externalData: string[], bytes: Uint8Array): { path: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'recdistill-tap-'));
+  const cleanup = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    const path = join(dir, 'model.onnx');
+    writeFileSync(path, bytes);
+    for (const rel of externalData) {
+      const target = join(dir, rel);
+      mkdirSync(dirname(target), { recursive: true });
+      linkSync(resolve(dirname(modelPath), rel), target);
+    }
+    return { path, cleanup };
+  } catch (e) {
+    cleanup();
+    throw new RecdistillError(
+      'E_INPUT',
+      `cannot add tapped outputs to ${modelPath}: its folder is not writable and its external data cannot be hard-linked into ${tmpdir()} (${(e as Error).message}). Copy the model folder somewhere writable.`,
+    );
   }
 }

@@ -1,11 +1,53 @@
-import { RecdistillError } from '../../errors.js';
+import { BACKEND_CHOICES, type BackendName } from '../../backend/index.js';
+import { comparisonRows, textTable, type BenchReport } from '../../bench/report.js';
+import { runBench } from '../../bench/run.js';
+import { defineOptions } from '../../config/options.js';
+import { datasetOptions, type DatasetFlags } from '../../data/options.js';
 import { defineCommand } from '../command.js';
 
-// Placeholder until this stage lands; it fails loudly rather than pretending to work.
+const { dataset: _dataset, ...datasetRest } = datasetOptions;
+
+const options = defineOptions({
+  student: { type: 'string', help: 'student:train run folder (model.safetensors, config.json, metrics.json)', required: true },
+  cache: { type: 'string', help: 'teacher cache folder (manifest.json, head.safetensors): its teacher is benchmarked', required: true },
+  out: { type: 'string', help: 'report folder (default: <student>/bench)' },
+  requests: { type: 'int', help: 'single requests timed for the student (test users spread evenly)', default: 500 },
+  teacherRequests: { type: 'int', help: 'single requests timed for the teacher (the first of the same requests)', default: 100 },
+  warmup: { type: 'int', help: 'untimed warm-up requests before timing (teacher: at most 5)', default: 50 },
+  batch: { type: 'int', help: 'requests answered together for the throughput figure', default: 64 },
+  batchRounds: { type: 'int', help: 'student: batches timed for the throughput figure (teacher: one batch)', default: 8 },
+  k: { type: 'int', help: 'items per answer (top-k)', default: 10 },
+  backend: { type: 'string', help: 'tfjs backend of the student (auto = node > wasm > cpu)', default: 'auto', choices: BACKEND_CHOICES },
+  threads: { type: 'int', help: 'onnxruntime intra-op threads of the LLM teacher (0 = all cores)', default: 0 },
+  dataset: { type: 'string', help: 'dataset (default: the one the student run was trained on, from its config.json; then the dataset flags below apply)' },
+  ...datasetRest,
+});
+
 export default defineCommand({
-  description: 'not built yet',
-  options: {},
-  async run() {
-    throw new RecdistillError('E_INTERNAL', 'bench is not built yet.');
+  description: 'teacher vs student on the same test requests: latency p50/p95/p99, throughput, params, bytes, peak RSS, NDCG/HR@10; writes report.json/.md and an SVG chart',
+  options,
+  async run(o, ctx) {
+    const { student, cache, out, requests, teacherRequests, warmup, batch, batchRounds, k, backend, threads, dataset, ...rest } = o;
+    const r = await runBench({
+      student,
+      cache,
+      out,
+      requests,
+      teacherRequests,
+      warmup,
+      batch,
+      batchRounds,
+      k,
+      backend: backend as BackendName,
+      threads,
+      dataset: dataset ? ({ ...rest, dataset } as Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>) : undefined,
+      log: ctx.log,
+    });
+    return { teacher: r.teacher, student: r.student, speedup: r.speedup, dataset: r.dataset.name, report: r.files };
+  },
+  format(s) {
+    const r = s as unknown as Pick<BenchReport, 'teacher' | 'student' | 'speedup' | 'files'> & { report: BenchReport['files'] };
+    const { header, rows } = comparisonRows(r);
+    return [textTable(header, rows), '', `speed-up (teacher p50 / student p50): ${r.speedup.toFixed(1)}x`, `report: ${r.report.md}`, `        ${r.report.json}`, `chart:  ${r.report.svg}`].join('\n');
   },
 });

@@ -1,0 +1,61 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RecdistillError, type ErrorCode } from '../errors.js';
+import type { LogFn } from '../util/progress.js';
+import type { BenchJob, WorkerResult } from './worker.js';
+
+/**
+ * Run one bench job in a fresh Node process (tsx's cli on src/bench/worker.ts), so each model's peak memory
+ * is measured alone. The job goes through a temp JSON file (histories can be large); the worker's stderr lines
+ * are forwarded to `log`; its last stdout line is the result.
+ */
+const require = createRequire(import.meta.url);
+export const WORKER_PATH = join(dirname(fileURLToPath(import.meta.url)), 'worker.ts');
+
+export function lastJsonLine(stdout: string): Record<string, unknown> | undefined {
+  const lines = stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('{'));
+  for (let i = lines.length - 1; i >= 0; i--) {
+    try {
+      return JSON.parse(lines[i]!) as Record<string, unknown>;
+    } catch {
+      // not JSON after all (a library's log line): keep looking
+    }
+  }
+  return undefined;
+}
+
+export async function runWorker(job: BenchJob, log: LogFn): Promise<WorkerResult> {
+  const tmp = mkdtempSync(join(tmpdir(), 'recdistill-bench-'));
+  const jobPath = join(tmp, 'job.json');
+  writeFileSync(jobPath, JSON.stringify(job));
+  try {
+    const tsxCli = require.resolve('tsx/cli');
+    const child = spawn(process.execPath, [tsxCli, WORKER_PATH, jobPath], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    let out = '';
+    let errTail = '';
+    let pending = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      pending += d;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const l of lines) if (l.trim()) log(`  [${job.role}] ${l}`);
+      errTail = (errTail + d).slice(-2000);
+    });
+    const code = await new Promise<number>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (c) => resolve(c ?? 1));
+    });
+    if (pending.trim()) log(`  [${job.role}] ${pending}`);
+    const res = lastJsonLine(out);
+    if (res && typeof res.error === 'string') throw new RecdistillError((res.code as ErrorCode) ?? 'E_INTERNAL', `bench ${job.role} (${job.dir}): ${res.error}`);
+    if (code !== 0 || !res) throw new RecdistillError('E_INTERNAL', `bench ${job.role} worker exited with code ${code} and no result. stderr tail:\n${errTail}`);
+    return res as unknown as WorkerResult;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}

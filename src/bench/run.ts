@@ -1,0 +1,143 @@
+import { cpus, loadavg } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { initBackend, type BackendName } from '../backend/index.js';
+import { readManifest, type CacheManifest } from '../cache/format.js';
+import { datasetFromFlags, datasetOptions, type DatasetFlags } from '../data/options.js';
+import type { PreparedDataset } from '../data/types.js';
+import { RecdistillError } from '../errors.js';
+import { evaluableUsers, evaluateRanking, historyFor } from '../eval/evaluate.js';
+import { loadStudent, readRunMetrics } from '../student/serve.js';
+import type { LogFn } from '../util/progress.js';
+import { runWorker } from './child.js';
+import { writeBenchReport, type BenchReport, type ModelFigures } from './report.js';
+import type { WorkerResult } from './worker.js';
+
+/**
+ * bench: teacher vs student on the same test requests. Each model is loaded and timed in its own child
+ * process (latency p50/p95/p99 of single requests after a warm-up, throughput at `batch`, parameters, bytes
+ * on disk, peak RSS); accuracy on the test split comes from src/eval/evaluate.ts for both (the student here,
+ * the teacher when teacher:cache computed its manifest metrics with the same function).
+ */
+export interface BenchOptions {
+  student: string;
+  cache: string;
+  out?: string;
+  requests: number;
+  teacherRequests: number;
+  warmup: number;
+  batch: number;
+  batchRounds: number;
+  k: number;
+  backend: BackendName;
+  threads: number;
+  /** Dataset flags; undefined = the ones the student run was trained with (its config.json). */
+  dataset?: Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
+  log: LogFn;
+}
+
+/** The dataset flags a student run was trained with (config.json "train" holds the resolved options). */
+export function runDatasetFlags(dir: string): Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'> {
+  const path = join(dir, 'config.json');
+  if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: pass --dataset (and --source) explicitly, or point --student at a student:train run folder.`);
+  const cfg = JSON.parse(readFileSync(path, 'utf8')) as { train?: Record<string, unknown> };
+  const train = cfg.train ?? {};
+  if (typeof train.dataset !== 'string') throw new RecdistillError('E_INPUT', `${path}: field "train.dataset" missing; pass --dataset explicitly.`);
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(datasetOptions)) if (train[k] !== undefined) out[k] = train[k];
+  return out as Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
+}
+
+/** `count` test requests from users spread evenly over the evaluable users: history = train + validation item. */
+export function pickRequests(ds: PreparedDataset, count: number): { users: number[]; histories: number[][] } {
+  const all = evaluableUsers(ds);
+  const n = Math.min(count, all.length);
+  const users = Array.from({ length: n }, (_, i) => all[Math.floor((i * all.length) / n)]!);
+  return { users, histories: users.map((u) => Array.from(historyFor(ds, u, 'test'))) };
+}
+
+function figures(w: WorkerResult, acc: Record<string, number>): ModelFigures {
+  return {
+    p50Ms: w.latency.p50Ms,
+    p95Ms: w.latency.p95Ms,
+    p99Ms: w.latency.p99Ms,
+    throughput: w.throughput,
+    params: w.params,
+    bytes: w.bytes,
+    rssMB: w.rssMB,
+    'ndcg@10': acc['ndcg@10']!,
+    'hr@10': acc['hr@10']!,
+  };
+}
+
+function teacherAccuracy(m: CacheManifest, cacheDir: string): Record<string, number> {
+  const t = m.metrics?.test;
+  if (!m.complete || !t || typeof t['ndcg@10'] !== 'number' || typeof t['hr@10'] !== 'number') {
+    throw new RecdistillError('E_INPUT', `${cacheDir}/manifest.json: no teacher test metrics (complete = ${m.complete}); finish the cache with teacher:cache (or teacher:merge) first.`);
+  }
+  return t;
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const log = o.log;
+  for (const [k, v] of Object.entries({ requests: o.requests, teacherRequests: o.teacherRequests, batch: o.batch, batchRounds: o.batchRounds, k: o.k })) {
+    if (!Number.isInteger(v) || v < 1) throw new RecdistillError('E_USAGE', `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} must be a positive integer, got ${v}.`);
+  }
+  if (!existsSync(join(o.student, 'model.safetensors'))) throw new RecdistillError('E_NOT_FOUND', `${o.student}/model.safetensors not found: --student must be a finished student:train run folder.`);
+  const manifest = readManifest(o.cache);
+  const tAcc = teacherAccuracy(manifest, o.cache);
+  const flags = o.dataset ?? runDatasetFlags(o.student);
+  const ds = await datasetFromFlags(flags, log);
+  if (manifest.dataset.fingerprint !== ds.fingerprint) {
+    throw new RecdistillError('E_MISMATCH', `teacher cache ${o.cache} was built on dataset ${manifest.dataset.name} ${manifest.dataset.fingerprint.slice(0, 12)}, the student's dataset is ${ds.name} ${ds.fingerprint.slice(0, 12)}: bench compares models on the same test users.`);
+  }
+  const load0 = loadavg()[0]!;
+  const req = pickRequests(ds, o.requests);
+  const teacherReq = req.histories.slice(0, Math.min(o.teacherRequests, req.histories.length));
+  log(`bench: ${ds.name}: ${req.users.length} student requests, ${teacherReq.length} teacher requests (test users' histories), top-${o.k}, batch ${o.batch}; load average ${load0.toFixed(2)} on ${cpus().length} cores`);
+
+  // Teacher first, then student, never at the same time (2 cores).
+  log(`bench: teacher (${manifest.teacher.kind} ${manifest.teacher.model}, ${manifest.teacher.dtype}) in a child process...`);
+  const teacher = await runWorker(
+    { role: 'teacher', dir: o.cache, histories: teacherReq, items: ds.items, k: o.k, warmup: Math.min(o.warmup, 5), batch: o.batch, batchRequests: o.batch, backend: o.backend, threads: o.threads },
+    log,
+  );
+  log(`bench: teacher p50 ${teacher.latency.p50Ms.toFixed(2)} ms, ${teacher.throughput.toFixed(1)} req/s at batch ${o.batch}, peak RSS ${teacher.rssMB.toFixed(0)} MB`);
+  log('bench: student in a child process...');
+  const student = await runWorker(
+    { role: 'student', dir: o.student, histories: req.histories, k: o.k, warmup: o.warmup, batch: o.batch, batchRequests: o.batch * o.batchRounds, backend: o.backend },
+    log,
+  );
+  log(`bench: student p50 ${student.latency.p50Ms.toFixed(3)} ms, ${student.throughput.toFixed(0)} req/s at batch ${o.batch}, peak RSS ${student.rssMB.toFixed(0)} MB`);
+
+  // Student accuracy: the same evaluation function and protocol as student:train (full ranking, history excluded).
+  log('bench: student accuracy on the test split (full ranking)...');
+  await initBackend(o.backend);
+  const s = await loadStudent(o.student, { backend: o.backend });
+  let sAcc: Record<string, number>;
+  try {
+    if (s.info.fingerprint && s.info.fingerprint !== ds.fingerprint) {
+      throw new RecdistillError('E_MISMATCH', `student ${o.student} was trained on ${s.info.dataset} ${s.info.fingerprint.slice(0, 12)}, not on ${ds.name} ${ds.fingerprint.slice(0, 12)}.`);
+    }
+    sAcc = await evaluateRanking(ds, async (users, split) => s.scoreBatch(users.map((u) => historyFor(ds, u, split))), { split: 'test', excludeHistory: true, batchSize: 128 });
+  } finally {
+    s.dispose();
+  }
+  const runTest = readRunMetrics(o.student)?.test as Record<string, number> | undefined;
+  const report: BenchReport = {
+    dataset: { name: ds.name, fingerprint: ds.fingerprint, users: ds.users.length, items: ds.items.length - 1 },
+    teacher: figures(teacher, tAcc),
+    student: figures(student, sAcc),
+    speedup: teacher.latency.p50Ms / student.latency.p50Ms,
+    details: {
+      teacher: { ...teacher, source: o.cache, kind: manifest.teacher.kind, model: manifest.teacher.model, dtype: manifest.teacher.dtype, accuracySource: `${o.cache}/manifest.json metrics.test (computed by teacher:cache with src/eval/evaluate.ts evaluateRanking: full ranking, history excluded, pessimistic ties)` },
+      student: { ...student, source: o.student, accuracySource: 'src/eval/evaluate.ts evaluateRanking in bench (full ranking, history excluded, pessimistic ties)', runMetricsTest: runTest ?? null },
+    },
+    settings: { requests: req.users.length, teacherRequests: teacherReq.length, warmup: o.warmup, k: o.k, batch: o.batch, batchRounds: o.batchRounds, backend: o.backend, threads: o.threads },
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', node: process.version, loadAverageStart: load0, loadAverageEnd: loadavg()[0]! },
+    date: new Date().toISOString(),
+    files: { json: '', md: '', svg: '' },
+  };
+  report.files = writeBenchReport(o.out ?? join(o.student, 'bench'), report);
+  return report;
+}

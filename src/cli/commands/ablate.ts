@@ -1,11 +1,213 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { initBackend, type BackendName } from '../../backend/index.js';
+import { readManifest } from '../../cache/format.js';
+import { defineOptions, resolveOptions } from '../../config/options.js';
+import { datasetFromFlags, datasetOptions } from '../../data/options.js';
+import type { PreparedDataset } from '../../data/types.js';
 import { RecdistillError } from '../../errors.js';
+import { runAblation, planConfigs, writeAblationReport, type AblationResult, type ConfigSummary, type Metrics } from '../../distill/ablate.js';
+import { buildDistillHooks } from '../../distill/hooks.js';
+import { distillOptions } from '../../distill/options.js';
+import { studentOptions, type StudentOptions } from '../../student/config.js';
+import { trainStudent } from '../../student/train.js';
+import { llmTeacherOptions } from '../../teacher/llm/options.js';
+import { sha256 } from '../../util/hash.js';
+import type { LogFn } from '../../util/progress.js';
 import { defineCommand } from '../command.js';
 
-// Placeholder until this stage lands; it fails loudly rather than pretending to work.
+// Distillation flags other than the cache and the lambdas pass through to every distilled run.
+const { cache: _c, lambdaCos: _a, lambdaL2: _b, lambdaMs: _m, lambdaKd: _k, lambdaEmb: _e, ...distillPassThrough } = distillOptions;
+
+const options = defineOptions({
+  ...datasetOptions,
+  teacher: { type: 'string', help: 'teacher: seqrec (a larger SASRec trained here) or llm (an ONNX LM, --model)', default: 'seqrec', choices: ['seqrec', 'llm'] },
+  ...llmTeacherOptions,
+  teacherRun: { type: 'string', help: 'seqrec: an existing teacher run folder (default: train one into <out>/teacher)' },
+  cache: { type: 'string', help: 'an existing teacher cache (default: build it under --cache-root)' },
+  cacheRoot: { type: 'string', help: 'where built caches go', default: 'teacher-cache' },
+  teacherDims: { type: 'int', help: 'seqrec teacher: hidden size', default: 64 },
+  teacherBlocks: { type: 'int', help: 'seqrec teacher: blocks', default: 2 },
+  teacherEpochs: { type: 'int', help: 'seqrec teacher: max epochs (early stopping on validation)', default: 50 },
+  teacherLr: { type: 'number', help: 'seqrec teacher: learning rate', default: 0.005 },
+  topK: { type: 'int', help: 'cache soft labels: top-K items per position', default: 50 },
+  temperature: { type: 'number', help: 'cache soft labels: temperature', default: 1 },
+  dims: { type: 'int', help: 'student hidden size', default: 16 },
+  blocks: { type: 'int', help: 'student blocks', default: 2 },
+  ffnDims: { type: 'int', help: 'student feed-forward width', default: 16 },
+  maxLen: { type: 'int', help: 'sequence length (student and seqrec teacher)', default: 50 },
+  epochs: { type: 'int', help: 'student training budget in epochs (same for every configuration)', default: 20 },
+  lr: { type: 'number', help: 'student learning rate', default: 0.005 },
+  batchSize: { type: 'int', help: 'sequences per step', default: 128 },
+  patience: { type: 'int', help: 'early stopping patience (validations)', default: 10 },
+  seeds: { type: 'int', help: 'seeds per configuration (seed, seed+1, ...)', default: 3 },
+  seed: { type: 'int', help: 'first seed', default: 42 },
+  configs: { type: 'string', help: 'configurations besides CE-only: terms alone (cos,l2,ms,kd,emb), all, or +-joined sets', default: 'cos,l2,ms,kd,emb,all' },
+  lambdaCos: { type: 'number', help: 'λcos when the term is on', default: 1 },
+  lambdaL2: { type: 'number', help: 'λl2 when the term is on', default: 0.1 },
+  lambdaMs: { type: 'number', help: 'λms when the term is on', default: 0.5 },
+  lambdaKd: { type: 'number', help: 'λkd when the term is on', default: 1 },
+  lambdaEmb: { type: 'number', help: 'λemb when the term is on', default: 0.5 },
+  ...distillPassThrough,
+  backend: { type: 'string', help: 'tfjs backend', default: 'auto', choices: ['auto', 'node', 'wasm', 'cpu'] },
+  out: { type: 'string', help: 'output folder (default: student/ablate-<dataset>-<teacher>)' },
+});
+
+type Opts = { [K in keyof typeof options]: unknown } & Record<string, unknown>;
+
+function studentOpts(o: Opts, extra: Record<string, unknown>): StudentOptions {
+  const flags: Record<string, unknown> = {};
+  for (const k of Object.keys(datasetOptions)) if (o[k] !== undefined) flags[k] = o[k];
+  for (const k of ['dims', 'blocks', 'ffnDims', 'maxLen', 'epochs', 'lr', 'batchSize', 'patience', 'backend'] as const) flags[k] = o[k];
+  return resolveOptions(studentOptions, { flags: { ...flags, ...extra } }) as StudentOptions;
+}
+
+/** Train (or resume / reuse) the seqrec teacher and build (or reuse) its cache. */
+async function seqrecTeacherCache(o: Opts, ds: PreparedDataset, out: string, backend: string, log: LogFn): Promise<string> {
+  let run = o.teacherRun as string | undefined;
+  if (!run) {
+    run = join(out, 'teacher');
+    const t = studentOpts(o, { dims: o.teacherDims, blocks: o.teacherBlocks, ffnDims: o.teacherDims, epochs: o.teacherEpochs, lr: o.teacherLr, patience: 5, seed: o.seed, out: run });
+    log(`ablate: teacher: SASRec D=${t.dims} blocks=${t.blocks} -> ${run}`);
+    await trainStudent({ ds, opts: t, outDir: run, backend, log });
+  }
+  const { runTeacherCache } = await import('../../cache/run.js');
+  // Tap every teacher block unless --layers names some (its llm default, -1, would tap only the last).
+  const layers = o.layers === '-1' ? Array.from({ length: o.teacherBlocks as number }, (_, i) => i).join(',') : (o.layers as string);
+  const t = await seqrecFromRun(run, ds, layers);
+  try {
+    const r = await runTeacherCache(t.encoder, ds, {
+      root: o.cacheRoot as string,
+      usersPerShard: 128,
+      hiddenDtype: 'F32',
+      concurrency: 1,
+      k: o.topK as number,
+      temperature: o.temperature as number,
+      head: { kind: 'teacher', layer: -1, epochs: 0, lr: 0, batchSize: 0, patience: 0, seed: o.seed as number },
+      teacherOptions: t.options,
+      teacherScores: t.scores,
+      backend,
+      log,
+    });
+    return r.cache;
+  } finally {
+    await t.encoder.dispose();
+  }
+}
+
+/** The teacher library's loader; until it can read run folders, the same wrapper over the student serve API. */
+async function seqrecFromRun(run: string, ds: PreparedDataset, layers: string) {
+  const seqrec = await import('../../teacher/seqrec.js');
+  try {
+    return await seqrec.loadSeqrecTeacher(run, ds, { layers });
+  } catch (e) {
+    if (!(e instanceof RecdistillError && e.code === 'E_INTERNAL')) throw e;
+  }
+  const { loadStudent } = await import('../../student/serve.js');
+  const s = await loadStudent(run);
+  const weightsHash = sha256(readFileSync(join(run, 'model.safetensors')));
+  return seqrec.seqrecTeacher(seqrec.sasrecModel(s.model), { model: run, weightsHash, layers, dispose: () => s.dispose() });
+}
+
+async function llmTeacherCache(o: Opts, ds: PreparedDataset, backend: string, log: LogFn): Promise<string> {
+  const llm = await import('../../teacher/llm/index.js');
+  const { runTeacherCache } = await import('../../cache/run.js');
+  const lo = llm.llmOptionsFromFlags(o as Parameters<typeof llm.llmOptionsFromFlags>[0]);
+  const encoder = await llm.loadLlmTeacher({ ...lo, log }, ds);
+  try {
+    const r = await runTeacherCache(encoder, ds, {
+      root: o.cacheRoot as string,
+      usersPerShard: 128,
+      hiddenDtype: 'F16',
+      concurrency: 4,
+      k: o.topK as number,
+      temperature: o.temperature as number,
+      head: { kind: 'linear', layer: -1, epochs: 20, lr: 0.01, batchSize: 256, patience: 3, seed: o.seed as number },
+      teacherOptions: { maxPromptTokens: lo.maxPromptTokens, truncate: lo.truncate, tapPattern: lo.tapPattern ?? null, batch: lo.batch },
+      backend,
+      log,
+    });
+    return r.cache;
+  } finally {
+    await encoder.dispose();
+  }
+}
+
+const pick = (s: ConfigSummary) => {
+  const { runs: _r, ...rest } = s;
+  return rest;
+};
+
 export default defineCommand({
-  description: 'not built yet',
-  options: {},
-  async run() {
-    throw new RecdistillError('E_INTERNAL', 'ablate is not built yet.');
+  description: 'CE-only vs each distillation term alone vs all terms, same small student and seeds; best distilled config chosen on validation',
+  options,
+  async run(opts, ctx) {
+    const o = opts as unknown as Opts;
+    const backend = await initBackend(opts.backend as BackendName);
+    const ds = await datasetFromFlags(opts);
+    const out = opts.out ?? join('student', `ablate-${ds.name}-${opts.teacher}`);
+    if (opts.seeds < 1) throw new RecdistillError('E_USAGE', `--seeds must be >= 1, got ${opts.seeds}.`);
+    const lambdas = { cos: opts.lambdaCos, l2: opts.lambdaL2, ms: opts.lambdaMs, kd: opts.lambdaKd, emb: opts.lambdaEmb };
+    const plan = { configs: planConfigs(opts.configs, lambdas), seeds: Array.from({ length: opts.seeds }, (_, i) => opts.seed + i) };
+    const t0 = performance.now();
+    const cache = opts.cache ?? (opts.teacher === 'seqrec' ? await seqrecTeacherCache(o, ds, out, backend, ctx.log) : await llmTeacherCache(o, ds, backend, ctx.log));
+    const manifest = readManifest(cache);
+    const teacherTest: Metrics | undefined = manifest.metrics?.test;
+    ctx.log(`ablate: cache ${cache} (teacher test ndcg@10 ${teacherTest?.['ndcg@10']?.toFixed(4) ?? '?'}); ${plan.configs.length} configs x ${plan.seeds.length} seeds`);
+    const distillBase: Record<string, unknown> = { cache };
+    for (const k of Object.keys(distillPassThrough)) distillBase[k] = o[k];
+
+    const result: AblationResult = await runAblation(plan, distillBase, {
+      log: ctx.log,
+      async train(cfg, seed, distill) {
+        const so = studentOpts(o, { seed, out: join(out, 'runs', `${cfg.name}-seed${seed}`) });
+        const hooks = distill ? await buildDistillHooks({ ...distill, seed }, ds, { dims: so.dims, blocks: so.blocks }) : undefined;
+        try {
+          const quiet: LogFn = (l) => (l.startsWith('epoch ') || l.startsWith('  epoch') ? undefined : ctx.log(l));
+          const r = await trainStudent({ ds, opts: so, outDir: so.out!, backend, hooks, log: ctx.verbose ? ctx.log : quiet });
+          return { valid: r.valid, test: r.test, seconds: r.trainSeconds, runDir: r.run };
+        } finally {
+          hooks?.dispose?.();
+        }
+      },
+    });
+    const summary: Record<string, unknown> = {
+      dataset: ds.name,
+      fingerprint: ds.fingerprint,
+      backend,
+      teacher: { kind: opts.teacher, cache, key: manifest.key, model: manifest.teacher.model, test: teacherTest ? { 'ndcg@10': teacherTest['ndcg@10'], 'hr@10': teacherTest['hr@10'] } : undefined },
+      student: { dims: opts.dims, blocks: opts.blocks, epochs: opts.epochs, lr: opts.lr, maxLen: opts.maxLen },
+      seeds: plan.seeds,
+      ce: pick(result.ce),
+      distilled: result.distilled ? pick(result.distilled) : undefined,
+      gain: result.gain,
+      chosenOn: 'validation ndcg@10 (mean over seeds)',
+      seconds: (performance.now() - t0) / 1000,
+    };
+    const header = {
+      title: `Ablation: ${ds.name}, ${opts.teacher} teacher`,
+      lines: [
+        `Student: SASRec D=${opts.dims}, ${opts.blocks} blocks, ${opts.epochs} epochs budget, lr ${opts.lr}, maxLen ${opts.maxLen}; seeds ${plan.seeds.join(', ')}; backend ${backend}.`,
+        `Teacher cache: \`${cache}\` (key ${manifest.key}). Mean ± sample std over seeds. Full ranking, history excluded.`,
+        `The distilled configuration is chosen on validation NDCG@10; test numbers are reported, never used for the choice.`,
+      ],
+      teacher: teacherTest,
+    };
+    const files = writeAblationReport(out, result, summary, header);
+    ctx.log(`ablate: wrote ${files.markdown} and ${files.json}`);
+    return { ...summary, report: files };
+  },
+  format(s) {
+    const f = (x: unknown) => (typeof x === 'number' ? x.toFixed(4) : '-');
+    const ce = s.ce as Record<string, unknown>;
+    const d = s.distilled as Record<string, unknown> | undefined;
+    const t = (s.teacher as { test?: Record<string, number> }).test;
+    return [
+      `teacher test ndcg@10 ${f(t?.['ndcg@10'])} hr@10 ${f(t?.['hr@10'])}`,
+      `ce        test ndcg@10 ${f(ce['ndcg@10.mean'])} ± ${f(ce['ndcg@10.std'])} hr@10 ${f(ce['hr@10.mean'])}`,
+      d ? `distilled (${String(d.name)}, chosen on valid) test ndcg@10 ${f(d['ndcg@10.mean'])} ± ${f(d['ndcg@10.std'])} hr@10 ${f(d['hr@10.mean'])}` : 'no distilled config',
+      `gain ${(Number(s.gain) * 100).toFixed(1)}% relative test NDCG@10`,
+      `report ${(s.report as { markdown: string }).markdown}`,
+    ].join('\n');
   },
 });

@@ -72,12 +72,13 @@ export function decodeFileBytes(buf: Uint8Array, where: string): DecodedSafetens
   return decodeSafetensors(plain, where);
 }
 
-/** Read a finished shard left by an earlier (possibly killed) run: rows and sha256. Renames are atomic, so a file that exists is whole. */
+/**
+ * Read a finished file left by an earlier (possibly killed) run: its sha256, tensors and rows (length of the
+ * `user` tensor; 0 for files without one, e.g. items or head). Renames are atomic, so a file that exists is whole.
+ */
 export function readFinishedShard(dir: string, file: string): { rows: number; sha256: string; tensors: Record<string, STTensor> } {
   const path = join(dir, file);
   const buf = readFileSync(path);
   const { tensors } = decodeFileBytes(buf, path);
-  const user = tensors.user;
-  if (!user) throw new RecdistillError('E_INPUT', `${path}: no "user" tensor; delete the file to recompute it.`);
-  return { rows: user.shape[0] ?? 0, sha256: sha256(buf), tensors };
+  return { rows: tensors.user?.shape[0] ?? 0, sha256: sha256(buf), tensors };
 }

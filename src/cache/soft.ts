@@ -5,7 +5,7 @@ import { splitUser } from '../data/split.js';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { evaluateRanking, type ScoreBatch } from '../eval/evaluate.js';
-import { fitHead, headLogits, initHead, rowMean, softLabelsFromLogits, type HeadParams } from '../teacher/head.js';
+import { fitHead, headLogits, initHead, softLabelsFromLogits, standardise, type HeadParams } from '../teacher/head.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { progress, type LogFn } from '../util/progress.js';
 import { encodeSafetensors } from '../util/safetensors.js';
@@ -65,7 +65,8 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
       weight.dispose();
       bias.dispose();
     };
-    rowLogits = async (_u, positions, hidden) => headLogits({ weight, bias }, layerRows(hidden, positions.length, L, H, li), positions.length, H);
+    const { mean, std } = headInputStats(reader, li, H);
+    rowLogits = async (_u, positions, hidden) => headLogits({ weight, bias }, standardise(layerRows(hidden, positions.length, L, H, li), H, mean, std), positions.length, H);
   }
   save();
 
@@ -167,6 +168,13 @@ function writeStats(dir: string, reader: CacheReader, m: CacheManifest): { file:
   return { file: STATS_FILE, sha256: sha };
 }
 
+/** Per-dimension mean / std of the head's input layer (from stats.safetensors), [H] each. */
+function headInputStats(reader: CacheReader, li: number, H: number): { mean: Float32Array; std: Float32Array } {
+  const st = reader.stats();
+  if (!st) throw new RecdistillError('E_INTERNAL', `teacher cache ${reader.dir}: stats.safetensors missing before the head pass.`);
+  return { mean: st.mean.subarray(li * H, (li + 1) * H), std: st.std.subarray(li * H, (li + 1) * H) };
+}
+
 /** Training rows of the head: state after item p (layer li) -> target item p+1, for training targets only. */
 function headTrainingData(ds: PreparedDataset, reader: CacheReader, L: number, H: number, li: number): { x: Float32Array; y: Int32Array } {
   let R = 0;
@@ -200,14 +208,15 @@ async function loadOrFitHead(dir: string, ds: PreparedDataset, reader: CacheRead
   }
   const t0 = performance.now();
   const { x, y } = headTrainingData(ds, reader, L, H, li);
-  const hMean = new Float64Array(reader.stats()!.mean.subarray(li * H, (li + 1) * H));
+  const { mean, std } = headInputStats(reader, li, H);
   let hNorm = 0;
   for (let r = 0; r < y.length; r++) {
     let s = 0;
-    for (let d = 0; d < H; d++) s += (x[r * H + d]! - hMean[d]!) ** 2;
+    for (let d = 0; d < H; d++) s += (x[r * H + d]! - mean[d]!) ** 2;
     hNorm += Math.sqrt(s) / Math.max(1, y.length);
   }
-  const init = initHead(reader.itemEmbeddings(), N, H, hMean, hNorm);
+  standardise(x, H, mean, std);
+  const init = initHead(reader.itemEmbeddings(), N, H, std, hNorm);
   let params = init;
   if (m.head.kind === 'linear') {
     const query = (users: number[], split: 'valid' | 'test') => {
@@ -216,9 +225,9 @@ async function loadOrFitHead(dir: string, ds: PreparedDataset, reader: CacheRead
         const n = ds.users[u]!.items.length;
         const rows = reader.rowsForUser(u);
         const i = reader.rowIndex(rows, split === 'valid' ? n - 3 : n - 2);
-        q.set(i < 0 ? new Float32Array(hMean) : rows.hidden.subarray((i * L + li) * H, (i * L + li + 1) * H), b * H);
+        q.set(i < 0 ? mean : rows.hidden.subarray((i * L + li) * H, (i * L + li + 1) * H), b * H);
       });
-      return q;
+      return standardise(q, H, mean, std);
     };
     const fit = await fitHead({ H, numItems: N, x, y }, init, m.head, async (p) => {
       const score: ScoreBatch = async (users, split) => headLogits(p, query(users, split), users.length, H);
@@ -228,7 +237,13 @@ async function loadOrFitHead(dir: string, ds: PreparedDataset, reader: CacheRead
     m.head.bestEpoch = fit.bestEpoch;
     m.head.history = fit.history; // epoch 0 = zero-shot init, its loss is NaN (null in JSON)
   }
-  const bytes = encodeSafetensors({ weight: { dtype: 'F32', shape: [N + 1, H], data: params.weight }, bias: { dtype: 'F32', shape: [N + 1], data: params.bias } });
+  // logits = ((h - input_mean) / input_std) weight^T + bias: the file is usable on its own.
+  const bytes = encodeSafetensors({
+    weight: { dtype: 'F32', shape: [N + 1, H], data: params.weight },
+    bias: { dtype: 'F32', shape: [N + 1], data: params.bias },
+    input_mean: { dtype: 'F32', shape: [H], data: Float32Array.from(mean) },
+    input_std: { dtype: 'F32', shape: [H], data: Float32Array.from(std) },
+  });
   m.head.file = HEAD_FILE;
   m.head.sha256 = writeShard(dir, HEAD_FILE, bytes);
   m.timings.headSeconds = (performance.now() - t0) / 1000;

@@ -5,12 +5,13 @@ import type { LogFn } from '../util/progress.js';
 
 /**
  * The teacher's soft-label head: a softmax layer over items read from one tapped hidden state,
- * logits = h W^T + b with W [N+1, H], b [N+1].
+ * logits = x W^T + b with x = (h - mean) / std the standardised state (per dimension, stats over the cache:
+ * LLM residual streams have a few huge dimensions that would otherwise dominate), W [N+1, H], b [N+1].
  *
  * Initialisation (= the zero-shot head): centred, scaled similarity between the state and the item text
- * embeddings, W0 = c (E - mean(E)), b0 = -W0 mean(h), so logits_i = c (h - mean h) . (e_i - mean e).
+ * embeddings, W0[i, d] = c (E[i, d] - mean(E)[d]) std[d], b0 = 0, so logits_i = c (h - mean) . (e_i - mean e).
  * Centring removes the large shared direction LLM states have (every cosine near 1 otherwise); c makes a
- * typical logit |c ||h - mh|| ||e - me||| equal INIT_SCALE, i.e. the softmax starts at temperature
+ * typical logit c ||h - mean|| ||e - me|| equal INIT_SCALE, i.e. the softmax starts at temperature
  * 1 / INIT_SCALE on a cosine-like score. Training (Adam on cross-entropy over training positions only)
  * starts from there; epoch 0 (no training) takes part in model selection, so a head that does not beat
  * the zero-shot similarity on validation NDCG@10 falls back to it.
@@ -22,6 +23,15 @@ export interface HeadParams {
   weight: Float32Array;
   /** [N+1] */
   bias: Float32Array;
+}
+
+/** Standardise rows in place: x[r, d] = (x[r, d] - mean[d]) / std[d] (std clamped at 1e-6). x [R, H]. */
+export function standardise(x: Float32Array, H: number, mean: ArrayLike<number>, std: ArrayLike<number>): Float32Array {
+  for (let i = 0; i < x.length; i++) {
+    const d = i % H;
+    x[i] = (x[i]! - mean[d]!) / Math.max(std[d]!, 1e-6);
+  }
+  return x;
 }
 
 export interface HeadTrainConfig {
@@ -37,7 +47,7 @@ export interface HeadTrainData {
   H: number;
   /** Number of items N (ids 1..N). */
   numItems: number;
-  /** [R, H] training states (the state after item p). */
+  /** [R, H] standardised training states (the state after item p). */
   x: Float32Array;
   /** [R] targets: item p+1, a training item. */
   y: Int32Array;
@@ -61,26 +71,22 @@ function meanCentredNorm(x: Float32Array, R: number, H: number, mean: Float64Arr
   return total / Math.max(1, R - from);
 }
 
-/** The zero-shot head (also the linear head's starting point). itemEmb [N+1, H], hMean [H], hNorm = mean ||h - hMean||. */
-export function initHead(itemEmb: Float32Array, N: number, H: number, hMean: Float64Array, hNorm: number): HeadParams {
+/**
+ * The zero-shot head (also the linear head's starting point) on standardised inputs. itemEmb [N+1, H];
+ * hMean, hStd [H] the input statistics; hNorm = mean ||h - hMean|| over the training rows.
+ */
+export function initHead(itemEmb: Float32Array, N: number, H: number, hStd: ArrayLike<number>, hNorm: number): HeadParams {
   const eMean = rowMean(itemEmb, N + 1, H, 1);
   const eNorm = meanCentredNorm(itemEmb, N + 1, H, eMean, 1);
   const c = INIT_SCALE / Math.max(hNorm * eNorm, 1e-12);
   const weight = new Float32Array((N + 1) * H);
-  const bias = new Float32Array(N + 1);
   for (let i = 1; i <= N; i++) {
-    let b = 0;
-    for (let d = 0; d < H; d++) {
-      const w = c * (itemEmb[i * H + d]! - eMean[d]!);
-      weight[i * H + d] = w;
-      b -= w * hMean[d]!;
-    }
-    bias[i] = b;
+    for (let d = 0; d < H; d++) weight[i * H + d] = c * (itemEmb[i * H + d]! - eMean[d]!) * Math.max(hStd[d]!, 1e-6);
   }
-  return { weight, bias };
+  return { weight, bias: new Float32Array(N + 1) };
 }
 
-/** Logits for rows x [B, H] -> [B, N+1] (column 0 is padding: callers mask it). */
+/** Logits for standardised rows x [B, H] -> [B, N+1] (column 0 is padding: callers mask it). */
 export function headLogits(p: { weight: tf.Tensor2D; bias: tf.Tensor1D }, x: Float32Array, B: number, H: number): Float32Array {
   return tf.tidy(() => tf.add(tf.matMul(tf.tensor2d(x, [B, H]), p.weight, false, true), p.bias).dataSync() as Float32Array);
 }

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +20,10 @@ beforeAll(async () => {
   backend = await initBackend('cpu');
 });
 const ds = tinyDataset(60, 30, 11);
-const TSX = join(process.cwd(), 'node_modules', '.bin', 'tsx');
+// node itself with tsx as a loader: SIGKILL must hit the process doing the work (the tsx CLI would run it
+// in a grandchild that outlives the kill).
+const NODE = process.execPath;
+const LOADER = ['--import', 'tsx'];
 const CHILD = join(process.cwd(), 'test', 'cache', 'fixtures', 'run-fake.ts');
 const shardFiles = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
 const sameBytes = (a: string, b: string) => {
@@ -39,15 +42,15 @@ describe('kill, resume, merge, verify', () => {
   it('a run killed with SIGKILL part-way resumes and writes the same bytes as an uninterrupted run', async () => {
     const dir = join(tmp, 'killed');
     // 60 users x 120 ms / 2 concurrent ~ 3.6 s of encoding: kill once two shards are on disk.
-    const child = spawn(TSX, [CHILD, dir, '120'], { stdio: 'ignore' });
+    const child = spawn(NODE, [...LOADER, CHILD, dir, '120'], { stdio: 'ignore' });
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && !(existsSync(join(dir, 'hidden-00001.safetensors')))) await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGKILL');
     expect(await exited).toBe(null); // killed, not finished
-    expect(existsSync(join(dir, 'hidden-00007.safetensors'))).toBe(false);
+    expect(existsSync(join(dir, 'hidden-00007.safetensors')), 'killed too late: pass 1 had finished').toBe(false);
     expect(readManifest(dir).complete).toBe(false);
-    const again = spawnSync(TSX, [CHILD, dir, '0'], { encoding: 'utf8' });
+    const again = spawnSync(NODE, [...LOADER, CHILD, dir, '0'], { encoding: 'utf8' });
     expect(again.status, again.stderr).toBe(0);
     const m = readManifest(dir);
     expect(m.complete).toBe(true);
@@ -57,6 +60,24 @@ describe('kill, resume, merge, verify', () => {
     expect(files.filter((f) => f.startsWith('hidden-')).length).toBe(8);
     expect(files.filter((f) => f.startsWith('soft-')).length).toBe(8);
     expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('a soft-label pass stopped after the head and 3 soft shards resumes (head reloaded) to the same bytes', async () => {
+    const dir = join(tmp, 'pass2');
+    cpSync(ref, dir, { recursive: true });
+    const m = readManifest(dir);
+    for (const s of m.shards) {
+      if (s.index >= 3) rmSync(join(dir, s.soft!.file));
+      delete s.soft;
+    }
+    delete m.metrics;
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ ...m, complete: false, stage: 'hidden' }));
+    const headBytes = readFileSync(join(dir, 'head.safetensors'));
+    await runPass2(dir, ds, { log: () => {}, backend });
+    expect(readFileSync(join(dir, 'head.safetensors')).equals(headBytes)).toBe(true);
+    expect(readManifest(dir).complete).toBe(true);
+    sameBytes(ref, dir);
+    expect(readManifest(dir).metrics).toEqual(readManifest(ref).metrics);
   });
 
   it('merging slices 0/3, 1/3, 2/3 then the soft-label pass equals a single full run', async () => {

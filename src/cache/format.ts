@@ -61,6 +61,8 @@ export interface HeadConfig {
   batchSize: number;
   patience: number;
   seed: number;
+  /** Training rows sampled per epoch (0 = all). */
+  rowsPerEpoch?: number;
 }
 
 export interface RankingSummary {
@@ -104,6 +106,15 @@ export interface KeyInputs {
 
 export function cacheKey(inputs: KeyInputs): string {
   return sha256(stableStringify({ format: CACHE_FORMAT, version: CACHE_VERSION, ...inputs })).slice(0, 12);
+}
+
+/**
+ * Hash of what pass 1 (hidden states, item embeddings) depends on: caches that differ only in soft-label /
+ * head options share their pass-1 shards, so a new --top-k or --head reuses them instead of re-running the LLM.
+ */
+export function pass1Key(m: Pick<CacheManifest, 'dataset' | 'teacher' | 'layout'>): string {
+  const inputs = { fingerprint: m.dataset.fingerprint, teacher: m.teacher, hiddenDtype: m.layout.hiddenDtype, usersPerShard: m.layout.usersPerShard };
+  return sha256(stableStringify({ format: CACHE_FORMAT, version: CACHE_VERSION, pass1: inputs })).slice(0, 12);
 }
 
 /** Folder name for a teacher: kind + the model's last path component, filesystem-safe. */

@@ -41,6 +41,8 @@ export interface HeadTrainConfig {
   /** Stop after this many epochs without a better validation NDCG@10. */
   patience: number;
   seed: number;
+  /** Training rows drawn (seeded, without replacement) per epoch; 0 = all. Bounds an epoch's cost. */
+  rowsPerEpoch?: number;
 }
 
 export interface HeadTrainData {
@@ -120,10 +122,11 @@ export async function fitHead(
     for (let epoch = 1; epoch <= cfg.epochs && R > 0; epoch++) {
       const t0 = performance.now();
       shuffle(order, rng);
+      const rows = cfg.rowsPerEpoch && cfg.rowsPerEpoch > 0 ? Math.min(R, cfg.rowsPerEpoch) : R;
       let lossSum = 0;
       let batches = 0;
-      for (let s = 0; s < R; s += cfg.batchSize) {
-        const B = Math.min(cfg.batchSize, R - s);
+      for (let s = 0; s < rows; s += cfg.batchSize) {
+        const B = Math.min(cfg.batchSize, rows - s);
         const xb = new Float32Array(B * H);
         const yb = new Int32Array(B);
         for (let i = 0; i < B; i++) {

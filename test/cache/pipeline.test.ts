@@ -96,6 +96,19 @@ describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
     expect(s.complete).toBe(true);
   });
 
+  it('changing only soft-label options reuses the pass-1 shards of a sibling cache (no teacher calls)', async () => {
+    const e = enc();
+    const dir = join(tmp, 'k3');
+    const s = await runTeacherCache(e, ds, opts(dir, { k: 3 }));
+    expect(e.calls).toBe(0);
+    expect(s.complete).toBe(true);
+    expect(readManifest(dir).key).not.toBe(readManifest(join(tmp, 'full')).key);
+    for (const f of ['hidden-00000.safetensors', 'hidden-00002.safetensors', 'items.safetensors']) {
+      expect(readFileSync(join(dir, f)).equals(readFileSync(join(tmp, 'full', f)))).toBe(true);
+    }
+    expect(openCache(dir, { fingerprint: ds.fingerprint }).rowsForUser(7).topkIndex!.length).toBe(3 * (ds.users[7]!.items.length - 1));
+  });
+
   it('zero-shot head: no training, metrics still recorded', async () => {
     const s = await runTeacherCache(enc(), ds, opts(join(tmp, 'zs'), { head: { kind: 'zeroshot', layer: -1, epochs: 0, lr: 0, batchSize: 1, patience: 1, seed: 0 } }));
     expect(s.complete).toBe(true);

@@ -117,7 +117,7 @@ describe('teacher cache pass 1 + reader', () => {
   it('a prompt budget leaves early positions out; rows say which positions exist', async () => {
     const dir = join(tmp, 'budget');
     const e2 = fakeEncoder({ numItems: 30, H: 6, layers: [0, 2], budget: 4 });
-    await runPass1(e2, ds, base(dir));
+    await runPass1(e2, ds, base(dir, { teacherOptions: { budget: 4 } })); // the budget changes the states: it is in the key
     const reader = openCache(dir, { fingerprint: ds.fingerprint, requireComplete: false });
     const u = ds.users.findIndex((s) => s.items.length >= 8);
     const n = ds.users[u]!.items.length;

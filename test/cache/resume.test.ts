@@ -40,7 +40,7 @@ describe('kill, resume, merge, verify', () => {
   });
 
   it('a run killed with SIGKILL part-way resumes and writes the same bytes as an uninterrupted run', async () => {
-    const dir = join(tmp, 'killed');
+    const dir = join(tmp, 'kill', 'killed'); // no sibling caches: nothing to reuse, everything to resume
     // 60 users x 120 ms / 2 concurrent ~ 3.6 s of encoding: kill once two shards are on disk.
     const child = spawn(NODE, [...LOADER, CHILD, dir, '120'], { stdio: 'ignore' });
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));

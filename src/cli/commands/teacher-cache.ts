@@ -23,10 +23,11 @@ const options = defineOptions({
   temperature: { type: 'number', help: 'soft labels: softmax temperature T', default: 1 },
   head: { type: 'string', help: 'soft-label head (llm): linear (fitted on cached features) or zeroshot (h . item embedding)', default: 'linear', choices: ['linear', 'zeroshot'] },
   headLayer: { type: 'int', help: 'index into the tapped layers the head reads (-1 = last)', default: -1 },
-  headEpochs: { type: 'int', help: 'linear head: max epochs (early stop on validation NDCG@10)', default: 20 },
+  headEpochs: { type: 'int', help: 'linear head: max epochs (early stop on validation NDCG@10)', default: 10 },
+  headRowsPerEpoch: { type: 'int', help: 'linear head: training positions sampled per epoch (0 = all)', default: 32768 },
   headLr: { type: 'number', help: 'linear head: Adam learning rate', default: 0.01 },
   headBatch: { type: 'int', help: 'linear head: batch size', default: 256 },
-  headPatience: { type: 'int', help: 'linear head: epochs without a better validation NDCG@10 before stopping', default: 3 },
+  headPatience: { type: 'int', help: 'linear head: epochs without a better validation NDCG@10 before stopping', default: 2 },
   seed: { type: 'int', help: 'seed of the head training (shuffles)', default: 42 },
   backend: { type: 'string', help: 'tfjs backend for the head / seqrec teacher', default: 'auto', choices: BACKEND_CHOICES },
   overheadSample: { type: 'int', help: 'llm teacher: users re-run as a plain session.run loop to measure pipeline overhead (0 = skip)', default: 32 },
@@ -52,7 +53,7 @@ export default defineCommand({
       backend,
       log: ctx.log,
     };
-    const head = { layer: o.headLayer, epochs: o.headEpochs, lr: o.headLr, batchSize: o.headBatch, patience: o.headPatience, seed: o.seed };
+    const head = { layer: o.headLayer, epochs: o.headEpochs, lr: o.headLr, batchSize: o.headBatch, patience: o.headPatience, seed: o.seed, rowsPerEpoch: o.headRowsPerEpoch };
     if (o.teacher === 'seqrec') {
       if (!o.studentRun) throw new RecdistillError('E_USAGE', '--teacher seqrec needs --student-run DIR (a student:train run folder).');
       const { loadSeqrecTeacher } = await import('../../teacher/seqrec.js');

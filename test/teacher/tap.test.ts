@@ -33,6 +33,17 @@ describe('graph scan', () => {
     expect(s.externalData).toEqual([]);
   });
 
+  it('falls back to the last top-level residual Add of each block for other exporters', () => {
+    const names = ['/backbone/blocks.0/Add_output_0', '/backbone/blocks.0/attn/Add_output_0', '/backbone/blocks.0/Add_1_output_0', '/backbone/blocks.0/Add_2_output_0',
+      '/backbone/blocks.1/Add_output_0', '/backbone/blocks.1/Add_1_output_0', '/backbone/blocks.1/Add_2_output_0', 'logits'];
+    const scan = { nodeOutputs: names, nodeOps: names.map(() => 'Add'), inputs: [], outputs: [], externalData: [] };
+    expect(resolveTapNames(scan, 2, [1, 0])).toEqual({ names: ['/backbone/blocks.1/Add_2_output_0', '/backbone/blocks.0/Add_2_output_0'], pattern: '/backbone/blocks.{i}/Add_2_output_0' });
+    // A block without that add: no guess, an error naming --tap-pattern.
+    const partial = { ...scan, nodeOutputs: names.filter((n) => n !== '/backbone/blocks.1/Add_2_output_0') };
+    partial.nodeOps = partial.nodeOutputs.map(() => 'Add');
+    expect(() => resolveTapNames(partial, 2, [0])).toThrow(/--tap-pattern/);
+  });
+
   it('appended output bytes merge into the graph (protobuf field merge)', () => {
     const bytes = Buffer.concat([readFileSync(modelPath), tapBytes(['/model/layers.0/Add_1_output_0'], 1)]);
     const p = join(m.dir, 'onnx', 'tapped-copy.onnx');

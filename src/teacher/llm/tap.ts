@@ -59,12 +59,41 @@ export function resolveTapNames(scan: GraphScan, numLayers: number, layers: numb
     const all = Array.from({ length: numLayers }, (_, i) => p.replaceAll('{i}', String(i)));
     if (all.every((n) => have.has(n))) return { names: layers.map((l) => all[l]!), pattern: p };
   }
+  if (!pattern) {
+    const guessed = guessPattern(scan, numLayers);
+    if (guessed) return { names: layers.map((l) => guessed.replaceAll('{i}', String(l))), pattern: guessed };
+  }
   const sample = scan.nodeOutputs.filter((n) => /layers?\.?\d+|\/h\.\d+/.test(n) && /Add/.test(n)).slice(0, 8);
   throw new RecdistillError(
     'E_INPUT',
     `cannot find the per-layer residual-stream tensors in this ONNX graph (${numLayers} layers) under ${candidates.map((c) => `"${c}"`).join(', ')}. ` +
       `Pass --tap-pattern with "{i}" for the layer index. Some candidate tensors in the graph: ${sample.join(', ') || '(none with "layers" + "Add")'}.`,
   );
+}
+
+/**
+ * Fallback for exporters with other module paths: top-level residual adds of each block
+ * (`<prefix>layers.{i}/Add[_k]_output_0`); the block output is the last one, so take the largest k,
+ * provided every block has it. The caller logs the chosen names.
+ */
+function guessPattern(scan: GraphScan, numLayers: number): string | undefined {
+  const re = /^(.*\/(?:layers|h|blocks?|layer)\.)(\d+)\/Add(?:_(\d+))?_output_0$/;
+  const byPrefix = new Map<string, Map<number, number>>(); // prefix -> layer -> max k
+  scan.nodeOutputs.forEach((name, i) => {
+    const m = re.exec(name);
+    if (!m || scan.nodeOps[i] !== 'Add') return;
+    const layer = Number(m[2]);
+    const k = m[3] === undefined ? 0 : Number(m[3]);
+    const per = byPrefix.get(m[1]!) ?? new Map<number, number>();
+    per.set(layer, Math.max(per.get(layer) ?? -1, k));
+    byPrefix.set(m[1]!, per);
+  });
+  for (const [prefix, per] of byPrefix) {
+    const ks = new Set(Array.from({ length: numLayers }, (_, l) => per.get(l)));
+    const [k] = [...ks];
+    if (ks.size === 1 && k !== undefined) return `${prefix}{i}/${k === 0 ? 'Add' : `Add_${k}`}_output_0`;
+  }
+  return undefined;
 }
 
 /** Bytes that, appended to a model file, add `names` as graph outputs of the given element type. */

@@ -1,7 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { join } from 'node:path';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { encode, scores, type Sasrec } from '../student/model.js';
+import { sha256File } from '../util/hash.js';
 import type { TeacherEncoder } from './types.js';
 
 /**
@@ -143,7 +145,24 @@ export function seqrecTeacher(model: SeqrecModel, info: { model: string; weights
   };
 }
 
-/** Load a student:train run folder as a teacher (needs the student engineer's serve API). */
-export async function loadSeqrecTeacher(dir: string, _ds: PreparedDataset, _o: { layers: string }): Promise<SeqrecTeacher> {
-  throw new RecdistillError('E_INTERNAL', `--teacher seqrec: loading the run folder ${dir} needs src/student/serve.ts, which has not landed yet.`);
+/**
+ * Load a student:train run folder (model.safetensors + config in its metadata) as a teacher. Refuses a run
+ * trained on another dataset (fingerprint). The weights hash goes into the cache key.
+ */
+export async function loadSeqrecTeacher(dir: string, ds: PreparedDataset, o: { layers: string }): Promise<SeqrecTeacher> {
+  const { loadStudent } = await import('../student/serve.js');
+  const s = await loadStudent(dir);
+  try {
+    if (s.info.fingerprint && s.info.fingerprint !== ds.fingerprint) {
+      throw new RecdistillError('E_MISMATCH', `student run ${dir} was trained on dataset fingerprint ${s.info.fingerprint}, the dataset in use has ${ds.fingerprint}; train the seqrec teacher on this dataset.`);
+    }
+    if (s.info.config.numItems !== ds.items.length - 1) {
+      throw new RecdistillError('E_MISMATCH', `student run ${dir} scores ${s.info.config.numItems} items, the dataset has ${ds.items.length - 1}.`);
+    }
+    const weightsHash = await sha256File(join(dir, 'model.safetensors'));
+    return seqrecTeacher(sasrecModel(s.model), { model: dir, weightsHash, layers: o.layers, dispose: () => s.dispose() });
+  } catch (e) {
+    s.dispose();
+    throw e;
+  }
 }

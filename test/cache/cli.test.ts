@@ -1,0 +1,75 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { initBackend } from '../../src/backend/index.js';
+import { openCache } from '../../src/cache/reader.js';
+import { verifyCache } from '../../src/cache/verify.js';
+import { main } from '../../src/cli/main.js';
+import { datasetFromFlags, datasetOptions } from '../../src/data/options.js';
+import { resolveOptions } from '../../src/config/options.js';
+import { tensorsOf, writeTensors } from '../../src/student/checkpoint.js';
+import { createSasrec, disposeModel } from '../../src/student/model.js';
+import { writeTinyModel, TINY_DEFAULTS } from '../../src/teacher/tiny/index.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'recdistill-cachecli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+const DATA = ['--dataset', 'synthetic', '--synthetic-users', '30', '--synthetic-items', '40', '--synthetic-min-len', '4', '--synthetic-max-len', '9'];
+
+/** Run the CLI in-process; return the exit code and the JSON summary (last stdout line). */
+async function cli(args: string[]): Promise<{ code: number; summary: Record<string, unknown> }> {
+  const out: string[] = [];
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => (out.push(String(s)), true));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    const code = await main([...args, '--json']);
+    const last = out.join('').trim().split('\n').pop() ?? '{}';
+    return { code, summary: code === 0 ? (JSON.parse(last) as Record<string, unknown>) : {} };
+  } finally {
+    spy.mockRestore();
+    err.mockRestore();
+  }
+}
+
+describe('teacher:cache command, end to end (offline)', () => {
+  it('llm teacher: the tiny ONNX model through the real loader; summary keys; verify passes', async () => {
+    const model = join(tmp, 'tiny');
+    writeTinyModel({ ...TINY_DEFAULTS, out: model, layers: 2, hidden: 32, heads: 2, merges: 200 });
+    const dir = join(tmp, 'llm-cache');
+    const { code, summary } = await cli(['teacher:cache', ...DATA, '--model', model, '--dtype', 'fp32', '--layers', '0,-1', '--max-prompt-tokens', '512', '--out', dir, '--top-k', '5', '--head-epochs', '2', '--users-per-shard', '16', '--backend', 'cpu', '--overhead-sample', '4']);
+    expect(code).toBe(0);
+    for (const k of ['cache', 'rows', 'shards', 'seconds', 'promptsPerSec', 'tokensPerSec', 'valid', 'test']) expect(summary, k).toHaveProperty(k);
+    expect(summary.shards).toBe(2);
+    expect((summary.test as Record<string, number>)['ndcg@10']).toBeGreaterThanOrEqual(0);
+    expect(summary.tokensPerSec as number).toBeGreaterThan(0);
+    expect(typeof summary.overhead).toBe('number');
+    expect(verifyCache(dir).problems).toEqual([]);
+    expect((await cli(['teacher:verify', '--cache', dir])).code).toBe(0);
+    const ds = await datasetFromFlags(resolveOptions(datasetOptions, { flags: { dataset: 'synthetic', syntheticUsers: 30, syntheticItems: 40, syntheticMinLen: 4, syntheticMaxLen: 9 } }));
+    const r = openCache(dir, { fingerprint: ds.fingerprint });
+    expect(r.layers).toEqual([0, 1]);
+    expect(r.hiddenSize).toBe(32);
+    const rows = r.rowsForUser(3);
+    expect(rows.positions.length).toBe(ds.users[3]!.items.length - 1);
+    expect(rows.hidden.length).toBe(rows.positions.length * 2 * 32);
+  });
+
+  it('seqrec teacher: a student run folder as teacher, own soft labels; --shard with seqrec is refused', async () => {
+    await initBackend('cpu');
+    const ds = await datasetFromFlags(resolveOptions(datasetOptions, { flags: { dataset: 'synthetic', syntheticUsers: 30, syntheticItems: 40, syntheticMinLen: 4, syntheticMaxLen: 9 } }));
+    const config = { numItems: ds.items.length - 1, maxLen: 8, dims: 8, blocks: 2, heads: 2, dropout: 0, attnDropout: 0, ffnDims: 8 };
+    const m = createSasrec(config, 2);
+    const run = join(tmp, 'run');
+    writeTensors(join(run, 'model.safetensors'), tensorsOf(m.params), { format: 'recdistill-sasrec-1', config: JSON.stringify(config), dataset: ds.name, fingerprint: ds.fingerprint });
+    disposeModel(m);
+    const dir = join(tmp, 'seqrec-cache');
+    const { code, summary } = await cli(['teacher:cache', ...DATA, '--teacher', 'seqrec', '--student-run', run, '--layers', '0,-1', '--out', dir, '--top-k', '4', '--backend', 'cpu']);
+    expect(code).toBe(0);
+    expect(summary.complete).toBe(true);
+    const r = openCache(dir, { fingerprint: ds.fingerprint });
+    expect(r.manifest.teacher.kind).toBe('seqrec');
+    expect(r.manifest.softLabels.head).toBe('teacher');
+    expect(r.rowsForUser(0).topkIndex!.length).toBe(4 * (ds.users[0]!.items.length - 1));
+    expect((await cli(['teacher:cache', ...DATA, '--teacher', 'seqrec', '--student-run', run, '--out', join(tmp, 'x'), '--shard', '0/2', '--backend', 'cpu'])).code).toBe(2);
+  });
+});

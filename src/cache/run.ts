@@ -2,7 +2,8 @@ import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import type { TeacherEncoder } from '../teacher/types.js';
 import type { LogFn } from '../util/progress.js';
-import { runPass1, type Pass1Options } from './build.js';
+import { initialManifest, runPass1, type Pass1Options } from './build.js';
+import { lockCacheDir } from './lock.js';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { MANIFEST_FILE, type CacheManifest, type HeadConfig, type HiddenDtype } from './format.js';
@@ -88,6 +89,16 @@ export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDatas
     teacherOptions: o.teacherOptions,
     log: o.log,
   };
+  const { dir } = initialManifest(encoder, ds, p1);
+  const unlock = lockCacheDir(dir);
+  try {
+    return await runLocked(encoder, ds, o, p1, t0);
+  } finally {
+    unlock();
+  }
+}
+
+async function runLocked(encoder: TeacherEncoder, ds: PreparedDataset, o: CacheRunOptions, p1: Pass1Options, t0: number): Promise<CacheSummary> {
   const r1 = await runPass1(encoder, ds, p1);
   let manifest = r1.manifest;
   if (o.plainLoop && (o.overheadSample ?? 0) > 0 && r1.encodedUsers > 0 && r1.tokens > 0) {

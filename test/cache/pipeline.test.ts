@@ -1,4 +1,5 @@
-import { readFileSync, readdirSync, rmSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -107,6 +108,16 @@ describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
       expect(readFileSync(join(dir, f)).equals(readFileSync(join(tmp, 'full', f)))).toBe(true);
     }
     expect(openCache(dir, { fingerprint: ds.fingerprint }).rowsForUser(7).topkIndex!.length).toBe(3 * (ds.users[7]!.items.length - 1));
+  });
+
+  it('one writer per cache directory: a live lock holder is refused, a dead one is taken over', async () => {
+    const dir = join(tmp, 'locked');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, '.lock'), `${process.pid}@${hostname()}`);
+    await expect(runTeacherCache(enc(), ds, opts(dir))).rejects.toThrow(/being written by another process \(pid \d+\)/);
+    writeFileSync(join(dir, '.lock'), `999999999@${hostname()}`);
+    expect((await runTeacherCache(enc(), ds, opts(dir))).complete).toBe(true);
+    expect(existsSync(join(dir, '.lock'))).toBe(false);
   });
 
   it('zero-shot head: no training, metrics still recorded', async () => {

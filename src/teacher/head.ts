@@ -88,6 +88,17 @@ export function initHead(itemEmb: Float32Array, N: number, H: number, hStd: Arra
   return { weight, bias: new Float32Array(N + 1) };
 }
 
+/** log((count_i + 1) / (R + N)) of each item among the targets y, centred over items 1..N; [N+1], 0 for padding. */
+export function logPopularity(y: Int32Array, N: number): Float32Array {
+  const c = new Float64Array(N + 1);
+  for (let r = 0; r < y.length; r++) c[y[r]!]! += 1;
+  const out = new Float32Array(N + 1);
+  let mean = 0;
+  for (let i = 1; i <= N; i++) mean += Math.log((c[i]! + 1) / (y.length + N)) / N;
+  for (let i = 1; i <= N; i++) out[i] = Math.log((c[i]! + 1) / (y.length + N)) - mean;
+  return out;
+}
+
 /** Logits for standardised rows x [B, H] -> [B, N+1] (column 0 is padding: callers mask it). */
 export function headLogits(p: { weight: tf.Tensor2D; bias: tf.Tensor1D }, x: Float32Array, B: number, H: number): Float32Array {
   return tf.tidy(() => tf.add(tf.matMul(tf.tensor2d(x, [B, H]), p.weight, false, true), p.bias).dataSync() as Float32Array);
@@ -108,7 +119,9 @@ export async function fitHead(
   const R = data.y.length;
   if (data.x.length !== R * H) throw new RecdistillError('E_INTERNAL', `head: x has ${data.x.length} values, expected ${R} x ${H}.`);
   const weight = tf.variable(tf.tensor2d(init.weight, [N + 1, H]), true, 'head_weight');
-  const bias = tf.variable(tf.tensor1d(init.bias), true, 'head_bias');
+  // Training starts from the zero-shot weights plus a log-popularity bias over the training targets (the
+  // strongest single signal in most logs); epoch 0 itself is evaluated as the pure zero-shot head.
+  const bias = tf.variable(tf.tensor1d(logPopularity(data.y, N)), true, 'head_bias');
   const p = { weight: weight as tf.Tensor2D, bias: bias as tf.Tensor1D };
   const opt = tf.train.adam(cfg.lr);
   const rng = makeRng(cfg.seed);

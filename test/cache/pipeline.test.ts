@@ -7,7 +7,7 @@ import { initBackend } from '../../src/backend/index.js';
 import { readManifest } from '../../src/cache/format.js';
 import { openCache } from '../../src/cache/reader.js';
 import { runTeacherCache, type CacheRunOptions } from '../../src/cache/run.js';
-import { softLabelsFromLogits } from '../../src/teacher/head.js';
+import { logPopularity, softLabelsFromLogits } from '../../src/teacher/head.js';
 import { fakeEncoder, tinyDataset } from './fixtures.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-pipe-'));
@@ -43,6 +43,16 @@ describe('soft labels', () => {
   });
 });
 
+describe('head initialisation', () => {
+  it('log-popularity bias: log((count + 1) / (R + N)), centred over items (hand-computed)', () => {
+    const b = logPopularity(Int32Array.from([1, 1, 2]), 3);
+    const raw = [Math.log(3 / 6), Math.log(2 / 6), Math.log(1 / 6)];
+    const mean = (raw[0]! + raw[1]! + raw[2]!) / 3;
+    expect(b[0]).toBe(0);
+    for (let i = 0; i < 3; i++) expect(b[i + 1]).toBeCloseTo(raw[i]! - mean, 6);
+  });
+});
+
 describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
   const ds = tinyDataset(40, 30);
   const enc = () => fakeEncoder({ numItems: 30, H: 8, layers: [1, 3] });
@@ -56,7 +66,9 @@ describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
     expect(s.valid!['ndcg@10']).toBeGreaterThan(0);
     expect(s.test!['hr@10']).toBeGreaterThanOrEqual(0);
     const m = readManifest(dir);
-    expect(m.head.bestEpoch).toBeGreaterThanOrEqual(0);
+    // The fake teacher's states determine the next item well: training must beat the zero-shot epoch 0.
+    expect(m.head.bestEpoch).toBeGreaterThan(0);
+    expect(m.head.history![m.head.bestEpoch!]!.validNdcg10).toBeGreaterThan(m.head.history![0]!.validNdcg10 + 0.05);
     expect(m.head.history!.length).toBeGreaterThanOrEqual(2);
     const r = openCache(dir, { fingerprint: ds.fingerprint });
     expect(r.hasSoftLabels).toBe(true);

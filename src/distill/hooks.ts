@@ -6,7 +6,7 @@ import { RecdistillError } from '../errors.js';
 import type { HooksFactory, StepContext, TrainHooks } from '../student/hooks.js';
 import { parseAlign, type AlignPair } from './align.js';
 import { createBalancer, type BalanceMode } from './balance.js';
-import { crossEntropy, cosineDistance, embeddingDistance, gatherRows, klTopK, l2Distance, rankingLoss, rankingWeights, topKMembership } from './losses.js';
+import { crossEntropy, cosineDistance, embeddingDistance, klTopK, l2Distance, rankingLoss, rankingWeights, topKMembership } from './losses.js';
 import { activeLambdas, distillOptions, type DistillFlags, type TermName } from './options.js';
 import { computeStats, lookupTeacherBatch } from './teacher-batch.js';
 
@@ -126,11 +126,21 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
     return out as Record<string, tf.Scalar>;
   };
 
+  // Student logits at the teacher's top-K, [M, K]: h . E[i_k]. The student scores are h . E^T (the output layer
+  // shares the item embeddings, src/student/hooks.ts), so gathering K rows of E costs M*K*D instead of the
+  // M*(N+1)*D of full scores, and its gradient is a K-row scatter instead of a dense [M, N+1] one.
+  const logitsAtK = (ctx: StepContext, h: tf.Tensor2D, idxT: tf.Tensor2D, M: number): tf.Tensor2D => {
+    const eK = tf.reshape(tf.gather(ctx.itemEmbeddings, tf.reshape(idxT, [M * K])), [M, K, D]); // [M, K, D]
+    return tf.sum(tf.mul(tf.expandDims(h, 1), eK), -1) as tf.Tensor2D; // [M, K]
+  };
+
   const kdTerm = (ctx: StepContext, h: tf.Tensor2D, idx: Int32Array, prob: Float32Array, M: number): tf.Scalar => {
-    const scores = ctx.scores(h) as tf.Tensor2D; // [M, N+1]
     const idxT = tf.tensor2d(idx, [M, K], 'int32');
-    if (f.kd === 'kl') return klTopK(gatherRows(scores, idxT), tf.tensor2d(prob, [M, K]), f.kdTemperature, reader.temperature);
-    // Ranking (DLLM2Rec): padding item 0 never competes; agreement with the student's own top-K is a constant weight.
+    const sK = logitsAtK(ctx, h, idxT, M); // [M, K]
+    if (f.kd === 'kl') return klTopK(sK, tf.tensor2d(prob, [M, K]), f.kdTemperature, reader.temperature);
+    // Ranking (DLLM2Rec) needs the full softmax: log p(i_k) = s_k - logsumexp(s) with padding item 0 masked out;
+    // agreement with the student's own top-K is a constant weight (no gradient through topk).
+    const scores = ctx.scores(h) as tf.Tensor2D; // [M, N+1]
     const masked = tf.add(scores, tf.mul(tf.oneHot(tf.tensor1d([0], 'int32'), scores.shape[1]), -1e9)) as tf.Tensor2D;
     const studentTop = tf.topk(masked, K).indices.dataSync() as Int32Array;
     const w = rankingWeights(prob, topKMembership(studentTop, K, idx, K), K, {
@@ -139,7 +149,8 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
       gammaConfidence: f.gammaConfidence,
       gammaConsistency: f.gammaConsistency,
     });
-    return rankingLoss(gatherRows(tf.logSoftmax(masked) as tf.Tensor2D, idxT), tf.tensor2d(w, [M, K]));
+    const logp = tf.sub(sK, tf.logSumExp(masked, -1, true)) as tf.Tensor2D; // [M, K]
+    return rankingLoss(logp, tf.tensor2d(w, [M, K]));
   };
 
   return {

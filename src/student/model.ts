@@ -129,19 +129,16 @@ export function dropout(x: tf.Tensor, rate: number, rng: Rng | undefined): tf.Te
   return tf.mul(x, tf.tensor(mask, x.shape, 'float32'));
 }
 
-/** Additive attention bias [B, 1, L, L]: -1e9 on future keys and on padding keys, else 0. */
+/**
+ * Additive attention bias [B, 1, L, L]: -1e9 on future keys and on padding keys, else 0. Built as a causal
+ * [1, 1, L, L] constant plus a per-row padding-key bias [B, 1, 1, L], so the JS work is O(L^2 + B L), not O(B L^2).
+ */
 export function attentionBias(items: Int32Array, B: number, L: number): tf.Tensor4D {
-  const bias = new Float32Array(B * L * L);
-  for (let b = 0; b < B; b++) {
-    let start = 0; // first non-padding slot (sequences are left-padded)
-    while (start < L && items[b * L + start] === 0) start++;
-    const base = b * L * L;
-    for (let i = 0; i < L; i++) {
-      const row = base + i * L;
-      for (let j = 0; j < L; j++) if (j > i || j < start) bias[row + j] = -1e9;
-    }
-  }
-  return tf.tensor4d(bias, [B, 1, L, L]);
+  const causal = new Float32Array(L * L);
+  for (let i = 0; i < L; i++) for (let j = i + 1; j < L; j++) causal[i * L + j] = -1e9;
+  const pad = new Float32Array(B * L);
+  for (let b = 0; b < B; b++) for (let j = 0; j < L && items[b * L + j] === 0; j++) pad[b * L + j] = -1e9; // left padding
+  return tf.add(tf.tensor4d(causal, [1, 1, L, L]), tf.tensor4d(pad, [B, 1, 1, L]));
 }
 
 export interface EncodeOptions {
@@ -155,6 +152,19 @@ export interface EncodeOptions {
  * `scores` consumes. Padding rows are zero in every entry.
  */
 export function encode(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOptions = {}): tf.Tensor3D[] {
+  return run(m, items, B, L, opts, false) as tf.Tensor3D[];
+}
+
+/**
+ * Inference shortcut: the final state at the last slot only, [B, D]. The last block still attends over every
+ * key, but computes its query, attention row, feed-forward and final LayerNorm for one position instead of L
+ * (the serving and evaluation path; equals encode(...)[last][:, L - 1]).
+ */
+export function encodeLast(m: Sasrec, items: Int32Array, B: number, L: number): tf.Tensor2D {
+  return run(m, items, B, L, {}, true) as tf.Tensor2D;
+}
+
+function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOptions, lastOnly: boolean): tf.Tensor[] | tf.Tensor {
   const { dims: D, heads: H, maxLen, dropout: p, attnDropout } = m.config;
   if (L > maxLen) throw new Error(`sequence length ${L} exceeds maxLen ${maxLen}.`);
   const dh = D / H;
@@ -168,24 +178,33 @@ export function encode(m: Sasrec, items: Int32Array, B: number, L: number, opts:
   const out: tf.Tensor3D[] = [];
   for (let bi = 0; bi < m.blocks.length; bi++) {
     const blk = m.blocks[bi]!;
+    const last = bi === m.blocks.length - 1;
     // Attention sub-layer: x + Dropout(MHA(LN(x)))
     const h = tf.reshape(layerNorm(x, blk.ln1g, blk.ln1b), [B * L, D]);
     const qkv = tf.reshape(linear(h, blk.wqkv, blk.bqkv), [B, L, 3, H, dh]);
     const heads = tf.transpose(qkv, [2, 0, 3, 1, 4]); // [3, B, H, L, dh]
-    const [q, k, v] = tf.unstack(heads, 0) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
-    let att = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)), bias); // [B, H, L, L]
+    let [q, k, v] = tf.unstack(heads, 0) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+    let bb: tf.Tensor = bias;
+    if (lastOnly && last) {
+      q = tf.slice(q, [0, 0, L - 1, 0], [B, H, 1, dh]); // [B, H, 1, dh]
+      bb = tf.slice(bias, [0, 0, L - 1, 0], [B, 1, 1, L]);
+    }
+    const Lq = q.shape[2]!;
+    let att = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)), bb); // [B, H, Lq, L]
     att = dropout(tf.softmax(att), attnDropout, rng);
-    const ctx = tf.reshape(tf.transpose(tf.matMul(att, v), [0, 2, 1, 3]), [B * L, D]); // [B*L, D]
-    const a = tf.reshape(linear(ctx, blk.wo, blk.bo), [B, L, D]);
-    x = tf.add(x, dropout(a, p, rng));
+    const ctx = tf.reshape(tf.transpose(tf.matMul(att, v), [0, 2, 1, 3]), [B * Lq, D]); // [B*Lq, D]
+    const a = tf.reshape(linear(ctx, blk.wo, blk.bo), [B, Lq, D]);
+    const xq = Lq === L ? x : tf.slice(x, [0, L - 1, 0], [B, 1, D]);
+    const keepQ = Lq === L ? keep : tf.slice(keep, [0, L - 1, 0], [B, 1, 1]);
+    x = tf.add(xq, dropout(a, p, rng));
     // Feed-forward sub-layer: x + Dropout(W2 Dropout(ReLU(W1 LN(x))))
-    const h2 = tf.reshape(layerNorm(x, blk.ln2g, blk.ln2b), [B * L, D]);
+    const h2 = tf.reshape(layerNorm(x, blk.ln2g, blk.ln2b), [B * Lq, D]);
     const f1 = dropout(linear(h2, blk.w1, blk.b1, true), p, rng);
-    const f2 = tf.reshape(linear(f1, blk.w2, blk.b2), [B, L, D]);
-    x = tf.mul(tf.add(x, dropout(f2, p, rng)), keep);
-    const last = bi === m.blocks.length - 1;
-    out.push((last ? tf.mul(layerNorm(x, m.lnfg, m.lnfb), keep) : x) as tf.Tensor3D);
+    const f2 = tf.reshape(linear(f1, blk.w2, blk.b2), [B, Lq, D]);
+    x = tf.mul(tf.add(x, dropout(f2, p, rng)), keepQ);
+    out.push((last ? tf.mul(layerNorm(x, m.lnfg, m.lnfb), keepQ) : x) as tf.Tensor3D);
   }
+  if (lastOnly) return tf.reshape(out[out.length - 1]!, [B, D]);
   return out;
 }
 

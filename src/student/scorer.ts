@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
 import { historyFor, type ScoreBatch } from '../eval/evaluate.js';
 import { padHistories } from './batches.js';
-import { encode, type Sasrec } from './model.js';
+import { encodeLast, type Sasrec } from './model.js';
 
 /**
  * Scores of every item after each history: hidden state at the last slot (histories are left-padded, so the
@@ -11,9 +11,7 @@ import { encode, type Sasrec } from './model.js';
 export function scoreHistories(model: Sasrec, histories: Int32Array[]): Float32Array {
   const { items, B, L } = padHistories(histories, model.config.maxLen);
   return tf.tidy(() => {
-    const hs = encode(model, items, B, L);
-    const D = model.config.dims;
-    const last = tf.reshape(tf.slice(hs[hs.length - 1]!, [0, L - 1, 0], [B, 1, D]), [B, D]); // [B, D]
+    const last = encodeLast(model, items, B, L); // [B, D]
     return tf.matMul(last, tf.transpose(model.itemEmb)); // [B, N + 1]
   }).dataSync() as Float32Array;
 }

@@ -5,12 +5,12 @@ import { initBackend, activeBackend, type BackendName } from '../backend/index.j
 import { RecdistillError } from '../errors.js';
 import { padHistories } from './batches.js';
 import { assignFrom, readTensors } from './checkpoint.js';
-import { createSasrec, encode as encodeModel, type ModelConfig, type Sasrec } from './model.js';
+import { createSasrec, encode as encodeModel, encodeLast, type ModelConfig, type Sasrec } from './model.js';
 
 /**
  * Serving API: load a run folder (model.safetensors carries the model config in its metadata, so nothing
  * comes from the training code's defaults) and answer requests. The request path is one tf.tidy: the last
- * block is evaluated for every position (attention needs all keys), scores are one [1, D] x [D, N+1] matmul
+ * block computes only the last position's query (encodeLast), scores are one [1, D] x [D, N+1] matmul
  * against a transposed item table prepared at load time, and top-k is a bounded selection, not a sort.
  */
 export interface StudentInfo {
@@ -89,9 +89,7 @@ export async function loadStudent(dir: string, opts: { backend?: BackendName } =
   const scoreBatch = (histories: Int32Array[]): Float32Array => {
     const { items, B, L } = padHistories(histories, config.maxLen);
     const out = tf.tidy(() => {
-      const hs = encodeModel(model, items, B, L);
-      const last = tf.reshape(tf.slice(hs[hs.length - 1]!, [0, L - 1, 0], [B, 1, config.dims]), [B, config.dims]);
-      return tf.matMul(last, itemT); // [B, N + 1]
+      return tf.matMul(encodeLast(model, items, B, L), itemT); // [B, D] x [D, N + 1]
     });
     const data = out.dataSync() as Float32Array;
     out.dispose();

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { segmentSum } from '../../src/backend/kernels.js';
 import { fullSoftmaxCE, fullSoftmaxCEValue, logSumExp } from '../../src/student/losses.js';
-import { createSasrec, disposeModel, encode, modelVariables } from '../../src/student/model.js';
+import { attentionBias, createSasrec, disposeModel, encode, encodeLast, modelVariables } from '../../src/student/model.js';
 import { makeRng } from '../../src/student/rng.js';
 import { topK } from '../../src/student/serve.js';
 
@@ -56,6 +56,20 @@ describe('SASRec model', () => {
     const padded = tf.tidy(() => encode(m, Int32Array.from([0, 0, 0, 0, 4, 6, 8]), 1, 7)[1]!.arraySync()[0]![6]!);
     short.forEach((v, d) => expect(padded[d]).toBeCloseTo(v, 5));
     disposeModel(m);
+  });
+
+  it('encodeLast equals the last slot of encode (with padding in the batch)', () => {
+    const m = createSasrec(cfg, 6);
+    const items = Int32Array.from([0, 0, 3, 4, 5, 1, 2, 3, 4, 5]);
+    const full = tf.tidy(() => encode(m, items, 2, 5)[1]!.arraySync());
+    const last = tf.tidy(() => encodeLast(m, items, 2, 5).arraySync());
+    for (let b = 0; b < 2; b++) last[b]!.forEach((v, d) => expect(v).toBeCloseTo(full[b]![4]![d]!, 5));
+    disposeModel(m);
+  });
+
+  it('attention bias masks future and padding keys', () => {
+    const b = attentionBias(Int32Array.from([0, 7, 8]), 1, 3).arraySync()[0]![0]!;
+    expect(b.map((r) => r.map((v) => (v < -1e8 ? 'x' : '.')).join(''))).toEqual(['xxx', 'x.x', 'x..']);
   });
 
   it('is deterministic for a seed', () => {

@@ -1,0 +1,79 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { Batch } from './batches.js';
+import { createSasrec, disposeModel, encodeLast, modelVariables, type ModelConfig } from './model.js';
+import { createAdam } from './optim.js';
+import { makeRng } from './rng.js';
+import { batchTerms, combine, gradientsOf, lossSetup } from './step.js';
+import { topK } from './serve.js';
+import type { PreparedDataset } from '../data/types.js';
+
+/**
+ * Micro-benchmark of the student on the ACTIVE backend with random full-length sequences:
+ * ms per training step (forward + backward + Adam, full-softmax CE at every position) and single-request
+ * serving latency (scores over all items + top-10). Sizes default to ML-100K (1682 items).
+ */
+export interface BenchConfig extends ModelConfig {
+  batchSize: number;
+  steps: number;
+  requests: number;
+}
+
+function randomBatch(B: number, L: number, N: number, seed: number): Batch {
+  const rng = makeRng(seed);
+  const inputs = new Int32Array(B * L);
+  const targets = new Int32Array(B * L);
+  const positions = new Int32Array(B * L);
+  for (let i = 0; i < B * L; i++) {
+    inputs[i] = 1 + rng.int(N);
+    targets[i] = 1 + rng.int(N);
+    positions[i] = i % L;
+  }
+  return { B, L, users: Int32Array.from({ length: B }, (_, i) => i), inputs, targets, positions };
+}
+
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+export function benchStudent(c: BenchConfig): { msPerStep: number; serveMsMedian: number; serveMsP90: number } {
+  const model = createSasrec(c, 1);
+  const vars = modelVariables(model);
+  const adam = createAdam(vars, { lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0 });
+  const fakeDs = { items: new Array(c.numItems + 1), users: [] } as unknown as PreparedDataset;
+  const loss = lossSetup(fakeDs, 'ce', 0, 'uniform');
+  const batch = randomBatch(c.batchSize, c.maxLen, c.numItems, 2);
+  const step = (i: number) =>
+    tf.tidy(() => {
+      const { value, grads } = gradientsOf(() => combine(batchTerms(model, batch, loss, makeRng(i), i), {}), vars);
+      value.dataSync();
+      adam.apply(vars, grads);
+    });
+  step(0); // warm-up (kernel setup, XNNPACK packing)
+  const t0 = performance.now();
+  for (let i = 1; i <= c.steps; i++) step(i);
+  const msPerStep = (performance.now() - t0) / c.steps;
+  // Serving: one history of maxLen items, scores for every item, top-10.
+  const hist = randomBatch(1, c.maxLen, c.numItems, 3).inputs;
+  const itemT = tf.keep(tf.transpose(model.itemEmb));
+  const serve = () => {
+    const s = tf.tidy(() => {
+      return tf.matMul(encodeLast(model, hist, 1, c.maxLen), itemT);
+    });
+    const data = s.dataSync();
+    s.dispose();
+    return topK(data, 10, new Set(hist));
+  };
+  for (let i = 0; i < 5; i++) serve();
+  const times: number[] = [];
+  for (let i = 0; i < c.requests; i++) {
+    const t = performance.now();
+    serve();
+    times.push(performance.now() - t);
+  }
+  itemT.dispose();
+  adam.dispose();
+  disposeModel(model);
+  times.sort((a, b) => a - b);
+  return { msPerStep, serveMsMedian: median(times), serveMsP90: times[Math.floor(times.length * 0.9)]! };
+}

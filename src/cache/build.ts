@@ -221,18 +221,23 @@ export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: 
     save();
   }
   const { seconds } = totalUsers ? p.done(`${(tokens / Math.max((performance.now() - t1) / 1000, 1e-9)).toFixed(0)} tokens/s`) : { seconds: 0 };
-  Object.assign(manifest.timings, {
-    hiddenSeconds: seconds,
-    encodedUsers: totalUsers,
-    promptsPerSec: seconds > 0 ? totalUsers / seconds : 0,
-    tokens,
-    tokensPerSec: seconds > 0 ? tokens / seconds : 0,
-    resumedShards: resumed,
-    reusedShards: reused,
-  });
+  // Rates describe the run that encoded users: a run with nothing left to encode keeps the earlier ones.
+  if (totalUsers > 0) {
+    Object.assign(manifest.timings, {
+      hiddenSeconds: seconds,
+      encodedUsers: totalUsers,
+      promptsPerSec: seconds > 0 ? totalUsers / seconds : 0,
+      tokens,
+      tokensPerSec: seconds > 0 ? tokens / seconds : 0,
+    });
+  }
+  Object.assign(manifest.timings, { resumedShards: resumed, reusedShards: reused });
   save();
   return { dir, manifest, encodedUsers: totalUsers, tokens, seconds: (performance.now() - start) / 1000 };
 }
+
+/** Timing keys that describe pass 1 (copied along with reused shards). */
+const PASS1_TIMINGS = ['hiddenSeconds', 'encodedUsers', 'promptsPerSec', 'tokens', 'tokensPerSec', 'itemSeconds', 'plainTokensPerSec', 'overhead'];
 
 /** Hard-link (or copy) a file atomically: temp name, then rename. */
 function linkAtomic(src: string, dst: string): void {
@@ -281,6 +286,9 @@ function reuseSiblingFiles(dir: string, m: CacheManifest, s0: number, s1: number
       if (s.index < s0 || s.index >= s1 || !ok(s.file, s.sha256)) continue;
       linkAtomic(join(other, s.file), join(dir, shardFile(s.index)));
       reused++;
+    }
+    if (reused && m.timings.promptsPerSec === undefined) {
+      for (const k of PASS1_TIMINGS) if (om.timings[k] !== undefined) m.timings[k] = om.timings[k]!;
     }
     if (reused) log(`teacher:cache: reused ${reused} pass-1 shard(s) from ${other} (same teacher and dataset; only soft-label options differ)`);
   }

@@ -12,7 +12,7 @@ export const llmTeacherOptions = defineOptions({
   maxPromptTokens: { type: 'int', help: 'token budget of one prompt; longer histories are split or truncated', default: 1024 },
   truncate: { type: 'string', help: 'over-budget histories: windows (every position gets a state) or recent (only the most recent items)', default: 'windows', choices: TRUNCATE_MODES },
   threads: { type: 'int', help: 'onnxruntime intra-op threads (0 = onnxruntime default: all cores)', default: 0 },
-  concurrency: { type: 'int', help: 'session.run calls in flight', default: 1 },
+  concurrency: { type: 'int', help: 'session.run calls queued at once (onnxruntime-node runs them one at a time on the JS thread; threads parallelise)', default: 1 },
   batch: { type: 'int', help: 'sequences padded into one run (1 = no padding)', default: 1 },
   offline: { type: 'boolean', help: 'never touch the network (RECDISTILL_OFFLINE=1 also sets it)', default: false },
 });

@@ -57,9 +57,9 @@ interface InputMeta {
 export function createRuntime(session: ort.InferenceSession, tapNames: string[], cfg: ModelConfig, opts: { concurrency: number; batch: number }): Runtime {
   const meta = ((session as unknown as { inputMetadata?: InputMeta[] }).inputMetadata ?? []) as InputMeta[];
   const metaOf = new Map(meta.map((m) => [m.name, m]));
-  const known = /^(input_ids|attention_mask|position_ids|past_key_values\..*|use_cache_branch)$/;
+  const known = /^(input_ids|attention_mask|position_ids|past_key_values\..*|use_cache_branch|num_logits_to_keep|logits_to_keep)$/;
   const unknown = session.inputNames.filter((n) => !known.test(n));
-  if (unknown.length) throw new RecdistillError('E_INPUT', `the ONNX model has inputs this loader does not know how to feed: ${unknown.join(', ')} (known: input_ids, attention_mask, position_ids, past_key_values.*, use_cache_branch).`);
+  if (unknown.length) throw new RecdistillError('E_INPUT', `the ONNX model has inputs this loader does not know how to feed: ${unknown.join(', ')} (known: input_ids, attention_mask, position_ids, past_key_values.*, use_cache_branch, num_logits_to_keep).`);
   const stats: RunStats = { runs: 0, tokens: 0, paddedTokens: 0, runSeconds: 0 };
   const limit = pLimit(Math.max(1, opts.concurrency));
   const H = cfg.hiddenSize;
@@ -82,6 +82,8 @@ export function createRuntime(session: ort.InferenceSession, tapNames: string[],
       if (name === 'attention_mask') f[name] = new ort.Tensor('int64', mask, [B, L]);
       else if (name === 'position_ids') f[name] = new ort.Tensor('int64', pos, [B, L]);
       else if (name === 'use_cache_branch') f[name] = new ort.Tensor('bool', new Uint8Array([0]), [1]);
+      // Logits are not read (states are tapped), so ask for the fewest the export allows.
+      else if (name === 'num_logits_to_keep' || name === 'logits_to_keep') f[name] = new ort.Tensor('int64', BigInt64Array.of(1n), []);
       else if (name.startsWith('past_key_values.')) {
         // [batch, kv_heads, past_len = 0, head_dim]: an empty cache, as transformers.js feeds on the first step.
         const shape = metaOf.get(name)?.shape ?? ['batch_size', cfg.numKvHeads, 'past_sequence_length', cfg.headDim];

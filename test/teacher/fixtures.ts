@@ -5,10 +5,10 @@ import type { ItemInfo, PreparedDataset } from '../../src/data/types.js';
 import { writeTinyModel } from '../../src/teacher/tiny/index.js';
 
 /** A small model (2 blocks, hidden 32) written by model:tiny into a fresh temp folder. */
-export function tinyModelDir(opts: { layers?: number; hidden?: number; heads?: number; seed?: number } = {}): { dir: string; cleanup: () => void } {
+export function tinyModelDir(opts: { layers?: number; hidden?: number; heads?: number; seed?: number; kvCache?: boolean } = {}): { dir: string; cleanup: () => void } {
   const root = mkdtempSync(join(tmpdir(), 'recdistill-tiny-test-'));
   const dir = join(root, 'tiny');
-  writeTinyModel({ out: dir, layers: opts.layers ?? 2, hidden: opts.hidden ?? 32, heads: opts.heads ?? 2, seed: opts.seed ?? 1, merges: 300, maxPositions: 512 });
+  writeTinyModel({ out: dir, layers: opts.layers ?? 2, hidden: opts.hidden ?? 32, heads: opts.heads ?? 2, seed: opts.seed ?? 1, merges: 300, maxPositions: 512, kvCache: opts.kvCache });
   return { dir, cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
 

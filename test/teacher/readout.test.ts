@@ -68,6 +68,23 @@ describe('per-prefix readout', () => {
   });
 });
 
+describe('KV-cache exports', () => {
+  it('past_key_values.* inputs are fed an empty past; states equal the same weights without a cache', async () => {
+    const kv = tinyModelDir({ layers: 2, hidden: 32, heads: 2, kvCache: true });
+    try {
+      const k = await loadLlmTeacher({ model: kv.dir, dtype: 'fp32', layers: [0, -1], maxPromptTokens: 512, log: () => {} }, ds);
+      expect(k.session.inputNames).toContain('past_key_values.1.value');
+      const items = ds.users[1]!.items;
+      const [a, b] = [await k.encodeHistory(items), await enc.encodeHistory(items)];
+      expect(a.count).toBe(5);
+      expect(maxDiff(a.states, b.states)).toBeLessThan(1e-6);
+      await k.dispose();
+    } finally {
+      kv.cleanup();
+    }
+  });
+});
+
 describe('token budget', () => {
   it('recent: keeps the most recent items that fit; their states equal encoding only those items', async () => {
     const items = ds.users[0]!.items; // 24 items

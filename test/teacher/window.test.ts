@@ -50,3 +50,11 @@ describe('item text and templates', () => {
     expect(() => parsePromptTemplate('{{history}} {{history}}', 'two.md')).toThrow(/found 2/);
   });
 });
+
+describe('float16 outputs (fp16 / q4f16 models)', () => {
+  it('decodes IEEE half values', async () => {
+    const { halfToFloat } = await import('../../src/teacher/llm/runtime.js');
+    expect([0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0x0000, 0x7c00].map(halfToFloat)).toEqual([1, -2, 0.5, 65504, 2 ** -24, 0, Infinity]);
+    expect(Number.isNaN(halfToFloat(0x7e00))).toBe(true);
+  });
+});

@@ -11,6 +11,7 @@ const options = defineOptions({
   merges: { type: 'int', help: 'BPE merges learned for the tokenizer', default: TINY_DEFAULTS.merges },
   maxPositions: { type: 'int', help: 'longest sequence the model accepts', default: TINY_DEFAULTS.maxPositions },
   corpus: { type: 'string', help: 'extra text file for the BPE corpus (optional)' },
+  kvCache: { type: 'boolean', help: 'add past_key_values.* inputs / present.* outputs like a KV-cache export', default: false },
 });
 
 export default defineCommand({

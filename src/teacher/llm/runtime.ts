@@ -33,7 +33,7 @@ export interface Runtime {
 }
 
 /** IEEE half -> float (fp16 / q4f16 models return float16 tensors as Uint16Array). */
-function halfToFloat(h: number): number {
+export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const f = h & 0x3ff;

@@ -22,6 +22,12 @@ export interface TinyConfig {
   heads: number;
   maxPositions: number;
   seed: number;
+  /**
+   * Mirror a KV-cache export's interface: past_key_values.{i}.key/value inputs [B, H, past, Dh] and
+   * present.{i}.key/value outputs. Only an empty past (past = 0) is supported: the masks are built
+   * for the current tokens alone, which is all the teacher ever feeds.
+   */
+  kvCache?: boolean;
 }
 
 /** mulberry32: tiny, fast, deterministic PRNG. */
@@ -117,6 +123,7 @@ export function buildTinyModel(cfg: TinyConfig): Uint8Array {
   const causalBias = op('/model/mask', 'Mul', [op('/model/mask', 'Sub', [one, lower]), neg]); // [L, L]
   const bias = op('/model/mask', 'Add', [padBias4, causalBias]); // [B, 1, L, L]
 
+  const pastIo: number[] = [];
   const splitHeads = ints('const.split_heads', [0, 0, H, Dh]);
   const mergeHeads = ints('const.merge_heads', [0, 0, D]);
   const scale = scalar('const.attn_scale', 1 / Math.sqrt(Dh));
@@ -132,8 +139,17 @@ export function buildTinyModel(cfg: TinyConfig): Uint8Array {
       op(`${s}/${name}`, 'Add', [op(`${s}/${name}`, 'MatMul', [input, w(`${p}.${name}.weight`, [din, dout])]), fill(`${p}.${name}.bias`, [dout], 0)]);
     const h1 = ln('input_layernorm', x); // [B, L, D]
     const q = op(`${s}/self_attn`, 'Transpose', [op(`${s}/self_attn`, 'Reshape', [linear('self_attn.q_proj', h1, D, D), splitHeads])], [{ name: 'perm', ints: [0, 2, 1, 3] }]); // [B, H, L, Dh]
-    const k = op(`${s}/self_attn`, 'Transpose', [op(`${s}/self_attn`, 'Reshape', [linear('self_attn.k_proj', h1, D, D), splitHeads])], [{ name: 'perm', ints: [0, 2, 3, 1] }]); // [B, H, Dh, L]
-    const v = op(`${s}/self_attn`, 'Transpose', [op(`${s}/self_attn`, 'Reshape', [linear('self_attn.v_proj', h1, D, D), splitHeads])], [{ name: 'perm', ints: [0, 2, 1, 3] }]); // [B, H, L, Dh]
+    let k = op(`${s}/self_attn`, 'Transpose', [op(`${s}/self_attn`, 'Reshape', [linear('self_attn.k_proj', h1, D, D), splitHeads])], [{ name: 'perm', ints: [0, 2, 3, 1] }]); // [B, H, Dh, L]
+    let v = op(`${s}/self_attn`, 'Transpose', [op(`${s}/self_attn`, 'Reshape', [linear('self_attn.v_proj', h1, D, D), splitHeads])], [{ name: 'perm', ints: [0, 2, 1, 3] }]); // [B, H, L, Dh]
+    if (cfg.kvCache) {
+      // present = concat(past, current) on the sequence axis, as exports do: [B, H, past + L, Dh].
+      const kSeq = op(`${s}/self_attn`, 'Transpose', [k], [{ name: 'perm', ints: [0, 1, 3, 2] }]); // [B, H, L, Dh]
+      const present = (kind: string, cur: string) =>
+        op(`${s}/self_attn`, 'Concat', [`past_key_values.${i}.${kind}`, cur], [{ name: 'axis', i: 2 }], `present.${i}.${kind}`);
+      k = op(`${s}/self_attn`, 'Transpose', [present('key', kSeq)], [{ name: 'perm', ints: [0, 1, 3, 2] }]); // [B, H, Dh, past + L]
+      v = present('value', v);
+      pastIo.push(i);
+    }
     const scores = op(`${s}/self_attn`, 'Add', [op(`${s}/self_attn`, 'Mul', [op(`${s}/self_attn`, 'MatMul', [q, k]), scale]), bias]); // [B, H, L, L]
     const probs = op(`${s}/self_attn`, 'Softmax', [scores], [{ name: 'axis', i: -1 }]);
     const ctx = op(`${s}/self_attn`, 'Transpose', [op(`${s}/self_attn`, 'MatMul', [probs, v])], [{ name: 'perm', ints: [0, 2, 1, 3] }]); // [B, L, H, Dh]
@@ -160,8 +176,16 @@ export function buildTinyModel(cfg: TinyConfig): Uint8Array {
     name: 'recdistill-tiny',
     node: nodes,
     initializer: inits,
-    input: [io('input_ids', T.INT64, ['batch_size', 'sequence_length']), io('attention_mask', T.INT64, ['batch_size', 'sequence_length']), io('position_ids', T.INT64, ['batch_size', 'sequence_length'])],
-    output: [io('logits', T.FLOAT, ['batch_size', 'sequence_length', `#${V}`])],
+    input: [
+      io('input_ids', T.INT64, ['batch_size', 'sequence_length']),
+      io('attention_mask', T.INT64, ['batch_size', 'total_sequence_length']),
+      io('position_ids', T.INT64, ['batch_size', 'sequence_length']),
+      ...pastIo.flatMap((i) => ['key', 'value'].map((kind) => io(`past_key_values.${i}.${kind}`, T.FLOAT, ['batch_size', `#${H}`, 'past_sequence_length', `#${Dh}`]))),
+    ],
+    output: [
+      io('logits', T.FLOAT, ['batch_size', 'sequence_length', `#${V}`]),
+      ...pastIo.flatMap((i) => ['key', 'value'].map((kind) => io(`present.${i}.${kind}`, T.FLOAT, ['batch_size', `#${H}`, 'total_sequence_length', `#${Dh}`]))),
+    ],
   });
   const model = onnx.ModelProto.create({
     irVersion: 8,

@@ -24,6 +24,8 @@ export interface TinyModelOptions {
   maxPositions: number;
   /** Optional text file whose words add to the BPE corpus (e.g. item titles). */
   corpus?: string;
+  /** Add past_key_values.* inputs / present.* outputs like a KV-cache export (fed empty). */
+  kvCache?: boolean;
 }
 
 export const TINY_DEFAULTS = { layers: 4, hidden: 64, heads: 4, seed: 1, merges: 1500, maxPositions: 2048 } as const;
@@ -53,7 +55,7 @@ export function writeTinyModel(o: TinyModelOptions): TinyModelSummary {
     }
   }
   const tok = buildTokenizerFiles(learnMerges(corpus, o.merges), o.maxPositions);
-  const model = buildTinyModel({ vocabSize: tok.vocabSize, hidden: o.hidden, layers: o.layers, heads: o.heads, maxPositions: o.maxPositions, seed: o.seed });
+  const model = buildTinyModel({ vocabSize: tok.vocabSize, hidden: o.hidden, layers: o.layers, heads: o.heads, maxPositions: o.maxPositions, seed: o.seed, kvCache: o.kvCache });
   const config = {
     model_type: 'recdistill_tiny',
     architectures: ['RecdistillTinyForCausalLM'],
@@ -67,7 +69,7 @@ export function writeTinyModel(o: TinyModelOptions): TinyModelSummary {
     hidden_act: 'silu',
     layer_norm_eps: 1e-5,
     tie_word_embeddings: false,
-    use_cache: false,
+    use_cache: !!o.kvCache,
     eos_token_id: tok.vocabSize - 1,
     pad_token_id: tok.vocabSize - 3,
     torch_dtype: 'float32',

@@ -8,6 +8,7 @@ import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { evaluableUsers, evaluateRanking, historyFor } from '../eval/evaluate.js';
 import { loadStudent, readRunMetrics } from '../student/serve.js';
+import { usersByLength } from '../student/scorer.js';
 import type { LogFn } from '../util/progress.js';
 import { runWorker } from './child.js';
 import { writeBenchReport, type BenchReport, type ModelFigures } from './report.js';
@@ -31,6 +32,8 @@ export interface BenchOptions {
   k: number;
   backend: BackendName;
   threads: number;
+  /** LLM teacher: sequences padded into one ONNX run when `batch` requests arrive together. */
+  teacherMicroBatch: number;
   /** Dataset flags; undefined = the ones the student run was trained with (its config.json). */
   dataset?: Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
   log: LogFn;
@@ -40,9 +43,9 @@ export interface BenchOptions {
 export function runDatasetFlags(dir: string): Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'> {
   const path = join(dir, 'config.json');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: pass --dataset (and --source) explicitly, or point --student at a student:train run folder.`);
-  const cfg = JSON.parse(readFileSync(path, 'utf8')) as { train?: Record<string, unknown> };
-  const train = cfg.train ?? {};
-  if (typeof train.dataset !== 'string') throw new RecdistillError('E_INPUT', `${path}: field "train.dataset" missing; pass --dataset explicitly.`);
+  const cfg = JSON.parse(readFileSync(path, 'utf8')) as { options?: Record<string, unknown>; train?: Record<string, unknown> };
+  const train = cfg.options ?? cfg.train ?? {};
+  if (typeof train.dataset !== 'string') throw new RecdistillError('E_INPUT', `${path}: field "options.dataset" missing; pass --dataset explicitly.`);
   const out: Record<string, unknown> = {};
   for (const k of Object.keys(datasetOptions)) if (train[k] !== undefined) out[k] = train[k];
   return out as Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
@@ -80,7 +83,7 @@ function teacherAccuracy(m: CacheManifest, cacheDir: string): Record<string, num
 
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const log = o.log;
-  for (const [k, v] of Object.entries({ requests: o.requests, teacherRequests: o.teacherRequests, batch: o.batch, batchRounds: o.batchRounds, k: o.k })) {
+  for (const [k, v] of Object.entries({ requests: o.requests, teacherRequests: o.teacherRequests, batch: o.batch, batchRounds: o.batchRounds, k: o.k, teacherMicroBatch: o.teacherMicroBatch })) {
     if (!Number.isInteger(v) || v < 1) throw new RecdistillError('E_USAGE', `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} must be a positive integer, got ${v}.`);
   }
   if (!existsSync(join(o.student, 'model.safetensors'))) throw new RecdistillError('E_NOT_FOUND', `${o.student}/model.safetensors not found: --student must be a finished student:train run folder.`);
@@ -99,16 +102,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   // Teacher first, then student, never at the same time (2 cores).
   log(`bench: teacher (${manifest.teacher.kind} ${manifest.teacher.model}, ${manifest.teacher.dtype}) in a child process...`);
   const teacher = await runWorker(
-    { role: 'teacher', dir: o.cache, histories: teacherReq, items: ds.items, k: o.k, warmup: Math.min(o.warmup, 5), batch: o.batch, batchRequests: o.batch, backend: o.backend, threads: o.threads },
+    { role: 'teacher', dir: o.cache, histories: teacherReq, items: ds.items, k: o.k, warmup: Math.min(o.warmup, 5), batch: o.batch, batchRequests: o.batch, backend: o.backend, threads: o.threads, microBatch: Math.min(o.teacherMicroBatch, o.batch) },
     log,
   );
-  log(`bench: teacher p50 ${teacher.latency.p50Ms.toFixed(2)} ms, ${teacher.throughput.toFixed(1)} req/s at batch ${o.batch}, peak RSS ${teacher.rssMB.toFixed(0)} MB`);
+  log(`bench: teacher p50 ${teacher.latency.p50Ms.toFixed(2)} ms, ${teacher.throughput.toFixed(1)} req/s at batch ${o.batch}, peak RSS ${teacher.rssMB.toFixed(0)} MB (${teacher.singleRssMB.toFixed(0)} MB before the batch); CPU reference ${teacher.cpuRefMs.toFixed(2)} ms`);
   log('bench: student in a child process...');
   const student = await runWorker(
     { role: 'student', dir: o.student, histories: req.histories, k: o.k, warmup: o.warmup, batch: o.batch, batchRequests: o.batch * o.batchRounds, backend: o.backend },
     log,
   );
-  log(`bench: student p50 ${student.latency.p50Ms.toFixed(3)} ms, ${student.throughput.toFixed(0)} req/s at batch ${o.batch}, peak RSS ${student.rssMB.toFixed(0)} MB`);
+  log(`bench: student p50 ${student.latency.p50Ms.toFixed(3)} ms, ${student.throughput.toFixed(0)} req/s at batch ${o.batch}, peak RSS ${student.rssMB.toFixed(0)} MB; CPU reference ${student.cpuRefMs.toFixed(2)} ms (a fixed JS matmul, ~1 ms on an idle core)`);
 
   // Student accuracy: the same evaluation function and protocol as student:train (full ranking, history excluded).
   log('bench: student accuracy on the test split (full ranking)...');
@@ -119,7 +122,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     if (s.info.fingerprint && s.info.fingerprint !== ds.fingerprint) {
       throw new RecdistillError('E_MISMATCH', `student ${o.student} was trained on ${s.info.dataset} ${s.info.fingerprint.slice(0, 12)}, not on ${ds.name} ${ds.fingerprint.slice(0, 12)}.`);
     }
-    sAcc = await evaluateRanking(ds, async (users, split) => s.scoreBatch(users.map((u) => historyFor(ds, u, split))), { split: 'test', excludeHistory: true, batchSize: 128 });
+    sAcc = await evaluateRanking(ds, async (users, split) => s.scoreBatch(users.map((u) => historyFor(ds, u, split))), {
+      split: 'test',
+      excludeHistory: true,
+      // The same users in the same batches as student:train's final evaluation, so metrics.json's test figures are reproduced exactly.
+      users: usersByLength(ds, evaluableUsers(ds)),
+      batchSize: 256,
+    });
   } finally {
     s.dispose();
   }
@@ -133,7 +142,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       teacher: { ...teacher, source: o.cache, kind: manifest.teacher.kind, model: manifest.teacher.model, dtype: manifest.teacher.dtype, accuracySource: `${o.cache}/manifest.json metrics.test (computed by teacher:cache with src/eval/evaluate.ts evaluateRanking: full ranking, history excluded, pessimistic ties)` },
       student: { ...student, source: o.student, accuracySource: 'src/eval/evaluate.ts evaluateRanking in bench (full ranking, history excluded, pessimistic ties)', runMetricsTest: runTest ?? null },
     },
-    settings: { requests: req.users.length, teacherRequests: teacherReq.length, warmup: o.warmup, k: o.k, batch: o.batch, batchRounds: o.batchRounds, backend: o.backend, threads: o.threads },
+    settings: { requestUsers: req.users, requests: req.users.length, teacherRequests: teacherReq.length, warmup: o.warmup, k: o.k, batch: o.batch, batchRounds: o.batchRounds, backend: o.backend, threads: o.threads, teacherMicroBatch: Math.min(o.teacherMicroBatch, o.batch) },
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', node: process.version, loadAverageStart: load0, loadAverageEnd: loadavg()[0]! },
     date: new Date().toISOString(),
     files: { json: '', md: '', svg: '' },

@@ -29,6 +29,8 @@ export interface BenchJob {
   backend?: BackendName;
   /** onnxruntime intra-op threads for the LLM (0 = its default: all cores). */
   threads?: number;
+  /** LLM teacher: most sequences padded into one ONNX run (the runtime's micro-batcher); default `batch`. */
+  microBatch?: number;
 }
 
 export interface WorkerResult {
@@ -47,6 +49,10 @@ export interface WorkerResult {
   rssMB: number;
   /** Resident set size before loading the model (Node + tsx + imports). */
   startRssMB: number;
+  /** Peak RSS after the single requests, before the batched ones (padded batches can dominate the peak). */
+  singleRssMB: number;
+  /** Machine-speed reference: median ms of a fixed plain-JS 100x64x192 matmul in this process (~1 ms on an idle core). */
+  cpuRefMs: number;
   loadMs: number;
   /** Top-k of the first request (a sanity check the parent can compare). */
   first: number[];
@@ -61,7 +67,7 @@ export async function runJob(job: BenchJob): Promise<WorkerResult> {
   const server =
     job.role === 'student'
       ? await studentServer(job.dir, 'student', job.backend ?? 'auto')
-      : await teacherServer(job.dir, job.items ?? [], { batch: job.batch, threads: job.threads ?? 0, log, backend: job.backend });
+      : await teacherServer(job.dir, job.items ?? [], { batch: job.microBatch ?? job.batch, threads: job.threads ?? 0, log, backend: job.backend });
   const loadMs = performance.now() - t0;
   try {
     const hs = job.histories.map((h) => Int32Array.from(h));
@@ -76,6 +82,8 @@ export async function runJob(job: BenchJob): Promise<WorkerResult> {
       else server.recommend(h, job.k);
       ms.push(Number(process.hrtime.bigint() - a) / 1e6);
     }
+    const singleRss = process.resourceUsage().maxRSS * 1024;
+    const cpuRefMs = cpuReference();
     // Throughput: whole batches of `batch` requests, cycling through the histories.
     const rounds = Math.max(1, Math.ceil(job.batchRequests / job.batch));
     const batches = Array.from({ length: rounds }, (_, r) => Array.from({ length: job.batch }, (_, i) => hs[(r * job.batch + i) % hs.length]!));
@@ -97,12 +105,34 @@ export async function runJob(job: BenchJob): Promise<WorkerResult> {
       files: server.files,
       rssMB: (process.resourceUsage().maxRSS * 1024) / MB,
       startRssMB: startRss / MB,
+      singleRssMB: singleRss / MB,
+      cpuRefMs,
       loadMs,
       first,
     };
   } finally {
     await server.dispose();
   }
+}
+
+/** Median time of a fixed plain-JS matmul (1.2M multiply-adds): how fast this core was while we measured. */
+export function cpuReference(reps = 15): number {
+  const a = new Float32Array(100 * 64).map((_, i) => (i % 7) / 7);
+  const b = new Float32Array(64 * 192).map((_, i) => (i % 5) / 5);
+  const c = new Float32Array(100 * 192);
+  const times: number[] = [];
+  for (let r = 0; r < reps + 3; r++) {
+    const t0 = performance.now();
+    c.fill(0);
+    for (let i = 0; i < 100; i++) {
+      for (let k = 0; k < 64; k++) {
+        const av = a[i * 64 + k]!;
+        for (let j = 0; j < 192; j++) c[i * 192 + j]! += av * b[k * 192 + j]!;
+      }
+    }
+    if (r >= 3) times.push(performance.now() - t0);
+  }
+  return summarizeLatencies(times).p50Ms;
 }
 
 async function main(): Promise<number> {

@@ -10,6 +10,8 @@ import { readTensors } from '../../src/student/checkpoint.js';
 import type { TrainHooks } from '../../src/student/hooks.js';
 import { loadStudent } from '../../src/student/serve.js';
 import { trainStudent } from '../../src/student/train.js';
+import evalCommand from '../../src/cli/commands/eval.js';
+import { resolveOptions } from '../../src/config/options.js';
 import { smallDataset, smallOptions } from './fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-student-'));
@@ -42,6 +44,11 @@ describe('student:train on a small sequential dataset', () => {
     expect(enc.layers).toHaveLength(1);
     expect(enc.layers[0]!.length).toBe(enc.length * 16);
     s.dispose();
+    // the eval command reloads the run folder and reproduces the training-time metrics
+    const ev = (await evalCommand.run(resolveOptions(evalCommand.options, { flags: { student: out, backend: 'wasm' } }), { log: quiet, json: true, verbose: false })) as { test: Record<string, number>; valid: Record<string, number> };
+    expect(ev.test['ndcg@10']).toBeCloseTo(r.test['ndcg@10']!, 6);
+    expect(ev.valid['hr@10']).toBeCloseTo(r.valid['hr@10']!, 6);
+    expect(existsSync(join(out, 'eval.md'))).toBe(true);
   }, 120_000);
 
   it('refuses to resume a run with a different config', async () => {

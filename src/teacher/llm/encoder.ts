@@ -106,3 +106,22 @@ export async function measurePlainLoop(p: ReadoutParts, histories: Int32Array[])
   }
   return { seconds: (performance.now() - t0) / 1000, runs: feeds.length, tokens };
 }
+
+/**
+ * Pipeline overhead, measured fairly on a busy machine: for each history, the plain session.run loop
+ * over its prebuilt feeds and then encodeHistory on it, alternating, so load changes hit both alike.
+ */
+export async function measureOverhead(p: ReadoutParts, histories: Int32Array[]): Promise<{ plainSeconds: number; pipelineSeconds: number; overhead: number }> {
+  let plain = 0;
+  let pipe = 0;
+  for (const h of histories) {
+    const feeds = planHistory(p, h).inputs.map((inp) => p.rt.feeds([inp.ids]));
+    let t0 = performance.now();
+    for (const f of feeds) await p.rt.session.run(f, p.rt.tapNames);
+    plain += performance.now() - t0;
+    t0 = performance.now();
+    await encodeHistory(p, h);
+    pipe += performance.now() - t0;
+  }
+  return { plainSeconds: plain / 1000, pipelineSeconds: pipe / 1000, overhead: plain > 0 ? pipe / plain - 1 : 0 };
+}

@@ -15,7 +15,7 @@ import { RecdistillError } from '../../errors.js';
 import { createPromptCodec, loadPromptTemplate, type PromptCodec, type TruncateMode, TRUNCATE_MODES } from '../../prompt/index.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
 import type { TeacherEncoder } from '../types.js';
-import { embedItems, encodeHistory, measurePlainLoop, planHistory, type ReadoutParts } from './encoder.js';
+import { embedItems, encodeHistory, measureOverhead, measurePlainLoop, planHistory, type ReadoutParts } from './encoder.js';
 import { hubCacheDir, loadTokenizer, readModelConfig, resolveModelFiles, weightsHash } from './load.js';
 import { scanOnnx } from './onnx-scan.js';
 import { createRuntime, type RunStats } from './runtime.js';
@@ -49,6 +49,8 @@ export interface LlmTeacherEncoder extends TeacherEncoder {
   stats(): RunStats;
   /** Plain sequential session.run loop over the same passes, for the overhead check. */
   measurePlainLoop(histories: Int32Array[]): Promise<{ seconds: number; runs: number; tokens: number }>;
+  /** Plain loop vs encodeHistory on the same histories, alternating per history; overhead = pipeline / plain - 1. */
+  measureOverhead(histories: Int32Array[]): Promise<{ plainSeconds: number; pipelineSeconds: number; overhead: number }>;
   /** Token ids of the passes for one history (debugging, tests). */
   planHistory(items: Int32Array): ReturnType<typeof planHistory>;
   codec: PromptCodec;
@@ -137,6 +139,7 @@ export async function loadLlmTeacher(opts: LlmTeacherOptions, dataset: PreparedD
     encodeHistory: (items) => encodeHistory(parts, items),
     embedItems: (onProgress) => embedItems(parts, 32, onProgress),
     measurePlainLoop: (histories) => measurePlainLoop(parts, histories),
+    measureOverhead: (histories) => measureOverhead(parts, histories),
     planHistory: (items) => planHistory(parts, items),
     stats: () => ({ ...rt.stats }),
     codec,

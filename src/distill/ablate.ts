@@ -36,6 +36,8 @@ export interface AblationDeps {
   /** Train the student once: `distill` holds the distillation flags (cache + lambdas) or is undefined for CE-only. */
   train(config: AblationConfig, seed: number, distill: Record<string, unknown> | undefined): Promise<RunResult>;
   log: LogFn;
+  /** Called after each finished configuration with the result so far (write a partial report: a killed run keeps its numbers). */
+  onConfig?(partial: AblationResult): void;
 }
 
 /**
@@ -142,7 +144,12 @@ export async function runAblation(plan: AblationPlan, distillBase: Record<string
       );
     }
     summaries.push(summarizeConfig(cfg, runs));
+    deps.onConfig?.(resultOf(summaries));
   }
+  return resultOf(summaries);
+}
+
+function resultOf(summaries: ConfigSummary[]): AblationResult {
   const ce = summaries.find((s) => s.name === 'ce')!;
   const distilled = chooseOnValidation(summaries);
   const gain = distilled ? distilled['ndcg@10.mean'] / ce['ndcg@10.mean'] - 1 : 0;

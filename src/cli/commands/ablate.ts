@@ -157,8 +157,32 @@ export default defineCommand({
     const distillBase: Record<string, unknown> = { cache };
     for (const k of Object.keys(distillPassThrough)) distillBase[k] = o[k];
 
+    const header = {
+      title: `Ablation: ${ds.name}, ${opts.teacher} teacher`,
+      lines: [
+        `Student: SASRec D=${opts.dims}, ${opts.blocks} blocks, ${opts.epochs} epochs budget, lr ${opts.lr}, maxLen ${opts.maxLen}; seeds ${plan.seeds.join(', ')}; backend ${backend}.`,
+        `Teacher cache: \`${cache}\` (key ${manifest.key}). Mean ± sample std over seeds. Full ranking, history excluded.`,
+        `The distilled configuration is chosen on validation NDCG@10; test numbers are reported, never used for the choice.`,
+      ],
+      teacher: teacherTest,
+    };
+    const summaryOf = (r: AblationResult, partial: boolean): Record<string, unknown> => ({
+      dataset: ds.name,
+      fingerprint: ds.fingerprint,
+      backend,
+      teacher: { kind: opts.teacher, cache, key: manifest.key, model: manifest.teacher.model, test: teacherTest ? { 'ndcg@10': teacherTest['ndcg@10'], 'hr@10': teacherTest['hr@10'] } : undefined },
+      student: { dims: opts.dims, blocks: opts.blocks, epochs: opts.epochs, lr: opts.lr, maxLen: opts.maxLen },
+      seeds: plan.seeds,
+      ce: pick(r.ce),
+      distilled: r.distilled ? pick(r.distilled) : undefined,
+      gain: r.gain,
+      chosenOn: 'validation ndcg@10 (mean over seeds)',
+      ...(partial ? { partial: true, configsDone: r.configs.map((c) => c.name) } : {}),
+      seconds: (performance.now() - t0) / 1000,
+    });
     const result: AblationResult = await runAblation(plan, distillBase, {
       log: ctx.log,
+      onConfig: (r) => writeAblationReport(out, r, summaryOf(r, true), { ...header, lines: [...header.lines, `PARTIAL: ${r.configs.length}/${plan.configs.length} configurations done.`] }),
       async train(cfg, seed, distill) {
         const so = studentOpts(o, { seed, out: join(out, 'runs', `${cfg.name}-seed${seed}`) });
         const hooks = distill ? await buildDistillHooks({ ...distill, seed }, ds, { dims: so.dims, blocks: so.blocks }) : undefined;
@@ -171,28 +195,7 @@ export default defineCommand({
         }
       },
     });
-    const summary: Record<string, unknown> = {
-      dataset: ds.name,
-      fingerprint: ds.fingerprint,
-      backend,
-      teacher: { kind: opts.teacher, cache, key: manifest.key, model: manifest.teacher.model, test: teacherTest ? { 'ndcg@10': teacherTest['ndcg@10'], 'hr@10': teacherTest['hr@10'] } : undefined },
-      student: { dims: opts.dims, blocks: opts.blocks, epochs: opts.epochs, lr: opts.lr, maxLen: opts.maxLen },
-      seeds: plan.seeds,
-      ce: pick(result.ce),
-      distilled: result.distilled ? pick(result.distilled) : undefined,
-      gain: result.gain,
-      chosenOn: 'validation ndcg@10 (mean over seeds)',
-      seconds: (performance.now() - t0) / 1000,
-    };
-    const header = {
-      title: `Ablation: ${ds.name}, ${opts.teacher} teacher`,
-      lines: [
-        `Student: SASRec D=${opts.dims}, ${opts.blocks} blocks, ${opts.epochs} epochs budget, lr ${opts.lr}, maxLen ${opts.maxLen}; seeds ${plan.seeds.join(', ')}; backend ${backend}.`,
-        `Teacher cache: \`${cache}\` (key ${manifest.key}). Mean ± sample std over seeds. Full ranking, history excluded.`,
-        `The distilled configuration is chosen on validation NDCG@10; test numbers are reported, never used for the choice.`,
-      ],
-      teacher: teacherTest,
-    };
+    const summary = summaryOf(result, false);
     const files = writeAblationReport(out, result, summary, header);
     ctx.log(`ablate: wrote ${files.markdown} and ${files.json}`);
     return { ...summary, report: files };

@@ -81,7 +81,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   const cacheSummary = await step('teacher:cache', 2, () =>
     runCommand(
       () => import('../cli/commands/teacher-cache.js'),
-      { ...data, model: lm, dtype: 'fp32', layers: '-3,-1', cacheRoot: join(o.root, 'teacher-cache'), headEpochs: o.quick ? 3 : 10, overheadSample: 0, offline: true },
+      { ...data, model: lm, dtype: 'fp32', layers: '-3,-1', topK: Math.min(50, Math.max(1, Math.floor(o.items / 2))), cacheRoot: join(o.root, 'teacher-cache'), headEpochs: o.quick ? 3 : 10, overheadSample: 0, offline: true },
       ctx,
     ),
   );

@@ -114,6 +114,8 @@ describe('token budget', () => {
     const small = await loadLlmTeacher({ model: m.dir, dtype: 'fp32', layers: [-1], maxPromptTokens: 40, log: () => {} }, ds);
     await expect(small.encodeHistory(ds.users[0]!.items)).rejects.toThrow(/Raise --max-prompt-tokens/);
     await expect(enc.encodeHistory(Int32Array.of(1, 99))).rejects.toThrow(/item id 99 out of range 1\.\.12/);
+    await expect(loadLlmTeacher({ model: m.dir, dtype: 'fp32', layers: [-1], maxPromptTokens: 4096, log: () => {} }, ds)).rejects.toThrow(/exceeds the model's max_position_embeddings \(512\)/);
+    await expect(loadLlmTeacher({ model: m.dir, dtype: 'fp32', layers: [5], maxPromptTokens: 256, log: () => {} }, ds)).rejects.toThrow(/out of range for a model with 2 layers/);
     await small.dispose();
   });
 });

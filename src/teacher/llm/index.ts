@@ -102,6 +102,10 @@ export async function loadLlmTeacher(opts: LlmTeacherOptions, dataset: PreparedD
 
   const files = await resolveModelFiles(opts.model, opts.dtype, offline, log);
   const cfg = readModelConfig(files.dir);
+  const maxPos = cfg.raw.max_position_embeddings ?? cfg.raw.n_positions;
+  if (typeof maxPos === 'number' && opts.maxPromptTokens > maxPos) {
+    throw new RecdistillError('E_USAGE', `max-prompt-tokens ${opts.maxPromptTokens} exceeds the model's max_position_embeddings (${maxPos}) in ${files.dir}/config.json.`);
+  }
   const layers = absoluteLayers(opts.layers, cfg.numLayers);
   const scan = scanOnnx(files.onnxPath);
   const { names, pattern } = resolveTapNames(scan, cfg.numLayers, layers, opts.tapPattern);

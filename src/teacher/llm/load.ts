@@ -11,7 +11,7 @@ import { AutoTokenizer, env as hfEnv, type PreTrainedTokenizer } from '@huggingf
 import { env } from '../../env.js';
 import { RecdistillError } from '../../errors.js';
 import { tempPathFor } from '../../util/atomic.js';
-import { sha256File } from '../../util/hash.js';
+import { sha256, sha256File } from '../../util/hash.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
 import { scanOnnx } from './onnx-scan.js';
 
@@ -167,9 +167,7 @@ export async function resolveModelFiles(model: string, dtype: string, offline: b
 export async function weightsHash(files: ModelFiles): Promise<string> {
   const parts = [await sha256File(files.onnxPath)];
   for (const p of files.externalData) parts.push(await sha256File(p));
-  if (parts.length === 1) return parts[0]!;
-  const { sha256 } = await import('../../util/hash.js');
-  return sha256(parts.join('\n'));
+  return parts.length === 1 ? parts[0]! : sha256(parts.join('\n'));
 }
 
 export interface ModelConfig {

@@ -102,6 +102,18 @@ function linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, relu = false): tf.Tens
   return relu ? tf.relu(y) : y;
 }
 
+/**
+ * Batched a @ b (or a @ b^T) over [B, H, ., .]. With a single matrix (B * H = 1, the serving case) it takes
+ * the 2-D path, which on wasm is XNNPACK and ~7x faster than the generic batched kernel.
+ */
+function bmm(a: tf.Tensor4D, b: tf.Tensor4D, transposeB: boolean): tf.Tensor4D {
+  const [B, H, M, K] = a.shape;
+  if (B * H !== 1) return tf.matMul(a, b, false, transposeB);
+  const b2 = tf.reshape(b, b.shape.slice(2) as [number, number]);
+  const out = tf.matMul(tf.reshape(a, [M, K]), transposeB ? tf.transpose(b2) : b2);
+  return tf.reshape(out, [1, 1, M, out.shape[1]!]);
+}
+
 function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
   const mean = tf.mean(x, -1, true);
   const xc = tf.sub(x, mean);
@@ -190,9 +202,9 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
       bb = tf.slice(bias, [0, 0, L - 1, 0], [B, 1, 1, L]);
     }
     const Lq = q.shape[2]!;
-    let att = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh)), bb); // [B, H, Lq, L]
+    let att = tf.add(tf.mul(bmm(q, k, true), 1 / Math.sqrt(dh)), bb); // [B, H, Lq, L]
     att = dropout(tf.softmax(att), attnDropout, rng);
-    const ctx = tf.reshape(tf.transpose(tf.matMul(att, v), [0, 2, 1, 3]), [B * Lq, D]); // [B*Lq, D]
+    const ctx = tf.reshape(tf.transpose(bmm(att as tf.Tensor4D, v, false), [0, 2, 1, 3]), [B * Lq, D]); // [B*Lq, D]
     const a = tf.reshape(linear(ctx, blk.wo, blk.bo), [B, Lq, D]);
     const xq = Lq === L ? x : tf.slice(x, [0, L - 1, 0], [B, 1, D]);
     const keepQ = Lq === L ? keep : tf.slice(keep, [0, L - 1, 0], [B, 1, 1]);

@@ -120,6 +120,19 @@ describe('token budget', () => {
   });
 });
 
+describe('overhead measurement', () => {
+  it('the plain loop runs exactly the passes encodeHistory runs', async () => {
+    const hs = ds.users.map((u) => u.items);
+    const plain = await enc.measurePlainLoop(hs);
+    const states = await Promise.all(hs.map((h) => enc.encodeHistory(h)));
+    expect(plain.runs).toBe(hs.reduce((a, h) => a + enc.planHistory(h).windows.length, 0));
+    expect(plain.tokens).toBe(states.reduce((a, s) => a + s.tokens, 0));
+    expect(plain.seconds).toBeGreaterThan(0);
+    const o = await enc.measureOverhead(hs);
+    expect(o.overhead).toBeCloseTo(o.pipelineSeconds / o.plainSeconds - 1, 10);
+  });
+});
+
 describe('item embeddings', () => {
   it('[numItems+1, H], row 0 zero; each row is the mean over the item text tokens (last tapped layer)', async () => {
     const emb = await enc.embedItems();

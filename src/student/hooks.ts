@@ -5,6 +5,14 @@ import type { PreparedDataset } from '../data/types.js';
  * Extension point of the student training step (used by distillation, src/distill).
  * A step computes named scalar loss terms: `ce` (next item) plus `hooks.extraTerms(ctx)`, and minimises
  * sum_k weights[k] * term[k]. Terms are returned UNWEIGHTED; weights come from `hooks.weights(step)`.
+ * How the trainer (src/student/train.ts, step.ts) uses it:
+ * - `extraTerms` runs inside the gradient tape and inside a tf.tidy: create tensors freely, they are freed
+ *   after the step. It may be called more than once per step (gradient balancing recomputes the forward
+ *   pass per term with the same dropout masks), so it must not have side effects that depend on call count.
+ * - Term names must not be `ce`. Every term's mean over the epoch goes to history.jsonl as loss.<name>.
+ * - A NaN/Inf total loss stops training (E_NUMERIC) before any weight is updated.
+ * - `variables()` is called once at start; they are optimised by the same Adam and saved in the checkpoint
+ *   (as hook.<i>, in the order returned), so a resumed run restores them too.
  */
 export interface StepContext {
   /** [B] dense user indices of the batch rows. */

@@ -101,7 +101,8 @@ export function logPopularity(y: Int32Array, N: number): Float32Array {
 
 /** Logits for standardised rows x [B, H] -> [B, N+1] (column 0 is padding: callers mask it). */
 export function headLogits(p: { weight: tf.Tensor2D; bias: tf.Tensor1D }, x: Float32Array, B: number, H: number): Float32Array {
-  return tf.tidy(() => tf.add(tf.matMul(tf.tensor2d(x, [B, H]), p.weight, false, true), p.bias).dataSync() as Float32Array);
+  // An explicit transpose then a plain matMul: matMul(.., transposeB = true) takes a slow path on wasm (~50x).
+  return tf.tidy(() => tf.add(tf.matMul(tf.tensor2d(x, [B, H]), tf.transpose(p.weight)), p.bias).dataSync() as Float32Array);
 }
 
 /**
@@ -149,7 +150,7 @@ export async function fitHead(
         }
         const x = tf.tensor2d(xb, [B, H]);
         const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(yb, 'int32'), N + 1));
-        const loss = opt.minimize(() => tf.losses.softmaxCrossEntropy(labels, tf.add(tf.matMul(x, weight, false, true), bias)) as tf.Scalar, true);
+        const loss = opt.minimize(() => tf.losses.softmaxCrossEntropy(labels, tf.add(tf.matMul(x, tf.transpose(weight)), bias)) as tf.Scalar, true);
         lossSum += loss!.dataSync()[0]!;
         tf.dispose([x, labels, loss!]);
         batches++;

@@ -38,7 +38,7 @@ export interface DemoSummary extends Record<string, unknown> {
 
 /** Size presets: --quick is for tests and CI (well under a minute of training on 2 cores). */
 export function demoPreset(quick: boolean): { users: number; items: number; epochs: number; requests: number } {
-  return quick ? { users: 60, items: 40, epochs: 1, requests: 30 } : { users: 500, items: 300, epochs: 12, requests: 300 };
+  return quick ? { users: 60, items: 40, epochs: 1, requests: 30 } : { users: 300, items: 200, epochs: 12, requests: 300 };
 }
 
 type AnyCommand = Command<OptionSpecs>;

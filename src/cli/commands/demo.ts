@@ -7,8 +7,8 @@ import { defineCommand } from '../command.js';
 const options = defineOptions({
   root: { type: 'string', help: 'where every demo artifact goes (gitignored)', default: '.recdistill/demo' },
   quick: { type: 'boolean', help: 'tiny sizes (tests, CI): 60 users, 40 items, 1 epoch', default: false },
-  users: { type: 'int', help: 'synthetic users (0 = preset: 500, quick 60)', default: 0 },
-  items: { type: 'int', help: 'synthetic items (0 = preset: 300, quick 40)', default: 0 },
+  users: { type: 'int', help: 'synthetic users (0 = preset: 300, quick 60)', default: 0 },
+  items: { type: 'int', help: 'synthetic items (0 = preset: 200, quick 40)', default: 0 },
   epochs: { type: 'int', help: 'student epochs (0 = preset: 12, quick 1)', default: 0 },
   requests: { type: 'int', help: 'bench requests for the student (0 = preset: 300, quick 30)', default: 0 },
   fresh: { type: 'boolean', help: 'delete --root first and rebuild everything', default: false },

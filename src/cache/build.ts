@@ -76,7 +76,9 @@ export function initialManifest(encoder: TeacherEncoder, ds: PreparedDataset, o:
     softLabels: { k: o.softLabels.k, temperature: o.softLabels.temperature, head: headKind },
     head: o.head,
   });
-  const dir = o.out ?? cacheDirFor(o.root, ds.name, info, key);
+  // Slices default to their own directory next to the full cache, so several can share one filesystem.
+  const base = cacheDirFor(o.root, ds.name, info, key);
+  const dir = o.out ?? (o.slice ? `${base}.slice-${o.slice.index}-of-${o.slice.count}` : base);
   if (existsSync(join(dir, MANIFEST_FILE))) {
     const m = readManifest(dir);
     if (m.key !== key) {

@@ -132,6 +132,19 @@ describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
     expect(existsSync(join(dir, '.lock'))).toBe(false);
   });
 
+  it('without --out, caches go to <root>/<dataset>/<teacher>/<key>, slices next to it', async () => {
+    const root = join(tmp, 'root');
+    const o = { ...opts(''), root, out: undefined };
+    const a = await runTeacherCache(enc(), ds, { ...o, slice: { index: 1, count: 2 } });
+    const b = await runTeacherCache(enc(), ds, { ...o, slice: { index: 0, count: 2 } });
+    const key = readManifest(a.cache).key;
+    expect(a.cache).toBe(join(root, 'tiny', 'llm-teacher', `${key}.slice-1-of-2`));
+    expect(b.cache).toBe(join(root, 'tiny', 'llm-teacher', `${key}.slice-0-of-2`));
+    const full = await runTeacherCache(enc(), ds, o);
+    expect(full.cache).toBe(join(root, 'tiny', 'llm-teacher', key));
+    expect(full.complete).toBe(true);
+  });
+
   it('zero-shot head: no training, metrics still recorded', async () => {
     const s = await runTeacherCache(enc(), ds, opts(join(tmp, 'zs'), { head: { kind: 'zeroshot', layer: -1, epochs: 0, lr: 0, batchSize: 1, patience: 1, seed: 0 } }));
     expect(s.complete).toBe(true);

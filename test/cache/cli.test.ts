@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -17,14 +17,15 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const DATA = ['--dataset', 'synthetic', '--synthetic-users', '30', '--synthetic-items', '40', '--synthetic-min-len', '4', '--synthetic-max-len', '9'];
 
 /** Run the CLI in-process; return the exit code and the JSON summary (last stdout line). */
-async function cli(args: string[]): Promise<{ code: number; summary: Record<string, unknown> }> {
+async function cli(args: string[]): Promise<{ code: number; summary: Record<string, unknown>; stderr: string }> {
   const out: string[] = [];
+  const errs: string[] = [];
   const spy = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => (out.push(String(s)), true));
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => (errs.push(String(s)), true));
   try {
     const code = await main([...args, '--json']);
     const last = out.join('').trim().split('\n').pop() ?? '{}';
-    return { code, summary: code === 0 ? (JSON.parse(last) as Record<string, unknown>) : {} };
+    return { code, summary: code === 0 ? (JSON.parse(last) as Record<string, unknown>) : {}, stderr: errs.join('') };
   } finally {
     spy.mockRestore();
     err.mockRestore();
@@ -52,6 +53,27 @@ describe('teacher:cache command, end to end (offline)', () => {
     const rows = r.rowsForUser(3);
     expect(rows.positions.length).toBe(ds.users[3]!.items.length - 1);
     expect(rows.hidden.length).toBe(rows.positions.length * 2 * 32);
+  });
+
+  it('--shard 0/2 and 1/2, then teacher:merge (with the dataset flags) equal the full run byte for byte', async () => {
+    const model = join(tmp, 'tiny');
+    const common = [...DATA, '--model', model, '--dtype', 'fp32', '--layers', '0,-1', '--max-prompt-tokens', '512', '--top-k', '5', '--head-epochs', '2', '--users-per-shard', '16', '--backend', 'cpu', '--overhead-sample', '0'];
+    const s0 = join(tmp, 'sl', 'a');
+    const s1 = join(tmp, 'sl', 'b');
+    expect((await cli(['teacher:cache', ...common, '--shard', '0/2', '--out', s0])).code).toBe(0);
+    expect((await cli(['teacher:cache', ...common, '--shard', '1/2', '--out', s1])).code).toBe(0);
+    const out = join(tmp, 'merged');
+    const m = await cli(['teacher:merge', ...DATA, '--out', out, '--from', `${s0},${s1}`, '--backend', 'cpu']);
+    expect(m.code).toBe(0);
+    expect(m.summary.complete).toBe(true);
+    const full = join(tmp, 'llm-cache');
+    const files = readdirSync(full).filter((f) => f.endsWith('.safetensors')).sort();
+    expect(readdirSync(out).filter((f) => f.endsWith('.safetensors')).sort()).toEqual(files);
+    for (const f of files) expect(readFileSync(join(out, f)).equals(readFileSync(join(full, f))), f).toBe(true);
+    // Wrong dataset flags for the slices: refused with both fingerprints.
+    const bad = await cli(['teacher:merge', '--dataset', 'synthetic', '--synthetic-users', '31', '--out', join(tmp, 'merged2'), '--from', `${s0},${s1}`, '--backend', 'cpu']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/slices were built for dataset fingerprint [0-9a-f]+, the dataset flags give [0-9a-f]+/);
   });
 
   it('seqrec teacher: a student run folder as teacher, own soft labels; --shard with seqrec is refused', async () => {

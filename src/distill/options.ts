@@ -26,6 +26,7 @@ export const distillOptions = defineOptions({
   gammaConsistency: { type: 'number', help: 'ranking KD: weight of the teacher-student agreement term', default: 0.1 },
   balance: { type: 'string', help: 'gradient balancing of the distillation terms against CE', default: 'none', choices: ['none', 'gradcos', 'pcgrad'] },
   balanceEvery: { type: 'int', help: 'steps between two gradient-balance measurements', default: 20 },
+  cacheMemoryMb: { type: 'int', help: 'memory for decoded teacher-cache shards (MB); shards beyond it are streamed from disk', default: 2048 },
 });
 
 export type DistillFlags = Resolved<typeof distillOptions>;

@@ -25,6 +25,8 @@ export interface AblationConfig {
   name: string;
   /** Lambda per term that is on. */
   lambdas: Partial<Record<TermName, number>>;
+  /** Other distillation flags of this configuration (e.g. kd: 'ranking'). */
+  overrides?: Record<string, unknown>;
 }
 
 export interface AblationPlan {
@@ -41,27 +43,40 @@ export interface AblationDeps {
 }
 
 /**
- * Parse `--configs ce,cos,kd,all,kd+ms` against the base lambdas (the value each term takes when on).
- * 'ce' is always included first (the baseline the gain is measured against).
+ * Parse `--configs ce,cos,kd,all,kd+ms,kd:ranking=0.5` against the base lambdas (the value each term takes
+ * when on). A term may carry a variant (`kd:ranking`, `kd:kl`: the soft-label loss) and its own lambda
+ * (`=0.5`). 'ce' is always included first (the baseline the gain is measured against).
  */
 export function planConfigs(spec: string, lambdas: Record<TermName, number>): AblationConfig[] {
   const names = spec.split(',').map((s) => s.trim()).filter(Boolean);
   const out: AblationConfig[] = [{ name: 'ce', lambdas: {} }];
   for (const name of names) {
     if (name === 'ce' || out.some((c) => c.name === name)) continue;
-    const terms = name === 'all' ? TERM_NAMES.filter((t) => lambdas[t] > 0) : (name.split('+') as TermName[]);
+    const parts = name === 'all' ? TERM_NAMES.filter((t) => lambdas[t] > 0) : name.split('+');
     const cfg: AblationConfig = { name, lambdas: {} };
-    for (const t of terms) {
-      if (!TERM_NAMES.includes(t)) {
-        throw new RecdistillError('E_USAGE', `--configs: unknown term "${t}" in "${name}"; valid: ce, ${TERM_NAMES.join(', ')}, all, or terms joined with + (kd+cos).`);
+    for (const part of parts) {
+      const m = /^([a-z0-9]+)(?::([a-z]+))?(?:=([0-9.eE+-]+))?$/.exec(part);
+      const t = m?.[1] as TermName | undefined;
+      if (!m || !t || !TERM_NAMES.includes(t)) {
+        throw new RecdistillError('E_USAGE', `--configs: unknown term "${part}" in "${name}"; valid: ce, ${TERM_NAMES.join(', ')}, all, terms joined with + (kd+cos), kd:ranking / kd:kl, and term=lambda.`);
       }
-      if (!(lambdas[t] > 0)) throw new RecdistillError('E_USAGE', `--configs: "${name}" turns on ${t} but --${kebab(TERM_LAMBDAS[t])} is ${lambdas[t]}; give it a positive weight.`);
-      cfg.lambdas[t] = lambdas[t];
+      if (m[2] !== undefined) {
+        if (t !== 'kd' || !['kl', 'ranking'].includes(m[2])) throw new RecdistillError('E_USAGE', `--configs: "${part}": only kd has variants (kd:kl, kd:ranking).`);
+        cfg.overrides = { ...cfg.overrides, kd: m[2] };
+      }
+      const lam = m[3] !== undefined ? Number(m[3]) : lambdas[t];
+      if (!(lam > 0)) throw new RecdistillError('E_USAGE', `--configs: "${name}" turns on ${t} but ${m[3] !== undefined ? `its weight is ${m[3]}` : `--${kebab(TERM_LAMBDAS[t])} is ${lambdas[t]}`}; give it a positive weight.`);
+      cfg.lambdas[t] = lam;
     }
-    if (!terms.length) throw new RecdistillError('E_USAGE', `--configs: "${name}" has no term with a positive lambda.`);
+    if (!parts.length) throw new RecdistillError('E_USAGE', `--configs: "${name}" has no term with a positive lambda.`);
     out.push(cfg);
   }
   return out;
+}
+
+/** Folder-safe name of a configuration (kd:ranking=0.5 -> kd_ranking_0.5). */
+export function configSlug(name: string): string {
+  return name.replace(/[^A-Za-z0-9.+-]/g, '_');
 }
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
@@ -133,7 +148,7 @@ export async function runAblation(plan: AblationPlan, distillBase: Record<string
   for (const cfg of plan.configs) {
     const runs: ConfigSummary['runs'] = [];
     for (const seed of plan.seeds) {
-      const distill = cfg.name === 'ce' ? undefined : { ...distillBase, ...lambdaFlags(cfg.lambdas) };
+      const distill = cfg.name === 'ce' ? undefined : { ...distillBase, ...cfg.overrides, ...lambdaFlags(cfg.lambdas) };
       const r = await deps.train(cfg, seed, distill);
       runs.push({ seed, valid: r.valid, test: r.test, seconds: r.seconds, runDir: r.runDir });
       done++;

@@ -61,3 +61,13 @@ describe('ablation protocol', () => {
     }
   });
 });
+
+describe('config variants', () => {
+  it('term:variant=lambda sets the kd loss and its own weight', () => {
+    const p = planConfigs('kd:ranking=0.5,kd:kl+cos', base);
+    expect(p[1]).toEqual({ name: 'kd:ranking=0.5', lambdas: { kd: 0.5 }, overrides: { kd: 'ranking' } });
+    expect(p[2]).toEqual({ name: 'kd:kl+cos', lambdas: { kd: 2, cos: 1 }, overrides: { kd: 'kl' } });
+    expect(() => planConfigs('cos:ranking', base)).toThrow(/only kd has variants/);
+    expect(() => planConfigs('kd=0', base)).toThrow(/its weight is 0/);
+  });
+});

@@ -6,7 +6,7 @@ import { defineOptions, resolveOptions } from '../../config/options.js';
 import { datasetFromFlags, datasetOptions } from '../../data/options.js';
 import type { PreparedDataset } from '../../data/types.js';
 import { RecdistillError } from '../../errors.js';
-import { runAblation, planConfigs, writeAblationReport, type AblationResult, type ConfigSummary, type Metrics } from '../../distill/ablate.js';
+import { configSlug, runAblation, planConfigs, writeAblationReport, type AblationResult, type ConfigSummary, type Metrics } from '../../distill/ablate.js';
 import { buildDistillHooks } from '../../distill/hooks.js';
 import { distillOptions } from '../../distill/options.js';
 import { studentOptions, type StudentOptions } from '../../student/config.js';
@@ -184,7 +184,7 @@ export default defineCommand({
       log: ctx.log,
       onConfig: (r) => writeAblationReport(out, r, summaryOf(r, true), { ...header, lines: [...header.lines, `PARTIAL: ${r.configs.length}/${plan.configs.length} configurations done.`] }),
       async train(cfg, seed, distill) {
-        const so = studentOpts(o, { seed, out: join(out, 'runs', `${cfg.name}-seed${seed}`) });
+        const so = studentOpts(o, { seed, out: join(out, 'runs', `${configSlug(cfg.name)}-seed${seed}`) });
         const hooks = distill ? await buildDistillHooks({ ...distill, seed }, ds, { dims: so.dims, blocks: so.blocks }) : undefined;
         try {
           const quiet: LogFn = (l) => (l.startsWith('epoch ') || l.startsWith('  epoch') ? undefined : ctx.log(l));

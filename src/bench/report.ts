@@ -54,7 +54,7 @@ export function textTable(header: string[], rows: string[][]): string {
 
 export function reportMarkdown(r: BenchReport): string {
   const { header, rows } = comparisonRows(r);
-  type D = { runtime?: string; accuracySource?: string; startRssMB?: number; singleRssMB?: number; cpuRefMs?: number; source?: string; model?: string; dtype?: string; kind?: string };
+  type D = { latencyByLength?: Array<{ lengths: string; n: number; p50Ms: number }>; runtime?: string; accuracySource?: string; startRssMB?: number; singleRssMB?: number; cpuRefMs?: number; source?: string; model?: string; dtype?: string; kind?: string };
   const d = r.details as { teacher?: D; student?: D };
   const s = r.settings;
   return [
@@ -68,12 +68,16 @@ export function reportMarkdown(r: BenchReport): string {
     '',
     '![latency vs accuracy](latency-accuracy.svg)',
     '',
+    '## Median latency by history length (items)',
+    '',
+    markdownTable(['model', ...(d.student?.latencyByLength ?? []).map((b) => b.lengths)], (['teacher', 'student'] as const).map((w) => [w, ...(d.student?.latencyByLength ?? []).map((b) => { const x = d[w]?.latencyByLength?.find((y) => y.lengths === b.lengths); return x ? `${ms(x.p50Ms)} (n=${x.n})` : '-'; })])),
+    '',
     '## How it was measured',
     `- A request is one test user's history (training items + validation item) and its answer the top-${String(s.k)} item ids, history excluded. ${String(s.requests)} student requests and ${String(s.teacherRequests)} teacher requests from users spread evenly over the test users, each after ${String(s.warmup)} (student) / up to 5 (teacher) untimed warm-up requests; p50/p95/p99 of single requests answered one at a time.`,
     `- Throughput: requests answered ${String(s.batch)} at a time (student: one scoreBatch forward pass per batch, ${String(s.batchRounds)} batches; teacher: ${String(s.batch)} concurrent requests, padded into ONNX runs of up to ${String(s.teacherMicroBatch)} by the runtime's micro-batcher, one batch).`,
     `- Each model runs in its own child process; peak RSS is that process's \`process.resourceUsage().maxRSS\` (it includes Node and tsx: ${d.student?.startRssMB?.toFixed(0) ?? '?'} MB before the student loaded, ${d.teacher?.startRssMB?.toFixed(0) ?? '?'} MB before the teacher loaded). The teacher's peak before its batched requests was ${d.teacher?.singleRssMB?.toFixed(0) ?? '?'} MB (padded batches of long prompts dominate its peak). Bytes on disk count the files needed to serve (weights, tokenizer and soft-label head for the LLM).`,
     `- Accuracy, test split, full ranking over every item with the user's history excluded, pessimistic ties: student: ${d.student?.accuracySource ?? ''}; teacher: ${d.teacher?.accuracySource ?? ''}. Both use the same function, so the numbers are comparable.`,
-    `- Machine: ${r.machine.cpus} x ${r.machine.cpuModel}, Node ${r.machine.node}; load average ${r.machine.loadAverageStart.toFixed(2)} at the start and ${r.machine.loadAverageEnd.toFixed(2)} at the end (other work on the machine makes every latency pessimistic). CPU reference (median ms of a fixed plain-JS 1.2M multiply-add matmul, about 1 ms on an idle core) measured in each child: teacher ${d.teacher?.cpuRefMs?.toFixed(2) ?? '?'} ms, student ${d.student?.cpuRefMs?.toFixed(2) ?? '?'} ms. ${r.date}.`,
+    `- Machine: ${r.machine.cpus} x ${r.machine.cpuModel}, Node ${r.machine.node}; load average ${r.machine.loadAverageStart.toFixed(2)} at the start and ${r.machine.loadAverageEnd.toFixed(2)} at the end (other work on the machine makes every latency pessimistic). CPU reference (median ms of a fixed plain-JS 1.2M multiply-add matmul, the same work on every run: compare it across reports) measured in each child: teacher ${d.teacher?.cpuRefMs?.toFixed(2) ?? '?'} ms, student ${d.student?.cpuRefMs?.toFixed(2) ?? '?'} ms. ${r.date}.`,
     '',
   ].join('\n');
 }

@@ -12,6 +12,7 @@ import { usersByLength } from '../student/scorer.js';
 import type { LogFn } from '../util/progress.js';
 import { runWorker } from './child.js';
 import { writeBenchReport, type BenchReport, type ModelFigures } from './report.js';
+import { summarizeLatencies } from './stats.js';
 import type { WorkerResult } from './worker.js';
 
 /**
@@ -73,6 +74,18 @@ function figures(w: WorkerResult, acc: Record<string, number>): ModelFigures {
   };
 }
 
+/** Median latency by history length (requests in order): where the time goes as histories grow. */
+export function latencyByLength(histories: number[][], ms: number[], edges = [25, 50, 100, 200]): Array<{ lengths: string; n: number; p50Ms: number }> {
+  const out: Array<{ lengths: string; n: number; p50Ms: number }> = [];
+  let lo = 1;
+  for (const hi of [...edges, Infinity]) {
+    const sel = ms.filter((_, i) => histories[i]!.length >= lo && histories[i]!.length <= hi);
+    if (sel.length) out.push({ lengths: hi === Infinity ? `>${lo - 1}` : `${lo}-${hi}`, n: sel.length, p50Ms: summarizeLatencies(sel).p50Ms });
+    lo = hi + 1;
+  }
+  return out;
+}
+
 function teacherAccuracy(m: CacheManifest, cacheDir: string): Record<string, number> {
   const t = m.metrics?.test;
   if (!m.complete || !t || typeof t['ndcg@10'] !== 'number' || typeof t['hr@10'] !== 'number') {
@@ -96,7 +109,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
   const load0 = loadavg()[0]!;
   const req = pickRequests(ds, o.requests);
-  const teacherReq = req.histories.slice(0, Math.min(o.teacherRequests, req.histories.length));
+  // The teacher's requests: an evenly spaced subset of the same requests (it is 100x slower); the first is shared.
+  const tn = Math.min(o.teacherRequests, req.histories.length);
+  const teacherReq = Array.from({ length: tn }, (_, i) => req.histories[Math.floor((i * req.histories.length) / tn)]!);
   log(`bench: ${ds.name}: ${req.users.length} student requests, ${teacherReq.length} teacher requests (test users' histories), top-${o.k}, batch ${o.batch}; load average ${load0.toFixed(2)} on ${cpus().length} cores`);
 
   // Teacher first, then student, never at the same time (2 cores).
@@ -111,7 +126,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     { role: 'student', dir: o.student, histories: req.histories, k: o.k, warmup: o.warmup, batch: o.batch, batchRequests: o.batch * o.batchRounds, backend: o.backend },
     log,
   );
-  log(`bench: student p50 ${student.latency.p50Ms.toFixed(3)} ms, ${student.throughput.toFixed(0)} req/s at batch ${o.batch}, peak RSS ${student.rssMB.toFixed(0)} MB; CPU reference ${student.cpuRefMs.toFixed(2)} ms (a fixed JS matmul, ~1 ms on an idle core)`);
+  log(`bench: student p50 ${student.latency.p50Ms.toFixed(3)} ms, ${student.throughput.toFixed(0)} req/s at batch ${o.batch}, peak RSS ${student.rssMB.toFixed(0)} MB; CPU reference ${student.cpuRefMs.toFixed(2)} ms (a fixed plain-JS matmul: compare across runs)`);
 
   // Student accuracy: the same evaluation function and protocol as student:train (full ranking, history excluded).
   log('bench: student accuracy on the test split (full ranking)...');
@@ -139,8 +154,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     student: figures(student, sAcc),
     speedup: teacher.latency.p50Ms / student.latency.p50Ms,
     details: {
-      teacher: { ...teacher, source: o.cache, kind: manifest.teacher.kind, model: manifest.teacher.model, dtype: manifest.teacher.dtype, accuracySource: `${o.cache}/manifest.json metrics.test (computed by teacher:cache with src/eval/evaluate.ts evaluateRanking: full ranking, history excluded, pessimistic ties)` },
-      student: { ...student, source: o.student, accuracySource: 'src/eval/evaluate.ts evaluateRanking in bench (full ranking, history excluded, pessimistic ties)', runMetricsTest: runTest ?? null },
+      teacher: { ...teacher, latencyByLength: latencyByLength(teacherReq, teacher.ms), source: o.cache, kind: manifest.teacher.kind, model: manifest.teacher.model, dtype: manifest.teacher.dtype, accuracySource: `${o.cache}/manifest.json metrics.test (computed by teacher:cache with src/eval/evaluate.ts evaluateRanking: full ranking, history excluded, pessimistic ties)` },
+      student: { ...student, latencyByLength: latencyByLength(req.histories, student.ms), source: o.student, accuracySource: 'src/eval/evaluate.ts evaluateRanking in bench (full ranking, history excluded, pessimistic ties)', runMetricsTest: runTest ?? null },
     },
     settings: { requestUsers: req.users, requests: req.users.length, teacherRequests: teacherReq.length, warmup: o.warmup, k: o.k, batch: o.batch, batchRounds: o.batchRounds, backend: o.backend, threads: o.threads, teacherMicroBatch: Math.min(o.teacherMicroBatch, o.batch) },
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', node: process.version, loadAverageStart: load0, loadAverageEnd: loadavg()[0]! },

@@ -51,11 +51,13 @@ export interface WorkerResult {
   startRssMB: number;
   /** Peak RSS after the single requests, before the batched ones (padded batches can dominate the peak). */
   singleRssMB: number;
-  /** Machine-speed reference: median ms of a fixed plain-JS 100x64x192 matmul in this process (~1 ms on an idle core). */
+  /** Machine-speed reference: median ms of a fixed plain-JS 100x64x192 matmul in this process (same work every run: compare across reports). */
   cpuRefMs: number;
   loadMs: number;
   /** Top-k of the first request (a sanity check the parent can compare). */
   first: number[];
+  /** Per-request milliseconds, in request order. */
+  ms: number[];
 }
 
 const MB = 1024 * 1024;
@@ -109,6 +111,7 @@ export async function runJob(job: BenchJob): Promise<WorkerResult> {
       cpuRefMs,
       loadMs,
       first,
+      ms,
     };
   } finally {
     await server.dispose();

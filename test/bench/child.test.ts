@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { lastJsonLine } from '../../src/bench/child.js';
-import { pickRequests, runBench, runDatasetFlags } from '../../src/bench/run.js';
+import { latencyByLength, pickRequests, runBench, runDatasetFlags } from '../../src/bench/run.js';
 import { tinyDataset } from '../cache/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rd-bench-unit-'));
@@ -25,6 +25,16 @@ describe('bench plumbing', () => {
       expect(r.histories[i]).toEqual(items.slice(0, -1));
     }
     expect(pickRequests(ds, 1000).users).toHaveLength(38);
+  });
+
+  it('buckets latencies by history length (median per bucket, empty buckets left out)', () => {
+    const hs = [3, 30, 40, 10, 250].map((n) => Array.from({ length: n }, (_, i) => i + 1));
+    const ms = [1, 4, 6, 3, 20];
+    expect(latencyByLength(hs, ms)).toEqual([
+      { lengths: '1-25', n: 2, p50Ms: 2 },
+      { lengths: '26-50', n: 2, p50Ms: 5 },
+      { lengths: '>200', n: 1, p50Ms: 20 },
+    ]);
   });
 
   it('reads the dataset flags a run was trained with; clear errors otherwise', () => {

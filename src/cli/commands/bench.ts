@@ -12,7 +12,7 @@ const options = defineOptions({
   cache: { type: 'string', help: 'teacher cache folder (manifest.json, head.safetensors): its teacher is benchmarked', required: true },
   out: { type: 'string', help: 'report folder (default: <student>/bench)' },
   requests: { type: 'int', help: 'single requests timed for the student (test users spread evenly)', default: 500 },
-  teacherRequests: { type: 'int', help: 'single requests timed for the teacher (the first of the same requests)', default: 100 },
+  teacherRequests: { type: 'int', help: 'single requests timed for the teacher (an evenly spaced subset of the same requests)', default: 100 },
   warmup: { type: 'int', help: 'untimed warm-up requests before timing (teacher: at most 5)', default: 50 },
   batch: { type: 'int', help: 'requests answered together for the throughput figure', default: 64 },
   batchRounds: { type: 'int', help: 'student: batches timed for the throughput figure (teacher: one batch)', default: 8 },

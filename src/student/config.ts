@@ -7,7 +7,7 @@ import { BACKEND_CHOICES } from '../backend/index.js';
  * Defaults were chosen on ML-100K by VALIDATION NDCG@10 (never test); see the report in the run folder.
  */
 export const modelOptions = defineOptions({
-  maxLen: { type: 'int', help: 'maximum sequence length (most recent items kept)', default: 50 },
+  maxLen: { type: 'int', help: 'maximum sequence length (most recent items kept)', default: 200 },
   dims: { type: 'int', help: 'hidden size D of item/position embeddings and blocks', default: 64 },
   blocks: { type: 'int', help: 'number of self-attention blocks', default: 2 },
   heads: { type: 'int', help: 'attention heads (must divide dims)', default: 1 },
@@ -26,7 +26,7 @@ export const trainOptions = defineOptions({
   lr: { type: 'number', help: 'Adam learning rate', default: 0.002 },
   beta2: { type: 'number', help: 'Adam beta2', default: 0.98 },
   weightDecay: { type: 'number', help: 'decoupled (AdamW) weight decay', default: 0 },
-  patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 8 },
+  patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 6 },
   evalEvery: { type: 'int', help: 'validate every N epochs', default: 1 },
   seed: { type: 'int', help: 'seed for initialisation, shuffling, dropout and negative sampling', default: 42 },
   backend: { type: 'string', help: 'tfjs backend (auto = node > wasm > cpu)', default: 'auto', choices: BACKEND_CHOICES },

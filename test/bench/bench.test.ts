@@ -91,4 +91,17 @@ describe('bench end-to-end (tiny LM teacher vs one-epoch student, each in a chil
       cache.close();
     }
   });
+
+  it('benchmarks a seqrec teacher cache too (served from its run folder like a student)', async () => {
+    // The one-epoch student as its own seqrec teacher: both processes must then give the same first answer.
+    const c = await runCmd(() => import('../../src/cli/commands/teacher-cache.js'), { ...TINY_DATA, teacher: 'seqrec', studentRun: setup.student, cacheRoot: join(root, 'cache'), topK: 10 });
+    const out = join(root, 'bench-seqrec');
+    const r = await runCmd(() => import('../../src/cli/commands/bench.js'), { student: setup.student, cache: String(c.cache), out, requests: 10, teacherRequests: 10, warmup: 2, batch: 4, batchRounds: 1 });
+    const rep = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
+    expect(rep.details.teacher.kind).toBe('seqrec');
+    expect(rep.details.teacher.first).toEqual(rep.details.student.first);
+    expect(rep.teacher.params).toBe(rep.student.params);
+    expect(rep.teacher.bytes).toBe(rep.student.bytes);
+    expect((r.teacher as Record<string, number>).p50Ms).toBeGreaterThan(0);
+  }, 120_000);
 });

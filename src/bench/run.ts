@@ -35,6 +35,8 @@ export interface BenchOptions {
   threads: number;
   /** LLM teacher: sequences padded into one ONNX run when `batch` requests arrive together. */
   teacherMicroBatch: number;
+  /** Teacher model folder (or run folder for seqrec) instead of the path recorded in the cache manifest. */
+  teacherModel?: string;
   /** Dataset flags; undefined = the ones the student run was trained with (its config.json). */
   dataset?: Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
   log: LogFn;
@@ -117,7 +119,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   // Teacher first, then student, never at the same time (2 cores).
   log(`bench: teacher (${manifest.teacher.kind} ${manifest.teacher.model}, ${manifest.teacher.dtype}) in a child process...`);
   const teacher = await runWorker(
-    { role: 'teacher', dir: o.cache, histories: teacherReq, items: ds.items, k: o.k, warmup: Math.min(o.warmup, 5), batch: o.batch, batchRequests: o.batch, backend: o.backend, threads: o.threads, microBatch: Math.min(o.teacherMicroBatch, o.batch) },
+    { role: 'teacher', dir: o.cache, histories: teacherReq, items: ds.items, k: o.k, warmup: Math.min(o.warmup, 5), batch: o.batch, batchRequests: o.batch, backend: o.backend, threads: o.threads, microBatch: Math.min(o.teacherMicroBatch, o.batch), teacherModel: o.teacherModel },
     log,
   );
   log(`bench: teacher p50 ${teacher.latency.p50Ms.toFixed(2)} ms, ${teacher.throughput.toFixed(1)} req/s at batch ${o.batch}, peak RSS ${teacher.rssMB.toFixed(0)} MB (${teacher.singleRssMB.toFixed(0)} MB before the batch); CPU reference ${teacher.cpuRefMs.toFixed(2)} ms`);

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { BackendName } from '../backend/index.js';
 import { readManifest, type CacheManifest } from '../cache/format.js';
 import { decodeFileBytes } from '../cache/shards.js';
@@ -89,7 +89,22 @@ export function headScores(weight: Float32Array, bias: Float32Array, h: Float32A
 }
 
 /** Serve the LLM teacher of a cache: model path, dtype, prompt, token budget and head come from its manifest. */
-export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn }): Promise<Server> {
+/**
+ * A relative local model path in the manifest is relative to where teacher:cache ran (usually the project root):
+ * try the current directory, then each ancestor of the cache folder. Hub ids and absolute paths pass through.
+ */
+export function localModelPath(model: string, cacheDir: string, alwaysPath = false): string {
+  if (isAbsolute(model)) return model;
+  if (existsSync(resolve(model))) return resolve(model);
+  if (!alwaysPath && !model.startsWith('.')) return model; // a hub id
+  for (let dir = resolve(cacheDir); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, model))) return join(dir, model);
+    if (dirname(dir) === dir) break;
+  }
+  throw new RecdistillError('E_NOT_FOUND', `the teacher model ${model} recorded in ${join(cacheDir, 'manifest.json')} is relative to where teacher:cache ran and is not found from ${process.cwd()} nor from any folder above the cache; run bench from that folder or pass --teacher-model PATH.`);
+}
+
+export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; model?: string }): Promise<Server> {
   const m = readManifest(cacheDir);
   if (m.teacher.kind !== 'llm') throw new RecdistillError('E_USAGE', `${cacheDir}: teacher kind is ${m.teacher.kind}, not llm.`);
   const head = readHead(cacheDir, m);
@@ -99,8 +114,7 @@ export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: {
   if (layer === undefined) throw new RecdistillError('E_INPUT', `${cacheDir}/manifest.json: head.layer ${m.head.layer} is outside the ${L} tapped layers.`);
   const topt = m.teacher.options as { maxPromptTokens?: number; tapPattern?: string | null };
   const { loadLlmTeacher, resolveModelFiles } = await import('../teacher/llm/index.js');
-  // A local model path in the manifest is relative to where teacher:cache ran (the project root).
-  const model = m.teacher.model.startsWith('.') ? resolve(m.teacher.model) : m.teacher.model;
+  const model = o.model ?? localModelPath(m.teacher.model, cacheDir);
   const ds: PreparedDataset = { name: m.dataset.name, fingerprint: m.dataset.fingerprint, options: {}, items, users: [], stats: { users: 0, items: items.length - 1, interactions: 0, meanSeqLen: 0, medianSeqLen: 0, density: 0 } };
   const enc = await loadLlmTeacher(
     {
@@ -145,8 +159,8 @@ export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: {
 }
 
 /** Serve a cache's teacher (llm or seqrec). */
-export async function teacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; backend?: BackendName }): Promise<Server> {
+export async function teacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; backend?: BackendName; model?: string }): Promise<Server> {
   const m = readManifest(cacheDir);
-  if (m.teacher.kind === 'seqrec') return studentServer(resolve(m.teacher.model), 'seqrec', o.backend);
+  if (m.teacher.kind === 'seqrec') return studentServer(o.model ?? localModelPath(m.teacher.model, cacheDir, true), 'seqrec', o.backend);
   return llmTeacherServer(cacheDir, items, o);
 }

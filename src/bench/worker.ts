@@ -31,6 +31,8 @@ export interface BenchJob {
   threads?: number;
   /** LLM teacher: most sequences padded into one ONNX run (the runtime's micro-batcher); default `batch`. */
   microBatch?: number;
+  /** Teacher model path overriding the manifest's (a moved model folder). */
+  teacherModel?: string;
 }
 
 export interface WorkerResult {
@@ -69,7 +71,7 @@ export async function runJob(job: BenchJob): Promise<WorkerResult> {
   const server =
     job.role === 'student'
       ? await studentServer(job.dir, 'student', job.backend ?? 'auto')
-      : await teacherServer(job.dir, job.items ?? [], { batch: job.microBatch ?? job.batch, threads: job.threads ?? 0, log, backend: job.backend });
+      : await teacherServer(job.dir, job.items ?? [], { batch: job.microBatch ?? job.batch, threads: job.threads ?? 0, log, backend: job.backend, model: job.teacherModel });
   const loadMs = performance.now() - t0;
   try {
     const hs = job.histories.map((h) => Int32Array.from(h));

@@ -53,3 +53,19 @@ describe('bench plumbing', () => {
     await expect(runBench({ ...base, student: join(dir, 'run'), requests: 0 })).rejects.toThrow(/--requests must be a positive integer/);
   });
 });
+
+describe('teacher model path recorded in a cache manifest', () => {
+  it('resolves a relative path from the cwd, then from the folders above the cache; hub ids pass through', async () => {
+    const { localModelPath } = await import('../../src/bench/servers.js');
+    const project = join(dir, 'project');
+    const cache = join(project, 'teacher-cache', 'ds', 'llm-lm', 'key1');
+    mkdirSync(cache, { recursive: true });
+    mkdirSync(join(project, '.recdistill', 'lm'), { recursive: true });
+    expect(localModelPath('.recdistill/lm', cache)).toBe(join(project, '.recdistill', 'lm'));
+    expect(localModelPath('onnx-community/Qwen2.5-0.5B-Instruct', cache)).toBe('onnx-community/Qwen2.5-0.5B-Instruct');
+    expect(localModelPath('/abs/model', cache)).toBe('/abs/model');
+    expect(() => localModelPath('./missing-lm', cache)).toThrow(/missing-lm .*--teacher-model/);
+    mkdirSync(join(project, 'student', 'teacher-run'), { recursive: true });
+    expect(localModelPath('student/teacher-run', cache, true)).toBe(join(project, 'student', 'teacher-run'));
+  });
+});

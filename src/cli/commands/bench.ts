@@ -18,6 +18,7 @@ const options = defineOptions({
   batchRounds: { type: 'int', help: 'student: batches timed for the throughput figure (teacher: one batch)', default: 8 },
   k: { type: 'int', help: 'items per answer (top-k)', default: 10 },
   backend: { type: 'string', help: 'tfjs backend of the student (auto = node > wasm > cpu)', default: 'auto', choices: BACKEND_CHOICES },
+  teacherModel: { type: 'string', help: 'teacher model folder (seqrec: run folder) when it moved since teacher:cache (default: the manifest\'s path)' },
   teacherMicroBatch: { type: 'int', help: 'LLM teacher: at most this many requests padded into one ONNX run in the throughput test', default: 8 },
   threads: { type: 'int', help: 'onnxruntime intra-op threads of the LLM teacher (0 = all cores)', default: 0 },
   dataset: { type: 'string', help: 'dataset (default: the one the student run was trained on, from its config.json; then the dataset flags below apply)' },
@@ -28,7 +29,7 @@ export default defineCommand({
   description: 'teacher vs student on the same test requests: latency p50/p95/p99, throughput, params, bytes, peak RSS, NDCG/HR@10; writes report.json/.md and an SVG chart',
   options,
   async run(o, ctx) {
-    const { student, cache, out, requests, teacherRequests, warmup, batch, batchRounds, k, backend, threads, teacherMicroBatch, dataset, ...rest } = o;
+    const { student, cache, out, requests, teacherRequests, warmup, batch, batchRounds, k, backend, threads, teacherMicroBatch, teacherModel, dataset, ...rest } = o;
     const r = await runBench({
       student,
       cache,
@@ -42,6 +43,7 @@ export default defineCommand({
       backend: backend as BackendName,
       threads,
       teacherMicroBatch,
+      teacherModel,
       dataset: dataset ? ({ ...rest, dataset } as Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>) : undefined,
       log: ctx.log,
     });

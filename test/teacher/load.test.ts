@@ -6,7 +6,7 @@ import { env as hfEnv } from '@huggingface/transformers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { env } from '../../src/env.js';
 import { RecdistillError } from '../../src/errors.js';
-import { DTYPES, onnxFileFor, resolveLocalModel } from '../../src/teacher/llm/load.js';
+import { DTYPES, onnxFileFor, resolveDtype, resolveLocalModel } from '../../src/teacher/llm/load.js';
 import { loadLlmTeacher } from '../../src/teacher/llm/index.js';
 import { tinyDataset, tinyModelDir } from './fixtures.js';
 
@@ -39,6 +39,13 @@ describe('dtype -> file', () => {
     expect((err as Error).message).toMatch(/has no onnx\/model_q4\.onnx for --dtype q4\. On disk: model\.onnx \(--dtype fp32\)/);
     expect(() => resolveLocalModel(join(m.dir, 'nope'), 'fp32')).toThrow(/does not exist/);
     expect(resolveLocalModel(m.dir, 'fp32').onnxPath).toBe(join(m.dir, 'onnx', 'model.onnx'));
+  });
+
+  it('auto: q4 for a hub id; for a local folder the first variant on disk; explicit dtypes pass through', () => {
+    expect(resolveDtype('onnx-community/Qwen2.5-0.5B-Instruct', 'auto')).toBe('q4');
+    expect(resolveDtype(m.dir, 'auto')).toBe('fp32'); // model:tiny writes only onnx/model.onnx
+    expect(resolveDtype(m.dir, 'q8')).toBe('q8');
+    expect(resolveDtype(join(m.dir, 'tokenizer.json'), 'auto')).toBe('q4'); // no onnx files: the error will name q4
   });
 });
 

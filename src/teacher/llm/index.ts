@@ -16,13 +16,13 @@ import { createPromptCodec, loadPromptTemplate, type PromptCodec, type TruncateM
 import { stderrLog, type LogFn } from '../../util/progress.js';
 import type { TeacherEncoder } from '../types.js';
 import { embedItems, encodeHistory, measureOverhead, measurePlainLoop, planHistory, type ReadoutParts } from './encoder.js';
-import { hubCacheDir, loadTokenizer, readModelConfig, resolveModelFiles, weightsHash } from './load.js';
+import { hubCacheDir, loadTokenizer, readModelConfig, resolveDtype, resolveModelFiles, weightsHash } from './load.js';
 import { scanOnnx } from './onnx-scan.js';
 import { createRuntime, type RunStats } from './runtime.js';
 import { absoluteLayers, createTappedSession, parseLayers, resolveTapNames } from './tap.js';
 
 export { llmTeacherOptions, type LlmTeacherFlags } from './options.js';
-export { DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, DTYPE_SUFFIX, onnxFileFor, resolveModelFiles } from './load.js';
+export { AUTO_DTYPE_ORDER, DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, DTYPE_SUFFIX, onnxFileFor, resolveDtype, resolveModelFiles } from './load.js';
 export { parseLayers, absoluteLayers, TAP_PATTERNS } from './tap.js';
 
 export interface LlmTeacherOptions {
@@ -88,8 +88,10 @@ export function llmOptionsFromFlags(f: {
   };
 }
 
-export async function loadLlmTeacher(opts: LlmTeacherOptions, dataset: PreparedDataset): Promise<LlmTeacherEncoder> {
-  const log = opts.log ?? stderrLog;
+export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: PreparedDataset): Promise<LlmTeacherEncoder> {
+  const log = requested.log ?? stderrLog;
+  // `auto` becomes a concrete dtype here, so the manifest and cache key record the file actually used.
+  const opts = { ...requested, dtype: resolveDtype(requested.model, requested.dtype) };
   const offline = opts.offline || env.offline;
   const truncate = opts.truncate ?? 'windows';
   if (!TRUNCATE_MODES.includes(truncate)) throw new RecdistillError('E_USAGE', `truncate must be one of ${TRUNCATE_MODES.join(', ')}; got "${truncate}".`);

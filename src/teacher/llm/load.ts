@@ -37,6 +37,20 @@ export const DTYPES = Object.keys(DTYPE_SUFFIX) as Dtype[];
 export const DEFAULT_MODEL = 'onnx-community/Qwen2.5-0.5B-Instruct';
 export const DEFAULT_DTYPE: Dtype = 'q4';
 
+/** `--dtype auto`: a hub id gets DEFAULT_DTYPE; a local folder gets the first of these it has on disk. */
+export const AUTO_DTYPE_ORDER: Dtype[] = ['q4', 'q4f16', 'q8', 'int8', 'uint8', 'fp16', 'fp32'];
+
+/**
+ * Resolve `auto` to a concrete dtype. Explicit dtypes pass through (a missing file is reported later with
+ * what is on disk). A local folder with none of the known files keeps DEFAULT_DTYPE so that error names it.
+ */
+export function resolveDtype(model: string, dtype: string): string {
+  if (dtype !== 'auto') return dtype;
+  if (!isLocalModel(model)) return DEFAULT_DTYPE;
+  const dir = resolve(model);
+  return AUTO_DTYPE_ORDER.find((d) => existsSync(join(dir, onnxFileFor(d)))) ?? DEFAULT_DTYPE;
+}
+
 export function onnxFileFor(dtype: string): string {
   if (!(dtype in DTYPE_SUFFIX)) throw new RecdistillError('E_USAGE', `dtype "${dtype}" is not one of ${DTYPES.join(', ')}.`);
   return `onnx/model${DTYPE_SUFFIX[dtype as Dtype]}.onnx`;

@@ -1,11 +1,11 @@
 import { defineOptions, type Resolved } from '../../config/options.js';
 import { TRUNCATE_MODES } from '../../prompt/window.js';
-import { DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES } from './load.js';
+import { AUTO_DTYPE_ORDER, DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES } from './load.js';
 
 /** LLM-teacher flags; teacher:cache spreads these into its own option table. */
 export const llmTeacherOptions = defineOptions({
   model: { type: 'string', help: 'hub id (onnx-community/...) or local folder in the transformers.js layout', default: DEFAULT_MODEL },
-  dtype: { type: 'string', help: 'weights file variant (transformers.js suffixes)', default: DEFAULT_DTYPE, choices: DTYPES },
+  dtype: { type: 'string', help: `weights file variant (transformers.js suffixes); auto = ${DEFAULT_DTYPE} for a hub id, else the first of ${AUTO_DTYPE_ORDER.join(', ')} on disk`, default: 'auto', choices: ['auto', ...DTYPES] },
   layers: { type: 'string', help: 'tapped layers, comma-separated; negative counts from the end', default: '-1' },
   tapPattern: { type: 'string', help: 'tensor name of block {i} output, when auto-detection fails (e.g. "/model/layers.{i}/Add_1_output_0")' },
   prompt: { type: 'string', help: 'prompt template (.md with {{history}}); default prompts/history.md' },

@@ -23,6 +23,15 @@ describe('safetensors', () => {
     expect(header.w.data_offsets).toEqual([12, 36]);
   });
 
+  it('decodes from a Node Buffer that is a view at a non-zero offset (as readFileSync pools small files)', () => {
+    const a = encodeSafetensors({ x: { dtype: 'F32', shape: [3], data: Float32Array.from([1.5, -2, 3]) } });
+    const pool = Buffer.alloc(a.length + 13);
+    pool.set(a, 13);
+    const view = pool.subarray(13);
+    expect(view.byteOffset).toBe(13);
+    expect(Array.from(decodeSafetensors(view).tensors.x!.data as Float32Array)).toEqual([1.5, -2, 3]);
+  });
+
   it('rejects truncated files with a message naming the file', () => {
     const a = encodeSafetensors({ x: { dtype: 'F32', shape: [4], data: new Float32Array(4) } });
     expect(() => decodeSafetensors(a.slice(0, a.length - 3), 'shard-0001.safetensors')).toThrow(/shard-0001.safetensors: not a valid safetensors file/);

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { BackendName } from '../backend/index.js';
 import { readManifest, type CacheManifest } from '../cache/format.js';
-import { decodeFileBytes } from '../cache/shards.js';
+import { decodeSafetensors } from '../util/safetensors.js';
 import type { ItemInfo, PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { loadStudent, topK } from '../student/serve.js';
@@ -65,7 +65,7 @@ export async function studentServer(dir: string, kind: 'student' | 'seqrec' = 's
 export function readHead(cacheDir: string, m: CacheManifest): { weight: Float32Array; bias: Float32Array; path: string } {
   const path = join(cacheDir, m.head.file ?? 'head.safetensors');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: the teacher cache ${cacheDir} has no soft-label head (is it complete? manifest "complete" = ${m.complete}).`);
-  const { tensors } = decodeFileBytes(readFileSync(path), path);
+  const { tensors } = decodeSafetensors(readFileSync(path), path);
   const w = tensors.weight;
   const b = tensors.bias;
   const N1 = m.dataset.items + 1;

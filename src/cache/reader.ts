@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 import type { STTensor } from '../util/safetensors.js';
-import { decodeFileBytes } from './shards.js';
+import { decodeSafetensors } from '../util/safetensors.js';
 import { f16ToF32 } from './f16.js';
 import { readManifest, type CacheManifest, type ShardEntry } from './format.js';
 
@@ -109,7 +109,7 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
 
   const load = (entry: ShardEntry): DecodedShard => {
     const R = entry.rows;
-    const { tensors } = decodeFileBytes(readFile(entry.file, entry.sha256), join(dir, entry.file));
+    const { tensors } = decodeSafetensors(readFile(entry.file, entry.sha256), join(dir, entry.file));
     const users = tensor(tensors, 'user', entry.file, [R]).data as Int32Array;
     const positions = tensor(tensors, 'position', entry.file, [R]).data as Int32Array;
     const h = tensor(tensors, 'hidden', entry.file, [R, layers.length, H]);
@@ -127,7 +127,7 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
     const shard: DecodedShard = { entry, offsets, positions, hidden };
     if (entry.soft) {
       const K = manifest.softLabels.k;
-      const soft = decodeFileBytes(readFile(entry.soft.file, entry.soft.sha256), join(dir, entry.soft.file)).tensors;
+      const soft = decodeSafetensors(readFile(entry.soft.file, entry.soft.sha256), join(dir, entry.soft.file)).tensors;
       shard.topkIndex = tensor(soft, 'topk_index', entry.soft.file, [R, K]).data as Int32Array;
       shard.topkProb = tensor(soft, 'topk_prob', entry.soft.file, [R, K]).data as Float32Array;
     }
@@ -164,14 +164,14 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
     itemEmbeddings() {
       if (items) return items;
       if (!manifest.items) throw new RecdistillError('E_NOT_FOUND', `teacher cache ${dir} has no item embeddings (items.safetensors not written yet).`);
-      const ts = decodeFileBytes(readFile(manifest.items.file, manifest.items.sha256), join(dir, manifest.items.file)).tensors;
+      const ts = decodeSafetensors(readFile(manifest.items.file, manifest.items.sha256), join(dir, manifest.items.file)).tensors;
       items = tensor(ts, 'embedding', manifest.items.file, [manifest.dataset.items + 1, H]).data as Float32Array;
       return items;
     },
     stats() {
       if (stats !== null) return stats;
       if (!manifest.stats) return (stats = undefined);
-      const ts = decodeFileBytes(readFile(manifest.stats.file, manifest.stats.sha256), join(dir, manifest.stats.file)).tensors;
+      const ts = decodeSafetensors(readFile(manifest.stats.file, manifest.stats.sha256), join(dir, manifest.stats.file)).tensors;
       const mean = tensor(ts, 'mean', manifest.stats.file, [layers.length, H]).data as Float32Array;
       const std = tensor(ts, 'std', manifest.stats.file, [layers.length, H]).data as Float32Array;
       return (stats = { mean, std });

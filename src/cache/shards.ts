@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { sha256 } from '../util/hash.js';
-import { decodeSafetensors, encodeSafetensors, type DecodedSafetensors, type STTensor } from '../util/safetensors.js';
+import { decodeSafetensors, encodeSafetensors, type STTensor } from '../util/safetensors.js';
 import { f32ToF16 } from './f16.js';
 import type { HiddenDtype } from './format.js';
 
@@ -64,21 +64,12 @@ export function writeShard(dir: string, file: string, bytes: Uint8Array): string
 }
 
 /**
- * decodeSafetensors for bytes read from disk. src/util/safetensors.ts slices its input with offsets that
- * assume a plain Uint8Array at byteOffset 0 (a Node Buffer's slice is a view of the whole pool), so hand it one.
- */
-export function decodeFileBytes(buf: Uint8Array, where: string): DecodedSafetensors {
-  const plain = buf.byteOffset === 0 ? new Uint8Array(buf.buffer, 0, buf.byteLength) : new Uint8Array(buf);
-  return decodeSafetensors(plain, where);
-}
-
-/**
  * Read a finished file left by an earlier (possibly killed) run: its sha256, tensors and rows (length of the
  * `user` tensor; 0 for files without one, e.g. items or head). Renames are atomic, so a file that exists is whole.
  */
 export function readFinishedShard(dir: string, file: string): { rows: number; sha256: string; tensors: Record<string, STTensor> } {
   const path = join(dir, file);
   const buf = readFileSync(path);
-  const { tensors } = decodeFileBytes(buf, path);
+  const { tensors } = decodeSafetensors(buf, path);
   return { rows: tensors.user?.shape[0] ?? 0, sha256: sha256(buf), tensors };
 }

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { sha256 } from '../util/hash.js';
 import type { STTensor } from '../util/safetensors.js';
 import { readManifest, type CacheManifest } from './format.js';
-import { decodeFileBytes } from './shards.js';
+import { decodeSafetensors } from '../util/safetensors.js';
 
 export interface VerifyProblem {
   file: string;
@@ -41,7 +41,7 @@ export function verifyCache(dir: string): VerifyResult {
     if (got !== sha) return void problems.push({ file, problem: `sha256 ${got.slice(0, 16)}... does not match the manifest's ${sha.slice(0, 16)}...` });
     let tensors: Record<string, STTensor>;
     try {
-      tensors = decodeFileBytes(buf, path).tensors;
+      tensors = decodeSafetensors(buf, path).tensors;
     } catch (e) {
       return void problems.push({ file, problem: (e as Error).message });
     }

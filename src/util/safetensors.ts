@@ -80,7 +80,8 @@ export function decodeSafetensors(buf: Uint8Array, where = 'safetensors buffer')
     const [b, e] = data_offsets;
     const count = shape.reduce((a, c) => a * c, 1);
     if (e - b !== count * size || base + e > buf.byteLength) bad(`tensor "${name}" offsets [${b}, ${e}] do not match shape [${shape}] ${dtype}`);
-    const bytes = buf.slice(buf.byteOffset + base + b, buf.byteOffset + base + e);
+    // A copy (Uint8Array.prototype.slice, not Buffer's view-returning slice): aligned, and its own ArrayBuffer.
+    const bytes = Uint8Array.prototype.slice.call(buf, base + b, base + e);
     tensors[name] = { dtype, shape, data: typedArrayFor(dtype, bytes.buffer as ArrayBuffer) };
   }
   return { tensors, metadata: header.__metadata__ ?? {} };

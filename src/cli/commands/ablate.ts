@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend, type BackendName } from '../../backend/index.js';
 import { readManifest } from '../../cache/format.js';
@@ -12,7 +11,6 @@ import { distillOptions } from '../../distill/options.js';
 import { studentOptions, type StudentOptions } from '../../student/config.js';
 import { trainStudent } from '../../student/train.js';
 import { llmTeacherOptions } from '../../teacher/llm/options.js';
-import { sha256 } from '../../util/hash.js';
 import type { LogFn } from '../../util/progress.js';
 import { defineCommand } from '../command.js';
 
@@ -36,7 +34,7 @@ const options = defineOptions({
   blocks: { type: 'int', help: 'student blocks', default: 2 },
   ffnDims: { type: 'int', help: 'student feed-forward width', default: 16 },
   maxLen: { type: 'int', help: 'sequence length (student and seqrec teacher)', default: 50 },
-  epochs: { type: 'int', help: 'student training budget in epochs (same for every configuration)', default: 20 },
+  epochs: { type: 'int', help: 'student training budget in epochs (same for every configuration)', default: 15 },
   lr: { type: 'number', help: 'student learning rate', default: 0.005 },
   batchSize: { type: 'int', help: 'sequences per step', default: 128 },
   patience: { type: 'int', help: 'early stopping patience (validations)', default: 10 },
@@ -74,7 +72,8 @@ async function seqrecTeacherCache(o: Opts, ds: PreparedDataset, out: string, bac
   const { runTeacherCache } = await import('../../cache/run.js');
   // Tap every teacher block unless --layers names some (its llm default, -1, would tap only the last).
   const layers = o.layers === '-1' ? Array.from({ length: o.teacherBlocks as number }, (_, i) => i).join(',') : (o.layers as string);
-  const t = await seqrecFromRun(run, ds, layers);
+  const { loadSeqrecTeacher } = await import('../../teacher/seqrec.js');
+  const t = await loadSeqrecTeacher(run, ds, { layers });
   try {
     const r = await runTeacherCache(t.encoder, ds, {
       root: o.cacheRoot as string,
@@ -93,20 +92,6 @@ async function seqrecTeacherCache(o: Opts, ds: PreparedDataset, out: string, bac
   } finally {
     await t.encoder.dispose();
   }
-}
-
-/** The teacher library's loader; until it can read run folders, the same wrapper over the student serve API. */
-async function seqrecFromRun(run: string, ds: PreparedDataset, layers: string) {
-  const seqrec = await import('../../teacher/seqrec.js');
-  try {
-    return await seqrec.loadSeqrecTeacher(run, ds, { layers });
-  } catch (e) {
-    if (!(e instanceof RecdistillError && e.code === 'E_INTERNAL')) throw e;
-  }
-  const { loadStudent } = await import('../../student/serve.js');
-  const s = await loadStudent(run);
-  const weightsHash = sha256(readFileSync(join(run, 'model.safetensors')));
-  return seqrec.seqrecTeacher(seqrec.sasrecModel(s.model), { model: run, weightsHash, layers, dispose: () => s.dispose() });
 }
 
 async function llmTeacherCache(o: Opts, ds: PreparedDataset, backend: string, log: LogFn): Promise<string> {

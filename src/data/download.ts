@@ -81,9 +81,13 @@ async function fetchTo(url: string, file: string, log: LogFn): Promise<{ sha256:
       cb(null, chunk);
     },
   });
+  const out = createWriteStream(file);
   try {
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), tap, createWriteStream(file));
+    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), tap, out);
   } catch (e) {
+    // pipeline rejects as soon as the source fails, possibly before the file stream has even opened its file;
+    // wait until it is closed so the caller's cleanup removes the file instead of racing its creation.
+    if (!out.closed) await new Promise<void>((r) => out.once('close', () => r()));
     throw new RecdistillError('E_NETWORK', `download of ${url} broke off after ${bytes} bytes: ${(e as Error).message}.`, { cause: e });
   }
   log(`download ${url}: ${(bytes / 1e6).toFixed(1)} MB in ${formatSeconds((performance.now() - start) / 1000)}`);

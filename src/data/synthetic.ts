@@ -1,6 +1,7 @@
 import { RecdistillError } from '../errors.js';
 import { sha256, stableStringify } from '../util/hash.js';
 import type { RawDataset, RawInteraction } from './types.js';
+import { mulberry32 } from '../util/rng.js';
 
 /**
  * A deterministic, offline dataset with real sequential structure, so that a sequence model has
@@ -50,17 +51,6 @@ const ROMAN = ['', ' II', ' III', ' IV', ' V', ' VI', ' VII', ' VIII'];
 /** Franchise length distribution (index = length - 1): a quarter standalone, most 3-5 instalments. */
 const SERIES_LEN_P = [0.25, 0.1, 0.25, 0.2, 0.12, 0.08];
 
-/** mulberry32: tiny, fast, good enough for data generation; the same seed gives the same stream everywhere. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function pickWeighted(rand: () => number, weights: number[]): number {
   let total = 0;

@@ -1,7 +1,7 @@
 import type { PreparedDataset } from '../data/types.js';
 import { splitUser } from '../data/split.js';
 import { RecdistillError } from '../errors.js';
-import { makeRng, mixSeed } from '../student/rng.js';
+import { makeRng, mixSeed } from '../util/rng.js';
 import { rankAmong, rankOf, summarizeRanks } from './metrics.js';
 
 /**

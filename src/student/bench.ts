@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from './batches.js';
 import { createSasrec, disposeModel, encodeLast, modelVariables, type ModelConfig } from './model.js';
 import { createAdam } from './optim.js';
-import { makeRng } from './rng.js';
+import { makeRng } from '../util/rng.js';
 import { batchTerms, combine, gradientsOf, lossSetup } from './step.js';
 import { topK } from './serve.js';
 import type { PreparedDataset } from '../data/types.js';

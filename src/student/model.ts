@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { makeRng, type Rng } from './rng.js';
+import { makeRng, type Rng } from '../util/rng.js';
 
 /**
  * SASRec: Self-Attentive Sequential Recommendation (Kang & McAuley, ICDM 2018).

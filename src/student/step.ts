@@ -4,7 +4,7 @@ import type { StepContext, TrainHooks } from './hooks.js';
 import type { Batch } from './batches.js';
 import { bceLoss, fullSoftmaxCE, proposal, sampledSoftmaxCE } from './losses.js';
 import { encode, scores, type Sasrec } from './model.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../util/rng.js';
 
 /**
  * One training step's maths: the record of named UNWEIGHTED loss terms (`ce` = the next-item loss chosen by

@@ -14,7 +14,7 @@ import { learningCurveSvg, type CurvePoint } from './curves.js';
 import type { TrainHooks } from './hooks.js';
 import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
 import { createAdam, type Adam } from './optim.js';
-import { makeRng, mixSeed } from './rng.js';
+import { makeRng, mixSeed } from '../util/rng.js';
 import { studentScorer, usersByLength } from './scorer.js';
 import { batchTerms, combine, gradientsOf, lossSetup, type LossSetup } from './step.js';
 import { finishRun, type TrainResult } from './finish.js';

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { RecdistillError } from '../errors.js';
-import { makeRng, shuffle } from '../student/rng.js';
+import { makeRng, shuffle } from '../util/rng.js';
 import type { LogFn } from '../util/progress.js';
 
 /**

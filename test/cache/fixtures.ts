@@ -1,17 +1,9 @@
 import type { PreparedDataset, UserSequence } from '../../src/data/types.js';
 import type { HistoryStates, TeacherEncoder } from '../../src/teacher/types.js';
+import { mulberry32 as rng } from '../../src/util/rng.js';
 
 /** Deterministic pseudo-random numbers (mulberry32) so fixtures never change. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng };
 
 /**
  * A small prepared dataset with structure a teacher can learn: users walk the item ring mostly forward

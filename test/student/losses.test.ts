@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { bceLoss, drawFrom, proposal, sampledSoftmaxCE } from '../../src/student/losses.js';
-import { makeRng } from '../../src/student/rng.js';
+import { makeRng } from '../../src/util/rng.js';
 import { buildWindows, epochBatches, makeBatch, padHistories } from '../../src/student/batches.js';
 import type { PreparedDataset } from '../../src/data/types.js';
 import { benchStudent } from '../../src/student/bench.js';

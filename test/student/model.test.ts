@@ -4,7 +4,7 @@ import { initBackend } from '../../src/backend/index.js';
 import { segmentSum } from '../../src/backend/kernels.js';
 import { fullSoftmaxCE, fullSoftmaxCEValue, logSumExp } from '../../src/student/losses.js';
 import { attentionBias, createSasrec, disposeModel, encode, encodeLast, modelVariables } from '../../src/student/model.js';
-import { makeRng } from '../../src/student/rng.js';
+import { makeRng } from '../../src/util/rng.js';
 import { topK } from '../../src/student/serve.js';
 
 const cfg = { numItems: 20, maxLen: 8, dims: 8, blocks: 2, heads: 2, dropout: 0, attnDropout: 0, ffnDims: 8 };

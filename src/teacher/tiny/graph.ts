@@ -10,6 +10,7 @@
  * `/model/layers.{i}/Add_1_output_0`.
  */
 import onnxProto from 'onnx-proto';
+import { mulberry32 as rng } from '../../util/rng.js';
 
 const { onnx } = onnxProto;
 type NodeProto = InstanceType<typeof onnx.NodeProto>;
@@ -30,17 +31,6 @@ export interface TinyConfig {
   kvCache?: boolean;
 }
 
-/** mulberry32: tiny, fast, deterministic PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function normalSampler(seed: number): () => number {
   const u = rng(seed);

@@ -44,3 +44,8 @@ export function shuffle<T>(a: T[] | Int32Array, rng: Rng): void {
     a[j] = t;
   }
 }
+
+/** The bare mulberry32 stream as a function (data generation, tiny model weights, fixtures). */
+export function mulberry32(seed: number): () => number {
+  return makeRng(seed).next;
+}

@@ -39,6 +39,7 @@ describe('item text and templates', () => {
     expect(itemText({ title: 'Toy Story (1995)', year: 1995, genres: ['Animation', "Children's", 'Comedy'] })).toBe("Toy Story (1995) — Animation, Children's, Comedy");
     expect(itemText({ title: 'Amélie', year: 2001, genres: ['unknown'] })).toBe('Amélie (2001)');
     expect(itemText({ title: 'B0001', genres: [] })).toBe('B0001');
+    expect(itemText({ title: 'Widget', genres: ['Tools'], extra: { store: 'Acme', main_category: 'Home', empty: ' ' } })).toBe('Widget — Tools [main_category: Home; store: Acme]');
   });
 
   it('splits a template at {{history}} and hashes its bytes', () => {

@@ -85,8 +85,8 @@ export function meanStd(xs: number[]): { mean: number; std: number } {
   const n = xs.length;
   if (!n) return { mean: NaN, std: NaN };
   const mean = xs.reduce((a, b) => a + b, 0) / n;
-  // Sample standard deviation (n - 1): the spread a reader expects over a few seeds; 0 for one seed.
-  const std = n > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : 0;
+  // Sample standard deviation (n - 1); undefined for one seed: NaN (printed "-", null in JSON), not a misleading 0.
+  const std = n > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1)) : NaN;
   return { mean, std };
 }
 

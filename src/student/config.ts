@@ -12,8 +12,8 @@ export const modelOptions = defineOptions({
   blocks: { type: 'int', help: 'number of self-attention blocks', default: 2 },
   heads: { type: 'int', help: 'attention heads (must divide dims)', default: 1 },
   ffnDims: { type: 'int', help: 'inner width of the point-wise feed-forward network', default: 64 },
-  dropout: { type: 'number', help: 'dropout on embeddings, attention output and feed-forward', default: 0.2 },
-  attnDropout: { type: 'number', help: 'dropout on attention probabilities', default: 0 },
+  dropout: { type: 'number', help: 'dropout on embeddings, attention output and feed-forward', default: 0.3 },
+  attnDropout: { type: 'number', help: 'dropout on attention probabilities', default: 0.2 },
 });
 
 export const trainOptions = defineOptions({

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256, stableStringify } from '../util/hash.js';
+import type { HeadTrainConfig } from '../teacher/head.js';
 import type { TeacherInfo } from '../teacher/types.js';
 
 /**
@@ -52,17 +53,10 @@ export interface SoftLabelSpec {
   mask: 'padding+history';
 }
 
-export interface HeadConfig {
+export interface HeadConfig extends HeadTrainConfig {
   kind: 'linear' | 'zeroshot' | 'teacher';
   /** Index into the tapped layers whose state the head reads (-1 = last). */
   layer: number;
-  epochs: number;
-  lr: number;
-  batchSize: number;
-  patience: number;
-  seed: number;
-  /** Training rows sampled per epoch (0 = all). */
-  rowsPerEpoch?: number;
 }
 
 export interface RankingSummary {

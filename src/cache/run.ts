@@ -8,7 +8,7 @@ import { initialManifest, runPass1, type Pass1Options } from './build.js';
 import { lockCacheDir } from './lock.js';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../util/atomic.js';
-import { MANIFEST_FILE, type CacheManifest, type HeadConfig, type HiddenDtype } from './format.js';
+import { MANIFEST_FILE, type CacheManifest } from './format.js';
 import { runPass2 } from './soft.js';
 
 /**
@@ -18,17 +18,9 @@ import { runPass2 } from './soft.js';
  * A `--shard` run stops after pass 1 (its manifest says stage "hidden"); teacher:merge joins the slices
  * and runs pass 2, which needs only the cached features and the dataset, not the teacher model.
  */
-export interface CacheRunOptions {
-  root: string;
-  out?: string;
-  usersPerShard: number;
-  hiddenDtype: HiddenDtype;
-  concurrency: number;
-  slice?: { index: number; count: number };
+export interface CacheRunOptions extends Omit<Pass1Options, 'softLabels'> {
   k: number;
   temperature: number;
-  head: HeadConfig;
-  teacherOptions: Record<string, unknown>;
   /** tfjs backend name for the manifest (call initBackend first). */
   backend: string;
   /** Plain sequential session.run loop over the same inputs (LLM teacher), for the overhead check. */
@@ -37,7 +29,6 @@ export interface CacheRunOptions {
   overheadSample?: number;
   /** Teacher-provided scores for the 'teacher' head (seqrec). */
   teacherScores?: (items: Int32Array, positions: Int32Array) => Promise<Float32Array>;
-  log: LogFn;
 }
 
 export interface CacheSummary extends Record<string, unknown> {

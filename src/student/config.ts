@@ -26,7 +26,7 @@ export const trainOptions = defineOptions({
   lr: { type: 'number', help: 'Adam learning rate', default: 0.002 },
   beta2: { type: 'number', help: 'Adam beta2', default: 0.98 },
   weightDecay: { type: 'number', help: 'decoupled (AdamW) weight decay', default: 0 },
-  patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 6 },
+  patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 20 },
   evalEvery: { type: 'int', help: 'validate every N epochs', default: 1 },
   seed: { type: 'int', help: 'seed for initialisation, shuffling, dropout and negative sampling', default: 42 },
   backend: { type: 'string', help: 'tfjs backend (auto = node > wasm > cpu)', default: 'auto', choices: BACKEND_CHOICES },

@@ -45,6 +45,9 @@ export interface HeadTrainConfig {
   rowsPerEpoch?: number;
 }
 
+/** Default training of the linear soft-label head: teacher:cache's flags and the ablation both start here. */
+export const HEAD_DEFAULTS: Required<HeadTrainConfig> = { epochs: 10, lr: 0.01, batchSize: 256, patience: 2, seed: 42, rowsPerEpoch: 32768 };
+
 export interface HeadTrainData {
   H: number;
   /** Number of items N (ids 1..N). */

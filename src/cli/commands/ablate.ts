@@ -10,6 +10,7 @@ import { buildDistillHooks } from '../../distill/hooks.js';
 import { distillOptions } from '../../distill/options.js';
 import { studentOptions, type StudentOptions } from '../../student/config.js';
 import { trainStudent } from '../../student/train.js';
+import { HEAD_DEFAULTS } from '../../teacher/head.js';
 import { llmTeacherOptions } from '../../teacher/llm/options.js';
 import type { LogFn } from '../../util/progress.js';
 import { defineCommand } from '../command.js';
@@ -107,7 +108,8 @@ async function llmTeacherCache(o: Opts, ds: PreparedDataset, backend: string, lo
       concurrency: 4,
       k: o.topK as number,
       temperature: o.temperature as number,
-      head: { kind: 'linear', layer: -1, epochs: 20, lr: 0.01, batchSize: 256, patience: 3, seed: o.seed as number },
+      // Same head training as teacher:cache's defaults, so an ablation cache equals a teacher:cache one.
+      head: { ...HEAD_DEFAULTS, kind: 'linear', layer: -1, seed: o.seed as number },
       teacherOptions: { maxPromptTokens: lo.maxPromptTokens, truncate: lo.truncate, tapPattern: lo.tapPattern ?? null, batch: lo.batch },
       backend,
       log,

@@ -4,6 +4,7 @@ import { runTeacherCache, type CacheSummary } from '../../cache/run.js';
 import { defineOptions } from '../../config/options.js';
 import { datasetFromFlags, datasetOptions } from '../../data/options.js';
 import { RecdistillError } from '../../errors.js';
+import { HEAD_DEFAULTS } from '../../teacher/head.js';
 import { llmTeacherOptions } from '../../teacher/llm/options.js';
 import { formatSummary } from '../format.js';
 import { defineCommand } from '../command.js';
@@ -23,11 +24,11 @@ const options = defineOptions({
   temperature: { type: 'number', help: 'soft labels: softmax temperature T', default: 1 },
   head: { type: 'string', help: 'soft-label head (llm): linear (fitted on cached features) or zeroshot (h . item embedding)', default: 'linear', choices: ['linear', 'zeroshot'] },
   headLayer: { type: 'int', help: 'index into the tapped layers the head reads (-1 = last)', default: -1 },
-  headEpochs: { type: 'int', help: 'linear head: max epochs (early stop on validation NDCG@10)', default: 10 },
-  headRowsPerEpoch: { type: 'int', help: 'linear head: training positions sampled per epoch (0 = all)', default: 32768 },
-  headLr: { type: 'number', help: 'linear head: Adam learning rate', default: 0.01 },
-  headBatch: { type: 'int', help: 'linear head: batch size', default: 256 },
-  headPatience: { type: 'int', help: 'linear head: epochs without a better validation NDCG@10 before stopping', default: 2 },
+  headEpochs: { type: 'int', help: 'linear head: max epochs (early stop on validation NDCG@10)', default: HEAD_DEFAULTS.epochs },
+  headRowsPerEpoch: { type: 'int', help: 'linear head: training positions sampled per epoch (0 = all)', default: HEAD_DEFAULTS.rowsPerEpoch },
+  headLr: { type: 'number', help: 'linear head: Adam learning rate', default: HEAD_DEFAULTS.lr },
+  headBatch: { type: 'int', help: 'linear head: batch size', default: HEAD_DEFAULTS.batchSize },
+  headPatience: { type: 'int', help: 'linear head: epochs without a better validation NDCG@10 before stopping', default: HEAD_DEFAULTS.patience },
   seed: { type: 'int', help: 'seed of the head training (shuffles)', default: 42 },
   backend: { type: 'string', help: 'tfjs backend for the head / seqrec teacher', default: 'auto', choices: BACKEND_CHOICES },
   overheadSample: { type: 'int', help: 'llm teacher: users re-run as a plain session.run loop to measure pipeline overhead (0 = skip)', default: 32 },

@@ -1,0 +1,122 @@
+/**
+ * Write an ONNX model whose initializers are produced lazily, chunk by chunk, so a model of any size is
+ * written with bounded memory. The file is a valid ModelProto: the head (ir_version, opsets, producer,
+ * graph with nodes and I/O) is encoded with onnx-proto, and each initializer follows as one more
+ * `graph` field holding one TensorProto; protobuf merges repeated embedded-message fields (repeated
+ * fields append), so readers see one graph. Only each tensor's own length prefix must be known up
+ * front, which `byteLength` gives.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import onnxProto from 'onnx-proto';
+import { tempPathFor } from '../../util/atomic.js';
+
+const { onnx } = onnxProto;
+export type NodeProto = InstanceType<typeof onnx.NodeProto>;
+export type ValueInfoProto = InstanceType<typeof onnx.ValueInfoProto>;
+export const DataType = onnx.TensorProto.DataType;
+
+/** An initializer whose bytes (little-endian raw_data) are produced on demand, in chunks. */
+export interface LazyTensor {
+  name: string;
+  dims: number[];
+  /** ONNX TensorProto.DataType. */
+  dataType: number;
+  byteLength: number;
+  chunks(): Iterable<Uint8Array>;
+}
+
+export interface GraphDesc {
+  graphName: string;
+  producerName: string;
+  producerVersion?: string;
+  irVersion: number;
+  opsets: { domain: string; version: number }[];
+  nodes: NodeProto[];
+  inputs: ValueInfoProto[];
+  outputs: ValueInfoProto[];
+  initializers: LazyTensor[];
+}
+
+/** A LazyTensor over values already in memory. */
+export function eagerTensor(name: string, dims: number[], dataType: number, data: Float32Array | Uint8Array | Uint16Array | Int32Array | BigInt64Array): LazyTensor {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return { name, dims, dataType, byteLength: bytes.byteLength, chunks: () => [bytes] };
+}
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+
+/** Tag + length of a LEN field. */
+function lenPrefix(field: number, length: number): Uint8Array {
+  return Uint8Array.from([...varint(field * 8 + 2), ...varint(length)]);
+}
+
+/** Bytes of one initializer wrapped as ModelProto.graph(7){initializer(5){TensorProto}}, yielded in chunks. */
+function* initializerField(t: LazyTensor): Generator<Uint8Array> {
+  // TensorProto without raw_data (dims=1, data_type=2, name=8), then raw_data = field 9.
+  const head = onnx.TensorProto.encode(onnx.TensorProto.create({ name: t.name, dims: t.dims, dataType: t.dataType })).finish();
+  const raw = lenPrefix(9, t.byteLength);
+  const tensorLen = head.byteLength + raw.byteLength + t.byteLength;
+  const init = lenPrefix(5, tensorLen);
+  yield lenPrefix(7, init.byteLength + tensorLen);
+  yield init;
+  yield head;
+  yield raw;
+  let written = 0;
+  for (const c of t.chunks()) {
+    written += c.byteLength;
+    yield c;
+  }
+  if (written !== t.byteLength) throw new Error(`initializer ${t.name}: produced ${written} bytes, declared ${t.byteLength}`);
+}
+
+/** The model head: everything but the initializers. */
+export function encodeHead(desc: GraphDesc): Uint8Array {
+  const graph = onnx.GraphProto.create({ name: desc.graphName, node: desc.nodes, input: desc.inputs, output: desc.outputs });
+  return onnx.ModelProto.encode(
+    onnx.ModelProto.create({
+      irVersion: desc.irVersion,
+      producerName: desc.producerName,
+      producerVersion: desc.producerVersion ?? '',
+      opsetImport: desc.opsets,
+      graph,
+    }),
+  ).finish();
+}
+
+/** Write the model atomically (temp + rename), streaming initializer bytes. Returns the file size. */
+export function writeOnnxModel(path: string, desc: GraphDesc): number {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = tempPathFor(path);
+  const fd = openSync(tmp, 'w');
+  let size = 0;
+  const put = (b: Uint8Array) => {
+    let off = 0;
+    while (off < b.byteLength) off += writeSync(fd, b, off, b.byteLength - off);
+    size += b.byteLength;
+  };
+  try {
+    put(encodeHead(desc));
+    for (const t of desc.initializers) for (const c of initializerField(t)) put(c);
+    fsyncSync(fd);
+    closeSync(fd);
+    renameSync(tmp, path);
+  } catch (e) {
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  return size;
+}

@@ -4,7 +4,8 @@ import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { scanOnnx } from '../../src/teacher/llm/onnx-scan.js';
-import { absoluteLayers, createTappedSession, parseLayers, resolveTapNames, tapBytes } from '../../src/teacher/llm/tap.js';
+import type { GraphNode, GraphScan } from '../../src/teacher/llm/onnx-scan.js';
+import { absoluteLayers, createTappedSession, parseLayers, planTaps, tapBytes } from '../../src/teacher/llm/tap.js';
 import { loadLlmTeacher } from '../../src/teacher/llm/index.js';
 import { tinyDataset, tinyModelDir } from './fixtures.js';
 
@@ -24,28 +25,66 @@ function initializers(path: string): Map<string, { dims: number[]; data: Float32
 }
 
 describe('graph scan', () => {
-  it('finds node outputs, graph io and their types without decoding the model', () => {
+  it('finds nodes, graph io and their types without decoding the model', () => {
     const s = scanOnnx(modelPath);
-    expect(s.nodeOutputs).toContain('/model/layers.0/Add_1_output_0');
-    expect(s.nodeOutputs).toContain('/model/layers.1/Add_1_output_0');
-    expect(s.inputs.map((i) => [i.name, i.elemType])).toEqual([['input_ids', 7], ['attention_mask', 7], ['position_ids', 7]]);
-    expect(s.outputs).toEqual([{ name: 'logits', elemType: 1 }]);
+    const outs = s.nodes.flatMap((n) => n.outputs);
+    expect(outs).toContain('/model/layers.0/Add_1_output_0');
+    expect(outs).toContain('/model/layers.1/Add_1_output_0');
+    expect(s.nodes.find((n) => n.outputs[0] === '/model/layers.1/Add_1_output_0')).toMatchObject({ op: 'Add', domain: '', name: '/model/layers.1/Add_1' });
+    expect(s.inputs.map((i) => [i.name, i.elemType, i.shape])).toEqual([
+      ['input_ids', 7, ['batch_size', 'sequence_length']],
+      ['attention_mask', 7, ['batch_size', 'total_sequence_length']],
+      ['position_ids', 7, ['batch_size', 'sequence_length']],
+    ]);
+    expect(s.outputs.map((o) => [o.name, o.elemType])).toEqual([['logits', 1]]);
+    expect(s.initializers.find((i) => i.name === 'lm_head.weight')).toEqual({ name: 'lm_head.weight', dataType: 1, dims: [32, expect.any(Number)], external: false });
     expect(s.externalData).toEqual([]);
   });
 
-  it('falls back to the last top-level residual Add of each block for other exporters', () => {
-    const names = ['/backbone/blocks.0/Add_output_0', '/backbone/blocks.0/attn/Add_output_0', '/backbone/blocks.0/Add_1_output_0', '/backbone/blocks.0/Add_2_output_0',
-      '/backbone/blocks.1/Add_output_0', '/backbone/blocks.1/Add_1_output_0', '/backbone/blocks.1/Add_2_output_0', 'logits'];
-    const scan = { nodeOutputs: names, nodeOps: names.map(() => 'Add'), inputs: [], outputs: [], externalData: [] };
-    expect(resolveTapNames(scan, 2, [1, 0])).toEqual({ names: ['/backbone/blocks.1/Add_2_output_0', '/backbone/blocks.0/Add_2_output_0'], pattern: '/backbone/blocks.{i}/Add_2_output_0' });
-    // A block without that add: no guess, an error naming --tap-pattern.
-    const partial = { ...scan, nodeOutputs: names.filter((n) => n !== '/backbone/blocks.1/Add_2_output_0') };
-    partial.nodeOps = partial.nodeOutputs.map(() => 'Add');
-    expect(() => resolveTapNames(partial, 2, [0])).toThrow(/--tap-pattern/);
+  // Hand-made graphs: x -> norm -> f -> Add(x, f) ... The resolver follows structure, whatever the names.
+  const node = (name: string, op: string, inputs: string[], outputs: string[]): GraphNode => ({ name, op, domain: '', inputs, outputs, subgraphNodes: 0 });
+  const graph = (nodes: GraphNode[]): GraphScan => ({ nodes, inputs: [{ name: 'input_ids', elemType: 7, shape: [] }], outputs: [{ name: 'logits', elemType: 1, shape: [] }], initializers: [], externalData: [], producer: '', opsets: [] });
+  const block = (i: number, x: string, names: [string, string]): GraphNode[] => [
+    node(`b${i}/ln1`, 'LayerNormalization', [x, 'g'], [`b${i}/h1`]),
+    node(`b${i}/attn`, 'MatMul', [`b${i}/h1`, 'w'], [`b${i}/a`]),
+    node(names[0], 'Add', [`b${i}/a`, x], [`${names[0]}_out`]),
+    node(`b${i}/ln2`, 'LayerNormalization', [`${names[0]}_out`, 'g'], [`b${i}/h2`]),
+    node(`b${i}/mlp`, 'MatMul', [`b${i}/h2`, 'w'], [`b${i}/m`]),
+    node(names[1], 'Add', [`${names[0]}_out`, `b${i}/m`], [`${names[1]}_out`]),
+  ];
+  const head = (x: string) => [node('final_norm', 'LayerNormalization', [x, 'g'], ['normed']), node('lm_head', 'MatMul', ['normed', 'w'], ['logits'])];
+
+  it('follows the residual chain by structure: names that say nothing, an extra constant Add, a subset of layers', () => {
+    const nodes = [
+      node('emb', 'Gather', ['wte', 'input_ids'], ['e']),
+      ...block(0, 'e', ['weird/x', 'weird/y']),
+      ...block(1, 'weird/y_out', ['/blocks.1/Add', '/blocks.1/Add_1']),
+      // A scope-level Add that a name-based guess ("last Add of the block") would pick: x + constant, not a residual sum.
+      node('/blocks.1/Add_2', 'Add', ['/blocks.1/Add_1_out', 'const'], ['/blocks.1/Add_2_out']),
+      ...head('/blocks.1/Add_1_out'),
+    ];
+    expect(planTaps(graph(nodes), 2, [1, 0]).names).toEqual(['/blocks.1/Add_1_out', 'weird/y_out']);
+    // The chain ending somewhere else than the final norm, or a wrong block count, is an error naming what was found.
+    expect(() => planTaps(graph(nodes), 3, [0])).toThrow(/found 4 residual sums .* a 3-block model has 6/);
+  });
+
+  it('an extra residual sum on the stream, or two sums of one tensor, fail with a clear message', () => {
+    const chain = [node('emb', 'Gather', ['wte', 'input_ids'], ['e']), ...block(0, 'e', ['a0', 'a1'])];
+    const f = node('f', 'MatMul', ['a1_out', 'w'], ['f_out']);
+    const twice = [...chain, f, node('dup', 'Add', ['a1_out', 'f_out'], ['dup_out']), node('dup2', 'Add', ['f_out', 'a1_out'], ['dup2_out']), ...head('dup_out')];
+    expect(() => planTaps(graph(twice), 1, [0])).toThrow(/feeds 2 residual sums/);
+    const noLogits = [...chain, ...head('e')];
+    expect(() => planTaps(graph(noLogits), 1, [0])).toThrow(/does not lead to logits/);
+  });
+
+  it('--tap-pattern names tensors by hand and must name existing ones', () => {
+    const s = scanOnnx(modelPath);
+    expect(planTaps(s, 2, [1], '/model/layers.{i}/Add_output_0').names).toEqual(['/model/layers.1/Add_output_0']);
+    expect(() => planTaps(s, 2, [0], '/nope.{i}/x')).toThrow(/tap-pattern/);
   });
 
   it('appended output bytes merge into the graph (protobuf field merge)', () => {
-    const bytes = Buffer.concat([readFileSync(modelPath), tapBytes(['/model/layers.0/Add_1_output_0'], 1)]);
+    const bytes = Buffer.concat([readFileSync(modelPath), tapBytes(['/model/layers.0/Add_1_output_0'])]);
     const p = join(m.dir, 'onnx', 'tapped-copy.onnx');
     writeFileSync(p, bytes);
     expect(scanOnnx(p).outputs.map((o) => o.name)).toEqual(['logits', '/model/layers.0/Add_1_output_0']);
@@ -56,15 +95,16 @@ describe('graph scan', () => {
     expect(absoluteLayers([-1, 0, -2], 2)).toEqual([1, 0, 0]);
     expect(() => absoluteLayers([2], 2)).toThrow(/valid: -2\.\.1/);
     expect(() => parseLayers('1.5')).toThrow(/comma-separated integers/);
-    expect(() => resolveTapNames(scanOnnx(modelPath), 2, [0], '/nope.{i}/x')).toThrow(/tap-pattern/);
   });
 });
 
 describe('tapped session', () => {
   it('final-layer state through the final norm and lm_head equals the logits output', async () => {
     const scan = scanOnnx(modelPath);
-    const { names } = resolveTapNames(scan, 2, [1]);
-    const { session, cleanup } = await createTappedSession(modelPath, scan, names, 1, {});
+    const plan = planTaps(scan, 2, [1]);
+    const names = plan.names;
+    expect(names).toEqual(['/model/layers.1/Add_1_output_0']);
+    const { session, cleanup } = await createTappedSession(modelPath, scan, plan, {});
     const ids = [5, 17, 42, 300, 7, 7, 99];
     const L = ids.length;
     const t = (a: number[]) => new ort.Tensor('int64', BigInt64Array.from(a.map(BigInt)), [1, a.length]);

@@ -19,11 +19,11 @@ import { embedItems, encodeHistory, measureOverhead, measurePlainLoop, planHisto
 import { hubCacheDir, loadTokenizer, readModelConfig, resolveDtype, resolveModelFiles, weightsHash } from './load.js';
 import { scanOnnx } from './onnx-scan.js';
 import { createRuntime, type RunStats } from './runtime.js';
-import { absoluteLayers, createTappedSession, parseLayers, resolveTapNames } from './tap.js';
+import { absoluteLayers, createTappedSession, parseLayers, planTaps, type TapPlan } from './tap.js';
 
 export { llmTeacherOptions, type LlmTeacherFlags } from './options.js';
 export { AUTO_DTYPE_ORDER, DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, DTYPE_SUFFIX, onnxFileFor, resolveDtype, resolveModelFiles } from './load.js';
-export { parseLayers, absoluteLayers, TAP_PATTERNS } from './tap.js';
+export { parseLayers, absoluteLayers, planTaps } from './tap.js';
 
 export interface LlmTeacherOptions {
   model: string;
@@ -56,6 +56,8 @@ export interface LlmTeacherEncoder extends TeacherEncoder {
   codec: PromptCodec;
   /** Name of each tapped tensor, in layer order. */
   tapNames: string[];
+  /** How the tapped tensors were found (export family, nodes added). */
+  tapPlan: TapPlan;
   session: ort.InferenceSession;
 }
 
@@ -110,9 +112,8 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
   }
   const layers = absoluteLayers(opts.layers, cfg.numLayers);
   const scan = scanOnnx(files.onnxPath);
-  const { names, pattern } = resolveTapNames(scan, cfg.numLayers, layers, opts.tapPattern);
-  // Tapped tensors share the residual stream's type: float16 models (fp16, q4f16) have float16 logits.
-  const elemType = scan.outputs.find((o) => o.name === 'logits')?.elemType || 1;
+  const plan = planTaps(scan, cfg.numLayers, layers, opts.tapPattern);
+  const names = plan.names;
   // No spin-waiting in the intra-op pool: onnxruntime-node runs session.run synchronously on the JS
   // thread, and spinning workers burn CPU that the other threads (and other processes) need. Measured on
   // the tiny model, 900 tokens, 2 busy cores: 117 -> 86 CPU ms per run, 297 -> 216 ms wall.
@@ -124,7 +125,7 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
     extra: { session: { intra_op: { allow_spinning: opts.spin ? '1' : '0' } } },
   };
   const [tapped, hash, tokenizer] = await Promise.all([
-    createTappedSession(files.onnxPath, scan, names, elemType, sessionOptions),
+    createTappedSession(files.onnxPath, scan, plan, sessionOptions),
     weightsHash(files),
     loadTokenizer(files.dir),
   ]);
@@ -132,7 +133,7 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
   const codec = createPromptCodec(tokenizer, template, dataset.items);
   const rt = createRuntime(tapped.session, names, cfg, { concurrency: opts.concurrency ?? 1, batch: opts.batch ?? 1 });
   const parts: ReadoutParts = { rt, codec, maxPromptTokens: opts.maxPromptTokens, truncate, numItems: dataset.items.length - 1 };
-  log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}) tapping ${names.join(', ')} [pattern ${pattern}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
+  log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}) tapping ${names.join(', ')} [${plan.how}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
   return {
     kind: 'llm',
     model: opts.model,
@@ -150,6 +151,7 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
     stats: () => ({ ...rt.stats }),
     codec,
     tapNames: names,
+    tapPlan: plan,
     session: tapped.session,
     async dispose() {
       await tapped.session.release();

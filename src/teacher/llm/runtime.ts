@@ -32,7 +32,7 @@ export interface Runtime {
   stats: RunStats;
 }
 
-/** IEEE half -> float (fp16 / q4f16 models return float16 tensors as Uint16Array). */
+/** IEEE half -> float (float16 bits). */
 export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
@@ -42,10 +42,26 @@ export function halfToFloat(h: number): number {
   return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
-function toFloat32(t: ort.Tensor): Float32Array {
-  if (t.type === 'float32') return t.data as Float32Array;
-  if (t.type === 'float16') return Float32Array.from(t.data as Uint16Array, halfToFloat);
-  throw new RecdistillError('E_INPUT', `tapped tensor has type ${t.type}; expected float32 or float16.`);
+/** bfloat16 bits -> float: the top half of a float32. */
+export function bfloat16ToFloat(h: number): number {
+  const b = new DataView(new ArrayBuffer(4));
+  b.setUint32(0, (h & 0xffff) << 16);
+  return b.getFloat32(0);
+}
+
+/**
+ * A tapped tensor as float32. float16 / bfloat16 arrive as raw bits (Uint16Array) from onnxruntime-node,
+ * but on Node versions with `globalThis.Float16Array` onnxruntime-common hands back decoded Float16Array
+ * values: convert by value then, never by bit pattern.
+ */
+export function toFloat32(t: { type: string; data: unknown }, name = 'tensor'): Float32Array {
+  const d = t.data;
+  if (t.type === 'float32') return d as Float32Array;
+  if (t.type === 'float16' || t.type === 'bfloat16') {
+    if (d instanceof Uint16Array) return Float32Array.from(d, t.type === 'float16' ? halfToFloat : bfloat16ToFloat);
+    if (ArrayBuffer.isView(d) && !(d instanceof DataView) && !(d instanceof BigInt64Array) && !(d instanceof BigUint64Array)) return Float32Array.from(d as unknown as ArrayLike<number>);
+  }
+  throw new RecdistillError('E_INPUT', `tapped tensor ${name} has type ${t.type}; expected float32, float16 or bfloat16.`);
 }
 
 interface InputMeta {
@@ -108,8 +124,11 @@ export function createRuntime(session: ort.InferenceSession, tapNames: string[],
       const states = tapNames.map((n) => {
         const t = out[n];
         if (!t) throw new RecdistillError('E_INTERNAL', `session.run did not return tapped tensor ${n}.`);
-        if (t.dims[t.dims.length - 1] !== H) throw new RecdistillError('E_INPUT', `tapped tensor ${n} has shape [${t.dims.join(', ')}]; expected last dim ${H} (config hidden_size).`);
-        return toFloat32(t);
+        const want = [batch.length, L, H];
+        if (t.dims.length !== 3 || t.dims.some((d, i) => d !== want[i])) {
+          throw new RecdistillError('E_INPUT', `tapped tensor ${n} has shape [${t.dims.join(', ')}]; expected [batch ${want[0]}, tokens ${want[1]}, hidden_size ${H}] ([B, L, H]).`);
+        }
+        return toFloat32(t, n);
       });
       return { states, length: L };
     });

@@ -12,19 +12,9 @@ import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { RecdistillError } from '../../errors.js';
 import type { GraphScan } from './onnx-scan.js';
+import { detectFamily, resolveResidualStream, type ExportFamily } from './residual.js';
 
 const { onnx } = onnxProto;
-
-/**
- * Where exporters put the block-i output (the residual stream after the MLP add). `{i}` is the layer.
- * optimum names nodes after the torch module path; the second residual add of a block is `Add_1`.
- */
-export const TAP_PATTERNS = [
-  '/model/layers.{i}/Add_1_output_0', // optimum: Llama, Qwen2, Mistral, Gemma, Phi-3 (and model:tiny)
-  '/transformer/h.{i}/Add_1_output_0', // optimum: GPT-2, GPT-J
-  '/model/decoder/layers.{i}/Add_1_output_0', // optimum: OPT
-  '/gpt_neox/layers.{i}/Add_1_output_0', // optimum: GPT-NeoX, Pythia
-] as const;
 
 /** Negative indices count from the end (-1 = last block). Returns absolute indices, validated. */
 export function absoluteLayers(layers: number[], numLayers: number): number[] {
@@ -48,58 +38,49 @@ export function parseLayers(spec: string): number[] {
   return out;
 }
 
-/**
- * Names of the tensors to tap for the given absolute layers: the first pattern (or `pattern` when the
- * user gives one) under which every block 0..numLayers-1 has an output in the graph.
- */
-export function resolveTapNames(scan: GraphScan, numLayers: number, layers: number[], pattern?: string): { names: string[]; pattern: string } {
-  const have = new Set(scan.nodeOutputs);
-  const candidates = pattern ? [pattern] : TAP_PATTERNS;
-  for (const p of candidates) {
-    const all = Array.from({ length: numLayers }, (_, i) => p.replaceAll('{i}', String(i)));
-    if (all.every((n) => have.has(n))) return { names: layers.map((l) => all[l]!), pattern: p };
-  }
-  if (!pattern) {
-    const guessed = guessPattern(scan, numLayers);
-    if (guessed) return { names: layers.map((l) => guessed.replaceAll('{i}', String(l))), pattern: guessed };
-  }
-  const sample = scan.nodeOutputs.filter((n) => /layers?\.?\d+|\/h\.\d+/.test(n) && /Add/.test(n)).slice(0, 8);
-  throw new RecdistillError(
-    'E_INPUT',
-    `cannot find the per-layer residual-stream tensors in this ONNX graph (${numLayers} layers) under ${candidates.map((c) => `"${c}"`).join(', ')}. ` +
-      `Pass --tap-pattern with "{i}" for the layer index. Some candidate tensors in the graph: ${sample.join(', ') || '(none with "layers" + "Add")'}.`,
-  );
+export interface TapPlan {
+  /** Tensor to fetch for each requested layer, in request order. */
+  names: string[];
+  /** Nodes to add (residual sums that the export does not materialise). */
+  add: { name: string; inputs: string[]; output: string }[];
+  family: ExportFamily;
+  /** How the names were found, for logs and manifests. */
+  how: string;
 }
 
 /**
- * Fallback for exporters with other module paths: top-level residual adds of each block
- * (`<prefix>layers.{i}/Add[_k]_output_0`); the block output is the last one, so take the largest k,
- * provided every block has it. The caller logs the chosen names.
+ * The tensors holding the residual stream after each requested (absolute) layer. By structure (see
+ * residual.ts); `pattern` ("…layers.{i}…") names them by hand instead, for graphs the structure walk
+ * cannot read, and must name tensors that exist.
  */
-function guessPattern(scan: GraphScan, numLayers: number): string | undefined {
-  const re = /^(.*\/(?:layers|h|blocks?|layer)\.)(\d+)\/Add(?:_(\d+))?_output_0$/;
-  const byPrefix = new Map<string, Map<number, number>>(); // prefix -> layer -> max k
-  scan.nodeOutputs.forEach((name, i) => {
-    const m = re.exec(name);
-    if (!m || scan.nodeOps[i] !== 'Add') return;
-    const layer = Number(m[2]);
-    const k = m[3] === undefined ? 0 : Number(m[3]);
-    const per = byPrefix.get(m[1]!) ?? new Map<number, number>();
-    per.set(layer, Math.max(per.get(layer) ?? -1, k));
-    byPrefix.set(m[1]!, per);
-  });
-  for (const [prefix, per] of byPrefix) {
-    const ks = new Set(Array.from({ length: numLayers }, (_, l) => per.get(l)));
-    const [k] = [...ks];
-    if (ks.size === 1 && k !== undefined) return `${prefix}{i}/${k === 0 ? 'Add' : `Add_${k}`}_output_0`;
+export function planTaps(scan: GraphScan, numLayers: number, layers: number[], pattern?: string): TapPlan {
+  if (pattern) {
+    if (!pattern.includes('{i}')) throw new RecdistillError('E_USAGE', `--tap-pattern must contain "{i}" for the block index; got "${pattern}".`);
+    const have = new Set(scan.nodes.flatMap((n) => n.outputs));
+    const names = layers.map((l) => pattern.replaceAll('{i}', String(l)));
+    const missing = names.filter((n) => !have.has(n));
+    if (missing.length) throw new RecdistillError('E_INPUT', `--tap-pattern "${pattern}": no node outputs ${missing.join(', ')} in this graph.`);
+    return { names, add: [], family: detectFamily(scan), how: `--tap-pattern ${pattern}` };
   }
-  return undefined;
+  const stream = resolveResidualStream(scan, numLayers);
+  const picked = layers.map((l) => stream.blocks[l]!);
+  const add = picked.filter((b) => b.add).map((b) => ({ ...b.add!, output: b.tensor }));
+  const how = `${stream.family} layout, ${stream.linksPerBlock} residual sums per block from ${stream.embedding}` + (stream.nameMismatches.length ? `; names do not mention layers.{i} for blocks ${stream.nameMismatches.join(',')}` : '');
+  return { names: picked.map((b) => b.tensor), add: dedupe(add), family: stream.family, how };
 }
 
-/** Bytes that, appended to a model file, add `names` as graph outputs of the given element type. */
-export function tapBytes(names: string[], elemType: number): Uint8Array {
-  const output = names.map((name) => onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType } } }));
-  return onnx.ModelProto.encode(onnx.ModelProto.create({ graph: onnx.GraphProto.create({ output }) })).finish();
+function dedupe<T extends { name: string }>(xs: T[]): T[] {
+  return [...new Map(xs.map((x) => [x.name, x])).values()];
+}
+
+/**
+ * Bytes that, appended to a model file, add `names` as graph outputs (and the `add` nodes first). The
+ * outputs carry no type: onnxruntime infers it (fp16 exports keep fp32 logits while the stream is fp16).
+ */
+export function tapBytes(names: string[], add: TapPlan['add'] = []): Uint8Array {
+  const node = add.map((a) => onnx.NodeProto.create({ name: a.name, opType: 'Add', input: a.inputs, output: [a.output] }));
+  const output = names.map((name) => onnx.ValueInfoProto.create({ name }));
+  return onnx.ModelProto.encode(onnx.ModelProto.create({ graph: onnx.GraphProto.create({ node, output }) })).finish();
 }
 
 export interface TappedSession {
@@ -115,9 +96,10 @@ export interface TappedSession {
  * small graph file + taps is written beside the original (a hidden, per-process file, removed on
  * dispose); when that folder is read-only, into a temp folder with hard links to the data files.
  */
-export async function createTappedSession(modelPath: string, scan: GraphScan, names: string[], elemType: number, options: ort.InferenceSession.SessionOptions): Promise<TappedSession> {
+export async function createTappedSession(modelPath: string, scan: GraphScan, plan: Pick<TapPlan, 'names' | 'add'>, options: ort.InferenceSession.SessionOptions): Promise<TappedSession> {
   const existing = new Set(scan.outputs.map((o) => o.name));
-  const extra = tapBytes(names.filter((n) => !existing.has(n)), elemType);
+  const names = plan.names;
+  const extra = tapBytes([...new Set(names.filter((n) => !existing.has(n)))], plan.add);
   const bytes = Buffer.concat([readFileSync(modelPath), extra]);
   try {
     if (!scan.externalData.length) {

@@ -10,6 +10,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   'model:tiny': { summary: 'write a tiny random decoder-only ONNX LM + tokenizer (tests, demo)', load: () => import('./commands/model-tiny.js') },
   'teacher:cache': { summary: 'run the teacher over every history; cache hidden states, item embeddings, soft labels', load: () => import('./commands/teacher-cache.js') },
   'teacher:merge': { summary: 'join --shard i/N slices of a teacher cache', load: () => import('./commands/teacher-merge.js') },
+  'teacher:inspect': { summary: 'show the exporter layout of an ONNX LM and the tensor each layer maps to (--dump: graph as JSON)', load: () => import('./commands/teacher-inspect.js') },
   'teacher:verify': { summary: 'check every shard of a teacher cache (hash, shape)', load: () => import('./commands/teacher-verify.js') },
   'student:train': { summary: 'train the SASRec student (optionally distilled from a teacher cache)', load: () => import('./commands/student-train.js') },
   'student:bench': { summary: 'ms per training step for each tfjs backend available', load: () => import('./commands/student-bench.js') },

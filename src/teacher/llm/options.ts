@@ -7,7 +7,7 @@ export const llmTeacherOptions = defineOptions({
   model: { type: 'string', help: 'hub id (onnx-community/...) or local folder in the transformers.js layout', default: DEFAULT_MODEL },
   dtype: { type: 'string', help: `weights file variant (transformers.js suffixes); auto = ${DEFAULT_DTYPE} for a hub id, else the first of ${AUTO_DTYPE_ORDER.join(', ')} on disk`, default: 'auto', choices: ['auto', ...DTYPES] },
   layers: { type: 'string', help: 'tapped layers, comma-separated; negative counts from the end', default: '-1' },
-  tapPattern: { type: 'string', help: 'tensor name of block {i} output, when auto-detection fails (e.g. "/model/layers.{i}/Add_1_output_0")' },
+  tapPattern: { type: 'string', help: 'name the tapped tensors by hand ("{i}" = block index), for graphs whose residual stream the structural search cannot follow' },
   prompt: { type: 'string', help: 'prompt template (.md with {{history}}); default prompts/history.md' },
   maxPromptTokens: { type: 'int', help: 'token budget of one prompt; longer histories are split or truncated', default: 1024 },
   truncate: { type: 'string', help: 'over-budget histories: windows (every position gets a state) or recent (only the most recent items)', default: 'windows', choices: TRUNCATE_MODES },

@@ -1,0 +1,40 @@
+import { defineOptions } from '../../config/options.js';
+import { inspectModel, type InspectReport } from '../../teacher/llm/inspect.js';
+import { llmTeacherOptions } from '../../teacher/llm/options.js';
+import { defineCommand } from '../command.js';
+
+const options = defineOptions({
+  model: llmTeacherOptions.model,
+  dtype: llmTeacherOptions.dtype,
+  offline: llmTeacherOptions.offline,
+  dump: { type: 'string', help: 'write the graph structure (nodes, I/O, initializer names and shapes; no weights) as JSON to this file' },
+});
+
+export default defineCommand({
+  description: 'show how the teacher reads an ONNX LM: exporter family, sizes, weight format, inputs, and the tensor each layer maps to',
+  options,
+  async run(o, ctx) {
+    const r = await inspectModel({ model: o.model, dtype: o.dtype, offline: o.offline, dump: o.dump, log: ctx.log });
+    if (o.dump) ctx.log(`teacher:inspect: graph structure written to ${o.dump}`);
+    return { ...r } as Record<string, unknown>;
+  },
+  format(s) {
+    const r = s as unknown as InspectReport;
+    const lines = [
+      `model       ${r.model} (${r.dtype}) -> ${r.onnxPath}`,
+      `family      ${r.family}${r.producer ? ` (producer ${r.producer})` : ''}`,
+      `sizes       ${r.blocks} blocks, hidden ${r.hiddenSize}, ${r.heads} heads, ${r.kvHeads} kv heads, vocabulary ${r.vocabSize ?? '?'}`,
+      `weights     ${r.weights.format}; ${Object.entries(r.weights.bytesByType).map(([k, v]) => `${k} ${(v / 1e6).toFixed(1)} MB`).join(', ')}`,
+      `external    ${r.externalData.length ? r.externalData.join(', ') : 'none'}`,
+      `inputs      ${r.inputs.map((i) => `${i.name} ${i.type}[${i.shape.join(',')}]`).join('; ')}`,
+      `outputs     ${r.outputs.length > 4 ? `${r.outputs.slice(0, 3).map((i) => i.name).join(', ')}, … (${r.outputs.length})` : r.outputs.map((i) => i.name).join(', ')}`,
+      `nodes       ${r.nodes}: ${Object.entries(r.ops).sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    ];
+    if (r.problem) lines.push(`layers      NOT RESOLVED: ${r.problem}`);
+    else {
+      lines.push('layers      (the residual stream after block i, before the final norm)');
+      for (const l of r.layers) lines.push(`  ${String(l.layer).padStart(3)} (${String(l.fromEnd).padStart(4)})  ${l.tensor}${l.added ? `  [sum added: not in the export; operands of ${l.via}]` : ''}`);
+    }
+    return lines.join('\n');
+  },
+});

@@ -11,8 +11,9 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildGenaiGraph, genaiConfig } from '../../src/teacher/replica/genai.js';
 import { DataType, type GraphDesc, writeOnnxModel } from '../../src/teacher/replica/onnx-file.js';
-import { Q4_BLOCK, dequantizeRowQ4, quantizeRowQ4 } from '../../src/teacher/replica/genai-quant.js';
-import { type DecoderSpec, headDim, weightTensor } from '../../src/teacher/replica/spec.js';
+import { dequantizeRowQ4, q4Tensors, transposedTensor } from '../../src/teacher/replica/genai-quant.js';
+import { Q4_BLOCK, quantizeColumnQ4 } from '../../src/teacher/replica/quant.js';
+import { type DecoderSpec, headDim, PRESETS, weightList, weightTensor } from '../../src/teacher/replica/spec.js';
 import { referenceForward, referenceHead } from './replica-reference.js';
 
 const { onnx } = onnxProto;
@@ -77,7 +78,7 @@ function dequantized(spec: DecoderSpec, name: string): Float32Array {
   for (let n = 0; n < out; n++) {
     const packed = new Uint8Array(nb * 16);
     const scales = new Float32Array(nb);
-    quantizeRowQ4(data.subarray(n * K, (n + 1) * K), packed, 0, scales, 0);
+    quantizeColumnQ4(data.subarray(n * K, (n + 1) * K), packed, 0, scales, 0);
     res.set(dequantizeRowQ4(packed, 0, scales, 0, K), n * K);
   }
   return res;
@@ -140,6 +141,33 @@ describe('genai builder replica: structure', () => {
   });
 });
 
+describe('genai builder replica: lazy initializers', () => {
+  const concat = (it: Iterable<Uint8Array>) => Buffer.concat([...it]);
+  it('band-streamed tensors equal the one-shot tensors (packed QKV, transposed; q4)', () => {
+    const ws = ['q_proj', 'k_proj', 'v_proj'].map((p) => weightList(QWEN).find((w) => w.name === `model.layers.1.self_attn.${p}.weight`)!);
+    const one = transposedTensor(QWEN, 'x', ws);
+    const banded = transposedTensor(QWEN, 'x', ws, 3 * 128 * 4); // 3 input rows per band
+    const got = new Float32Array(concat(banded.chunks()).buffer.slice(0));
+    expect(Buffer.compare(concat(one.chunks()), Buffer.from(got.buffer))).toBe(0);
+    // Element check against the canonical tensors: W^T[k][n] of [q; k; v].
+    const full = ws.map((w) => weightTensor(QWEN, w.name).data);
+    expect(got[5 * 128 + 70]).toBe(full[1]![(70 - 64) * 64 + 5]); // k_proj row 6, column 5
+    const q = q4Tensors(QWEN, 'x', ws);
+    const qb = q4Tensors(QWEN, 'x', ws, 7 * 64 * 4); // 7 rows per batch
+    expect(Buffer.compare(concat(q.weight.chunks()), concat(qb.weight.chunks()))).toBe(0);
+    expect(Buffer.compare(concat(q.scales.chunks()), concat(qb.scales.chunks()))).toBe(0);
+  });
+
+  it('a real-size preset is described without generating any weights', () => {
+    const t0 = performance.now();
+    const { desc } = buildGenaiGraph({ ...PRESETS['qwen2.5-0.5b'], seed: 1 }, { dtype: 'q4' });
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(desc.nodes.filter((n) => n.opType === 'GroupQueryAttention')).toHaveLength(24);
+    const head = desc.initializers.find((t) => t.name === 'lm_head.MatMul.weight_Q4')!;
+    expect(head.dims).toEqual([151936, 28, 16]);
+  });
+});
+
 describe('genai builder replica: runs and matches the reference forward', () => {
   it.each([QWEN, LLAMA])('fp32 states and logits, batch 1 and right-padded batch 2 ($modelType)', async (spec) => {
     const { session, taps } = await open(spec, 'fp32');
@@ -179,6 +207,16 @@ describe('genai builder replica: runs and matches the reference forward', () => 
       logDiff(`${spec.modelType} q4 vs fp32`, maxAbsDiff(rowsOf(a.logits!, i, r.length), lq), c);
       expect(c).toBeGreaterThan(0.97);
     });
+    // Without accuracy_level (fp32 activations) the kernel must reproduce the dequantised weights exactly.
+    const { desc } = buildGenaiGraph(spec, { dtype: 'q4' });
+    for (const n of desc.nodes) n.attribute = n.attribute.filter((a) => a.name !== 'accuracy_level');
+    const exactPath = join(root, `${spec.modelType}-q4-acc0.onnx`);
+    writeOnnxModel(exactPath, desc);
+    const exact = await ort.InferenceSession.create(exactPath);
+    const lq = rowsOf((await exact.run(feeds(spec, [SEQS[0]!]))).logits!, 0, SEQS[0]!.length);
+    const deq = referenceForward(spec, SEQS[0]!, { linearWeight: (n) => dequantized(spec, n) });
+    expect(maxAbsDiff(lq, deq.logits)).toBeLessThan(1e-5);
+    await exact.release();
     await fp.session.release();
     await q.session.release();
   });

@@ -14,8 +14,8 @@
  * high nibble; scales float32 [N * kBlocks]. No zero-point input (symmetric). Dequantised value is
  * (q - 8) * scale.
  *
- * Kept separate from quant.ts (the Optimum-layout packer, written concurrently) because that file did
- * not exist when this one was needed.
+ * The per-column packing itself is quant.ts `quantizeColumnQ4` (the same MatMulNBitsQuantizer path
+ * serves the Optimum-layout q4 variant); this file adds what the builder layout needs on top.
  *
  * Also the lazy initializer sources genai.ts needs (embedding as-is, transposed/packed float MatMul
  * weights, the two q4 initializers), each streamed in bounded bands so a real-size spec can be written.
@@ -23,48 +23,14 @@
 import type { DecoderSpec, WeightSpec } from './spec.js';
 import { weightValues } from './spec.js';
 import { DataType, type LazyTensor } from './onnx-file.js';
+import { Q4_BLOCK, quantizeColumnQ4 } from './quant.js';
 
-export const Q4_BLOCK = 32;
+export { Q4_BLOCK };
 
 /** Number of K blocks for K input features. */
 export const kBlocksOf = (K: number, block = Q4_BLOCK): number => Math.ceil(K / block);
 
-/**
- * Quantise one output feature's K weights (a torch Linear row, [K]) into `packed` (kBlocks * block/2
- * bytes, from `pOff`) and `scales` (kBlocks floats, from `sOff`). Padding past K (only when
- * K % block != 0) stays nibble 0, as MLAS leaves it.
- */
-export function quantizeRowQ4(row: Float32Array, packed: Uint8Array, pOff: number, scales: Float32Array, sOff: number, block = Q4_BLOCK): void {
-  const K = row.length;
-  const nb = kBlocksOf(K, block);
-  const blob = block / 2;
-  for (let b = 0; b < nb; b++) {
-    const k0 = b * block;
-    const k1 = Math.min(K, k0 + block);
-    let min = Number.MAX_VALUE;
-    let max = -Number.MAX_VALUE;
-    for (let k = k0; k < k1; k++) {
-      const v = row[k]!;
-      if (v < min) min = v;
-      if (v > max) max = v;
-    }
-    const m = Math.abs(max) > Math.abs(min) ? max : min;
-    const scale = Math.fround(-m / 8);
-    const rs = scale !== 0 ? Math.fround(1 / scale) : 0;
-    scales[sOff + b] = scale;
-    const base = pOff + b * blob;
-    for (let k = k0; k < k1; k++) {
-      const x = Math.fround(Math.fround(row[k]! * rs) + 8);
-      // roundf rounds halves away from zero; x < 0 clamps to 0 anyway, so Math.round is equivalent.
-      const q = Math.min(15, Math.max(0, Math.round(x)));
-      const j = k - k0;
-      const at = base + (j >> 1);
-      packed[at] = packed[at]! | ((j & 1) === 0 ? q : q << 4);
-    }
-  }
-}
-
-/** Inverse of quantizeRowQ4 for one output feature: [K] float32 values the kernel multiplies by. */
+/** Inverse of quantizeColumnQ4 (quant.ts) for one output feature: [K] float32 values the kernel multiplies by. */
 export function dequantizeRowQ4(packed: Uint8Array, pOff: number, scales: Float32Array, sOff: number, K: number, block = Q4_BLOCK): Float32Array {
   const out = new Float32Array(K);
   const blob = block / 2;
@@ -173,7 +139,7 @@ export function q4Tensors(s: DecoderSpec, base: string, ws: WeightSpec[], batchB
       const r = rows.length / K;
       const packed = new Uint8Array(r * nb * blob);
       const scales = new Float32Array(r * nb);
-      for (let i = 0; i < r; i++) quantizeRowQ4(rows.subarray(i * K, (i + 1) * K), packed, i * nb * blob, scales, i * nb);
+      for (let i = 0; i < r; i++) quantizeColumnQ4(rows.subarray(i * K, (i + 1) * K), packed, i * nb * blob, scales, i * nb);
       yield part === 'weight' ? packed : bytesOf(scales);
     }
   }

@@ -7,7 +7,7 @@
  * front, which `byteLength` gives.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { tempPathFor } from '../../util/atomic.js';
 
@@ -92,8 +92,48 @@ export function encodeHead(desc: GraphDesc): Uint8Array {
   ).finish();
 }
 
-/** Write the model atomically (temp + rename), streaming initializer bytes. Returns the file size. */
-export function writeOnnxModel(path: string, desc: GraphDesc): number {
+/**
+ * External data like onnx.save_model(save_as_external_data=True, all_tensors_to_one_file=True,
+ * size_threshold=1024) (onnx/external_data_helper.py): every initializer of >= 1024 bytes has no raw_data,
+ * data_location = EXTERNAL and external_data entries location / offset / length (decimal strings, in that
+ * order), its bytes appended without alignment to the data file. `chunks` > 1 spreads whole tensors over
+ * `file`, `file_1`, ... (Optimum's `model.onnx_data`, `model.onnx_data_1`), each about total/chunks bytes.
+ */
+export interface ExternalDataOptions {
+  /** Data file name, relative to the model's directory (written next to it). */
+  file: string;
+  chunks?: number;
+}
+export const EXTERNAL_SIZE_THRESHOLD = 1024;
+
+export interface WriteOptions {
+  externalData?: ExternalDataOptions;
+}
+
+/** Which data file (index) each external initializer goes to; -1 = stays inline. */
+function planExternal(desc: GraphDesc, ext: ExternalDataOptions): number[] {
+  const big = desc.initializers.map((t) => t.byteLength >= EXTERNAL_SIZE_THRESHOLD);
+  const total = desc.initializers.reduce((a, t, i) => a + (big[i] ? t.byteLength : 0), 0);
+  const chunks = Math.max(1, ext.chunks ?? 1);
+  const target = Math.ceil(total / chunks);
+  let file = 0;
+  let used = 0;
+  return desc.initializers.map((t, i) => {
+    if (!big[i]) return -1;
+    if (used > 0 && used + t.byteLength > target && file < chunks - 1) {
+      file++;
+      used = 0;
+    }
+    used += t.byteLength;
+    return file;
+  });
+}
+
+const dataFileName = (ext: ExternalDataOptions, k: number): string => (k === 0 ? ext.file : `${ext.file}_${k}`);
+
+/** Write the model atomically (temp + rename), streaming initializer bytes. Returns the .onnx file size. */
+export function writeOnnxModel(path: string, desc: GraphDesc, options: WriteOptions = {}): number {
+  if (options.externalData) return writeWithExternalData(path, desc, options.externalData);
   mkdirSync(dirname(path), { recursive: true });
   const tmp = tempPathFor(path);
   const fd = openSync(tmp, 'w');
@@ -119,4 +159,83 @@ export function writeOnnxModel(path: string, desc: GraphDesc): number {
     throw e;
   }
   return size;
+}
+
+/** Open a temp sibling of `path` for streaming writes; commit() renames it into place. */
+function openAtomic(path: string) {
+  const tmp = tempPathFor(path);
+  const fd = openSync(tmp, 'w');
+  let size = 0;
+  return {
+    get size() {
+      return size;
+    },
+    put(b: Uint8Array) {
+      let off = 0;
+      while (off < b.byteLength) off += writeSync(fd, b, off, b.byteLength - off);
+      size += b.byteLength;
+    },
+    commit() {
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(tmp, path);
+    },
+    abort() {
+      try {
+        closeSync(fd);
+      } catch {
+        /* already closed */
+      }
+      rmSync(tmp, { force: true });
+    },
+  };
+}
+
+function writeWithExternalData(path: string, desc: GraphDesc, ext: ExternalDataOptions): number {
+  mkdirSync(dirname(path), { recursive: true });
+  const plan = planExternal(desc, ext);
+  const nFiles = Math.max(0, ...plan) + 1;
+  const files = Array.from({ length: nFiles }, (_, k) => openAtomic(join(dirname(path), dataFileName(ext, k))));
+  const model = openAtomic(path);
+  try {
+    model.put(encodeHead(desc));
+    desc.initializers.forEach((t, i) => {
+      const k = plan[i] ?? -1;
+      if (k < 0) {
+        for (const c of initializerField(t)) model.put(c);
+        return;
+      }
+      const f = files[k]!;
+      const offset = f.size;
+      let written = 0;
+      for (const c of t.chunks()) {
+        written += c.byteLength;
+        f.put(c);
+      }
+      if (written !== t.byteLength) throw new Error(`initializer ${t.name}: produced ${written} bytes, declared ${t.byteLength}`);
+      const proto = onnx.TensorProto.create({
+        name: t.name,
+        dims: t.dims,
+        dataType: t.dataType,
+        externalData: [
+          { key: 'location', value: dataFileName(ext, k) },
+          { key: 'offset', value: String(offset) },
+          { key: 'length', value: String(t.byteLength) },
+        ],
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+      });
+      const body = onnx.TensorProto.encode(proto).finish();
+      const init = lenPrefix(5, body.byteLength);
+      model.put(lenPrefix(7, init.byteLength + body.byteLength));
+      model.put(init);
+      model.put(body);
+    });
+    for (const f of files) f.commit();
+    model.commit();
+  } catch (e) {
+    for (const f of files) f.abort();
+    model.abort();
+    throw e;
+  }
+  return model.size;
 }

@@ -35,12 +35,15 @@ export interface LlmTeacherOptions {
   threads?: number;
   concurrency?: number;
   offline?: boolean;
+  revision?: string; // hub ids: branch, tag or commit sha (default main)
   /** Sequences padded into one run (default 1). */
   batch?: number;
   truncate?: TruncateMode;
   tapPattern?: string;
   /** Let onnxruntime's intra-op threads spin-wait (faster only on an otherwise idle machine). */
   spin?: boolean;
+  /** Leave out the nodes no tapped layer needs (final norm, lm_head, KV outputs). Default true. */
+  prune?: boolean;
   log?: LogFn;
 }
 
@@ -67,6 +70,7 @@ export function llmOptionsFromFlags(f: {
   dtype: string;
   layers: string;
   tapPattern?: string;
+  prune?: boolean;
   prompt?: string;
   maxPromptTokens: number;
   truncate: string;
@@ -80,6 +84,7 @@ export function llmOptionsFromFlags(f: {
     dtype: f.dtype,
     layers: parseLayers(f.layers),
     tapPattern: f.tapPattern,
+    prune: f.prune,
     promptPath: f.prompt,
     maxPromptTokens: f.maxPromptTokens,
     truncate: f.truncate as TruncateMode,
@@ -104,7 +109,7 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
   hfEnv.cacheDir = hubCacheDir();
   hfEnv.allowRemoteModels = !offline;
 
-  const files = await resolveModelFiles(opts.model, opts.dtype, offline, log);
+  const files = await resolveModelFiles(opts.model, opts.dtype, offline, log, { revision: opts.revision });
   const cfg = readModelConfig(files.dir);
   const maxPos = cfg.raw.max_position_embeddings ?? cfg.raw.n_positions;
   if (typeof maxPos === 'number' && opts.maxPromptTokens > maxPos) {
@@ -125,7 +130,7 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
     extra: { session: { intra_op: { allow_spinning: opts.spin ? '1' : '0' } } },
   };
   const [tapped, hash, tokenizer] = await Promise.all([
-    createTappedSession(files.onnxPath, scan, plan, sessionOptions),
+    createTappedSession(files.onnxPath, scan, plan, sessionOptions, { prune: opts.prune ?? true }),
     weightsHash(files),
     loadTokenizer(files.dir),
   ]);
@@ -133,12 +138,13 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
   const codec = createPromptCodec(tokenizer, template, dataset.items);
   const rt = createRuntime(tapped.session, names, cfg, { concurrency: opts.concurrency ?? 1, batch: opts.batch ?? 1 });
   const parts: ReadoutParts = { rt, codec, maxPromptTokens: opts.maxPromptTokens, truncate, numItems: dataset.items.length - 1 };
-  log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}) tapping ${names.join(', ')} [${plan.how}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
+  log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}) tapping ${names.join(', ')} [${plan.how}${tapped.prunedNodes ? `; ${tapped.prunedNodes} nodes no tap needs left out` : ''}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
   return {
     kind: 'llm',
     model: opts.model,
     dtype: opts.dtype,
     weightsHash: hash,
+    ...(files.commit ? { revision: files.revision, commit: files.commit } : {}),
     layers,
     hiddenSize: cfg.hiddenSize,
     pooling: 'last-token-of-item',

@@ -12,7 +12,7 @@
  * TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9, external_data = 13 (key = 1, value = 2), data_location = 14.
  * Graph fields may repeat: protobuf merges them (appended tap bytes, streamed writers).
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { RecdistillError } from '../../errors.js';
 
 export interface GraphValue {
@@ -32,6 +32,8 @@ export interface GraphNode {
   outputs: string[];
   /** Nodes inside this node's subgraphs (If / Loop / Scan), recursively counted. */
   subgraphNodes: number;
+  /** Byte offset of the node's field in the file (identifies it for rewriting); absent in dumps. */
+  offset?: number;
 }
 
 export interface GraphInitializer {
@@ -40,6 +42,8 @@ export interface GraphInitializer {
   dims: number[];
   /** True when the bytes live in an external data file. */
   external: boolean;
+  /** Byte offset of the initializer's field in the file; absent in dumps. */
+  offset?: number;
 }
 
 export interface GraphScan {
@@ -101,6 +105,8 @@ class Reader {
 interface Field {
   field: number;
   wire: number;
+  /** Offset of the field's tag (its first byte). */
+  tag: number;
   /** Start of the payload (after tag and, for LEN, the length). */
   start: number;
   /** Payload length (LEN). */
@@ -113,19 +119,20 @@ interface Field {
 function* fields(r: Reader, start: number, end: number): Generator<Field> {
   let pos = start;
   while (pos < end) {
+    const tagAt = pos;
     const [tag, n] = r.varint(pos);
     pos += n;
     const field = Math.floor(tag / 8);
     const wire = tag & 7;
     if (wire === 0) {
       const [v, m] = r.varint(pos);
-      yield { field, wire, start: pos, len: 0, value: v };
+      yield { field, wire, tag: tagAt, start: pos, len: 0, value: v };
       pos += m;
     } else if (wire === 2) {
       const [len, m] = r.varint(pos);
       pos += m;
       if (pos + len > end) throw new Error(`field ${field} at byte ${pos} declares ${len} bytes, past the end of its message`);
-      yield { field, wire, start: pos, len, value: 0 };
+      yield { field, wire, tag: tagAt, start: pos, len, value: 0 };
       pos += len;
     } else if (wire === 1) pos += 8;
     else if (wire === 5) pos += 4;
@@ -242,10 +249,10 @@ export function scanOnnx(path: string): GraphScan {
       if (g.field !== 7 || g.wire !== 2) continue;
       for (const f of fields(r, g.start, g.start + g.len)) {
         if (f.wire !== 2) continue;
-        if (f.field === 1) out.nodes.push(nodeOf(r.sub(f)));
+        if (f.field === 1) out.nodes.push({ ...nodeOf(r.sub(f)), offset: f.tag });
         else if (f.field === 11) out.inputs.push(valueInfo(r.sub(f)));
         else if (f.field === 12) out.outputs.push(valueInfo(r.sub(f)));
-        else if (f.field === 5) out.initializers.push(initializerOf(r, f, ext));
+        else if (f.field === 5) out.initializers.push({ ...initializerOf(r, f, ext), offset: f.tag });
       }
     }
   } catch (e) {
@@ -259,4 +266,61 @@ export function scanOnnx(path: string): GraphScan {
   out.inputs = out.inputs.filter((i) => !inits.has(i.name));
   out.externalData = [...ext].sort();
   return out;
+}
+
+function varintBytes(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+
+/**
+ * Copy an ONNX file to `dest` without decoding it, leaving out the graph nodes and initializers whose
+ * field offsets are in `drop.fields` and, when `drop.outputs`, every graph output; then append `extra`
+ * (serialized ModelProto bytes, merged by protobuf). Payloads are copied in 16 MB chunks, so memory
+ * stays small for any model.
+ */
+export function copyModelWithout(src: string, dest: string, drop: { fields: Set<number>; outputs: boolean }, extra: Uint8Array): void {
+  const fd = openSync(src, 'r');
+  const out = openSync(dest, 'w');
+  const chunk = Buffer.alloc(1 << 24);
+  const write = (b: Uint8Array) => {
+    for (let off = 0; off < b.byteLength; ) off += writeSync(out, b, off, b.byteLength - off);
+  };
+  const copy = (start: number, end: number) => {
+    for (let pos = start; pos < end; ) {
+      const n = readSync(fd, chunk, 0, Math.min(chunk.length, end - pos), pos);
+      if (n <= 0) throw new Error(`unexpected end of ${src} at byte ${pos}`);
+      write(chunk.subarray(0, n));
+      pos += n;
+    }
+  };
+  try {
+    const r = new Reader(fd, fstatSync(fd).size);
+    for (const g of all(r)) {
+      const end = g.wire === 2 ? g.start + g.len : g.wire === 0 ? g.start + r.varint(g.start)[1] : g.start + (g.wire === 1 ? 8 : 4);
+      if (g.field !== 7 || g.wire !== 2) {
+        copy(g.tag, end);
+        continue;
+      }
+      const keep: [number, number][] = [];
+      for (const f of fields(r, g.start, end)) {
+        const fend = f.wire === 2 ? f.start + f.len : f.wire === 0 ? f.start + r.varint(f.start)[1] : f.start + (f.wire === 1 ? 8 : 4);
+        if ((f.field === 1 || f.field === 5) && drop.fields.has(f.tag)) continue;
+        if (f.field === 12 && drop.outputs) continue;
+        keep.push([f.tag, fend]);
+      }
+      const len = keep.reduce((a, [s, e]) => a + e - s, 0);
+      write(Uint8Array.from([0x3a, ...varintBytes(len)])); // field 7, wire 2
+      for (const [s, e] of keep) copy(s, e);
+    }
+    write(extra);
+  } finally {
+    closeSync(fd);
+    closeSync(out);
+  }
 }

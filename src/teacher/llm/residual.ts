@@ -75,24 +75,20 @@ export function resolveResidualStream(scan: GraphScan, numLayers: number): Resid
   const embed = scan.nodes.find((n) => EMBEDDING_OPS.has(n.op) && reaches(n.inputs[1], 'input_ids', producer));
   if (!embed) return fail('no token-embedding Gather reads input_ids.');
 
-  // Does `t` depend on `x`? Backward search over producers, memoised per x.
-  const memo = new Map<string, boolean>();
+  // Does `t` depend on `x`? Backward search over producers. A fused skip-norm's normed output 0 is
+  // computed from its sum (output 3), so reaching any output of the node that produces x counts.
   const dependsOn = (t: string, x: string): boolean => {
+    const px = producer.get(x);
+    const targets = new Set(px && SKIP_NORMS.has(px.op) ? px.outputs.filter((o) => o) : [x]);
     const seen = new Set<string>();
     const stack = [t];
     while (stack.length) {
       const cur = stack.pop()!;
-      if (cur === x) return true;
+      if (targets.has(cur)) return true;
       if (seen.has(cur)) continue;
       seen.add(cur);
-      const known = memo.get(`${cur}\u0000${x}`);
-      if (known !== undefined) {
-        if (known) return true;
-        continue;
-      }
       for (const i of producer.get(cur)?.inputs ?? []) if (i) stack.push(i);
     }
-    memo.set(`${t}\u0000${x}`, false);
     return false;
   };
   // A residual sum of x: x is one addend, the other is computed from x.

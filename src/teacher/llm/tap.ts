@@ -5,13 +5,13 @@
  * append), so the tensors become graph outputs without decoding a multi-hundred-MB model in JS.
  */
 import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { RecdistillError } from '../../errors.js';
-import type { GraphScan } from './onnx-scan.js';
+import { copyModelWithout, type GraphNode, type GraphScan } from './onnx-scan.js';
 import { detectFamily, resolveResidualStream, type ExportFamily } from './residual.js';
 
 const { onnx } = onnxProto;
@@ -85,29 +85,55 @@ export function tapBytes(names: string[], add: TapPlan['add'] = []): Uint8Array 
 
 export interface TappedSession {
   session: ort.InferenceSession;
-  /** Remove temp files (external-data models). */
+  /** Nodes left out because no tapped tensor depends on them (logits, lm_head, final norm, KV outputs). */
+  prunedNodes: number;
+  /** Remove the rewritten model file. */
   cleanup(): void;
 }
 
 /**
- * Session over the model with `names` added as outputs. Models without external data load from a
- * buffer (file + appended bytes). With external data (model.onnx_data) onnxruntime resolves the data
- * files relative to the model path and refuses paths outside its folder (symlinks included), so the
- * small graph file + taps is written beside the original (a hidden, per-process file, removed on
- * dispose); when that folder is read-only, into a temp folder with hard links to the data files.
+ * Nodes no tapped tensor depends on, and the initializers only they read (file offsets of both), or
+ * undefined when pruning is unsafe (a kept node has subgraphs, whose outer-scope reads are not
+ * tracked; or the scan has no offsets, e.g. a dump).
  */
-export async function createTappedSession(modelPath: string, scan: GraphScan, plan: Pick<TapPlan, 'names' | 'add'>, options: ort.InferenceSession.SessionOptions): Promise<TappedSession> {
-  const existing = new Set(scan.outputs.map((o) => o.name));
+export function unusedFields(scan: GraphScan, plan: Pick<TapPlan, 'names' | 'add'>): { fields: Set<number>; nodes: number } | undefined {
+  const producer = new Map<string, GraphNode>();
+  for (const n of scan.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
+  const added = new Set(plan.add.map((a) => a.output));
+  const stack = [...plan.names.filter((n) => !added.has(n)), ...plan.add.flatMap((a) => a.inputs)];
+  const kept = new Set<GraphNode>();
+  while (stack.length) {
+    const n = producer.get(stack.pop()!);
+    if (!n || kept.has(n)) continue;
+    kept.add(n);
+    stack.push(...n.inputs.filter((i) => i));
+  }
+  if ([...kept].some((n) => n.subgraphNodes > 0) || [...scan.nodes, ...scan.initializers].some((n) => n.offset === undefined)) return undefined;
+  const read = new Set([...kept].flatMap((n) => n.inputs).concat(plan.add.flatMap((a) => a.inputs)));
+  const nodes = scan.nodes.filter((n) => !kept.has(n));
+  const inits = scan.initializers.filter((t) => !read.has(t.name));
+  return { fields: new Set([...nodes, ...inits].map((x) => x.offset!)), nodes: nodes.length };
+}
+
+/**
+ * Session over the model with the planned tensors as outputs. The model is rewritten (streamed, never
+ * decoded) with the taps appended as ModelProto bytes; with `prune`, the nodes no tap depends on and the
+ * original outputs are left out, so the final norm, lm_head (logits for every position) and the KV
+ * outputs are not computed. Models with external data must be rewritten beside the original:
+ * onnxruntime resolves data files relative to the model path and refuses paths outside its folder
+ * (symlinks included); the file is hidden and per process, removed on dispose, and when that folder is
+ * read-only it goes to a temp folder with hard links to the data files. Other models go to a temp folder.
+ */
+export async function createTappedSession(modelPath: string, scan: GraphScan, plan: Pick<TapPlan, 'names' | 'add'>, options: ort.InferenceSession.SessionOptions, opts: { prune?: boolean } = {}): Promise<TappedSession> {
+  const drop = opts.prune ? unusedFields(scan, plan) : undefined;
+  const existing = new Set(drop ? [] : scan.outputs.map((o) => o.name));
   const names = plan.names;
   const extra = tapBytes([...new Set(names.filter((n) => !existing.has(n)))], plan.add);
-  const bytes = Buffer.concat([readFileSync(modelPath), extra]);
+  const write = (dest: string) => copyModelWithout(modelPath, dest, { fields: drop?.fields ?? new Set(), outputs: !!drop }, extra);
   try {
-    if (!scan.externalData.length) {
-      return { session: await ort.InferenceSession.create(bytes, options), cleanup: () => {} };
-    }
-    const { path, cleanup } = writeBeside(modelPath, bytes) ?? writeWithHardLinks(modelPath, scan.externalData, bytes);
+    const { path, cleanup } = scan.externalData.length ? (writeBeside(modelPath, write) ?? writeWithHardLinks(modelPath, scan.externalData, write)) : writeInTemp(write);
     try {
-      return { session: await ort.InferenceSession.create(path, options), cleanup };
+      return { session: await ort.InferenceSession.create(path, options), prunedNodes: drop?.nodes ?? 0, cleanup };
     } catch (e) {
       cleanup();
       throw e;
@@ -118,22 +144,38 @@ export async function createTappedSession(modelPath: string, scan: GraphScan, pl
   }
 }
 
-function writeBeside(modelPath: string, bytes: Uint8Array): { path: string; cleanup: () => void } | undefined {
+type Writer = (dest: string) => void;
+
+function writeInTemp(write: Writer): { path: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'recdistill-tap-'));
+  const cleanup = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    const path = join(dir, 'model.onnx');
+    write(path);
+    return { path, cleanup };
+  } catch (e) {
+    cleanup();
+    throw new RecdistillError('E_INPUT', `cannot write the tapped model into ${dir}: ${(e as Error).message}`);
+  }
+}
+
+function writeBeside(modelPath: string, write: Writer): { path: string; cleanup: () => void } | undefined {
   const path = join(dirname(modelPath), `.${basename(modelPath)}.recdistill-tap.${process.pid}.${randomBytes(4).toString('hex')}.onnx`);
   try {
-    writeFileSync(path, bytes);
+    write(path);
   } catch {
+    rmSync(path, { force: true });
     return undefined;
   }
   return { path, cleanup: () => rmSync(path, { force: true }) };
 }
 
-function writeWithHardLinks(modelPath: string, externalData: string[], bytes: Uint8Array): { path: string; cleanup: () => void } {
+function writeWithHardLinks(modelPath: string, externalData: string[], write: Writer): { path: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'recdistill-tap-'));
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
   try {
     const path = join(dir, 'model.onnx');
-    writeFileSync(path, bytes);
+    write(path);
     for (const rel of externalData) {
       const target = join(dir, rel);
       mkdirSync(dirname(target), { recursive: true });

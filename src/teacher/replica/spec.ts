@@ -87,7 +87,7 @@ export function weightValues(s: DecoderSpec, w: WeightSpec, start: number, count
     const block = Math.floor(idx / BLOCK);
     const u = mulberry32(mixSeed(nameSeed, block));
     const skip = idx - block * BLOCK;
-    for (let k = 0; k < skip; k++) u();
+    for (let k = 0; k < 4 * skip; k++) u(); // 4 draws per value
     const n = Math.min(count - i, BLOCK - skip);
     for (let k = 0; k < n; k++) {
       // Irwin-Hall(4) approximation of a normal: cheap, deterministic, bounded (|z| <= 3.46).

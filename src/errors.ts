@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'E_MISMATCH' // artifact provenance does not match (fingerprint, config)
   | 'E_NUMERIC' // NaN / Inf during training
   | 'E_NETWORK' // download failed / offline
+  | 'E_AUTH' // the hub refused: private or gated repo, missing or insufficient token
   | 'E_INTERNAL';
 
 export class RecdistillError extends Error {

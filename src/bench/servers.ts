@@ -129,6 +129,7 @@ export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: {
       concurrency: 1,
       batch: o.batch,
       offline: true,
+      revision: m.teacher.commit, // a hub model: the snapshot the cache was built from
       log: o.log,
     },
     ds,
@@ -140,7 +141,7 @@ export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: {
     const last = st.states.subarray((st.count - 1) * H, st.count * H);
     return topK(headScores(head.weight, head.bias, last), k, new Set(h)).items;
   };
-  const files = await resolveModelFiles(model, m.teacher.dtype, true, o.log);
+  const files = await resolveModelFiles(model, m.teacher.dtype, true, o.log, { revision: m.teacher.commit });
   const onnx = [files.onnxPath, ...files.externalData];
   const lm = countOnnxParams(files.onnxPath, { packed4bit: /q4|bnb4/.test(m.teacher.dtype) });
   return {

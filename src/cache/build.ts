@@ -59,6 +59,8 @@ export interface Pass1Result {
 /** Only the TeacherInfo fields (an encoder object may carry sessions and other state). */
 export function teacherInfoOf(e: TeacherInfo): TeacherInfo {
   const info: TeacherInfo = { kind: e.kind, model: e.model, dtype: e.dtype, weightsHash: e.weightsHash, layers: [...e.layers], hiddenSize: e.hiddenSize, pooling: e.pooling };
+  if (e.revision !== undefined) info.revision = e.revision;
+  if (e.commit !== undefined) info.commit = e.commit;
   if (e.prompt) info.prompt = { path: e.prompt.path, sha256: e.prompt.sha256 };
   return info;
 }

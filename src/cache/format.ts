@@ -99,7 +99,16 @@ export interface KeyInputs {
 }
 
 export function cacheKey(inputs: KeyInputs): string {
-  return sha256(stableStringify({ format: CACHE_FORMAT, version: CACHE_VERSION, ...inputs })).slice(0, 12);
+  return sha256(stableStringify({ format: CACHE_FORMAT, version: CACHE_VERSION, ...inputs, teacher: keyedTeacher(inputs.teacher) })).slice(0, 12);
+}
+
+/**
+ * The teacher as it enters the keys: a hub model's `commit` identifies its files; `revision` (what was
+ * asked for: main, a tag, the same sha) is provenance only. Local models have neither: keys unchanged.
+ */
+function keyedTeacher<T extends { revision?: string }>(teacher: T): Omit<T, 'revision'> {
+  const { revision: _revision, ...rest } = teacher;
+  return rest;
 }
 
 /**
@@ -107,7 +116,7 @@ export function cacheKey(inputs: KeyInputs): string {
  * head options share their pass-1 shards, so a new --top-k or --head reuses them instead of re-running the LLM.
  */
 export function pass1Key(m: Pick<CacheManifest, 'dataset' | 'teacher' | 'layout'>): string {
-  const inputs = { fingerprint: m.dataset.fingerprint, teacher: m.teacher, hiddenDtype: m.layout.hiddenDtype, usersPerShard: m.layout.usersPerShard };
+  const inputs = { fingerprint: m.dataset.fingerprint, teacher: keyedTeacher(m.teacher), hiddenDtype: m.layout.hiddenDtype, usersPerShard: m.layout.usersPerShard };
   return sha256(stableStringify({ format: CACHE_FORMAT, version: CACHE_VERSION, pass1: inputs })).slice(0, 12);
 }
 

@@ -11,6 +11,10 @@ export interface TeacherInfo {
   dtype: string;
   /** sha256 of the weights file. */
   weightsHash: string;
+  /** Hub models: the revision asked for (branch, tag or sha). Absent for local folders. Not in the cache key. */
+  revision?: string;
+  /** Hub models: the commit sha it resolved to (files of snapshots/<commit>). Absent for local folders. */
+  commit?: string;
   /** Tapped layers as absolute indices (0-based), in the order states are returned. */
   layers: number[];
   /** Width of each tapped hidden state. */

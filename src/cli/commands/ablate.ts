@@ -99,7 +99,7 @@ async function llmTeacherCache(o: Opts, ds: PreparedDataset, backend: string, lo
   const llm = await import('../../teacher/llm/index.js');
   const { runTeacherCache } = await import('../../cache/run.js');
   const lo = llm.llmOptionsFromFlags(o as Parameters<typeof llm.llmOptionsFromFlags>[0]);
-  const encoder = await llm.loadLlmTeacher({ ...lo, log }, ds);
+  const encoder = await llm.loadLlmTeacher({ ...lo, revision: o.revision as string | undefined, log }, ds);
   try {
     const r = await runTeacherCache(encoder, ds, {
       root: o.cacheRoot as string,

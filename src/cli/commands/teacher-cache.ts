@@ -67,7 +67,7 @@ export default defineCommand({
     }
     const llm = await import('../../teacher/llm/index.js');
     const lo = llm.llmOptionsFromFlags(o);
-    const encoder = await llm.loadLlmTeacher({ ...lo, log: ctx.log }, ds);
+    const encoder = await llm.loadLlmTeacher({ ...lo, revision: o.revision, log: ctx.log }, ds);
     try {
       // Options that change the states but are not in TeacherInfo go into the cache key.
       const teacherOptions = { maxPromptTokens: lo.maxPromptTokens, truncate: lo.truncate, tapPattern: lo.tapPattern ?? null, batch: lo.batch };

@@ -1,21 +1,24 @@
 /**
- * Find a model's files: a local folder in the transformers.js layout or a hub id downloaded into the
- * same cache layout transformers.js uses (`<cacheDir>/<id>/<file>`), then tokenizer + config through
- * transformers.js (AutoTokenizer / AutoConfig), so a model cached by either tool serves both.
+ * Find a model's files: a local folder in the transformers.js layout, or a hub id resolved to a commit
+ * and downloaded into the standard Hugging Face hub cache through `@huggingface/hub` (hub.ts), then
+ * tokenizer + config through transformers.js (AutoTokenizer), from that folder.
  */
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, createWriteStream, mkdirSync } from 'node:fs';
+import { existsSync, linkSync, copyFileSync, lstatSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { AutoTokenizer, env as hfEnv, type PreTrainedTokenizer } from '@huggingface/transformers';
 import { env } from '../../env.js';
 import { RecdistillError } from '../../errors.js';
-import { tempPathFor } from '../../util/atomic.js';
 import { sha256, sha256File } from '../../util/hash.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
+import { cachedCommit, downloadToCache, hfHubCacheDir, hubEndpoint, isUnreachable, repoCacheDir, resolveRevision, revisionOf, snapshotDir, type HubOptions } from './hub.js';
 import { scanOnnx } from './onnx-scan.js';
 
-/** transformers.js dtype -> ONNX file suffix (the names onnx-community repos use). */
+export { hfHubCacheDir, type HubOptions } from './hub.js';
+
+/**
+ * transformers.js dtype -> ONNX file suffix (the names onnx-community repos use): its v4
+ * DEFAULT_DTYPE_SUFFIX_MAPPING (src/utils/dtypes.js), in this order.
+ */
 export const DTYPE_SUFFIX = {
   fp32: '',
   fp16: '_fp16',
@@ -24,6 +27,11 @@ export const DTYPE_SUFFIX = {
   uint8: '_uint8',
   q4: '_q4',
   q4f16: '_q4f16',
+  bnb4: '_bnb4',
+  q2: '_q2',
+  q2f16: '_q2f16',
+  q1: '_q1',
+  q1f16: '_q1f16',
 } as const;
 export type Dtype = keyof typeof DTYPE_SUFFIX;
 export const DTYPES = Object.keys(DTYPE_SUFFIX) as Dtype[];
@@ -37,8 +45,12 @@ export const DTYPES = Object.keys(DTYPE_SUFFIX) as Dtype[];
 export const DEFAULT_MODEL = 'onnx-community/Qwen2.5-0.5B-Instruct';
 export const DEFAULT_DTYPE: Dtype = 'q4';
 
-/** `--dtype auto`: a hub id gets DEFAULT_DTYPE; a local folder gets the first of these it has on disk. */
-export const AUTO_DTYPE_ORDER: Dtype[] = ['q4', 'q4f16', 'q8', 'int8', 'uint8', 'fp16', 'fp32'];
+/**
+ * `--dtype auto`: a hub id gets DEFAULT_DTYPE; a local folder gets the first of these it has on disk:
+ * 4-bit block-wise first (fast on CPU, close to fp32), then 8-bit, then full precision, and the 2- and
+ * 1-bit variants only when nothing else is there (they change the hidden states the most).
+ */
+export const AUTO_DTYPE_ORDER: Dtype[] = ['q4', 'q4f16', 'bnb4', 'q8', 'int8', 'uint8', 'fp16', 'fp32', 'q2', 'q2f16', 'q1', 'q1f16'];
 
 /**
  * Resolve `auto` to a concrete dtype. Explicit dtypes pass through (a missing file is reported later with
@@ -56,15 +68,23 @@ export function onnxFileFor(dtype: string): string {
   return `onnx/model${DTYPE_SUFFIX[dtype as Dtype]}.onnx`;
 }
 
+/** onnx/*.onnx file names with the dtype each stands for, for messages. */
+export function describeOnnxFiles(files: string[]): string[] {
+  return files
+    .filter((f) => f.endsWith('.onnx') && !f.startsWith('.'))
+    .map((f) => {
+      const d = DTYPES.find((t) => `model${DTYPE_SUFFIX[t]}.onnx` === f);
+      return d ? `${f} (--dtype ${d})` : f;
+    });
+}
+
 /** The dtypes whose files are in a local folder, for messages. */
 export function dtypesOnDisk(dir: string): string[] {
   const onnxDir = join(dir, 'onnx');
-  const files = existsSync(onnxDir) ? readdirSync(onnxDir).filter((f) => f.endsWith('.onnx') && !f.startsWith('.')) : [];
-  return files.map((f) => {
-    const d = DTYPES.find((t) => `model${DTYPE_SUFFIX[t]}.onnx` === f);
-    return d ? `${f} (--dtype ${d})` : f;
-  });
+  return existsSync(onnxDir) ? describeOnnxFiles(readdirSync(onnxDir)) : [];
 }
+
+const VALID_DTYPES = (): string => DTYPES.map((d) => `${d} -> ${onnxFileFor(d)}`).join(', ');
 
 export interface ModelFiles {
   /** Folder with config.json, tokenizer.json, tokenizer_config.json, onnx/. */
@@ -73,7 +93,14 @@ export interface ModelFiles {
   /** External data files beside the graph (absolute paths). */
   externalData: string[];
   source: 'local' | 'hub';
+  /** Hub: the revision asked for (branch, tag or sha; default main). Undefined for local folders. */
+  revision?: string;
+  /** Hub: the commit sha the revision resolved to (the snapshots/<commit> folder). Undefined for local folders. */
+  commit?: string;
 }
+
+/** Files every model needs beside the graph. */
+const BASE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json'];
 
 export function isLocalModel(model: string): boolean {
   return model.startsWith('.') || model.startsWith('/') || existsSync(model);
@@ -83,7 +110,7 @@ export function isLocalModel(model: string): boolean {
 export function resolveLocalModel(model: string, dtype: string): ModelFiles {
   const dir = resolve(model);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new RecdistillError('E_NOT_FOUND', `model folder ${dir} does not exist.`);
-  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) {
+  for (const f of BASE_FILES) {
     if (!existsSync(join(dir, f))) throw new RecdistillError('E_NOT_FOUND', `model folder ${dir} has no ${f} (expected the transformers.js layout: config.json, tokenizer.json, tokenizer_config.json, onnx/model<suffix>.onnx).`);
   }
   const onnxPath = join(dir, onnxFileFor(dtype));
@@ -100,81 +127,110 @@ export function resolveLocalModel(model: string, dtype: string): ModelFiles {
   return { dir, onnxPath, externalData: ext, source: 'local' };
 }
 
-/** Where hub models are cached: shared with transformers.js's file cache layout. */
+/**
+ * transformers.js's own file cache (index.ts points its env.cacheDir here). It never downloads for us:
+ * hub models go to the Hugging Face hub cache (hfHubCacheDir) and transformers.js reads the snapshot folder.
+ */
 export function hubCacheDir(): string {
   return join(env.cacheDir, 'models');
 }
 
-function hubUrl(id: string, file: string): string {
-  const path = hfEnv.remotePathTemplate.replaceAll('{model}', id).replaceAll('{revision}', 'main');
-  return hfEnv.remoteHost.replace(/\/?$/, '/') + path.replace(/^\//, '').replace(/\/?$/, '/') + file;
+/** The graph's external data files, relative to the snapshot (`onnx/model.onnx_data`). */
+function externalFiles(dir: string, graphFile: string): string[] {
+  return scanOnnx(join(dir, graphFile)).externalData.map((rel) => join(dirname(graphFile), rel));
 }
 
-/** Download one file into the cache (temp + rename). Returns false on 404 when `optional`. */
-async function download(id: string, file: string, dest: string, log: LogFn, optional = false): Promise<boolean> {
-  const url = hubUrl(id, file);
-  let res: Response;
-  try {
-    res = await fetch(url);
-  } catch (e) {
-    throw new RecdistillError('E_NETWORK', `cannot reach ${url} (${(e as Error).message}). Run with network once, or pass a local model folder with --model.`);
-  }
-  if (res.status === 404 || res.status === 401) {
-    if (optional) return false;
-    throw new RecdistillError('E_NOT_FOUND', `${id} has no ${file} on ${hfEnv.remoteHost} (HTTP ${res.status}). Valid dtypes name these files: ${DTYPES.map((d) => `${d} -> ${onnxFileFor(d)}`).join(', ')}.`);
-  }
-  if (!res.ok || !res.body) throw new RecdistillError('E_NETWORK', `download of ${url} failed: HTTP ${res.status}.`);
-  mkdirSync(dirname(dest), { recursive: true });
-  const tmp = tempPathFor(dest);
-  const total = Number(res.headers.get('content-length') ?? 0);
-  log(`model: downloading ${file} from ${id}${total ? ` (${(total / 1e6).toFixed(1)} MB)` : ''}`);
-  try {
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>), createWriteStream(tmp));
-    renameSync(tmp, dest);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw new RecdistillError('E_NETWORK', `download of ${url} failed: ${(e as Error).message}`);
-  }
-  return true;
+function offlineError(id: string, revision: string, graphFile: string, cacheDir: string, commit?: string): RecdistillError {
+  const snaps = join(repoCacheDir(id, cacheDir), 'snapshots');
+  const cached = existsSync(snaps) ? readdirSync(snaps).map((c) => `${c.slice(0, 12)}: ${dtypesOnDisk(join(snaps, c)).join(', ') || 'no onnx files'}`) : [];
+  return new RecdistillError(
+    'E_NETWORK',
+    `model ${id}@${revision}${commit ? ` (commit ${commit.slice(0, 12)})` : ''} (${graphFile}) is not in the hub cache ${repoCacheDir(id, cacheDir)} and offline mode is on. ` +
+      `Run once with network (without --offline / RECDISTILL_OFFLINE=1 / HF_HUB_OFFLINE=1), or pass a local folder with --model.` +
+      (cached.length ? ` Cached there: ${cached.join('; ')}.` : ''),
+  );
+}
+
+/** The snapshot of `commit` when it holds every file the graph needs, else undefined. */
+function cachedSnapshot(id: string, commit: string | undefined, graphFile: string, cacheDir: string): string | undefined {
+  if (!commit) return undefined;
+  const dir = snapshotDir(id, commit, cacheDir);
+  if (![...BASE_FILES, graphFile].every((f) => existsSync(join(dir, f)))) return undefined;
+  return externalFiles(dir, graphFile).every((f) => existsSync(join(dir, f))) ? dir : undefined;
 }
 
 /**
- * A hub id: use the cached copy when complete, else download (unless offline). External data files
- * are found by scanning the downloaded graph.
+ * The hub cache links snapshot files to ../../blobs/<etag>; onnxruntime refuses external data whose real
+ * path leaves the model's folder, so the data files become hard links (same bytes, no copy) in place.
  */
-export async function resolveHubModel(id: string, dtype: string, offline: boolean, log: LogFn = stderrLog): Promise<ModelFiles> {
-  const dir = join(hubCacheDir(), id);
-  const graphFile = onnxFileFor(dtype);
-  const need = ['config.json', 'tokenizer.json', 'tokenizer_config.json', graphFile];
-  for (const f of need) {
-    const dest = join(dir, f);
-    if (existsSync(dest)) continue;
-    if (offline) {
-      throw new RecdistillError(
-        'E_NETWORK',
-        `model ${id} (${graphFile}) is not in the cache ${dir} and offline mode is on. ` +
-          `Run once with network (without --offline / RECDISTILL_OFFLINE=1), or pass a local folder with --model.` +
-          (existsSync(dir) ? ` Cached there: ${dtypesOnDisk(dir).join(', ') || 'no onnx files'}.` : ''),
-      );
-    }
-    await download(id, f, dest, log);
+function materialize(path: string, log: LogFn): void {
+  if (!lstatSync(path).isSymbolicLink()) return;
+  const real = realpathSync(path);
+  const tmp = `${path}.recdistill-link`;
+  rmSync(tmp, { force: true });
+  try {
+    linkSync(real, tmp);
+  } catch {
+    log(`model: cannot hard-link ${real}; copying it beside the graph`);
+    copyFileSync(real, tmp);
   }
-  const onnxPath = join(dir, graphFile);
-  const ext: string[] = [];
-  for (const rel of scanOnnx(onnxPath).externalData) {
-    const dest = join(dirname(onnxPath), rel);
-    if (!existsSync(dest)) {
-      if (offline) throw new RecdistillError('E_NETWORK', `external data ${rel} of ${id} is not cached and offline mode is on.`);
-      await download(id, `onnx/${rel}`, dest, log);
-    }
-    ext.push(dest);
-  }
-  return { dir, onnxPath, externalData: ext, source: 'hub' };
+  renameSync(tmp, path);
 }
 
-export async function resolveModelFiles(model: string, dtype: string, offline: boolean, log?: LogFn): Promise<ModelFiles> {
+function snapshotFiles(dir: string, graphFile: string, revision: string, commit: string, log: LogFn): ModelFiles {
+  const externalData = externalFiles(dir, graphFile).map((f) => join(dir, f));
+  for (const p of externalData) materialize(p, log);
+  return { dir, onnxPath: join(dir, graphFile), externalData, source: 'hub', revision, commit };
+}
+
+/**
+ * A hub id: revision -> commit (GET model info; offline: refs/<revision> in the cache), then the config,
+ * tokenizer, graph and its external data into snapshots/<commit>/ (files already there are not fetched).
+ * A sha whose snapshot is complete needs no network; an unreachable hub falls back to a complete snapshot.
+ */
+export async function resolveHubModel(id: string, dtype: string, offline: boolean, log: LogFn = stderrLog, hub: HubOptions = {}): Promise<ModelFiles> {
+  const revision = revisionOf(hub);
+  const cacheDir = hub.cacheDir ?? hfHubCacheDir();
+  const o = { ...hub, cacheDir };
+  const graphFile = onnxFileFor(dtype);
+  const known = cachedCommit(id, revision, cacheDir);
+  const cached = cachedSnapshot(id, known, graphFile, cacheDir);
+  if (cached && (offline || known === revision)) return snapshotFiles(cached, graphFile, revision, known!, log);
+  if (offline) throw offlineError(id, revision, graphFile, cacheDir, known);
+
+  let resolved: { commit: string; files?: string[] };
+  try {
+    resolved = await resolveRevision(id, o);
+  } catch (e) {
+    if (cached && e instanceof RecdistillError && isUnreachable(e.cause)) {
+      log(`model: ${hubEndpoint(o)} is unreachable; using the cached ${id}@${revision} (commit ${known!.slice(0, 12)})`);
+      return snapshotFiles(cached, graphFile, revision, known!, log);
+    }
+    throw e;
+  }
+  const { commit, files } = resolved;
+  if (files) {
+    const lacking = [...BASE_FILES, graphFile].filter((f) => !files.includes(f));
+    if (lacking.length) {
+      const have = describeOnnxFiles(files.filter((f) => f.startsWith('onnx/')).map((f) => f.slice('onnx/'.length)));
+      throw new RecdistillError(
+        'E_NOT_FOUND',
+        `${id}@${revision} (commit ${commit.slice(0, 12)}) has no ${lacking.join(', ')}${lacking.includes(graphFile) ? ` for --dtype ${dtype}` : ''}. ` +
+          `The repo has: ${have.length ? have.join(', ') : 'no onnx/*.onnx files'}. Valid dtypes name these files: ${VALID_DTYPES()}.`,
+      );
+    }
+  }
+  await downloadToCache(id, commit, [...BASE_FILES, graphFile], o, log);
+  const dir = snapshotDir(id, commit, cacheDir);
+  await downloadToCache(id, commit, externalFiles(dir, graphFile), o, log);
+  return snapshotFiles(dir, graphFile, revision, commit, log);
+}
+
+export async function resolveModelFiles(model: string, dtype: string, offline: boolean, log: LogFn = stderrLog, hub: HubOptions = {}): Promise<ModelFiles> {
   onnxFileFor(dtype); // validate early
-  return isLocalModel(model) ? resolveLocalModel(model, dtype) : resolveHubModel(model, dtype, offline, log);
+  if (!isLocalModel(model)) return resolveHubModel(model, dtype, offline, log, hub);
+  if (hub.revision) log(`model: --revision ${hub.revision} is ignored for the local folder ${model}`);
+  return resolveLocalModel(model, dtype);
 }
 
 /** sha256 over the weights: the graph file, then each external data file (hash of hashes). */

@@ -1,0 +1,188 @@
+/**
+ * The teacher on every exporter layout the replicas reproduce (src/teacher/replica): the structural
+ * resolver picks each exporter's own residual-stream tensor, the states read through the project's load
+ * path agree across layouts and with an independent JS forward, the last state through the final norm
+ * and lm_head gives the exported logits, and a merged If decoder is refused with a clear message.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadLlmTeacher, type LlmTeacherEncoder } from '../../src/teacher/llm/index.js';
+import { dumpGraph, inspectModel, readGraphDump } from '../../src/teacher/llm/inspect.js';
+import { scanOnnx } from '../../src/teacher/llm/onnx-scan.js';
+import { planTaps } from '../../src/teacher/llm/tap.js';
+import { writeReplicaModel, type Layout, type ReplicaDtype, type ReplicaSummary } from '../../src/teacher/replica/index.js';
+import { tinyDataset } from './fixtures.js';
+import { referenceForward, referenceHead } from './replica-reference.js';
+
+const root = mkdtempSync(join(tmpdir(), 'recdistill-layouts-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const sizes = { seed: 7, layers: 3, hidden: 64, heads: 4, kvHeads: 2, merges: 300, maxPositions: 512 };
+const models = new Map<string, ReplicaSummary>();
+const write = (layout: Layout, dtype: ReplicaDtype, externalDataChunks = 0): ReplicaSummary => {
+  const key = `${layout}-${dtype}-${externalDataChunks}`;
+  if (!models.has(key)) models.set(key, writeReplicaModel({ ...sizes, out: join(root, key), layout, dtype, externalDataChunks }));
+  return models.get(key)!;
+};
+const ds = tinyDataset();
+const load = (m: ReplicaSummary, extra: { prune?: boolean } = {}) =>
+  loadLlmTeacher({ model: m.out, dtype: m.dtype, layers: [0, 1, 2], maxPromptTokens: 512, log: () => {}, ...extra }, ds);
+const onnxPath = (m: ReplicaSummary) => join(m.out, m.files.find((f) => f.endsWith('.onnx'))!);
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let ab = 0, aa = 0, bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i]! * b[i]!;
+    aa += a[i]! ** 2;
+    bb += b[i]! ** 2;
+  }
+  return ab / Math.sqrt(aa * bb);
+}
+
+/** Tapped states of every token of one pass: [layer][L * H], through the project's runtime feeds. */
+async function tokenStates(enc: LlmTeacherEncoder, ids: number[]): Promise<Float32Array[]> {
+  const rt = (enc as unknown as { session: import('onnxruntime-node').InferenceSession }).session;
+  expect(rt.outputNames).toEqual(enc.tapNames); // pruned: only the taps are outputs
+  const { codec } = enc;
+  expect(codec).toBeDefined();
+  const feeds = await import('../../src/teacher/llm/runtime.js');
+  const runtime = feeds.createRuntime(rt, enc.tapNames, { numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 16, modelType: 'qwen2', raw: {} }, { concurrency: 1, batch: 1 });
+  return (await runtime.forward([ids])).states;
+}
+
+describe('teacher on exporter layouts (tiny replicas, same weights)', () => {
+  const ids = [3, 17, 250, 42, 7, 7, 99, 120, 5];
+  let reference: ReturnType<typeof referenceForward>;
+  beforeAll(() => {
+    reference = referenceForward(write('optimum', 'fp32').spec, ids);
+  });
+
+  it.each([
+    ['optimum', 'fp32'],
+    ['optimum-fused', 'fp32'],
+    ['genai', 'fp32'],
+    ['optimum', 'q4'],
+    ['optimum', 'fp16'],
+    ['optimum-fused', 'q4'],
+    ['genai', 'q4'],
+  ] as [Layout, ReplicaDtype][])('%s %s: the resolver picks the exporter\'s own tensor for every block', (layout, dtype) => {
+    const m = write(layout, dtype);
+    const plan = planTaps(scanOnnx(onnxPath(m)), 3, [0, 1, 2]);
+    m.blockOutputs.forEach((truth, i) => {
+      if (truth) expect(plan.names[i]).toBe(truth);
+      else expect(plan.add.map((a) => a.output)).toContain(plan.names[i]); // not materialised: a sum is added
+    });
+    expect(plan.family).toBe(layout);
+    // Where the exporter leaves the last sum out, it is the only block that needs an added node.
+    expect(plan.add.length).toBe(m.blockOutputs.filter((b) => !b).length);
+  });
+
+  it('fp32 states of every token agree across optimum, optimum-fused and genai, and with a JS forward', async () => {
+    const states: Float32Array[][] = [];
+    for (const layout of ['optimum', 'optimum-fused', 'genai'] as Layout[]) {
+      const enc = await load(write(layout, 'fp32'));
+      states.push(await tokenStates(enc, ids));
+      await enc.dispose();
+    }
+    for (const s of states) {
+      for (let l = 0; l < 3; l++) expect(maxAbsDiff(s[l]!, reference.blockStates[l]!)).toBeLessThan(1e-5); // measured ~5e-8
+    }
+    // The states are not trivially small: the tolerance above is a few thousandths of their scale.
+    expect(Math.max(...Array.from(reference.blockStates[2]!, Math.abs))).toBeGreaterThan(0.05);
+  });
+
+  it('per-prefix states from encodeHistory agree across layouts; pruning changes nothing', async () => {
+    const u = ds.users[0]!.items;
+    const got: Float32Array[] = [];
+    for (const [layout, prune] of [['optimum', true], ['optimum', false], ['optimum-fused', true], ['genai', true]] as [Layout, boolean][]) {
+      const enc = await load(write(layout, 'fp32'), { prune });
+      const r = await enc.encodeHistory(u);
+      expect(r.count).toBe(u.length);
+      got.push(r.states);
+      await enc.dispose();
+    }
+    expect(Array.from(got[1]!)).toEqual(Array.from(got[0]!)); // pruned == whole graph, bit for bit
+    expect(maxAbsDiff(got[2]!, got[0]!)).toBeLessThan(1e-4);
+    expect(maxAbsDiff(got[3]!, got[0]!)).toBeLessThan(1e-4);
+  });
+
+  it('final norm + lm_head on the tapped last state equal the exported logits (every layout)', async () => {
+    const ort = await import('onnxruntime-node');
+    const { createTappedSession } = await import('../../src/teacher/llm/tap.js');
+    for (const layout of ['optimum', 'optimum-fused', 'genai'] as Layout[]) {
+      const m = write(layout, 'fp32');
+      const scan = scanOnnx(onnxPath(m));
+      const plan = planTaps(scan, 3, [2]);
+      const { session, cleanup } = await createTappedSession(onnxPath(m), scan, plan, {}, { prune: false });
+      const { createRuntime } = await import('../../src/teacher/llm/runtime.js');
+      const rt = createRuntime(session, [plan.names[0]!, 'logits'], { numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 16, modelType: 'qwen2', raw: {} }, { concurrency: 1, batch: 1 });
+      const f = rt.feeds([ids]);
+      const out = await session.run(f, [plan.names[0]!, 'logits']);
+      const state = out[plan.names[0]!]!.data as Float32Array;
+      const logits = out.logits!.data as Float32Array;
+      const fromState = referenceHead(m.spec, state, ids.length);
+      expect(maxAbsDiff(fromState, logits)).toBeLessThan(1e-4);
+      expect(Math.max(...Array.from(logits, Math.abs))).toBeGreaterThan(1e-3);
+      await session.release();
+      cleanup();
+      expect(ort).toBeDefined();
+    }
+  });
+
+  it('q4 and fp16 exports: states close to fp32 (quantisation error only), decoded from float16 where the stream is fp16', async () => {
+    const fp32 = await load(write('optimum', 'fp32'));
+    const base = await fp32.encodeHistory(ds.users[1]!.items);
+    await fp32.dispose();
+    const cos: Record<string, number> = {};
+    for (const [layout, dtype] of [['optimum', 'fp16'], ['optimum', 'q4'], ['optimum-fused', 'q4'], ['genai', 'q4']] as [Layout, ReplicaDtype][]) {
+      const enc = await load(write(layout, dtype));
+      const r = await enc.encodeHistory(ds.users[1]!.items);
+      cos[`${layout}-${dtype}`] = cosine(r.states, base.states);
+      await enc.dispose();
+    }
+    // Measured: fp16 0.99997, q4 0.9977 (all three layouts) on these random weights; an fp16 tensor read as bits or
+    // a wrong tensor would be far off.
+    expect(cos['optimum-fp16']).toBeGreaterThan(0.9999);
+    for (const k of ['optimum-q4', 'optimum-fused-q4', 'genai-q4']) expect(cos[k]).toBeGreaterThan(0.99);
+  });
+
+  it('external data in two chunks gives the same states as the single file', async () => {
+    const a = await load(write('optimum', 'fp32'));
+    const b = await load(write('optimum', 'fp32', 2));
+    expect(b.weightsHash).not.toBe(a.weightsHash);
+    const u = ds.users[1]!.items;
+    expect(Array.from((await b.encodeHistory(u)).states)).toEqual(Array.from((await a.encodeHistory(u)).states));
+    await a.dispose();
+    await b.dispose();
+  });
+
+  it('a merged If decoder is refused, naming the file to use instead', async () => {
+    const m = write('merged', 'fp32');
+    await expect(load(m)).rejects.toThrow(/merged decoder .*If node "optimum::if".*Use the export without the merged branches/);
+    const r = await inspectModel({ model: m.out, dtype: 'fp32' });
+    expect(r.family).toBe('merged');
+    expect(r.problem).toMatch(/merged decoder/);
+  });
+
+  it('teacher:inspect reports the layout; a --dump reads back to the same resolution', async () => {
+    const m = write('genai', 'q4');
+    const dump = join(root, 'genai-q4.json');
+    const r = await inspectModel({ model: m.out, dtype: 'q4', dump });
+    expect(r).toMatchObject({ family: 'genai', blocks: 3, hiddenSize: 64, heads: 4, kvHeads: 2, producer: 'onnxruntime-genai' });
+    expect(r.inputs.map((i) => i.name)).not.toContain('position_ids');
+    expect(r.weights.format).toMatch(/MatMulNBits/);
+    expect(r.layers.map((l) => l.tensor)).toEqual(planTaps(scanOnnx(onnxPath(m)), 3, [0, 1, 2]).names);
+    expect(r.layers.map((l) => l.added)).toEqual([false, false, true]);
+    const back = readGraphDump(dump);
+    expect(planTaps(back, 3, [0, 1, 2]).names).toEqual(r.layers.map((l) => l.tensor));
+    dumpGraph(back, join(root, 'again.json'));
+    expect(readGraphDump(join(root, 'again.json'))).toEqual(back);
+  });
+});

@@ -128,19 +128,38 @@ export function q4Tensors(spec: DecoderSpec, w: WeightSpec, baseName: string): [
   if (K % Q4_BLOCK !== 0) throw new Error(`${w.name}: K=${K} is not a multiple of ${Q4_BLOCK}`);
   const kBlocks = K / Q4_BLOCK;
   const blob = Q4_BLOCK / 2;
+  // The writer emits B_Q4 then its scales: a full pass over B keeps the scales (N * K/32 floats, 17 MB for
+  // the 0.5B lm_head) so the scales tensor needs no second pass over the weights.
+  let kept: Float32Array | undefined;
   function* gen(which: 'data' | 'scales'): Generator<Uint8Array> {
+    if (which === 'scales' && kept) {
+      yield new Uint8Array(kept.buffer);
+      return;
+    }
+    const all = new Float32Array(N * kBlocks);
     for (let n0 = 0; n0 < N; n0 += ROWS_PER_CHUNK) {
       const n1 = Math.min(N, n0 + ROWS_PER_CHUNK);
       const vals = rows(spec, w, n0, n1);
       const packed = new Uint8Array((n1 - n0) * kBlocks * blob);
-      const scales = new Float32Array((n1 - n0) * kBlocks);
+      const scales = all.subarray(n0 * kBlocks, n1 * kBlocks);
       for (let n = 0; n < n1 - n0; n++) quantizeColumnQ4(vals.subarray(n * K, (n + 1) * K), packed, n * kBlocks * blob, scales, n * kBlocks);
-      yield which === 'data' ? packed : new Uint8Array(scales.buffer);
+      if (which === 'data') yield packed;
     }
+    if (which === 'scales') yield new Uint8Array(all.buffer);
+    else kept = all;
   }
   return [
     { name: `${baseName}_Q4`, dims: [N, kBlocks, blob], dataType: DataType.UINT8, byteLength: N * kBlocks * blob, chunks: () => gen('data') },
-    { name: `${baseName}_scales`, dims: [N * kBlocks], dataType: DataType.FLOAT, byteLength: N * kBlocks * 4, chunks: () => gen('scales') },
+    {
+      name: `${baseName}_scales`,
+      dims: [N * kBlocks],
+      dataType: DataType.FLOAT,
+      byteLength: N * kBlocks * 4,
+      *chunks() {
+        yield* gen('scales');
+        kept = undefined; // written: free it
+      },
+    },
   ];
 }
 

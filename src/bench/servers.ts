@@ -8,6 +8,7 @@ import { RecdistillError } from '../errors.js';
 import { loadStudent, topK } from '../student/serve.js';
 import type { LogFn } from '../util/progress.js';
 import { countOnnxParams } from './onnx-params.js';
+import { standardise } from '../teacher/head.js';
 
 /**
  * What bench measures for one model: a request is a history (dense item ids, oldest first) and its answer is
@@ -62,7 +63,7 @@ export async function studentServer(dir: string, kind: 'student' | 'seqrec' = 's
 }
 
 /** The cache's soft-label head: W [N+1, H], b [N+1]. */
-export function readHead(cacheDir: string, m: CacheManifest): { weight: Float32Array; bias: Float32Array; path: string } {
+export function readHead(cacheDir: string, m: CacheManifest): { weight: Float32Array; bias: Float32Array; mean?: Float32Array; std?: Float32Array; path: string } {
   const path = join(cacheDir, m.head.file ?? 'head.safetensors');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: the teacher cache ${cacheDir} has no soft-label head (is it complete? manifest "complete" = ${m.complete}).`);
   const { tensors } = decodeSafetensors(readFileSync(path), path);
@@ -72,12 +73,22 @@ export function readHead(cacheDir: string, m: CacheManifest): { weight: Float32A
   if (!w || !b || w.shape[0] !== N1 || w.shape[1] !== m.teacher.hiddenSize || b.shape[0] !== N1) {
     throw new RecdistillError('E_INPUT', `${path}: expected weight [${N1}, ${m.teacher.hiddenSize}] and bias [${N1}], got weight [${w?.shape ?? ''}] and bias [${b?.shape ?? ''}].`);
   }
-  return { weight: w.data as Float32Array, bias: b.data as Float32Array, path };
+  const mean = tensors.input_mean?.data as Float32Array | undefined;
+  const std = tensors.input_std?.data as Float32Array | undefined;
+  if ((mean && mean.length !== m.teacher.hiddenSize) || (std && std.length !== m.teacher.hiddenSize)) {
+    throw new RecdistillError('E_INPUT', `${path}: input_mean / input_std must have ${m.teacher.hiddenSize} values.`);
+  }
+  return { weight: w.data as Float32Array, bias: b.data as Float32Array, mean, std, path };
 }
 
-/** logits[i] = W[i] . h + b[i] for i in 0..N (plain loops: one [N+1, H] x [H] product per request). */
-export function headScores(weight: Float32Array, bias: Float32Array, h: Float32Array): Float32Array {
-  const H = h.length;
+/**
+ * logits[i] = W[i] . x + b[i] for i in 0..N, x = (h - mean) / std when the head file has input
+ * statistics (the head is trained and the cached soft labels computed on standardised states; see
+ * src/cache/soft.ts). Plain loops: one [N+1, H] x [H] product per request.
+ */
+export function headScores(weight: Float32Array, bias: Float32Array, state: Float32Array, stats?: { mean?: Float32Array; std?: Float32Array }): Float32Array {
+  const H = state.length;
+  const h = stats?.mean && stats.std ? standardise(Float32Array.from(state), H, stats.mean, stats.std) : state;
   const out = new Float32Array(bias.length);
   for (let i = 0; i < bias.length; i++) {
     let s = bias[i]!;
@@ -139,7 +150,7 @@ export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: {
     const st = await enc.encodeHistory(h); // states [count, 1, H]
     if (!st.count) throw new RecdistillError('E_INPUT', 'llm teacher: empty history.');
     const last = st.states.subarray((st.count - 1) * H, st.count * H);
-    return topK(headScores(head.weight, head.bias, last), k, new Set(h)).items;
+    return topK(headScores(head.weight, head.bias, last, head), k, new Set(h)).items;
   };
   const files = await resolveModelFiles(model, m.teacher.dtype, true, o.log, { revision: m.teacher.commit });
   const onnx = [files.onnxPath, ...files.externalData];

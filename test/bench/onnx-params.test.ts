@@ -52,4 +52,12 @@ describe('headScores', () => {
     const s = headScores(Float32Array.from([1, 2, 0, -1, 3, 0.5]), Float32Array.from([0.5, 1, -2]), Float32Array.from([2, -1]));
     expect(Array.from(s)).toEqual([0.5, 2, 3.5]);
   });
+
+  it('standardises the state first when the head file has input statistics, as the cache did', () => {
+    // x = (h - mean) / std = ([2, -1] - [1, 1]) / [0.5, 2] = [2, -1]; then W x + b as above.
+    const h = Float32Array.from([2, -1]);
+    const s = headScores(Float32Array.from([1, 2, 0, -1, 3, 0.5]), Float32Array.from([0.5, 1, -2]), h, { mean: Float32Array.from([1, 1]), std: Float32Array.from([0.5, 2]) });
+    expect(Array.from(s)).toEqual([0.5, 2, 3.5]);
+    expect(Array.from(h)).toEqual([2, -1]); // the caller's state is not modified
+  });
 });

@@ -37,7 +37,7 @@ describe('graph scan', () => {
       ['position_ids', 7, ['batch_size', 'sequence_length']],
     ]);
     expect(s.outputs.map((o) => [o.name, o.elemType])).toEqual([['logits', 1]]);
-    expect(s.initializers.find((i) => i.name === 'lm_head.weight')).toEqual({ name: 'lm_head.weight', dataType: 1, dims: [32, expect.any(Number)], external: false });
+    expect(s.initializers.find((i) => i.name === 'lm_head.weight')).toEqual({ name: 'lm_head.weight', dataType: 1, dims: [32, expect.any(Number)], external: false, offset: expect.any(Number) });
     expect(s.externalData).toEqual([]);
   });
 

@@ -186,3 +186,30 @@ describe('teacher on exporter layouts (tiny replicas, same weights)', () => {
     expect(readGraphDump(join(root, 'again.json'))).toEqual(back);
   });
 });
+
+describe('teacher:cache on each layout, then teacher:verify --against', () => {
+  it('the caches of optimum, optimum-fused and genai agree; q4 is close but measurably different', async () => {
+    const { runCmd, TINY_DATA } = await import('../bench/fixtures.js');
+    const cacheOf = async (m: ReplicaSummary) =>
+      String(
+        (await runCmd(() => import('../../src/cli/commands/teacher-cache.js'), {
+          ...TINY_DATA, model: m.out, dtype: m.dtype, layers: '-2,-1', out: join(root, `cache-${m.layout}-${m.dtype}`), head: 'zeroshot', topK: 5, overheadSample: 0, offline: true,
+        })).cache,
+      );
+    const a = await cacheOf(write('optimum', 'fp32'));
+    const verify = (b: string) => runCmd(() => import('../../src/cli/commands/teacher-verify.js'), { cache: a, against: b });
+    for (const layout of ['optimum-fused', 'genai'] as Layout[]) {
+      const r = (await verify(await cacheOf(write(layout, 'fp32')))) as { against: { rows: number; layers: { maxAbsDiff: number; maxAbs: number; minCosine: number }[] } };
+      expect(r.against.rows).toBeGreaterThan(100);
+      for (const l of r.against.layers) {
+        expect(l.maxAbsDiff).toBeLessThan(1e-5 * Math.max(1, l.maxAbs));
+        expect(l.minCosine).toBeGreaterThan(0.999999);
+      }
+    }
+    const q = (await verify(await cacheOf(write('genai', 'q4')))) as { against: { layers: { maxAbsDiff: number; meanCosine: number }[] } };
+    for (const l of q.against.layers) {
+      expect(l.maxAbsDiff).toBeGreaterThan(1e-4); // int4 weights: not the same numbers
+      expect(l.meanCosine).toBeGreaterThan(0.99);
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import { defineOptions } from '../../config/options.js';
-import { inspectModel, type InspectReport } from '../../teacher/llm/inspect.js';
+import { inspectModel, measureForward, type ForwardTiming, type InspectReport } from '../../teacher/llm/inspect.js';
 import { llmTeacherOptions } from '../../teacher/llm/options.js';
 import { defineCommand } from '../command.js';
 
@@ -7,6 +7,9 @@ const options = defineOptions({
   model: llmTeacherOptions.model,
   dtype: llmTeacherOptions.dtype,
   offline: llmTeacherOptions.offline,
+  measureTokens: { type: 'int', help: 'also time one forward pass of this many tokens, whole graph vs pruned to the tapped layers (alternating, best of --rounds)', default: 0 },
+  rounds: { type: 'int', help: 'with --measure-tokens: rounds of (whole, pruned)', default: 3 },
+  threads: llmTeacherOptions.threads,
   dump: { type: 'string', help: 'write the graph structure (nodes, I/O, initializer names and shapes; no weights) as JSON to this file' },
 });
 
@@ -16,7 +19,8 @@ export default defineCommand({
   async run(o, ctx) {
     const r = await inspectModel({ model: o.model, dtype: o.dtype, offline: o.offline, dump: o.dump, log: ctx.log });
     if (o.dump) ctx.log(`teacher:inspect: graph structure written to ${o.dump}`);
-    return { ...r } as Record<string, unknown>;
+    const forward = o.measureTokens ? await measureForward({ model: o.model, dtype: o.dtype, tokens: o.measureTokens, rounds: o.rounds, threads: o.threads, offline: o.offline, log: ctx.log }) : undefined;
+    return { ...r, ...(forward ? { forward, peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024) } : {}) } as Record<string, unknown>;
   },
   format(s) {
     const r = s as unknown as InspectReport;
@@ -34,6 +38,10 @@ export default defineCommand({
     else {
       lines.push('layers      (the residual stream after block i, before the final norm)');
       for (const l of r.layers) lines.push(`  ${String(l.layer).padStart(3)} (${String(l.fromEnd).padStart(4)})  ${l.tensor}${l.added ? `  [sum added: not in the export; operands of ${l.via}]` : ''}`);
+    }
+    const f = s.forward as ForwardTiming | undefined;
+    if (f) {
+      lines.push(`forward     ${f.tokens} tokens, best of ${f.rounds}: whole graph ${f.fullMs.toFixed(0)} ms (${f.fullTokensPerSecond.toFixed(0)} tokens/s), pruned to the taps ${f.prunedMs.toFixed(0)} ms (${f.prunedTokensPerSecond.toFixed(0)} tokens/s, ${f.nodesLeftOut} nodes left out): ${f.speedup.toFixed(2)}x`);
     }
     return lines.join('\n');
   },

@@ -124,3 +124,66 @@ export function readGraphDump(path: string): GraphScan {
   }
   return { nodes: d.nodes, inputs: d.inputs, outputs: d.outputs, initializers: d.initializers ?? [], externalData: d.externalData ?? [], producer: d.producer ?? '', opsets: d.opsets ?? [] };
 }
+
+export interface ForwardTiming {
+  tokens: number;
+  rounds: number;
+  /** Best ms of one forward pass fetching the last layer, whole graph (logits, KV outputs computed). */
+  fullMs: number;
+  /** The same with the nodes no tap needs left out (the teacher's default). */
+  prunedMs: number;
+  /** fullMs / prunedMs. */
+  speedup: number;
+  fullTokensPerSecond: number;
+  prunedTokensPerSecond: number;
+  nodesLeftOut: number;
+}
+
+/**
+ * Time one forward pass of `tokens` tokens through the tapped graph, whole vs pruned, alternating
+ * (full, pruned, full, …) in one process so machine load hits both alike; best of `rounds` each.
+ * Answers whether onnxruntime computes outputs nobody fetched (logits for every position).
+ */
+export async function measureForward(o: { model: string; dtype: string; tokens: number; rounds: number; threads?: number; offline?: boolean; log?: LogFn }): Promise<ForwardTiming> {
+  if (!Number.isInteger(o.tokens) || o.tokens < 1) throw new RecdistillError('E_USAGE', `--measure-tokens must be a positive integer, got ${o.tokens}.`);
+  if (!Number.isInteger(o.rounds) || o.rounds < 1) throw new RecdistillError('E_USAGE', `--rounds must be a positive integer, got ${o.rounds}.`);
+  const { createRuntime } = await import('./runtime.js');
+  const { createTappedSession, planTaps } = await import('./tap.js');
+  const dtype = resolveDtype(o.model, o.dtype);
+  const files = await resolveModelFiles(o.model, dtype, !!o.offline, o.log);
+  const cfg = readModelConfig(files.dir);
+  const scan = scanOnnx(files.onnxPath);
+  const plan = planTaps(scan, cfg.numLayers, [cfg.numLayers - 1]);
+  const options = { graphOptimizationLevel: 'all' as const, executionMode: 'sequential' as const, interOpNumThreads: 1, ...(o.threads ? { intraOpNumThreads: o.threads } : {}), extra: { session: { intra_op: { allow_spinning: '0' } } } };
+  const vocab = Math.min(typeof cfg.raw.vocab_size === 'number' ? cfg.raw.vocab_size : 1000, 1000);
+  const ids = Array.from({ length: o.tokens }, (_, i) => (i * 7919 + 13) % vocab);
+  const best = { full: Infinity, pruned: Infinity };
+  let nodesLeftOut = 0;
+  for (let r = 0; r < o.rounds; r++) {
+    for (const kind of ['full', 'pruned'] as const) {
+      const t = await createTappedSession(files.onnxPath, scan, plan, options, { prune: kind === 'pruned' });
+      try {
+        if (kind === 'pruned') nodesLeftOut = t.prunedNodes;
+        const rt = createRuntime(t.session, plan.names, cfg, { concurrency: 1, batch: 1 });
+        await rt.forward([ids.slice(0, 8)]); // warm-up: first-run allocations
+        const t0 = performance.now();
+        await rt.forward([ids]);
+        best[kind] = Math.min(best[kind], performance.now() - t0);
+      } finally {
+        await t.session.release();
+        t.cleanup();
+      }
+      o.log?.(`teacher:inspect: round ${r + 1}/${o.rounds} ${kind}: ${best[kind].toFixed(0)} ms best so far`);
+    }
+  }
+  return {
+    tokens: o.tokens,
+    rounds: o.rounds,
+    fullMs: best.full,
+    prunedMs: best.pruned,
+    speedup: best.full / best.pruned,
+    fullTokensPerSecond: (o.tokens / best.full) * 1000,
+    prunedTokensPerSecond: (o.tokens / best.pruned) * 1000,
+    nodesLeftOut,
+  };
+}

@@ -193,7 +193,7 @@ describe('teacher:cache on each layout, then teacher:verify --against', () => {
     const cacheOf = async (m: ReplicaSummary) =>
       String(
         (await runCmd(() => import('../../src/cli/commands/teacher-cache.js'), {
-          ...TINY_DATA, model: m.out, dtype: m.dtype, layers: '-2,-1', out: join(root, `cache-${m.layout}-${m.dtype}`), head: 'zeroshot', topK: 5, overheadSample: 0, offline: true,
+          ...TINY_DATA, model: m.out, dtype: m.dtype, layers: '-2,-1', out: join(root, `cache-${m.layout}-${m.dtype}`), head: 'zeroshot', topK: 5, overheadSample: 0, offline: true, maxPromptTokens: 512,
         })).cache,
       );
     const a = await cacheOf(write('optimum', 'fp32'));

@@ -59,14 +59,19 @@ describe('model:tiny', () => {
     const err = process.stderr.write.bind(process.stderr);
     process.stderr.write = (() => true) as typeof process.stderr.write;
     try {
-      expect(await main(['model:tiny', '--out', join(c.dir, '..', 'cli'), '--layers', '1', '--hidden', '16', '--heads', '2', '--json'])).toBe(0);
+      expect(await main(['model:tiny', '--out', join(c.dir, '..', 'cli'), '--layout', 'gpt2', '--layers', '1', '--hidden', '16', '--heads', '2', '--json'])).toBe(0);
+      expect(await main(['model:tiny', '--out', join(c.dir, '..', 'cli3'), '--layers', '1', '--hidden', '16', '--heads', '2', '--kv-heads', '1', '--json'])).toBe(0);
       expect(await main(['model:tiny', '--out', join(c.dir, '..', 'cli2'), '--hidden', '30', '--heads', '4'])).toBe(2);
+      expect(await main(['model:tiny', '--out', join(c.dir, '..', 'cli4'), '--heads', '4', '--kv-heads', '3'])).toBe(2);
+      expect(await main(['model:tiny', '--out', join(c.dir, '..', 'cli5'), '--layout', 'genai', '--hidden', '32', '--heads', '4'])).toBe(2);
     } finally {
       process.stdout.write = orig;
       process.stderr.write = err;
     }
     const summary = JSON.parse(out[0]!);
-    expect(summary).toMatchObject({ layers: 1, hidden: 16, heads: 2 });
+    expect(summary).toMatchObject({ layout: 'gpt2', layers: 1, hidden: 16, heads: 2 });
     expect(summary.modelSha256).toMatch(/^[0-9a-f]{64}$/);
+    // The default layout is Optimum's: a Qwen2-style graph with position_ids and grouped-query attention.
+    expect(JSON.parse(out[1]!)).toMatchObject({ layout: 'optimum', dtype: 'fp32', blocks: 1, hidden: 16, files: ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx'] });
   });
 });

@@ -268,7 +268,8 @@ export function scanOnnx(path: string): GraphScan {
   return out;
 }
 
-function varintBytes(n: number): number[] {
+/** Protobuf varint encoding of a non-negative integer (lengths up to 2^53). */
+export function varintBytes(n: number): number[] {
   const out: number[] = [];
   while (n >= 0x80) {
     out.push((n % 0x80) | 0x80);

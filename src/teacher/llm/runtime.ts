@@ -7,6 +7,7 @@
 import pLimit from 'p-limit';
 import * as ort from 'onnxruntime-node';
 import { RecdistillError } from '../../errors.js';
+import { fromHalf as halfToFloat } from '../../cache/f16.js';
 import type { ModelConfig } from './load.js';
 
 export interface RunStats {
@@ -32,15 +33,8 @@ export interface Runtime {
   stats: RunStats;
 }
 
-/** IEEE half -> float (float16 bits). */
-export function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
-}
+/** IEEE half bits -> float (src/cache/f16.ts). */
+export { fromHalf as halfToFloat } from '../../cache/f16.js';
 
 /** bfloat16 bits -> float: the top half of a float32. */
 export function bfloat16ToFloat(h: number): number {

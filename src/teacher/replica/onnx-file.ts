@@ -10,6 +10,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSyn
 import { dirname, join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { tempPathFor } from '../../util/atomic.js';
+import { varintBytes as varint } from '../llm/onnx-scan.js';
 
 const { onnx } = onnxProto;
 export type NodeProto = InstanceType<typeof onnx.NodeProto>;
@@ -44,15 +45,6 @@ export function eagerTensor(name: string, dims: number[], dataType: number, data
   return { name, dims, dataType, byteLength: bytes.byteLength, chunks: () => [bytes] };
 }
 
-function varint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return out;
-}
 
 /** Tag + length of a LEN field. */
 function lenPrefix(field: number, length: number): Uint8Array {

@@ -12,55 +12,14 @@
  * - fp16: transformers.js scripts/float16.py convert_np_to_float16 (min_positive_val 1e-7, max_finite_val
  *   1e4: magnitudes are clipped into [1e-7, 1e4] before np.float16's round-to-nearest-even).
  */
+import { toHalf } from '../../cache/f16.js';
 import { DataType, type LazyTensor } from './onnx-file.js';
 import { type DecoderSpec, type WeightSpec, weightValues } from './spec.js';
 
 export const Q4_BLOCK = 32;
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** IEEE half bits of a float32, round to nearest even (what numpy's astype(float16) does). */
-export function f32ToF16Bits(v: number): number {
-  f32[0] = v;
-  const x = u32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    let m = mant >>> shift;
-    const rest = mant & ((1 << shift) - 1);
-    if (rest > half || (rest === half && m & 1)) m++;
-    return sign | m;
-  }
-  let m = mant >>> 13;
-  const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && m & 1)) {
-    m++;
-    if (m === 0x400) {
-      m = 0;
-      e++;
-      if (e >= 0x1f) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | m;
-}
-
-export function f16BitsToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 0x1f) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
+/** float32 -> IEEE half bits (round to nearest even, as numpy's astype(float16)) and back: one implementation, src/cache/f16.ts. */
+export { toHalf as f32ToF16Bits, fromHalf as f16BitsToF32 } from '../../cache/f16.js';
 
 /** float16.py's clip, then half bits. */
 export function toF16Converted(v: number, minPositive = 1e-7, maxFinite = 1e4): number {
@@ -69,7 +28,7 @@ export function toF16Converted(v: number, minPositive = 1e-7, maxFinite = 1e4): 
   else if (x < 0 && x > -minPositive) x = -minPositive;
   else if (x > maxFinite && x < Infinity) x = maxFinite;
   else if (x < -maxFinite && x > -Infinity) x = -maxFinite;
-  return f32ToF16Bits(x);
+  return toHalf(x);
 }
 
 export function toF16Array(a: Float32Array): Uint16Array {

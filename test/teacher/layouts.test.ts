@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadLlmTeacher, type LlmTeacherEncoder } from '../../src/teacher/llm/index.js';
 import { dumpGraph, inspectModel, readGraphDump } from '../../src/teacher/llm/inspect.js';
 import { scanOnnx } from '../../src/teacher/llm/onnx-scan.js';
-import { planTaps } from '../../src/teacher/llm/tap.js';
+import { createRuntime } from '../../src/teacher/llm/runtime.js';
+import { createTappedSession, planTaps } from '../../src/teacher/llm/tap.js';
 import { writeReplicaModel, type Layout, type ReplicaDtype, type ReplicaSummary } from '../../src/teacher/replica/index.js';
 import { tinyDataset } from './fixtures.js';
 import { referenceForward, referenceHead } from './replica-reference.js';
@@ -28,6 +29,7 @@ const write = (layout: Layout, dtype: ReplicaDtype, externalDataChunks = 0): Rep
 const ds = tinyDataset();
 const load = (m: ReplicaSummary, extra: { prune?: boolean } = {}) =>
   loadLlmTeacher({ model: m.out, dtype: m.dtype, layers: [0, 1, 2], maxPromptTokens: 512, log: () => {}, ...extra }, ds);
+const TINY_CFG = { numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 16, modelType: 'qwen2', raw: {} };
 const onnxPath = (m: ReplicaSummary) => join(m.out, m.files.find((f) => f.endsWith('.onnx'))!);
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -48,12 +50,8 @@ function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 /** Tapped states of every token of one pass: [layer][L * H], through the project's runtime feeds. */
 async function tokenStates(enc: LlmTeacherEncoder, ids: number[]): Promise<Float32Array[]> {
-  const rt = (enc as unknown as { session: import('onnxruntime-node').InferenceSession }).session;
-  expect(rt.outputNames).toEqual(enc.tapNames); // pruned: only the taps are outputs
-  const { codec } = enc;
-  expect(codec).toBeDefined();
-  const feeds = await import('../../src/teacher/llm/runtime.js');
-  const runtime = feeds.createRuntime(rt, enc.tapNames, { numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 16, modelType: 'qwen2', raw: {} }, { concurrency: 1, batch: 1 });
+  expect(enc.session.outputNames).toEqual(enc.tapNames); // pruned: only the taps are outputs
+  const runtime = createRuntime(enc.session, enc.tapNames, TINY_CFG, { concurrency: 1, batch: 1 });
   return (await runtime.forward([ids])).states;
 }
 
@@ -114,16 +112,12 @@ describe('teacher on exporter layouts (tiny replicas, same weights)', () => {
   });
 
   it('final norm + lm_head on the tapped last state equal the exported logits (every layout)', async () => {
-    const ort = await import('onnxruntime-node');
-    const { createTappedSession } = await import('../../src/teacher/llm/tap.js');
     for (const layout of ['optimum', 'optimum-fused', 'genai'] as Layout[]) {
       const m = write(layout, 'fp32');
       const scan = scanOnnx(onnxPath(m));
       const plan = planTaps(scan, 3, [2]);
       const { session, cleanup } = await createTappedSession(onnxPath(m), scan, plan, {}, { prune: false });
-      const { createRuntime } = await import('../../src/teacher/llm/runtime.js');
-      const rt = createRuntime(session, [plan.names[0]!, 'logits'], { numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 16, modelType: 'qwen2', raw: {} }, { concurrency: 1, batch: 1 });
-      const f = rt.feeds([ids]);
+      const f = createRuntime(session, [plan.names[0]!, 'logits'], TINY_CFG, { concurrency: 1, batch: 1 }).feeds([ids]);
       const out = await session.run(f, [plan.names[0]!, 'logits']);
       const state = out[plan.names[0]!]!.data as Float32Array;
       const logits = out.logits!.data as Float32Array;
@@ -132,7 +126,6 @@ describe('teacher on exporter layouts (tiny replicas, same weights)', () => {
       expect(Math.max(...Array.from(logits, Math.abs))).toBeGreaterThan(1e-3);
       await session.release();
       cleanup();
-      expect(ort).toBeDefined();
     }
   });
 

@@ -37,7 +37,7 @@ export default defineCommand({
     if (r.problem) lines.push(`layers      NOT RESOLVED: ${r.problem}`);
     else {
       lines.push('layers      (the residual stream after block i, before the final norm)');
-      for (const l of r.layers) lines.push(`  ${String(l.layer).padStart(3)} (${String(l.fromEnd).padStart(4)})  ${l.tensor}${l.added ? `  [sum added: not in the export; operands of ${l.via}]` : ''}`);
+      for (const l of r.layerDetails) lines.push(`  ${String(l.layer).padStart(3)} (${String(l.fromEnd).padStart(4)})  ${l.tensor}${l.added ? `  [sum added: not in the export; operands of ${l.via}]` : ''}`);
     }
     const f = s.forward as ForwardTiming | undefined;
     if (f) {

@@ -35,8 +35,10 @@ export interface InspectReport {
   externalData: string[];
   nodes: number;
   ops: Record<string, number>;
-  /** layers[i]: the tensor holding the residual stream after block i (i = 0..blocks-1; -1 = the last). */
-  layers: { layer: number; fromEnd: number; tensor: string; via: string; added: boolean }[];
+  /** layers[i]: name of the tensor holding the residual stream after block i (i = 0..blocks-1; -1 = the last). */
+  layers: string[];
+  /** The same with how each was found: the node producing it, and whether the tap adds it (not in the export). */
+  layerDetails: { layer: number; fromEnd: number; tensor: string; via: string; added: boolean }[];
   /** Why the layers could not be resolved, when they could not. */
   problem?: string;
 }
@@ -85,11 +87,13 @@ export function inspectGraph(scan: GraphScan, cfg: { numLayers: number; hiddenSi
     nodes: scan.nodes.length + scan.nodes.reduce((a, n) => a + n.subgraphNodes, 0),
     ops,
     layers: [],
+    layerDetails: [],
   };
   try {
     const s = resolveResidualStream(scan, cfg.numLayers);
     report.family = s.family;
-    report.layers = s.blocks.map((b) => ({ layer: b.block, fromEnd: b.block - cfg.numLayers, tensor: b.tensor, via: b.via, added: !!b.add }));
+    report.layerDetails = s.blocks.map((b) => ({ layer: b.block, fromEnd: b.block - cfg.numLayers, tensor: b.tensor, via: b.via, added: !!b.add }));
+    report.layers = report.layerDetails.map((l) => l.tensor);
   } catch (e) {
     report.problem = (e as Error).message;
   }

@@ -206,3 +206,14 @@ describe('teacher:cache on each layout, then teacher:verify --against', () => {
     }
   });
 });
+
+describe('teacher:inspect CLI', () => {
+  it('--json carries family, blocks, hiddenSize and the tensor name of each layer', async () => {
+    const { runCmd } = await import('../bench/fixtures.js');
+    const m = write('optimum-fused', 'q4');
+    const r = await runCmd(() => import('../../src/cli/commands/teacher-inspect.js'), { model: m.out, dtype: 'q4' });
+    expect(r).toMatchObject({ family: 'optimum-fused', blocks: 3, hiddenSize: 64, kvHeads: 2 });
+    expect(r.layers).toEqual(['/model/layers.0/Add_1_output_0', '/model/layers.1/Add_1_output_0', expect.stringMatching(/recdistill_residual_sum$/)]);
+    await expect(runCmd(() => import('../../src/cli/commands/teacher-inspect.js'), { model: join(root, 'nope'), dtype: 'fp32' })).rejects.toThrow(/does not exist/);
+  });
+});

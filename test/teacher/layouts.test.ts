@@ -217,3 +217,26 @@ describe('teacher:inspect CLI', () => {
     await expect(runCmd(() => import('../../src/cli/commands/teacher-inspect.js'), { model: join(root, 'nope'), dtype: 'fp32' })).rejects.toThrow(/does not exist/);
   });
 });
+
+describe('an Optimum export with an extra scope-level Add (a name-based guess would take it)', () => {
+  it('the resolver still takes the residual sum of every block', async () => {
+    const { buildOptimumGraph } = await import('../../src/teacher/replica/optimum.js');
+    const { writeOnnxModel, eagerTensor, DataType } = await import('../../src/teacher/replica/onnx-file.js');
+    const { makeNode, valueInfo } = await import('../../src/teacher/replica/graph-build.js');
+    const plain = write('optimum', 'fp32');
+    const { desc } = buildOptimumGraph(plain.spec, { dtype: 'fp32' });
+    // `/model/layers.2/Add_2` = block output + a constant, exposed as an extra output so nothing prunes it:
+    // the last Add of the block by name, but not a residual sum (its other operand is not computed from the stream).
+    const extra = makeNode('Add', '/model/layers.2/Add_2', ['/model/layers.2/Add_1_output_0', 'extra.bias'], ['/model/layers.2/Add_2_output_0']);
+    const path = join(root, 'extra-add', 'model.onnx');
+    writeOnnxModel(path, {
+      ...desc,
+      nodes: [...desc.nodes, extra],
+      outputs: [...desc.outputs, valueInfo('/model/layers.2/Add_2_output_0', DataType.FLOAT, ['batch_size', 'sequence_length', 64])],
+      initializers: [...desc.initializers, eagerTensor('extra.bias', [64], DataType.FLOAT, new Float32Array(64).fill(0.5))],
+    });
+    const scan = scanOnnx(path);
+    expect(scan.nodes.filter((n) => n.name.startsWith('/model/layers.2/') && n.op === 'Add').map((n) => n.name).at(-1)).toBe('/model/layers.2/Add_2');
+    expect(planTaps(scan, 3, [0, 1, 2]).names).toEqual(plain.blockOutputs);
+  });
+});

@@ -156,12 +156,25 @@ describe('teacher on exporter layouts (tiny replicas, same weights)', () => {
     await b.dispose();
   });
 
-  it('a merged If decoder is refused, naming the file to use instead', async () => {
+  it('a merged If decoder is read through its no-past branch: the same states as the plain export', async () => {
     const m = write('merged', 'fp32');
-    await expect(load(m)).rejects.toThrow(/merged decoder .*If node "optimum::if".*Use the export without the merged branches/);
+    expect(scanOnnx(onnxPath(m)).nodes.map((n) => n.name)).toEqual(['optimum::if']); // every block inside the If
+    const merged = await load(m);
+    expect(merged.tapPlan.family).toBe('merged');
+    expect(merged.tapNames).toEqual(write('optimum', 'fp32').blockOutputs);
+    const plain = await load(write('optimum', 'fp32'));
+    const u = ds.users[1]!.items;
+    expect(Array.from((await merged.encodeHistory(u)).states)).toEqual(Array.from((await plain.encodeHistory(u)).states));
+    await merged.dispose();
+    await plain.dispose();
     const r = await inspectModel({ model: m.out, dtype: 'fp32' });
     expect(r.family).toBe('merged');
-    expect(r.problem).toMatch(/merged decoder/);
+    expect(r.layers).toEqual(write('optimum', 'fp32').blockOutputs);
+  });
+
+  it('a merged graph whose no-past branch cannot be read is refused, naming the file to use instead', () => {
+    const scan = scanOnnx(onnxPath(write('merged', 'fp32'))); // not spliced: the blocks stay inside the If
+    expect(() => planTaps(scan, 3, [0])).toThrow(/merged decoder .*If node "optimum::if".*no-past .*Use the export without the merged branches/);
   });
 
   it('teacher:inspect reports the layout; a --dump reads back to the same resolution', async () => {
@@ -238,5 +251,18 @@ describe('an Optimum export with an extra scope-level Add (a name-based guess wo
     const scan = scanOnnx(path);
     expect(scan.nodes.filter((n) => n.name.startsWith('/model/layers.2/') && n.op === 'Add').map((n) => n.name).at(-1)).toBe('/model/layers.2/Add_2');
     expect(planTaps(scan, 3, [0, 1, 2]).names).toEqual(plain.blockOutputs);
+  });
+});
+
+describe('a transformers.js v2 folder with only onnx/decoder_model_merged.onnx', () => {
+  it('loads it (auto dtype too) and reads the no-past branch', async () => {
+    const { renameSync } = await import('node:fs');
+    const m = writeReplicaModel({ ...sizes, out: join(root, 'v2-merged'), layout: 'merged', dtype: 'fp32', externalDataChunks: 0 });
+    renameSync(join(m.out, 'onnx', 'model.onnx'), join(m.out, 'onnx', 'decoder_model_merged.onnx'));
+    const enc = await loadLlmTeacher({ model: m.out, dtype: 'auto', layers: [-1], maxPromptTokens: 512, log: () => {} }, ds);
+    expect(enc.dtype).toBe('fp32');
+    expect(enc.tapPlan.family).toBe('merged');
+    expect((await enc.encodeHistory(ds.users[2]!.items)).count).toBe(2);
+    await enc.dispose();
   });
 });

@@ -7,7 +7,7 @@ import { defineCommand } from '../command.js';
 
 const options = defineOptions({
   out: { type: 'string', help: 'output folder (transformers.js layout: config.json, tokenizer*.json, onnx/model<suffix>.onnx)', required: true },
-  layout: { type: 'string', help: 'exporter layout: optimum (Optimum TorchScript), optimum-fused (after onnxruntime fusion), genai (onnxruntime-genai builder), merged (If decoder, refused by the teacher), gpt2 (the small GPT-2-like graph)', default: 'optimum', choices: [...LAYOUTS, 'gpt2'] },
+  layout: { type: 'string', help: 'exporter layout: optimum (Optimum TorchScript), optimum-fused (after onnxruntime fusion), genai (onnxruntime-genai builder), merged (legacy If decoder; the teacher reads its no-past branch), gpt2 (the small GPT-2-like graph)', default: 'optimum', choices: [...LAYOUTS, 'gpt2'] },
   dtype: { type: 'string', help: 'weights: fp32, fp16 (fp32 graph I/O), q4 (MatMulNBits, block 32)', default: 'fp32', choices: REPLICA_DTYPES },
   preset: { type: 'string', help: 'real dimensions with random weights (cost measurements): qwen2.5-0.5b, smollm2-135m', choices: Object.keys(PRESETS) },
   layers: { type: 'int', help: 'transformer blocks', default: TINY_DEFAULTS.layers },

@@ -17,9 +17,8 @@ import { stderrLog, type LogFn } from '../../util/progress.js';
 import type { TeacherEncoder } from '../types.js';
 import { embedItems, encodeHistory, measureOverhead, measurePlainLoop, planHistory, type ReadoutParts } from './encoder.js';
 import { hubCacheDir, loadTokenizer, readModelConfig, resolveDtype, resolveModelFiles, weightsHash } from './load.js';
-import { scanOnnx } from './onnx-scan.js';
 import { createRuntime, type RunStats } from './runtime.js';
-import { absoluteLayers, createTappedSession, parseLayers, planTaps, type TapPlan } from './tap.js';
+import { absoluteLayers, createTappedSession, parseLayers, planTaps, scanModel, type TapPlan } from './tap.js';
 
 export { llmTeacherOptions, type LlmTeacherFlags } from './options.js';
 export { AUTO_DTYPE_ORDER, DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, DTYPE_SUFFIX, onnxFileFor, resolveDtype, resolveModelFiles } from './load.js';
@@ -116,7 +115,7 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
     throw new RecdistillError('E_USAGE', `max-prompt-tokens ${opts.maxPromptTokens} exceeds the model's max_position_embeddings (${maxPos}) in ${files.dir}/config.json.`);
   }
   const layers = absoluteLayers(opts.layers, cfg.numLayers);
-  const scan = scanOnnx(files.onnxPath);
+  const scan = scanModel(files.onnxPath);
   const plan = planTaps(scan, cfg.numLayers, layers, opts.tapPattern);
   const names = plan.names;
   // No spin-waiting in the intra-op pool: onnxruntime-node runs session.run synchronously on the JS

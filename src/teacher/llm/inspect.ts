@@ -10,7 +10,8 @@ import { RecdistillError } from '../../errors.js';
 import { writeJsonAtomic } from '../../util/atomic.js';
 import type { LogFn } from '../../util/progress.js';
 import { readModelConfig, resolveDtype, resolveModelFiles } from './load.js';
-import { scanOnnx, type GraphScan, type GraphValue } from './onnx-scan.js';
+import type { GraphScan, GraphValue } from './onnx-scan.js';
+import { scanModel } from './tap.js';
 import { detectFamily, resolveResidualStream, type ExportFamily } from './residual.js';
 
 /** ONNX TensorProto.DataType names. */
@@ -91,7 +92,7 @@ export function inspectGraph(scan: GraphScan, cfg: { numLayers: number; hiddenSi
   };
   try {
     const s = resolveResidualStream(scan, cfg.numLayers);
-    report.family = s.family;
+    report.family = scan.splice ? 'merged' : s.family;
     report.layerDetails = s.blocks.map((b) => ({ layer: b.block, fromEnd: b.block - cfg.numLayers, tensor: b.tensor, via: b.via, added: !!b.add }));
     report.layers = report.layerDetails.map((l) => l.tensor);
   } catch (e) {
@@ -103,7 +104,7 @@ export function inspectGraph(scan: GraphScan, cfg: { numLayers: number; hiddenSi
 export async function inspectModel(o: { model: string; dtype: string; offline?: boolean; dump?: string; log?: LogFn }): Promise<InspectReport> {
   const dtype = resolveDtype(o.model, o.dtype);
   const files = await resolveModelFiles(o.model, dtype, !!o.offline, o.log);
-  const scan = scanOnnx(files.onnxPath);
+  const scan = scanModel(files.onnxPath);
   if (o.dump) dumpGraph(scan, o.dump);
   return inspectGraph(scan, readModelConfig(files.dir), { model: o.model, onnxPath: files.onnxPath, dtype });
 }
@@ -111,7 +112,10 @@ export async function inspectModel(o: { model: string; dtype: string; offline?: 
 export const DUMP_FORMAT = 'recdistill-graph-dump';
 
 export function dumpGraph(scan: GraphScan, path: string): void {
-  writeJsonAtomic(path, { format: DUMP_FORMAT, version: 1, ...scan });
+  // Byte offsets and splice ranges locate fields in this file only: not part of the structure.
+  const { splice, nodes, initializers, ...rest } = scan;
+  const strip = <T extends { offset?: number }>({ offset: _, ...x }: T) => x;
+  writeJsonAtomic(path, { format: DUMP_FORMAT, version: 1, ...rest, merged: !!splice, nodes: nodes.map(strip), initializers: initializers.map(strip) });
 }
 
 /** Read a `--dump` file back (validated) as a GraphScan. */
@@ -156,7 +160,7 @@ export async function measureForward(o: { model: string; dtype: string; tokens: 
   const dtype = resolveDtype(o.model, o.dtype);
   const files = await resolveModelFiles(o.model, dtype, !!o.offline, o.log);
   const cfg = readModelConfig(files.dir);
-  const scan = scanOnnx(files.onnxPath);
+  const scan = scanModel(files.onnxPath);
   const plan = planTaps(scan, cfg.numLayers, [cfg.numLayers - 1]);
   const options = { graphOptimizationLevel: 'all' as const, executionMode: 'sequential' as const, interOpNumThreads: 1, ...(o.threads ? { intraOpNumThreads: o.threads } : {}), extra: { session: { intra_op: { allow_spinning: '0' } } } };
   const vocab = Math.min(typeof cfg.raw.vocab_size === 'number' ? cfg.raw.vocab_size : 1000, 1000);

@@ -60,7 +60,12 @@ export function resolveDtype(model: string, dtype: string): string {
   if (dtype !== 'auto') return dtype;
   if (!isLocalModel(model)) return DEFAULT_DTYPE;
   const dir = resolve(model);
-  return AUTO_DTYPE_ORDER.find((d) => existsSync(join(dir, onnxFileFor(d)))) ?? DEFAULT_DTYPE;
+  return AUTO_DTYPE_ORDER.find((d) => existsSync(join(dir, onnxFileFor(d))) || existsSync(join(dir, mergedFileFor(d)))) ?? DEFAULT_DTYPE;
+}
+
+/** The legacy merged decoder of a dtype (transformers.js v2 exports), used when model<suffix>.onnx is absent. */
+export function mergedFileFor(dtype: string): string {
+  return onnxFileFor(dtype).replace('onnx/model', 'onnx/decoder_model_merged');
 }
 
 export function onnxFileFor(dtype: string): string {
@@ -113,7 +118,9 @@ export function resolveLocalModel(model: string, dtype: string): ModelFiles {
   for (const f of BASE_FILES) {
     if (!existsSync(join(dir, f))) throw new RecdistillError('E_NOT_FOUND', `model folder ${dir} has no ${f} (expected the transformers.js layout: config.json, tokenizer.json, tokenizer_config.json, onnx/model<suffix>.onnx).`);
   }
-  const onnxPath = join(dir, onnxFileFor(dtype));
+  const preferred = join(dir, onnxFileFor(dtype));
+  const merged = join(dir, mergedFileFor(dtype));
+  const onnxPath = !existsSync(preferred) && existsSync(merged) ? merged : preferred;
   if (!existsSync(onnxPath)) {
     const have = dtypesOnDisk(dir);
     throw new RecdistillError(

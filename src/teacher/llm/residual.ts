@@ -55,7 +55,7 @@ function mergedError(scan: GraphScan): RecdistillError | undefined {
   return new RecdistillError(
     'E_INPUT',
     `this ONNX file is a merged decoder (decoder_model_merged.onnx style): its ${ifNode.subgraphNodes} block nodes sit inside the branches of the If node "${ifNode.name}" ` +
-      `(on ${ifNode.inputs[0] ?? 'use_cache_branch'}), where no tensor can be made a graph output. Use the export without the merged branches instead: ` +
+      `(on ${ifNode.inputs[0] ?? 'use_cache_branch'}), where no tensor can be made a graph output, and no no-past (else_branch) decoder could be read from it. Use the export without the merged branches instead: ` +
       `onnx/model.onnx (or model_q4.onnx, …) from a transformers.js / onnx-community export, or decoder_model.onnx from optimum-cli, saved as onnx/model<suffix>.onnx in the model folder.`,
   );
 }

@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { RecdistillError } from '../../errors.js';
-import { copyModelWithout, type GraphNode, type GraphScan } from './onnx-scan.js';
+import { copyModelWithout, scanOnnx, spliceNoPastBranch, splicedBytes, type GraphNode, type GraphScan } from './onnx-scan.js';
 import { detectFamily, resolveResidualStream, type ExportFamily } from './residual.js';
 
 const { onnx } = onnxProto;
@@ -38,6 +38,15 @@ export function parseLayers(spec: string): number[] {
   return out;
 }
 
+/**
+ * The graph the teacher taps: the file's scan, or for a merged decoder (blocks inside an If) its no-past
+ * branch spliced in place of the If (what Optimum's `no_past` decoder computes: an empty past).
+ */
+export function scanModel(path: string): GraphScan {
+  const scan = scanOnnx(path);
+  return (detectFamily(scan) === 'merged' && spliceNoPastBranch(path, scan)) || scan;
+}
+
 export interface TapPlan {
   /** Tensor to fetch for each requested layer, in request order. */
   names: string[];
@@ -60,12 +69,13 @@ export function planTaps(scan: GraphScan, numLayers: number, layers: number[], p
     const names = layers.map((l) => pattern.replaceAll('{i}', String(l)));
     const missing = names.filter((n) => !have.has(n));
     if (missing.length) throw new RecdistillError('E_INPUT', `--tap-pattern "${pattern}": no node outputs ${missing.join(', ')} in this graph.`);
-    return { names, add: [], family: detectFamily(scan), how: `--tap-pattern ${pattern}` };
+    return { names, add: [], family: scan.splice ? 'merged' : detectFamily(scan), how: `--tap-pattern ${pattern}` };
   }
   const stream = resolveResidualStream(scan, numLayers);
+  if (scan.splice) stream.family = 'merged';
   const picked = layers.map((l) => stream.blocks[l]!);
   const add = picked.filter((b) => b.add).map((b) => ({ ...b.add!, output: b.tensor }));
-  const how = `${stream.family} layout, ${stream.linksPerBlock} residual sums per block from ${stream.embedding}` + (stream.nameMismatches.length ? `; names do not mention layers.{i} for blocks ${stream.nameMismatches.join(',')}` : '');
+  const how = `${scan.splice ? 'merged decoder read through its no-past branch, ' : ''}${stream.family} layout, ${stream.linksPerBlock} residual sums per block from ${stream.embedding}` + (stream.nameMismatches.length ? `; names do not mention layers.{i} for blocks ${stream.nameMismatches.join(',')}` : '');
   return { names: picked.map((b) => b.tensor), add: dedupe(add), family: stream.family, how };
 }
 
@@ -128,8 +138,12 @@ export async function createTappedSession(modelPath: string, scan: GraphScan, pl
   const drop = opts.prune ? unusedFields(scan, plan) : undefined;
   const existing = new Set(drop ? [] : scan.outputs.map((o) => o.name));
   const names = plan.names;
-  const extra = tapBytes([...new Set(names.filter((n) => !existing.has(n)))], plan.add);
-  const write = (dest: string) => copyModelWithout(modelPath, dest, { fields: drop?.fields ?? new Set(), outputs: !!drop }, extra);
+  const fields = new Set(drop?.fields);
+  // A merged decoder: its If node goes, the no-past branch's fields come in as graph fields.
+  const spliced = scan.splice ? splicedBytes(modelPath, scan.splice, fields) : new Uint8Array(0);
+  if (scan.splice) fields.add(scan.splice.ifOffset);
+  const extra = Buffer.concat([spliced, tapBytes([...new Set(names.filter((n) => !existing.has(n)))], plan.add)]);
+  const write = (dest: string) => copyModelWithout(modelPath, dest, { fields, outputs: !!drop }, extra);
   try {
     const { path, cleanup } = scan.externalData.length ? (writeBeside(modelPath, write) ?? writeWithHardLinks(modelPath, scan.externalData, write)) : writeInTemp(write);
     try {

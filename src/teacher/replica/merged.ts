@@ -4,8 +4,8 @@
  * (bool [1]); then_branch "with_past" and else_branch "no_past" each hold a whole decoder graph; the
  * weights are deduplicated into the top-level graph; graph inputs = the decoders' inputs + use_cache_branch;
  * IR version 9. Both branches here are the Optimum replica (which also runs with an empty past), so the
- * model loads and runs; its blocks live inside subgraphs, where no tensor can be made a graph output:
- * the negative case the teacher must refuse with a clear message.
+ * model loads and runs; its blocks live inside subgraphs, where no tensor can be made a graph output, so
+ * the teacher must splice the no-past branch out of the If to tap it.
  */
 import onnxProto from 'onnx-proto';
 import { valueInfo } from './graph-build.js';

@@ -11,7 +11,8 @@ export interface ParsedArgv {
  * take the next word as their value; any other flag followed by another flag (or nothing) is `true`.
  */
 export function parseArgv(argv: string[], isBoolean: (name: string) => boolean = () => false): ParsedArgv {
-  const flags: Record<string, string | boolean> = {};
+  // Null prototype: --__proto__ / --constructor are stored as plain (unknown) names and refused later.
+  const flags = Object.create(null) as Record<string, string | boolean>;
   const positionals: string[] = [];
   let command: string | undefined;
   for (let i = 0; i < argv.length; i++) {

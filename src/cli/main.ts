@@ -35,7 +35,7 @@ function topHelp(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const first = argv.find((a) => !a.startsWith('-'));
-  const entry = first ? COMMANDS[first] : undefined;
+  const entry = first && Object.hasOwn(COMMANDS, first) ? COMMANDS[first] : undefined;
   let verbose = argv.includes('--verbose');
   try {
     if (!first || !entry) {
@@ -47,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
     const specs = { ...cmd.options, ...GLOBAL };
     const isBool = (name: string) => {
       const camel = name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-      return specs[camel]?.type === 'boolean';
+      return Object.hasOwn(specs, camel) && specs[camel]!.type === 'boolean';
     };
     const parsed = parseArgv(argv, isBool);
     if (parsed.positionals.length) throw new RecdistillError('E_USAGE', `unexpected argument "${parsed.positionals[0]}"; options are given as --name value.`);

@@ -90,7 +90,8 @@ export function readConfigFile(path: string): Record<string, unknown> {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new RecdistillError('E_CONFIG', `config file ${path} must hold a JSON object of option: value.`);
   }
-  return parsed as Record<string, unknown>;
+  // JSON.parse makes "__proto__" an own key; copy into a null-prototype map so no key can reach Object.prototype.
+  return Object.assign(Object.create(null) as Record<string, unknown>, parsed);
 }
 
 /**
@@ -106,7 +107,8 @@ export function resolveOptions<O extends OptionSpecs>(
   const apply = (src: Record<string, unknown>, where: string) => {
     for (const [rawKey, raw] of Object.entries(src)) {
       const key = kebabToCamel(rawKey);
-      const spec = specs[key];
+      // Own keys only: "constructor", "__proto__", "toString" ... are Object.prototype members, not options.
+      const spec = Object.hasOwn(specs, key) ? specs[key] : undefined;
       if (!spec) throw new RecdistillError('E_USAGE', `${where}: unknown option "${rawKey}".${closest(key, valid.map(camelToKebab))}`);
       out[key] = coerce(camelToKebab(key), spec, raw, where);
     }

@@ -69,6 +69,56 @@ export function columnsBuilder(capacity = 1024): ColumnsBuilder {
   };
 }
 
+/**
+ * Rows whose (user, item, time) repeats an earlier row are dropped (the first is kept, file order
+ * preserved). O(n): rows are grouped by user with a counting sort and only items a user has more than
+ * once are compared by time.
+ */
+export function dropDuplicateRows(c: RawColumns): { columns: RawColumns; dropped: number } {
+  const U = c.userIds.length;
+  const start = new Int32Array(U + 1);
+  for (let i = 0; i < c.length; i++) start[c.user[i]! + 1] = start[c.user[i]! + 1]! + 1;
+  for (let u = 0; u < U; u++) start[u + 1] = start[u + 1]! + start[u]!;
+  const rows = new Int32Array(c.length);
+  const fill = start.slice(0, U);
+  for (let i = 0; i < c.length; i++) {
+    const u = c.user[i]!;
+    rows[fill[u]!] = i;
+    fill[u] = fill[u]! + 1;
+  }
+  const seenBy = new Int32Array(c.itemIds.length).fill(-1); // item -> last user that had it
+  const firstRow = new Int32Array(c.itemIds.length); // item -> that user's first row with it
+  let drop: Uint8Array | undefined;
+  let dropped = 0;
+  for (let u = 0; u < U; u++) {
+    let times: Map<number, Set<number>> | undefined; // item -> times seen, only for repeated items
+    for (let k = start[u]!; k < start[u + 1]!; k++) {
+      const r = rows[k]!;
+      const it = c.item[r]!;
+      if (seenBy[it] !== u) {
+        seenBy[it] = u;
+        firstRow[it] = r;
+        continue;
+      }
+      times ??= new Map();
+      let ts = times.get(it);
+      if (!ts) times.set(it, (ts = new Set([c.time[firstRow[it]!]!])));
+      const t = c.time[r]!;
+      if (ts.has(t)) {
+        drop ??= new Uint8Array(c.length);
+        drop[r] = 1;
+        dropped++;
+      } else ts.add(t);
+    }
+  }
+  if (!drop) return { columns: c, dropped: 0 };
+  const keep = (_: number, i: number) => drop![i] === 0;
+  return {
+    columns: { userIds: c.userIds, itemIds: c.itemIds, user: c.user.filter(keep), item: c.item.filter(keep), time: c.time.filter(keep), rating: c.rating.filter(keep), length: c.length - dropped },
+    dropped,
+  };
+}
+
 /** Object rows -> columns, in `order` (file order). */
 export function columnsFromInteractions(xs: RawInteraction[]): RawColumns {
   const sorted = xs.every((x, i) => i === 0 || xs[i - 1]!.order <= x.order) ? xs : [...xs].sort((a, b) => a.order - b.order);

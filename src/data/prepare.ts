@@ -134,7 +134,7 @@ export function prepareDataset(opts: PrepareOptions, log?: LogFn): PreparedDatas
   if (spec.prepared) return loadExport(opts, spec, log);
   const input = loaderInput(opts, resolveLocalSource(spec, opts.source, opts.itemsFile));
   const raw = spec.load(input, ctx);
-  log?.(`${opts.dataset}: read ${raw.columns?.length ?? raw.interactions.length} interactions from ${raw.files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)}s${ctx.skipped.count ? ` (${ctx.skipped.count} bad rows skipped)` : ''}`);
+  log?.(`${opts.dataset}: read ${raw.columns?.length ?? raw.interactions.length} interactions from ${raw.files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)}s${ctx.skipped.count ? ` (${ctx.skipped.count} bad rows skipped)` : ''}${raw.duplicateRows ? ` (${raw.duplicateRows} duplicate (user, item, timestamp) rows dropped, the first of each kept)` : ''}`);
   const rest = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow };
   const d = buildPrepared(opts.dataset, raw, rest, input.source, spec.fingerprintOptions?.(input));
   return { ...d, skippedRows: ctx.skipped.count, files: raw.files };

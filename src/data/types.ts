@@ -75,6 +75,8 @@ export interface RawDataset {
   rawHash: string;
   /** Files the loader read, for messages. */
   files: string[];
+  /** Repeated (user, item, time) rows the loader dropped (first kept); reported in the log. */
+  duplicateRows?: number;
 }
 
 /** Leave-one-out split of one user's sequence. */

@@ -9,8 +9,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import onnxProto from 'onnx-proto';
-import { tempPathFor } from '../../util/atomic.js';
-import { varintBytes as varint } from '../llm/onnx-scan.js';
+import { tempPathFor } from './atomic.js';
 
 const { onnx } = onnxProto;
 export type NodeProto = InstanceType<typeof onnx.NodeProto>;
@@ -45,6 +44,18 @@ export function eagerTensor(name: string, dims: number[], dataType: number, data
   return { name, dims, dataType, byteLength: bytes.byteLength, chunks: () => [bytes] };
 }
 
+
+/** Protobuf varint encoding of a non-negative integer (lengths up to 2^53). */
+export function varintBytes(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+const varint = varintBytes; // short name for the encoders below
 
 /** Tag + length of a LEN field. */
 function lenPrefix(field: number, length: number): Uint8Array {

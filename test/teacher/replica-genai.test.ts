@@ -10,7 +10,7 @@ import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildGenaiGraph, genaiConfig } from '../../src/teacher/replica/genai.js';
-import { DataType, type GraphDesc, writeOnnxModel } from '../../src/teacher/replica/onnx-file.js';
+import { DataType, type GraphDesc, writeOnnxModel } from '../../src/util/onnx-file.js';
 import { dequantizeRowQ4, q4Tensors, transposedTensor } from '../../src/teacher/replica/genai-quant.js';
 import { Q4_BLOCK, quantizeColumnQ4 } from '../../src/teacher/replica/quant.js';
 import { type DecoderSpec, headDim, PRESETS, weightList, weightTensor } from '../../src/teacher/replica/spec.js';

@@ -14,6 +14,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { RecdistillError } from '../../errors.js';
+import { varintBytes } from '../../util/onnx-file.js';
 
 export interface GraphValue {
   name: string;
@@ -273,16 +274,6 @@ export function scanOnnx(path: string): GraphScan {
   return out;
 }
 
-/** Protobuf varint encoding of a non-negative integer (lengths up to 2^53). */
-export function varintBytes(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return out;
-}
 
 /**
  * Copy an ONNX file to `dest` without decoding it, leaving out the graph nodes and initializers whose

@@ -22,7 +22,7 @@
  */
 import type { DecoderSpec, WeightSpec } from './spec.js';
 import { weightValues } from './spec.js';
-import { DataType, type LazyTensor } from './onnx-file.js';
+import { DataType, type LazyTensor } from '../../util/onnx-file.js';
 import { Q4_BLOCK, quantizeColumnQ4 } from './quant.js';
 
 export { Q4_BLOCK };

@@ -17,7 +17,7 @@
  */
 import onnxProto from 'onnx-proto';
 import { type DecoderSpec, headDim, weightList, weightTensor, type WeightSpec } from './spec.js';
-import { DataType, eagerTensor, type GraphDesc, type LazyTensor, type NodeProto, type ValueInfoProto } from './onnx-file.js';
+import { DataType, eagerTensor, type GraphDesc, type LazyTensor, type NodeProto, type ValueInfoProto } from '../../util/onnx-file.js';
 import { Q4_BLOCK, plainTensor, q4Tensors, transposedTensor } from './genai-quant.js';
 
 const { onnx } = onnxProto;

@@ -16,7 +16,7 @@ import { writeJsonAtomic } from '../../util/atomic.js';
 import { buildTokenizerFiles, builtinCorpus, learnMerges } from '../tiny/bpe.js';
 import { buildGenaiGraph, genaiConfig } from './genai.js';
 import { buildMergedGraph } from './merged.js';
-import { writeOnnxModel, type GraphDesc } from './onnx-file.js';
+import { writeOnnxModel, type GraphDesc } from '../../util/onnx-file.js';
 import { buildOptimumGraph } from './optimum.js';
 import { hfConfig, PRESETS, type DecoderSpec, type PresetName } from './spec.js';
 

@@ -8,8 +8,8 @@
  * the teacher must splice the no-past branch out of the If to tap it.
  */
 import onnxProto from 'onnx-proto';
-import { valueInfo } from './graph-build.js';
-import { DataType, type GraphDesc } from './onnx-file.js';
+import { valueInfo } from '../../util/onnx-graph.js';
+import { DataType, type GraphDesc } from '../../util/onnx-file.js';
 import { buildOptimumGraph } from './optimum.js';
 import type { DecoderSpec } from './spec.js';
 

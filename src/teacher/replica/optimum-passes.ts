@@ -11,8 +11,8 @@
  *     is not replicated.
  */
 import onnxProto from 'onnx-proto';
-import { DataType, type GraphDesc, type LazyTensor, type NodeProto } from './onnx-file.js';
-import { attr, consumers, makeNode, producers, tensorProto, topologicalSort, type InitMeta } from './graph-build.js';
+import { DataType, type GraphDesc, type LazyTensor, type NodeProto } from '../../util/onnx-file.js';
+import { attr, consumers, makeNode, producers, tensorProto, topologicalSort, type InitMeta } from '../../util/onnx-graph.js';
 import { type DecoderSpec, weightList } from './spec.js';
 import { Q4_BLOCK, q4Tensors, rowTensor, toF16Converted, transposedTensor } from './quant.js';
 

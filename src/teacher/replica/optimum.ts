@@ -14,8 +14,8 @@
  * are used instead, so op indices such as `Reshape_3` can differ from a real file), the exact numeric ids of
  * `onnx::MatMul_<id>` initializers, and onnxslim's clean-up after fp16 conversion.
  */
-import { DataType, type GraphDesc } from './onnx-file.js';
-import { GraphBuilder, valueInfo } from './graph-build.js';
+import { DataType, type GraphDesc } from '../../util/onnx-file.js';
+import { GraphBuilder, valueInfo } from '../../util/onnx-graph.js';
 import { type DecoderSpec, headDim, weightList } from './spec.js';
 import { rowTensor, transposedTensor } from './quant.js';
 import { applyFp16, applyQ4, fuseSkipSimplifiedLayerNorm } from './optimum-passes.js';

@@ -13,7 +13,7 @@
  *   1e4: magnitudes are clipped into [1e-7, 1e4] before np.float16's round-to-nearest-even).
  */
 import { toHalf } from '../../cache/f16.js';
-import { DataType, type LazyTensor } from './onnx-file.js';
+import { DataType, type LazyTensor } from '../../util/onnx-file.js';
 import { type DecoderSpec, type WeightSpec, weightValues } from './spec.js';
 
 export const Q4_BLOCK = 32;

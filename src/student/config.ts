@@ -1,4 +1,5 @@
-import { defineOptions, type Resolved } from '../config/options.js';
+import { defineOptions, resolveOptions, type Resolved } from '../config/options.js';
+import { RecdistillError } from '../errors.js';
 import { datasetOptions } from '../data/options.js';
 import { BACKEND_CHOICES } from '../backend/index.js';
 
@@ -44,3 +45,61 @@ export const RUN_KEYS = [
   ...Object.keys(datasetOptions), ...Object.keys(modelOptions),
   'loss', 'negatives', 'sampler', 'windows', 'batchSize', 'lr', 'beta2', 'weightDecay', 'seed',
 ] as const;
+
+/**
+ * Ranges of the numeric options, checked before anything is allocated or written (the option parser only
+ * checks types): a batch size of 0 would loop forever, a negative one grows until the heap gives up.
+ * [min, max] inclusive unless `exclusiveMax`/`exclusiveMin`; the upper bounds are sanity limits far above any
+ * real configuration (memory is checked separately, against the dataset, by student/memory.ts).
+ */
+const RANGES: Record<string, { min: number; max: number; exclusiveMin?: boolean; exclusiveMax?: boolean; what?: string }> = {
+  maxLen: { min: 1, max: 100_000 },
+  dims: { min: 1, max: 65_536 },
+  blocks: { min: 1, max: 1_000 },
+  heads: { min: 1, max: 65_536 },
+  ffnDims: { min: 1, max: 1_048_576 },
+  dropout: { min: 0, max: 1, exclusiveMax: true },
+  attnDropout: { min: 0, max: 1, exclusiveMax: true },
+  negatives: { min: 1, max: 10_000_000 },
+  epochs: { min: 1, max: 1_000_000 },
+  batchSize: { min: 1, max: 10_000_000 },
+  lr: { min: 0, max: Number.MAX_VALUE, exclusiveMin: true },
+  beta2: { min: 0, max: 1, exclusiveMax: true },
+  weightDecay: { min: 0, max: Number.MAX_VALUE },
+  patience: { min: 0, max: 1_000_000 },
+  evalEvery: { min: 1, max: 1_000_000 },
+  evalBatch: { min: 1, max: 10_000_000 },
+};
+
+function kebab(k: string): string {
+  return k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}
+
+/**
+ * Check every numeric student option's range (and heads | dims); throws E_USAGE naming the option.
+ * trainStudent calls it, so every caller (student:train, ablate, demo, tests) gets it.
+ */
+export function validateStudentOptions(o: Partial<StudentOptions>): void {
+  const rec = o as Record<string, unknown>;
+  for (const [key, r] of Object.entries(RANGES)) {
+    const v = rec[key];
+    if (v === undefined) continue;
+    const lo = r.exclusiveMin ? `> ${r.min}` : `>= ${r.min}`;
+    const hi = r.max >= Number.MAX_VALUE ? '' : r.exclusiveMax ? ` and < ${r.max}` : ` and <= ${r.max}`;
+    const isInt = (modelOptions as Record<string, { type: string }>)[key]?.type === 'int' || (trainOptions as Record<string, { type: string }>)[key]?.type === 'int';
+    const ok = typeof v === 'number' && Number.isFinite(v) && (!isInt || Number.isInteger(v))
+      && (r.exclusiveMin ? v > r.min : v >= r.min) && (r.exclusiveMax ? v < r.max : v <= r.max);
+    if (!ok) throw new RecdistillError('E_USAGE', `--${kebab(key)} must be ${isInt ? 'an integer' : 'a number'} ${lo}${hi}; got ${JSON.stringify(v)}.`);
+  }
+  if (typeof o.dims === 'number' && typeof o.heads === 'number' && o.dims % o.heads !== 0) {
+    throw new RecdistillError('E_USAGE', `--heads (${o.heads}) must divide --dims (${o.dims}).`);
+  }
+  if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) throw new RecdistillError('E_USAGE', `--seed must be an integer; got ${JSON.stringify(o.seed)}.`);
+}
+
+/** resolveOptions for the student options, plus the range checks of validateStudentOptions. */
+export function resolveStudentOptions(sources: Parameters<typeof resolveOptions>[1]): StudentOptions {
+  const o = resolveOptions(studentOptions, sources) as StudentOptions;
+  validateStudentOptions(o);
+  return o;
+}

@@ -23,6 +23,16 @@ export interface TrainResult {
   testSampled100: RankingMetrics;
   popularityTest: RankingMetrics;
   resumedFrom?: number;
+  /** Set when training diverged: the run ended early with the best weights validated before. */
+  diverged?: Divergence;
+}
+
+/** Why and where training diverged (non-finite or exploding loss, non-finite weights). */
+export interface Divergence {
+  epoch: number;
+  step: number;
+  loss: Record<string, number>;
+  reason: string;
 }
 
 const pick = (m: RankingMetrics) => Object.fromEntries(['hr@5', 'ndcg@5', 'hr@10', 'ndcg@10', 'hr@20', 'ndcg@20', 'mrr', 'users'].map((k) => [k, m[k]!]));
@@ -31,6 +41,7 @@ const pick = (m: RankingMetrics) => Object.fromEntries(['hr@5', 'ndcg@5', 'hr@10
 export async function finishRun(a: {
   ds: PreparedDataset; opts: StudentOptions; outDir: string; backend: string; model: Sasrec; best: Map<string, Float32Array>;
   state: RunState; log: (l: string) => void; scorer: ScoreBatch; validUsers: number[]; resumedFrom?: number; hooks?: TrainHooks;
+  diverged?: Divergence;
 }): Promise<TrainResult> {
   const { ds, opts: o, outDir, model, best, state, scorer, validUsers } = a;
   for (const [n, data] of best) {
@@ -64,6 +75,7 @@ export async function finishRun(a: {
     testSampled100: pick(testSampled100),
     popularityTest: pick(popularityTest),
     ...(a.resumedFrom !== undefined ? { resumedFrom: a.resumedFrom } : {}),
+    ...(a.diverged ? { diverged: { ...a.diverged, loss: Object.fromEntries(Object.entries(a.diverged.loss).map(([k, v]) => [k, Number.isFinite(v) ? v : String(v)])) } as unknown as Divergence } : {}),
   };
   writeJsonAtomic(join(outDir, 'metrics.json'), {
     ...result,

@@ -85,6 +85,22 @@ export function createSasrec(config: ModelConfig, seed: number): Sasrec {
   return { config, itemEmb, posEmb, blocks, lnfg, lnfb, params };
 }
 
+/** The parameter names and shapes createSasrec would allocate for `config` (allocates nothing). Same order. */
+export function paramShapes(config: ModelConfig): Map<string, number[]> {
+  const { numItems: N, maxLen, dims: D, ffnDims: F } = config;
+  const out = new Map<string, number[]>([['item_emb', [N + 1, D]], ['pos_emb', [maxLen, D]]]);
+  for (let i = 0; i < config.blocks; i++) {
+    const p = `block${i}.`;
+    for (const [n, shape] of [
+      ['ln1.g', [D]], ['ln1.b', [D]], ['attn.wqkv', [D, 3 * D]], ['attn.bqkv', [3 * D]], ['attn.wo', [D, D]], ['attn.bo', [D]],
+      ['ln2.g', [D]], ['ln2.b', [D]], ['ffn.w1', [D, F]], ['ffn.b1', [F]], ['ffn.w2', [F, D]], ['ffn.b2', [D]],
+    ] as Array<[string, number[]]>) out.set(p + n, shape);
+  }
+  out.set('final_ln.g', [D]);
+  out.set('final_ln.b', [D]);
+  return out;
+}
+
 export function modelVariables(m: Sasrec): tf.Variable[] {
   return [...m.params.values()];
 }

@@ -5,7 +5,9 @@ import { initBackend, activeBackend, type BackendName } from '../backend/index.j
 import { RecdistillError } from '../errors.js';
 import { padHistories } from './batches.js';
 import { assignFrom, readTensors } from './checkpoint.js';
-import { createSasrec, encode as encodeModel, encodeLast, type ModelConfig, type Sasrec } from './model.js';
+import { createSasrec, encode as encodeModel, encodeLast, paramShapes, type ModelConfig, type Sasrec } from './model.js';
+import { isObject, parseJson, readJsonFile } from './run-folder.js';
+import type { STTensor } from '../util/safetensors.js';
 
 /**
  * Serving API: load a run folder (model.safetensors carries the model config in its metadata, so nothing
@@ -78,13 +80,15 @@ export async function loadStudent(dir: string, opts: { backend?: BackendName } =
   const backend = opts.backend ? await initBackend(opts.backend) : tf.engine().backendName ? activeBackend() : await initBackend('auto');
   const { tensors, metadata } = readTensors(path);
   if (metadata.format !== 'recdistill-sasrec-1' || !metadata.config) throw new RecdistillError('E_INPUT', `${path}: not a recdistill student model (metadata.format = ${metadata.format}).`);
-  const config = JSON.parse(metadata.config) as ModelConfig;
+  const config = checkModelConfig(parseJson(metadata.config, `${path} (metadata "config")`, 'model config'), `${path} (metadata "config")`);
+  checkModelTensors(config, tensors, path);
   const model = createSasrec(config, 0);
   assignFrom(model.params, tensors, path);
   const itemT = tf.keep(tf.transpose(model.itemEmb)); // [D, N + 1], prepared once
   const N = config.numItems;
   const parameters = [...model.params.values()].reduce((s, v) => s + v.size, 0);
-  const info: StudentInfo = { dir, config, dataset: metadata.dataset ?? '', fingerprint: metadata.fingerprint ?? '', bestEpoch: Number(metadata.bestEpoch ?? 0), backend, parameters };
+  const bestEpoch = Number(metadata.bestEpoch ?? 0);
+  const info: StudentInfo = { dir, config, dataset: metadata.dataset ?? '', fingerprint: metadata.fingerprint ?? '', bestEpoch: Number.isSafeInteger(bestEpoch) && bestEpoch >= 0 ? bestEpoch : 0, backend, parameters };
 
   const scoreBatch = (histories: Int32Array[]): Float32Array => {
     const { items, B, L } = padHistories(histories, config.maxLen);
@@ -124,5 +128,56 @@ export async function loadStudent(dir: string, opts: { backend?: BackendName } =
 /** Read a run folder's metrics.json (for eval/bench reports), or undefined. */
 export function readRunMetrics(dir: string): Record<string, unknown> | undefined {
   const p = join(dir, 'metrics.json');
-  return existsSync(p) ? (JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>) : undefined;
+  if (!existsSync(p)) return undefined;
+  const v = readJsonFile(p, 'student run metrics');
+  if (!isObject(v)) throw new RecdistillError('E_INPUT', `${p}: expected a JSON object of metrics, got ${Array.isArray(v) ? 'an array' : JSON.stringify(v)}.`);
+  return v;
+}
+
+/** Sanity bounds of a stored model config (far above real models; shapes are checked against the file too). */
+const CONFIG_BOUNDS: Record<string, [number, number]> = {
+  numItems: [1, 2 ** 31 - 2], maxLen: [1, 100_000], dims: [1, 65_536], blocks: [1, 1_000], heads: [1, 65_536], ffnDims: [1, 1_048_576],
+};
+
+/** Validate a parsed model config: integer sizes within bounds, heads | dims, dropouts in [0, 1). */
+export function checkModelConfig(v: unknown, where: string): ModelConfig {
+  const bad = (what: string): never => {
+    throw new RecdistillError('E_INPUT', `${where}: ${what}.`);
+  };
+  if (!isObject(v)) return bad('expected a JSON object (numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout)');
+  for (const [k, [lo, hi]] of Object.entries(CONFIG_BOUNDS)) {
+    const x = v[k];
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < lo || x > hi) bad(`"${k}" must be an integer in ${lo}..${hi}, got ${JSON.stringify(x)}`);
+  }
+  for (const k of ['dropout', 'attnDropout']) {
+    const x = v[k];
+    if (typeof x !== 'number' || !(x >= 0 && x < 1)) bad(`"${k}" must be a number in [0, 1), got ${JSON.stringify(x)}`);
+  }
+  if ((v.dims as number) % (v.heads as number) !== 0) bad(`"heads" (${String(v.heads)}) must divide "dims" (${String(v.dims)})`);
+  const { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout } = v as unknown as ModelConfig;
+  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout };
+}
+
+/**
+ * Before anything is allocated: every tensor the config implies is in the file as F32 with exactly that shape
+ * (so the config cannot ask for more memory than the file holds), no other tensor is, and every value is finite.
+ */
+export function checkModelTensors(config: ModelConfig, tensors: Record<string, STTensor>, path: string): void {
+  const shapes = paramShapes(config);
+  for (const [name, shape] of shapes) {
+    const t = tensors[name];
+    if (!t) throw new RecdistillError('E_MISMATCH', `${path}: tensor "${name}" is missing (the metadata config says ${config.blocks} blocks, dims ${config.dims}, ${config.numItems} items).`);
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (t.dtype !== 'F32' || t.shape.join(',') !== shape.join(',') || t.data.length !== size) {
+      throw new RecdistillError('E_MISMATCH', `${path}: tensor "${name}" is ${t.dtype} [${t.shape}], but the metadata config (numItems ${config.numItems}, maxLen ${config.maxLen}, dims ${config.dims}, ffnDims ${config.ffnDims}) implies F32 [${shape}].`);
+    }
+  }
+  const extra = Object.keys(tensors).filter((n) => !shapes.has(n));
+  if (extra.length) throw new RecdistillError('E_MISMATCH', `${path}: unexpected tensors ${extra.slice(0, 3).map((n) => `"${n}"`).join(', ')}${extra.length > 3 ? ', ...' : ''} for the metadata config (${config.blocks} blocks).`);
+  for (const name of shapes.keys()) {
+    const data = tensors[name]!.data as Float32Array;
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i]!)) throw new RecdistillError('E_NUMERIC', `${path}: tensor "${name}" holds ${data[i]} at index ${i}: the weights are not finite (a diverged run?); refusing to serve or evaluate them.`);
+    }
+  }
 }

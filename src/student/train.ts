@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync } from 'node:fs';
+import { lockCacheDir } from '../cache/lock.js';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
@@ -9,7 +10,9 @@ import { stableStringify } from '../util/hash.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
 import { buildWindows, epochBatches, makeBatch } from './batches.js';
 import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
-import { RUN_KEYS, type StudentOptions } from './config.js';
+import { RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
+import { checkTrainMemory } from './memory.js';
+import { checkRunOut, isObject, parseJson } from './run-folder.js';
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import type { TrainHooks } from './hooks.js';
 import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
@@ -17,7 +20,7 @@ import { createAdam, type Adam } from './optim.js';
 import { makeRng, mixSeed } from '../util/rng.js';
 import { studentScorer, usersByLength } from './scorer.js';
 import { batchTerms, combine, gradientsOf, lossSetup, type LossSetup } from './step.js';
-import { finishRun, type TrainResult } from './finish.js';
+import { finishRun, type Divergence, type TrainResult } from './finish.js';
 
 /**
  * The training loop: Adam, epochs of length-bucketed batches, validation NDCG@10 after every `evalEvery`
@@ -53,6 +56,35 @@ interface RunState {
   history: Array<Record<string, unknown>>;
   /** Early-stopped (patience exhausted); reaching --epochs is not final: a resume with more epochs continues. */
   done: boolean;
+  /** Each loss term's value at the run's first step: the reference of the loss-explosion check. */
+  refLoss?: Record<string, number>;
+}
+
+/** A loss term this many times its first-step value (floored at 1) means the run has diverged. */
+export const LOSS_EXPLOSION = 1e4;
+
+/** Training diverged (non-finite or exploding loss, non-finite weights): the run ends with its best weights. */
+class Diverged extends RecdistillError {
+  constructor(readonly info: Divergence) {
+    super('E_NUMERIC', info.reason);
+  }
+}
+
+/** Index and value of the first non-finite entry, or undefined. */
+function firstNonFinite(data: ArrayLike<number>): { index: number; value: number } | undefined {
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return { index: i, value: data[i]! };
+  return undefined;
+}
+
+/** Names of the variables holding a NaN/Inf (checked on the device: one boolean read back per variable). */
+function nonFiniteVariables(named: Array<[string, tf.Variable]>): string[] {
+  const bad: string[] = [];
+  for (const [n, v] of named) {
+    const ok = tf.tidy(() => tf.all(tf.isFinite(v)));
+    if (!ok.dataSync()[0]) bad.push(n);
+    ok.dispose();
+  }
+  return bad;
 }
 
 export function modelConfigFrom(ds: PreparedDataset, o: StudentOptions): ModelConfig {
@@ -79,6 +111,12 @@ function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
   });
   const tensors = tensorsOf(pairs);
   for (const [n, data] of best) tensors[`best/${n}`] = { dtype: 'F32', shape: model.params.get(n)!.shape.slice(), data };
+  // Last line of defence (the epoch end already checked on the device): a checkpoint holds finite numbers only,
+  // so the last committed one is always resumable.
+  for (const [n, t] of Object.entries(tensors)) {
+    const bad = firstNonFinite(t.data as Float32Array);
+    if (bad) throw new Diverged({ epoch: state.epoch, step: state.step, loss: {}, reason: `tensor "${n}" holds ${bad.value} at index ${bad.index} after epoch ${state.epoch}; the checkpoint was not written` });
+  }
   writeTensors(checkpointPath(dir), tensors, { state: JSON.stringify({ ...state, adamT: adam.t }), identity: stableStringify(identity) });
 }
 
@@ -87,24 +125,70 @@ function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
   const { tensors, metadata } = readTensors(path);
   const want = stableStringify(identity);
   if (metadata.identity !== want) {
-    const have = metadata.identity ? (JSON.parse(metadata.identity) as Record<string, unknown>) : {};
+    let have: Record<string, unknown> = {};
+    if (typeof metadata.identity === 'string') {
+      const parsed = parseJson(metadata.identity, `${path} (metadata "identity")`, 'run identity');
+      if (isObject(parsed)) have = parsed;
+    }
     const diff = diffKeys(have, identity);
     throw new RecdistillError('E_MISMATCH', `${path} was written by a different run (${diff}). Use another --out, or --no-resume to start over.`);
   }
+  const state = checkState(metadata.state, path);
   const names = [...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)];
   const vars = [...modelVariables(model), ...hookVars];
-  const byName = (prefix: string, list: tf.Variable[]) => new Map(names.map((n, i) => [n, list[i]!] as [string, tf.Variable]));
-  assignFrom(byName('model/', vars), tensors, path, 'model/');
-  assignFrom(byName('adam.m/', adam.m), tensors, path, 'adam.m/');
-  assignFrom(byName('adam.v/', adam.v), tensors, path, 'adam.v/');
-  const state = JSON.parse(metadata.state ?? '{}') as RunState & { adamT: number };
+  // Refuse a poisoned checkpoint (written by an older version after training diverged) before assigning anything.
+  for (const [name, t] of Object.entries(tensors)) {
+    const bad = firstNonFinite(t.data as ArrayLike<number>);
+    if (bad) {
+      throw new RecdistillError('E_NUMERIC', `${path}: tensor "${name}" holds ${bad.value} at index ${bad.index}: the checkpoint was written after training diverged and cannot be resumed. Start over with --no-resume and a lower --lr (now ${String((identity.options as Record<string, unknown>)?.lr)}), or use another --out.`);
+    }
+  }
+  const byName = (list: tf.Variable[]) => new Map(names.map((n, i) => [n, list[i]!] as [string, tf.Variable]));
+  assignFrom(byName(vars), tensors, path, 'model/');
+  assignFrom(byName(adam.m), tensors, path, 'adam.m/');
+  assignFrom(byName(adam.v), tensors, path, 'adam.v/');
   adam.t = state.adamT;
   const best = new Map<string, Float32Array>();
-  for (const n of model.params.keys()) {
+  for (const [n, v] of model.params) {
     const t = tensors[`best/${n}`];
-    if (t) best.set(n, t.data as Float32Array);
+    if (!t) continue;
+    if (t.shape.join(',') !== v.shape.join(',') || t.data.length !== v.size || !(t.data instanceof Float32Array)) {
+      throw new RecdistillError('E_MISMATCH', `${path}: tensor "best/${n}" has shape [${t.shape}] (${t.dtype}), the model expects F32 [${v.shape}].`);
+    }
+    best.set(n, t.data);
   }
+  if (best.size > 0 && best.size !== model.params.size) throw new RecdistillError('E_INPUT', `${path}: holds ${best.size} of the model's ${model.params.size} "best/" tensors; the checkpoint is incomplete.`);
   return { state, best };
+}
+
+/** Parse and validate the checkpoint's `state` metadata (numbers in range, history an array of objects). */
+function checkState(raw: string | undefined, path: string): RunState & { adamT: number } {
+  const where = `${path} (metadata "state")`;
+  if (typeof raw !== 'string') throw new RecdistillError('E_INPUT', `${where} is missing: not a student:train checkpoint.`);
+  const v = parseJson(raw, where, 'training state');
+  const bad = (what: string): never => {
+    throw new RecdistillError('E_INPUT', `${where}: ${what}. The checkpoint is damaged: use --no-resume to start over, or another --out.`);
+  };
+  if (!isObject(v)) return bad('expected a JSON object');
+  const count = (k: string) => {
+    const x = v[k];
+    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) bad(`"${k}" must be a non-negative integer, got ${JSON.stringify(x)}`);
+  };
+  const seconds = (k: string) => {
+    const x = v[k];
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < 0) bad(`"${k}" must be a non-negative number, got ${JSON.stringify(x)}`);
+  };
+  for (const k of ['epoch', 'step', 'bestEpoch', 'sinceBest', 'stepsTimed', 'adamT']) count(k);
+  for (const k of ['trainSeconds', 'stepSeconds']) seconds(k);
+  // -Infinity (nothing validated yet) is written as null by JSON.stringify.
+  if (v.best === null) v.best = -Infinity;
+  if (typeof v.best !== 'number' || Number.isNaN(v.best)) bad(`"best" must be a number, got ${JSON.stringify(v.best)}`);
+  if (typeof v.done !== 'boolean') bad(`"done" must be a boolean, got ${JSON.stringify(v.done)}`);
+  if (!Array.isArray(v.history) || !v.history.every((h) => isObject(h))) bad('"history" must be an array of objects');
+  if ((v.history as unknown[]).length !== v.epoch) bad(`"history" has ${(v.history as unknown[]).length} entries for ${String(v.epoch)} epochs`);
+  if ((v.bestEpoch as number) > (v.epoch as number)) bad(`"bestEpoch" ${String(v.bestEpoch)} is after "epoch" ${String(v.epoch)}`);
+  if (v.refLoss !== undefined && (!isObject(v.refLoss) || !Object.values(v.refLoss).every((x) => typeof x === 'number' && Number.isFinite(x)))) bad('"refLoss" must be an object of finite numbers');
+  return v as unknown as RunState & { adamT: number };
 }
 
 function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): string {
@@ -116,7 +200,7 @@ function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): strin
 }
 
 /** One optimiser step; returns the unweighted term values. Throws E_NUMERIC before touching weights on NaN/Inf. */
-function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined): Record<string, number> {
+function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined, state: RunState, lr: number): Record<string, number> {
   const weights = hooks?.weights(step) ?? {};
   const rngFor = () => makeRng(mixSeed(seed, epoch, step, 0x5eed));
   if (hooks?.balance && step % hooks.balance.every === 0) {
@@ -145,9 +229,18 @@ function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: Return
     for (const [k, t] of Object.entries(termRef)) values[k] = t.dataSync()[0]!;
     const total = value.dataSync()[0]!;
     for (const t of kept) t.dispose();
-    if (!Number.isFinite(total)) {
-      const shown = Object.entries(values).map(([k, v]) => `${k}=${v}`).join(', ');
-      throw new RecdistillError('E_NUMERIC', `non-finite training loss at epoch ${epoch}, step ${step} (${shown}); weights were not updated. Lower --lr or check the distillation terms.`);
+    const shown = () => Object.entries(values).map(([k, v]) => `${k}=${v}`).join(', ');
+    if (!Number.isFinite(total) || Object.values(values).some((x) => !Number.isFinite(x))) {
+      throw new Diverged({ epoch, step, loss: values, reason: `non-finite training loss at epoch ${epoch}, step ${step} (${shown()}); weights were not updated.` });
+    }
+    state.refLoss ??= { ...values };
+    for (const [k, x] of Object.entries(values)) {
+      const ref = state.refLoss[k];
+      if (ref === undefined) continue;
+      const limit = LOSS_EXPLOSION * Math.max(1, Math.abs(ref));
+      if (Math.abs(x) > limit) {
+        throw new Diverged({ epoch, step, loss: values, reason: `training diverged at epoch ${epoch}, step ${step}: loss ${k} = ${x.toPrecision(4)}, more than ${LOSS_EXPLOSION}x its first-step value ${ref.toPrecision(4)} (${shown()}); weights were not updated.` });
+      }
     }
     adam.apply(vars, grads);
   });
@@ -156,7 +249,37 @@ function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: Return
 
 export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
   const { ds, opts: o, outDir, hooks, log } = setup;
-  mkdirSync(outDir, { recursive: true });
+  validateStudentOptions(o);
+  checkRunOut(outDir);
+  const validUsers = usersByLength(ds, evaluableUsers(ds));
+  if (validUsers.length === 0) {
+    throw new RecdistillError('E_EMPTY', `${ds.name}: no user has a validation item (every one of the ${ds.users.length} users has at most 2 interactions; leave-one-out needs 3: training, validation, test), so there is nothing to select epochs on or evaluate. Use more data or lower the dataset's minimum-interaction filter.`);
+  }
+  const windows = buildWindows(ds, o.maxLen, o.windows as 'last' | 'all');
+  if (windows.length === 0) {
+    throw new RecdistillError('E_EMPTY', `${ds.name}: no training step (every user has at most 3 interactions: after holding out the validation and test items, no training history has 2 items).`);
+  }
+  const longest = windows.reduce((m, w) => Math.max(m, w.length), 1);
+  checkTrainMemory({
+    numItems: ds.items.length - 1, dims: o.dims, maxLen: o.maxLen, blocks: o.blocks, heads: o.heads, ffnDims: o.ffnDims,
+    loss: o.loss, negatives: o.negatives, evalBatch: o.evalBatch, batchRows: Math.min(o.batchSize, windows.length), batchLen: longest, backend: setup.backend,
+  });
+  try {
+    mkdirSync(outDir, { recursive: true });
+  } catch (e) {
+    throw new RecdistillError('E_USAGE', `cannot create the run folder --out ${outDir}: ${(e as Error).message}`);
+  }
+  // One writer per run folder (the teacher cache's lock: pid@host, stale locks of killed runs are taken over).
+  const unlock = lockCacheDir(outDir);
+  try {
+    return await trainLocked(setup, windows, validUsers);
+  } finally {
+    unlock();
+  }
+}
+
+async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWindows>, validUsers: number[]): Promise<TrainResult> {
+  const { ds, opts: o, outDir, hooks, log } = setup;
   const identity = runIdentity(ds, o, hooks);
   const model = createSasrec(modelConfigFrom(ds, o), mixSeed(o.seed, 1));
   const hookVars = hooks?.variables() ?? [];
@@ -171,58 +294,84 @@ export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
     log(`student:train: resuming ${outDir} after epoch ${state.epoch} (best valid ndcg@10 ${state.best.toFixed(4)} at epoch ${state.bestEpoch})`);
   }
   writeJsonAtomic(join(outDir, 'config.json'), { ...identity, model: model.config, train: o, backend: setup.backend });
-  const windows = buildWindows(ds, o.maxLen, o.windows as 'last' | 'all');
   const loss = lossSetup(ds, o.loss as LossSetup['kind'], o.negatives, o.sampler as 'uniform' | 'popularity');
-  const validUsers = usersByLength(ds, evaluableUsers(ds));
   const scorer = studentScorer(model, ds);
   const positions = windows.reduce((s, w) => s + w.length, 0);
   log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}; loss ${o.loss}`);
 
-  while (!state.done && state.epoch < o.epochs) {
-    const epoch = state.epoch + 1;
-    const t0 = performance.now();
-    const batches = epochBatches(windows, o.batchSize, makeRng(mixSeed(o.seed, epoch)));
-    const sums: Record<string, number> = {};
-    let lastLog = t0;
-    for (let i = 0; i < batches.length; i++) {
-      const s0 = performance.now();
-      const values = trainStep(model, vars, adam, makeBatch(ds, batches[i]!), loss, o.seed, epoch, state.step, hooks);
-      state.step += 1;
-      state.stepsTimed += 1;
-      state.stepSeconds += (performance.now() - s0) / 1000;
-      for (const [k, v] of Object.entries(values)) sums[k] = (sums[k] ?? 0) + v;
-      if (performance.now() - lastLog > 10000) {
-        lastLog = performance.now();
-        const rate = (i + 1) / ((lastLog - t0) / 1000);
-        log(`  epoch ${epoch}: step ${i + 1}/${batches.length} ${rate.toFixed(2)} steps/s ETA ${formatSeconds((batches.length - i - 1) / rate)} ce ${(sums.ce! / (i + 1)).toFixed(4)}`);
+  let diverged: Divergence | undefined;
+  try {
+    while (!state.done && state.epoch < o.epochs) {
+      const epoch = state.epoch + 1;
+      const t0 = performance.now();
+      const batches = epochBatches(windows, o.batchSize, makeRng(mixSeed(o.seed, epoch)));
+      const sums: Record<string, number> = {};
+      let lastLog = t0;
+      for (let i = 0; i < batches.length; i++) {
+        const s0 = performance.now();
+        const values = trainStep(model, vars, adam, makeBatch(ds, batches[i]!), loss, o.seed, epoch, state.step, hooks, state, o.lr);
+        state.step += 1;
+        state.stepsTimed += 1;
+        state.stepSeconds += (performance.now() - s0) / 1000;
+        for (const [k, v] of Object.entries(values)) sums[k] = (sums[k] ?? 0) + v;
+        if (performance.now() - lastLog > 10000) {
+          lastLog = performance.now();
+          const rate = (i + 1) / ((lastLog - t0) / 1000);
+          log(`  epoch ${epoch}: step ${i + 1}/${batches.length} ${rate.toFixed(2)} steps/s ETA ${formatSeconds((batches.length - i - 1) / rate)} ce ${(sums.ce! / (i + 1)).toFixed(4)}`);
+        }
       }
+      const trainSecs = (performance.now() - t0) / 1000;
+      const lossMeans = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / Math.max(1, batches.length)]));
+      // Finite losses do not prove finite weights (Adam's second moment overflows first): check before validating.
+      const poisoned = nonFiniteVariables([
+        ...[...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)].map((n, i) => [n, vars[i]!] as [string, tf.Variable]),
+        ...vars.flatMap((_, i) => [[`adam.m/${i}`, adam.m[i]!], [`adam.v/${i}`, adam.v[i]!]] as Array<[string, tf.Variable]>),
+      ]);
+      if (poisoned.length) {
+        const shown = Object.entries(lossMeans).map(([k, x]) => `${k}=${x.toPrecision(4)}`).join(', ');
+        throw new Diverged({ epoch, step: state.step, loss: lossMeans, reason: `training diverged in epoch ${epoch}: ${poisoned.length} tensors hold NaN/Inf after its last step (${poisoned.slice(0, 3).join(', ')}${poisoned.length > 3 ? ', ...' : ''}; mean loss ${shown}); this epoch's weights were not checkpointed.` });
+      }
+      let valid: RankingMetrics | undefined;
+      if (epoch % o.evalEvery === 0 || epoch === o.epochs) {
+        valid = await evaluateRanking(ds, scorer, { split: 'valid', ks: DEFAULT_KS, excludeHistory: o.excludeHistory, batchSize: o.evalBatch, users: validUsers });
+        const score = valid['ndcg@10']!;
+        if (score > state.best) {
+          state.best = score;
+          state.bestEpoch = epoch;
+          state.sinceBest = 0;
+          best = new Map([...model.params].map(([n, v]) => [n, new Float32Array(v.dataSync() as Float32Array)]));
+        } else state.sinceBest += 1;
+      }
+      const epochSecs = (performance.now() - t0) / 1000;
+      state.trainSeconds += epochSecs;
+      const entry = { epoch, loss: lossMeans, valid, trainSeconds: trainSecs, epochSeconds: epochSecs, msPerStep: (trainSecs * 1000) / Math.max(1, batches.length), ...(hooks?.epochInfo?.() ?? {}) };
+      state.history.push(entry);
+      state.epoch = epoch;
+      if (state.sinceBest >= o.patience) state.done = true;
+      const v = valid ? ` valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)} hr@10 ${valid['hr@10']!.toFixed(4)}${state.bestEpoch === epoch ? ' *' : ''}` : '';
+      log(`epoch ${epoch}: ${Object.entries(lossMeans).map(([k, x]) => `${k} ${x.toFixed(4)}`).join(' ')}${v} | ${trainSecs.toFixed(1)}s train, ${epochSecs.toFixed(1)}s epoch, ${entry.msPerStep.toFixed(0)} ms/step`);
+      writeRunFiles(outDir, state);
+      saveCheckpoint(outDir, model, hookVars, adam, best, state, identity);
+      setup.onEpoch?.(epoch);
     }
-    const trainSecs = (performance.now() - t0) / 1000;
-    const lossMeans = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / Math.max(1, batches.length)]));
-    let valid: RankingMetrics | undefined;
-    if (epoch % o.evalEvery === 0 || epoch === o.epochs) {
-      valid = await evaluateRanking(ds, scorer, { split: 'valid', ks: DEFAULT_KS, excludeHistory: o.excludeHistory, batchSize: o.evalBatch, users: validUsers });
-      const score = valid['ndcg@10']!;
-      if (score > state.best) {
-        state.best = score;
-        state.bestEpoch = epoch;
-        state.sinceBest = 0;
-        best = new Map([...model.params].map(([n, v]) => [n, new Float32Array(v.dataSync() as Float32Array)]));
-      } else state.sinceBest += 1;
+  } catch (e) {
+    if (!(e instanceof Diverged)) {
+      adam.dispose();
+      for (const v of modelVariables(model)) v.dispose();
+      throw e;
     }
-    const epochSecs = (performance.now() - t0) / 1000;
-    state.trainSeconds += epochSecs;
-    const entry = { epoch, loss: lossMeans, valid, trainSeconds: trainSecs, epochSeconds: epochSecs, msPerStep: (trainSecs * 1000) / Math.max(1, batches.length), ...(hooks?.epochInfo?.() ?? {}) };
-    state.history.push(entry);
-    state.epoch = epoch;
-    if (state.sinceBest >= o.patience) state.done = true;
-    const v = valid ? ` valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)} hr@10 ${valid['hr@10']!.toFixed(4)}${state.bestEpoch === epoch ? ' *' : ''}` : '';
-    log(`epoch ${epoch}: ${Object.entries(lossMeans).map(([k, x]) => `${k} ${x.toFixed(4)}`).join(' ')}${v} | ${trainSecs.toFixed(1)}s train, ${epochSecs.toFixed(1)}s epoch, ${entry.msPerStep.toFixed(0)} ms/step`);
-    writeRunFiles(outDir, state);
-    saveCheckpoint(outDir, model, hookVars, adam, best, state, identity);
-    setup.onEpoch?.(epoch);
+    diverged = e.info;
   }
   try {
+    if (diverged) {
+      const lower = `Rerun with a lower --lr (now ${o.lr}; e.g. ${Number((o.lr / 10).toPrecision(3))})${hooks ? ' or check the distillation terms and weights' : ''}, with --no-resume or another --out (a resume replays the same steps).`;
+      if (best.size === 0) {
+        throw new RecdistillError('E_NUMERIC', `${diverged.reason} No epoch was validated before the divergence, so there are no weights worth keeping: ${join(outDir, 'model.safetensors')} was not written${existsSync(checkpointPath(outDir)) ? ` (the last good checkpoint, ${checkpointPath(outDir)}, is kept)` : ''}. ${lower}`);
+      }
+      const bestEpoch = state.bestEpoch;
+      await finishRun({ ds, opts: o, outDir, backend: setup.backend, model, best, state, log, scorer, validUsers, resumedFrom, hooks, diverged });
+      throw new RecdistillError('E_NUMERIC', `${diverged.reason} The run stopped; the best weights so far (epoch ${bestEpoch}, valid ndcg@10 ${state.best.toFixed(4)}) are in ${join(outDir, 'model.safetensors')}, their metrics in ${join(outDir, 'metrics.json')}; the last good checkpoint is kept. ${lower}`);
+    }
     return await finishRun({ ds, opts: o, outDir, backend: setup.backend, model, best, state, log, scorer, validUsers, resumedFrom, hooks });
   } finally {
     adam.dispose();

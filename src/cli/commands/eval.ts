@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
 import { BACKEND_CHOICES, type BackendName } from '../../backend/index.js';
 import { defineOptions } from '../../config/options.js';
 import { datasetFromFlags, type DatasetFlags } from '../../data/options.js';
@@ -9,6 +9,7 @@ import { metricsTable } from '../../eval/report.js';
 import { historyFor } from '../../eval/evaluate.js';
 import { loadStudent } from '../../student/serve.js';
 import { usersByLength } from '../../student/scorer.js';
+import { readRunConfig } from '../../student/run-folder.js';
 import { writeFileAtomic, writeJsonAtomic } from '../../util/atomic.js';
 import { defineCommand } from '../command.js';
 
@@ -19,6 +20,7 @@ const evalOptions = defineOptions({
   excludeHistory: { type: 'boolean', help: 'exclude the user\'s earlier items from the ranking', default: true },
   batchSize: { type: 'int', help: 'users scored per call (bounds memory: batchSize x numItems floats)', default: 256 },
   seed: { type: 'int', help: 'seed of the sampled-100 negatives', default: 42 },
+  out: { type: 'string', help: 'folder for eval.json and eval.md (default: the run folder; a temp folder if that is not writable)' },
   backend: { type: 'string', help: 'tfjs backend', default: 'auto', choices: BACKEND_CHOICES },
 });
 
@@ -26,11 +28,10 @@ export default defineCommand({
   description: 'full-ranking evaluation of a trained student (HR/NDCG@K, MRR), the sampled-100 protocol, and a popularity baseline',
   options: evalOptions,
   async run(opts, ctx) {
-    const cfgPath = join(opts.student, 'config.json');
-    if (!existsSync(cfgPath)) throw new RecdistillError('E_NOT_FOUND', `${cfgPath} not found: --student must be a student run folder.`);
-    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as { options: Record<string, unknown>; fingerprint: string };
+    const cfg = readRunConfig(opts.student);
     const ks = opts.ks.split(',').map((k) => Number(k.trim()));
-    if (ks.some((k) => !Number.isInteger(k) || k < 1)) throw new RecdistillError('E_USAGE', `--ks expects positive integers separated by commas, got "${opts.ks}".`);
+    if (ks.some((k) => !Number.isInteger(k) || k < 1 || k > 1_000_000)) throw new RecdistillError('E_USAGE', `--ks expects positive integers separated by commas, got "${opts.ks}".`);
+    if (opts.batchSize < 1) throw new RecdistillError('E_USAGE', `--batch-size must be an integer >= 1, got ${opts.batchSize}.`);
     const student = await loadStudent(opts.student, { backend: opts.backend as BackendName });
     try {
       const flags = { ...(cfg.options as unknown as DatasetFlags), ...(opts.source ? { source: opts.source } : {}) };
@@ -40,6 +41,7 @@ export default defineCommand({
       }
       const score: ScoreBatch = async (users, split) => student.scoreBatch(users.map((u) => historyFor(ds, u, split)));
       const users = usersByLength(ds, evaluableUsers(ds));
+      if (users.length === 0) throw new RecdistillError('E_EMPTY', `${ds.name}: no user has a validation/test item (every user has at most 2 interactions), so there is nothing to evaluate.`);
       const common = { ks, excludeHistory: opts.excludeHistory, batchSize: opts.batchSize, users };
       const t0 = performance.now();
       const valid = await evaluateRanking(ds, score, { ...common, split: 'valid' });
@@ -57,14 +59,14 @@ export default defineCommand({
         valid, test, sampled100, popularity, popularitySampled100,
         evalSeconds: Number(evalSeconds.toFixed(2)),
       };
-      writeJsonAtomic(join(opts.student, 'eval.json'), summary);
       const rows: Array<{ name: string; m: RankingMetrics }> = [
         { name: 'student valid (full)', m: valid }, { name: 'student test (full)', m: test }, { name: 'popularity test (full)', m: popularity },
         { name: 'student test (sampled 100)', m: sampled100 }, { name: 'popularity test (sampled 100)', m: popularitySampled100 },
       ];
-      writeFileAtomic(join(opts.student, 'eval.md'), `# Evaluation of ${opts.student}\n\n${summary.protocol}; backend ${summary.backend}.\n\n${metricsTable(rows)}\n`);
+      const md = `# Evaluation of ${opts.student}\n\n${summary.protocol}; backend ${summary.backend}.\n\n${metricsTable(rows)}\n`;
       ctx.log(metricsTable(rows));
-      return summary;
+      const written = writeEvalFiles(opts.student, opts.out, summary, md, ctx.log);
+      return { ...summary, written };
     } finally {
       student.dispose();
     }
@@ -72,3 +74,37 @@ export default defineCommand({
 });
 
 export { DEFAULT_KS };
+
+/**
+ * eval.json + eval.md go to --out when given (an error there is the user's to see), else into the run folder;
+ * when that is not writable (read-only mount, someone else's run) they go to a temp folder instead, and the
+ * log says where: results are never lost.
+ */
+function writeEvalFiles(run: string, out: string | undefined, summary: unknown, md: string, log: (l: string) => void): string {
+  const write = (dir: string) => {
+    writeJsonAtomic(join(dir, 'eval.json'), summary);
+    writeFileAtomic(join(dir, 'eval.md'), md);
+  };
+  if (out) {
+    try {
+      write(out);
+    } catch (e) {
+      throw new RecdistillError('E_USAGE', `cannot write eval.json/eval.md to --out ${out}: ${(e as Error).message}`);
+    }
+    return out;
+  }
+  try {
+    write(run);
+    return run;
+  } catch (e) {
+    const fallback = join(tmpdir(), 'recdistill-eval', `${basename(resolve(run))}-${process.pid}`);
+    try {
+      write(fallback);
+    } catch (e2) {
+      log(`eval: could not write eval.json to ${run} (${(e as Error).message}) nor to ${fallback} (${(e2 as Error).message}); the results are only in this output. Use --out <folder>.`);
+      return '';
+    }
+    log(`eval: the run folder ${run} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); wrote ${join(fallback, 'eval.json')} and eval.md instead (use --out <folder> to choose).`);
+    return fallback;
+  }
+}

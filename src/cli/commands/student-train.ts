@@ -3,7 +3,7 @@ import { initBackend, type BackendName } from '../../backend/index.js';
 import { datasetFromFlags } from '../../data/options.js';
 import { buildDistillHooks } from '../../distill/index.js';
 import { distillOptions } from '../../distill/options.js';
-import { studentOptions, type StudentOptions } from '../../student/config.js';
+import { studentOptions, validateStudentOptions, type StudentOptions } from '../../student/config.js';
 import { trainStudent, runIdentity } from '../../student/train.js';
 import { sha256, stableStringify } from '../../util/hash.js';
 import { defineCommand } from '../command.js';
@@ -12,6 +12,7 @@ export default defineCommand({
   description: 'train the SASRec student (full-softmax CE by default; optionally distilled from a teacher cache)',
   options: { ...studentOptions, ...distillOptions },
   async run(opts, ctx) {
+    validateStudentOptions(opts as unknown as StudentOptions); // ranges, before the dataset or the backend load
     const backend = await initBackend(opts.backend as BackendName);
     const ds = await datasetFromFlags(opts);
     const o = opts as unknown as StudentOptions;

@@ -1,0 +1,96 @@
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { RecdistillError } from '../errors.js';
+
+/**
+ * A student run folder: config.json (written first), history.jsonl, curves.svg, checkpoint.safetensors,
+ * model.safetensors, metrics.json, eval.json/eval.md, bench/. These helpers decide whether a folder is one
+ * (so --out never overwrites someone else's files) and read its JSON files with errors that name the file.
+ */
+export const RUN_FORMAT = 1;
+const RUN_FILES = ['config.json', 'checkpoint.safetensors', 'model.safetensors', 'history.jsonl', 'metrics.json'];
+/** JSON files above this size are not run metadata (a history of 1e6 epochs is ~500 MB: far beyond). */
+const MAX_JSON_BYTES = 512 * 1024 * 1024;
+
+/** Parse a JSON file; a missing, unreadable, oversized or malformed file is a RecdistillError naming it. */
+export function readJsonFile(path: string, what: string): unknown {
+  if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found (${what}).`);
+  let text: string;
+  try {
+    const size = statSync(path).size;
+    if (size > MAX_JSON_BYTES) throw new RecdistillError('E_INPUT', `${path} is ${size} bytes: too large for ${what} (at most ${MAX_JSON_BYTES}).`);
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    if (e instanceof RecdistillError) throw e;
+    throw new RecdistillError('E_INPUT', `${path} is not readable (${what}): ${(e as Error).message}`);
+  }
+  return parseJson(text, path, what);
+}
+
+/** JSON.parse with an error naming where the text came from. */
+export function parseJson(text: string, where: string, what: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new RecdistillError('E_INPUT', `${where} is not valid JSON (${what}): ${(e as Error).message}`);
+  }
+}
+
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+export interface RunConfig {
+  format: number;
+  dataset: string;
+  fingerprint: string;
+  options: Record<string, unknown>;
+  [k: string]: unknown;
+}
+
+/** Validate a parsed config.json (as written by student:train); `path` names it in errors. */
+export function checkRunConfig(v: unknown, path: string): RunConfig {
+  const bad = (what: string): never => {
+    throw new RecdistillError('E_INPUT', `${path}: ${what}; is this a student:train run folder's config.json?`);
+  };
+  if (!isObject(v)) return bad('expected a JSON object');
+  if (v.format !== RUN_FORMAT) bad(`"format" is ${JSON.stringify(v.format)}, expected ${RUN_FORMAT}`);
+  if (!isObject(v.options)) bad('"options" must be an object of the run\'s options');
+  if (typeof v.fingerprint !== 'string') bad('"fingerprint" must be a string');
+  if (typeof v.dataset !== 'string') bad('"dataset" must be a string');
+  if (typeof (v.options as Record<string, unknown>).dataset !== 'string') bad('"options.dataset" must be a string');
+  return v as RunConfig;
+}
+
+/** Read and validate `<dir>/config.json`. */
+export function readRunConfig(dir: string): RunConfig {
+  const path = join(dir, 'config.json');
+  if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: ${dir} is not a student run folder.`);
+  return checkRunConfig(readJsonFile(path, 'student run config'), path);
+}
+
+/**
+ * May student:train write into `dir`? Yes when it does not exist, is empty (dot files such as a lock or an
+ * interrupted temp file do not count) or is a run folder (config.json of a run). Anything else is refused, as
+ * data:prepare refuses to replace a folder that is not a prepared dataset.
+ */
+export function checkRunOut(dir: string): void {
+  if (!existsSync(dir)) return;
+  if (!statSync(dir).isDirectory()) throw new RecdistillError('E_USAGE', `--out ${dir} exists and is not a folder; refusing to replace it.`);
+  const entries = readdirSync(dir).filter((f) => !f.startsWith('.'));
+  if (entries.length === 0) return;
+  const cfg = join(dir, 'config.json');
+  if (!existsSync(cfg)) {
+    const known = entries.filter((f) => RUN_FILES.includes(f));
+    const other = entries.filter((f) => !RUN_FILES.includes(f)).slice(0, 3);
+    throw new RecdistillError(
+      'E_USAGE',
+      `--out ${dir} exists and is not a student run folder (no config.json${known.length ? `, though it holds ${known.join(', ')}` : ''}; it holds ${other.map((f) => JSON.stringify(f)).join(', ') || 'other files'}${entries.length > 3 ? ', ...' : ''}); refusing to write into it. Choose another --out.`,
+    );
+  }
+  try {
+    checkRunConfig(readJsonFile(cfg, 'student run config'), cfg);
+  } catch (e) {
+    throw new RecdistillError('E_USAGE', `--out ${dir} is not a student run folder: ${(e as Error).message} Refusing to write into it; choose another --out.`);
+  }
+}

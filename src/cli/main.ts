@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   'teacher:inspect': { summary: 'show the exporter layout of an ONNX LM and the tensor each layer maps to (--dump: graph as JSON)', load: () => import('./commands/teacher-inspect.js') },
   'teacher:verify': { summary: 'check every shard of a teacher cache (hash, shape)', load: () => import('./commands/teacher-verify.js') },
   'student:train': { summary: 'train the SASRec student (optionally distilled from a teacher cache)', load: () => import('./commands/student-train.js') },
+  'student:export': { summary: 'export a trained student as an ONNX graph (scores and top-k, history excluded)', load: () => import('./commands/student-export.js') },
   'student:bench': { summary: 'ms per training step for each tfjs backend available', load: () => import('./commands/student-bench.js') },
   eval: { summary: 'full-ranking evaluation of a trained student (HR/NDCG/MRR) and a popularity baseline', load: () => import('./commands/eval.js') },
   bench: { summary: 'teacher vs student: latency, throughput, size, memory, accuracy', load: () => import('./commands/bench.js') },

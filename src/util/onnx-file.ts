@@ -81,6 +81,13 @@ function* initializerField(t: LazyTensor): Generator<Uint8Array> {
   if (written !== t.byteLength) throw new Error(`initializer ${t.name}: produced ${written} bytes, declared ${t.byteLength}`);
 }
 
+/** The whole model in memory (small models: a served student, tests). */
+export function encodeOnnxModel(desc: GraphDesc): Uint8Array {
+  const parts: Uint8Array[] = [encodeHead(desc)];
+  for (const t of desc.initializers) for (const c of initializerField(t)) parts.push(c);
+  return Buffer.concat(parts);
+}
+
 /** The model head: everything but the initializers. */
 export function encodeHead(desc: GraphDesc): Uint8Array {
   const graph = onnx.GraphProto.create({ name: desc.graphName, node: desc.nodes, input: desc.inputs, output: desc.outputs });

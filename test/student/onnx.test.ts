@@ -1,0 +1,83 @@
+/**
+ * student:export: the ONNX graph of a trained run gives the tfjs model's scores and recommendations
+ * through onnxruntime-node, for histories shorter than, equal to and longer than maxLen, one at a time
+ * and batched.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exportStudentOnnx, loadStudentOnnx } from '../../src/student/onnx.js';
+import { loadStudent, type LoadedStudent } from '../../src/student/serve.js';
+import { runCmd, TINY_DATA } from '../bench/fixtures.js';
+
+const root = mkdtempSync(join(tmpdir(), 'recdistill-onnx-student-'));
+const run = join(root, 'run');
+let tfjs: LoadedStudent;
+beforeAll(async () => {
+  await runCmd(() => import('../../src/cli/commands/student-train.js'), { ...TINY_DATA, epochs: 2, dims: 16, blocks: 2, heads: 2, ffnDims: 24, maxLen: 8, batchSize: 32, out: run });
+  tfjs = await loadStudent(run);
+});
+afterAll(() => {
+  tfjs?.dispose();
+  rmSync(root, { recursive: true, force: true });
+});
+
+const histories = [[3], [5, 9, 2, 7, 1], [1, 2, 3, 4, 5, 6, 7, 8], [30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19]].map((h) => Int32Array.from(h));
+
+describe('student ONNX export', () => {
+  it('scores equal the tfjs model within fp tolerance, one by one and batched', async () => {
+    const onnx = await loadStudentOnnx(run);
+    let maxDiff = 0;
+    let maxAbs = 0;
+    for (const h of histories) {
+      const a = tfjs.scores(h);
+      const b = await onnx.scoreBatch([h]);
+      expect(b.length).toBe(a.length);
+      for (let i = 0; i < a.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+        maxAbs = Math.max(maxAbs, Math.abs(a[i]!));
+      }
+    }
+    expect(maxAbs).toBeGreaterThan(0.01);
+    expect(maxDiff).toBeLessThan(1e-4);
+    // A padded batch of different lengths gives each row's own scores.
+    const batched = await onnx.scoreBatch(histories);
+    const W = tfjs.info.config.numItems + 1;
+    for (const [r, h] of histories.entries()) {
+      const a = tfjs.scores(h);
+      for (let i = 0; i < W; i++) expect(Math.abs(batched[r * W + i]! - a[i]!)).toBeLessThan(1e-4);
+    }
+    await onnx.dispose();
+  });
+
+  it('top-k in the graph excludes the history and padding, like recommend()', async () => {
+    const onnx = await loadStudentOnnx(run);
+    for (const h of histories) {
+      const want = tfjs.recommend(h, 10);
+      const got = await onnx.recommend(h, 10);
+      expect(got.items).toEqual(want.items);
+      for (const [i, s] of got.scores.entries()) expect(Math.abs(s - want.scores[i]!)).toBeLessThan(1e-4);
+      for (const id of got.items) expect(h.includes(id) || id === 0).toBe(false);
+    }
+    // k larger than what is left: every non-history item, nothing padded in.
+    const all = await onnx.recommend(histories[1]!, 1000);
+    expect(all.items.length).toBe(tfjs.info.config.numItems - new Set(histories[1]).size);
+    await onnx.dispose();
+  });
+
+  it('student:export writes a file any onnxruntime session loads, with the documented I/O', async () => {
+    const file = join(root, 'student.onnx');
+    const r = await runCmd(() => import('../../src/cli/commands/student-export.js'), { student: run, onnx: file });
+    expect(r.onnx).toBe(file);
+    const s = await ort.InferenceSession.create(file);
+    expect(s.inputNames).toEqual(['history', 'k']);
+    expect(s.outputNames).toEqual(['scores', 'top_scores', 'top_ids']);
+    const h = histories[1]!;
+    const out = await s.run({ history: new ort.Tensor('int64', BigInt64Array.from(h, BigInt), [1, h.length]), k: new ort.Tensor('int64', BigInt64Array.of(3n), [1]) });
+    expect(Array.from(out.top_ids!.data as BigInt64Array, Number)).toEqual(tfjs.recommend(h, 3).items);
+    await s.release();
+    expect(() => exportStudentOnnx(join(root, 'nope'), file)).toThrow(/not found/);
+  });
+});

@@ -8,6 +8,7 @@ import { env } from '../env.js';
 import { RecdistillError } from '../errors.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { sha256File } from '../util/hash.js';
+import { alive, removeStaleEntries, writeError } from './io.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
 
 /** Written last inside the extracted directory, before the rename: its presence means "complete". */
@@ -29,7 +30,59 @@ export interface DownloadRequest {
   log: LogFn;
   /** Defaults to env.offline. */
   offline?: boolean;
+  /** Limits on what the archive may extract to (defaults: defaultExtractLimits()). */
+  limits?: Partial<ExtractLimits>;
+  /** Fail after this long without a byte (default RECDISTILL_DOWNLOAD_STALL_SECONDS, else 60 s). */
+  stallMs?: number;
+  /** A progress (or "no data for ...") line this often (default 10 s). */
+  progressMs?: number;
 }
+
+/**
+ * Bounds on an archive's extracted content, checked from the central directory before anything is
+ * extracted and again on the bytes actually inflated (a header can lie): a small zip that inflates to
+ * gigabytes (a zip bomb) is refused and nothing is kept.
+ */
+export interface ExtractLimits {
+  /** Total uncompressed bytes of all entries. */
+  maxTotalBytes: number;
+  /** Uncompressed / compressed size of one entry (entries under 1 MiB are exempt). */
+  maxRatio: number;
+  /** Number of entries. */
+  maxEntries: number;
+}
+
+/** Largest extracted size of a known archive (ml-latest, which grows): the default bound is 4x this. */
+export const LARGEST_KNOWN_EXTRACTED_BYTES = 1.6e9;
+/** Deflate's best case is ~1030:1; real data files (CSV, JSON) compress 3-20:1. */
+export const DEFAULT_MAX_RATIO = 100;
+export const DEFAULT_MAX_ENTRIES = 100_000;
+const RATIO_EXEMPT_BYTES = 1 << 20;
+
+const envNumber = (name: string): number | undefined => {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new RecdistillError('E_USAGE', `${name}=${JSON.stringify(v)}: expected a positive number.`);
+  return n;
+};
+
+/**
+ * Extraction limits: 4x the archive's known extracted size (`knownBytes`, from the registry) or 4x the
+ * largest known archive's; RECDISTILL_MAX_EXTRACT_MB and RECDISTILL_MAX_ZIP_RATIO override (read at call time).
+ */
+export function defaultExtractLimits(knownBytes?: number): ExtractLimits {
+  const mb = envNumber('RECDISTILL_MAX_EXTRACT_MB');
+  const ratio = envNumber('RECDISTILL_MAX_ZIP_RATIO');
+  return {
+    maxTotalBytes: mb !== undefined ? mb * 1e6 : 4 * (knownBytes ?? LARGEST_KNOWN_EXTRACTED_BYTES),
+    maxRatio: ratio ?? DEFAULT_MAX_RATIO,
+    maxEntries: DEFAULT_MAX_ENTRIES,
+  };
+}
+
+const DEFAULT_STALL_MS = 60_000;
+const DEFAULT_PROGRESS_MS = 10_000;
 
 export interface DownloadResult {
   dir: string;
@@ -47,50 +100,106 @@ export function isComplete(dir: string): boolean {
   return existsSync(join(dir, COMPLETE_MARKER));
 }
 
+/** The completion marker, checked field by field: a corrupt or edited one names the file and the field. */
 export function readMarker(dir: string): { url: string; sha256: string; file?: string } {
-  return JSON.parse(readFileSync(join(dir, COMPLETE_MARKER), 'utf8')) as { url: string; sha256: string; file?: string };
+  const path = join(dir, COMPLETE_MARKER);
+  let m: unknown;
+  try {
+    m = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new RecdistillError('E_INPUT', `${path}: not valid JSON (${(e as Error).message}); delete ${dir} to download it again.`);
+  }
+  const bad = (field: string, expected: string, got: unknown): never => {
+    throw new RecdistillError('E_INPUT', `${path}: field "${field}" must be ${expected}; got ${JSON.stringify(got) ?? 'nothing'}; delete ${dir} to download it again.`);
+  };
+  if (m === null || typeof m !== 'object' || Array.isArray(m)) return bad('(top level)', 'a JSON object', m);
+  const o = m as Record<string, unknown>;
+  if (typeof o.url !== 'string') bad('url', 'a string', o.url);
+  if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(o.sha256)) bad('sha256', 'a sha256 (64 lowercase hex digits)', o.sha256);
+  if (o.file !== undefined && (typeof o.file !== 'string' || !/^[^/\\]+$/.test(o.file) || o.file === '.' || o.file === '..')) {
+    bad('file', 'a file name inside the directory', o.file);
+  }
+  return { url: o.url as string, sha256: o.sha256 as string, ...(o.file !== undefined ? { file: o.file as string } : {}) };
 }
 
-/** Stream the URL into `file`, hashing as it goes; progress (MB/s, ETA) every 2 s. */
-async function fetchTo(url: string, file: string, log: LogFn): Promise<{ sha256: string; md5: string; bytes: number }> {
-  let res: Response;
-  try {
-    res = await fetch(url, { redirect: 'follow' });
-  } catch (e) {
-    throw new RecdistillError('E_NETWORK', `download of ${url} failed: ${(e as Error).message}. Check the network, or pass --source with a local copy.`, { cause: e });
-  }
-  if (!res.ok || !res.body) throw new RecdistillError('E_NETWORK', `download of ${url} failed: HTTP ${res.status} ${res.statusText}.`);
-  const total = Number(res.headers.get('content-length') ?? NaN);
+/**
+ * Stream the URL into `file`, hashing as it goes. A line every `progressMs` (MB, MB/s, ETA, or how long
+ * no data came); no byte for `stallMs` aborts with an error naming the URL.
+ */
+async function fetchTo(url: string, file: string, log: LogFn, stallMs: number, progressMs: number): Promise<{ sha256: string; md5: string; bytes: number }> {
+  const abort = new AbortController();
   const hash = createHash('sha256');
   const md5 = createHash('md5');
   const start = performance.now();
   let bytes = 0;
-  let last = start;
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      md5.update(chunk);
-      bytes += chunk.length;
-      const now = performance.now();
-      if (now - last > 2000) {
-        last = now;
-        const rate = bytes / ((now - start) / 1000);
-        const eta = Number.isFinite(total) ? formatSeconds((total - bytes) / rate) : '?';
-        log(`download ${url}: ${(bytes / 1e6).toFixed(1)}/${Number.isFinite(total) ? (total / 1e6).toFixed(1) : '?'} MB ${(rate / 1e6).toFixed(2)} MB/s ETA ${eta}`);
-      }
-      cb(null, chunk);
-    },
-  });
-  const out = createWriteStream(file);
+  let total = NaN;
+  let lastByte = start;
+  let lastLog = start;
+  let stalled = false;
+  const mb = (n: number) => (n / 1e6).toFixed(1);
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (now - lastByte >= stallMs) {
+      stalled = true;
+      abort.abort();
+      return;
+    }
+    if (now - lastLog < progressMs) return;
+    lastLog = now;
+    const idle = now - lastByte;
+    const size = `${mb(bytes)}/${Number.isFinite(total) ? mb(total) : '?'} MB`;
+    if (idle >= progressMs) {
+      log(`download ${url}: ${size}, no data for ${formatSeconds(idle / 1000)} (giving up after ${formatSeconds(stallMs / 1000)} without data)`);
+    } else {
+      const rate = bytes / ((now - start) / 1000);
+      const eta = Number.isFinite(total) && rate > 0 ? formatSeconds((total - bytes) / rate) : '?';
+      log(`download ${url}: ${size} ${(rate / 1e6).toFixed(2)} MB/s ETA ${eta}`);
+    }
+  }, Math.max(10, Math.min(progressMs, stallMs / 4)));
+  const stallError = (e: unknown) =>
+    new RecdistillError(
+      'E_NETWORK',
+      `download of ${url} stalled: no data for ${formatSeconds(stallMs / 1000)} after ${bytes} bytes; check the network and retry (RECDISTILL_DOWNLOAD_STALL_SECONDS sets the limit), or pass --source with a local copy.`,
+      { cause: e },
+    );
   try {
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), tap, out);
-  } catch (e) {
-    // pipeline rejects as soon as the source fails, possibly before the file stream has even opened its file;
-    // wait until it is closed so the caller's cleanup removes the file instead of racing its creation.
-    if (!out.closed) await new Promise<void>((r) => out.once('close', () => r()));
-    throw new RecdistillError('E_NETWORK', `download of ${url} broke off after ${bytes} bytes: ${(e as Error).message}.`, { cause: e });
+    let res: Response;
+    try {
+      res = await fetch(url, { redirect: 'follow', signal: abort.signal });
+    } catch (e) {
+      if (stalled) throw stallError(e);
+      throw new RecdistillError('E_NETWORK', `download of ${url} failed: ${(e as Error).message}. Check the network, or pass --source with a local copy.`, { cause: e });
+    }
+    if (!res.ok || !res.body) {
+      await res.body?.cancel().catch(() => {});
+      throw new RecdistillError('E_NETWORK', `download of ${url} failed: HTTP ${res.status} ${res.statusText}.`);
+    }
+    total = Number(res.headers.get('content-length') ?? NaN);
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        md5.update(chunk);
+        bytes += chunk.length;
+        lastByte = performance.now();
+        cb(null, chunk);
+      },
+    });
+    const out = createWriteStream(file);
+    try {
+      await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), tap, out);
+    } catch (e) {
+      // pipeline rejects as soon as the source fails, possibly before the file stream has even opened its file;
+      // wait until it is closed so the caller's cleanup removes the file instead of racing its creation.
+      if (!out.closed) await new Promise<void>((r) => out.once('close', () => r()));
+      if (stalled) throw stallError(e);
+      const w = writeError(e, file, `the download of ${url} needs ${Number.isFinite(total) ? `${mb(total)} MB` : 'more space'} there; free some space or point RECDISTILL_CACHE_DIR elsewhere`);
+      if (w !== e) throw w;
+      throw new RecdistillError('E_NETWORK', `download of ${url} broke off after ${bytes} bytes: ${(e as Error).message}.`, { cause: e });
+    }
+  } finally {
+    clearInterval(timer);
   }
-  log(`download ${url}: ${(bytes / 1e6).toFixed(1)} MB in ${formatSeconds((performance.now() - start) / 1000)}`);
+  log(`download ${url}: ${mb(bytes)} MB in ${formatSeconds((performance.now() - start) / 1000)}`);
   return { sha256: hash.digest('hex'), md5: md5.digest('hex'), bytes };
 }
 
@@ -109,42 +218,129 @@ function openZip(file: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) => yauzl.open(file, { lazyEntries: true }, (err, zf) => (err || !zf ? reject(err) : resolve(zf))));
 }
 
-/** Extract every entry under `dir`, refusing paths that would escape it (zip-slip). */
-export async function extractZip(file: string, dir: string): Promise<number> {
-  let zf: yauzl.ZipFile;
-  try {
-    zf = await openZip(file);
-  } catch (e) {
-    throw new RecdistillError('E_INPUT', `${file} is not a readable zip archive: ${(e as Error).message}.`, { cause: e });
-  }
-  let count = 0;
+const fmtMB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+
+/** Central-directory sizes of every entry, without extracting anything. */
+async function listEntries(file: string): Promise<{ name: string; compressed: number; uncompressed: number }[]> {
+  const zf = await openZip(file);
+  const out: { name: string; compressed: number; uncompressed: number }[] = [];
   await new Promise<void>((resolve, reject) => {
     zf.on('error', reject);
     zf.on('end', () => resolve());
-    zf.on('entry', (entry: yauzl.Entry) => {
-      const rel = normalize(entry.fileName);
-      if (isAbsolute(rel) || rel.split(sep).includes('..')) {
+    zf.on('entry', (e: yauzl.Entry) => {
+      out.push({ name: e.fileName, compressed: e.compressedSize, uncompressed: e.uncompressedSize });
+      if (out.length > DEFAULT_MAX_ENTRIES * 10) {
         zf.close();
-        reject(new RecdistillError('E_INPUT', `${file}: entry ${JSON.stringify(entry.fileName)} would extract outside the target directory.`));
+        resolve();
         return;
       }
-      const out = join(dir, rel);
-      if (entry.fileName.endsWith('/')) {
-        mkdirSync(out, { recursive: true });
-        zf.readEntry();
-        return;
-      }
-      mkdirSync(dirname(out), { recursive: true });
-      zf.openReadStream(entry, (err, stream) => {
-        if (err || !stream) return reject(err);
-        pipeline(stream, createWriteStream(out)).then(() => {
-          count++;
-          zf.readEntry();
-        }, reject);
-      });
+      zf.readEntry();
     });
     zf.readEntry();
-  });
+  }).finally(() => zf.close());
+  return out;
+}
+
+/** Refuse an archive whose central directory already exceeds the limits (nothing extracted yet). */
+function checkDeclaredSizes(file: string, entries: { name: string; compressed: number; uncompressed: number }[], limits: ExtractLimits): void {
+  const how = 'RECDISTILL_MAX_EXTRACT_MB / RECDISTILL_MAX_ZIP_RATIO raise the limits for an archive you trust';
+  if (entries.length > limits.maxEntries) {
+    throw new RecdistillError('E_INPUT', `${file}: ${entries.length} entries, over the limit of ${limits.maxEntries}; refusing to extract it.`);
+  }
+  let total = 0;
+  for (const e of entries) {
+    total += e.uncompressed;
+    const ratio = e.uncompressed / Math.max(1, e.compressed);
+    if (e.uncompressed >= RATIO_EXEMPT_BYTES && ratio > limits.maxRatio) {
+      throw new RecdistillError(
+        'E_INPUT',
+        `${file}: entry ${JSON.stringify(e.name)} inflates ${fmtMB(e.compressed)} to ${fmtMB(e.uncompressed)} (ratio ${Math.round(ratio)}:1, limit ${limits.maxRatio}:1); this looks like a zip bomb, refusing to extract it (${how}).`,
+      );
+    }
+  }
+  if (total > limits.maxTotalBytes) {
+    throw new RecdistillError(
+      'E_INPUT',
+      `${file}: extracts to ${fmtMB(total)}, over the limit of ${fmtMB(limits.maxTotalBytes)} for this dataset; refusing to extract it (${how}).`,
+    );
+  }
+}
+
+/**
+ * Extract every entry under `dir`, refusing paths that would escape it (zip-slip) and archives over
+ * `limits` (declared sizes checked first; inflated bytes counted while streaming, so a lying header is
+ * caught too). On error the partial output stays in `dir` for the caller to remove (a temp dir).
+ */
+export async function extractZip(file: string, dir: string, limits: ExtractLimits = defaultExtractLimits()): Promise<number> {
+  let zf: yauzl.ZipFile;
+  try {
+    checkDeclaredSizes(file, await listEntries(file), limits);
+    zf = await openZip(file);
+  } catch (e) {
+    if (e instanceof RecdistillError) throw e;
+    throw new RecdistillError('E_INPUT', `${file} is not a readable zip archive: ${(e as Error).message}.`, { cause: e });
+  }
+  let count = 0;
+  let total = 0;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      zf.on('error', (e: Error) => reject(new RecdistillError('E_INPUT', `${file}: broken zip archive: ${e.message}.`, { cause: e })));
+      zf.on('end', () => resolve());
+      zf.on('entry', (entry: yauzl.Entry) => {
+        const rel = normalize(entry.fileName);
+        if (isAbsolute(rel) || rel.split(sep).includes('..')) {
+          reject(new RecdistillError('E_INPUT', `${file}: entry ${JSON.stringify(entry.fileName)} would extract outside the target directory.`));
+          return;
+        }
+        const out = join(dir, rel);
+        try {
+          if (entry.fileName.endsWith('/')) {
+            mkdirSync(out, { recursive: true });
+            zf.readEntry();
+            return;
+          }
+          mkdirSync(dirname(out), { recursive: true });
+        } catch (e) {
+          reject(writeError(e, out));
+          return;
+        }
+        zf.openReadStream(entry, (err, stream) => {
+          if (err || !stream) {
+            reject(new RecdistillError('E_INPUT', `${file}: entry ${JSON.stringify(entry.fileName)} cannot be read: ${err?.message ?? 'no data'}.`, { cause: err }));
+            return;
+          }
+          let entryBytes = 0;
+          const guard = new Transform({
+            transform(chunk: Buffer, _enc, cb) {
+              entryBytes += chunk.length;
+              total += chunk.length;
+              if (entryBytes > entry.uncompressedSize) {
+                cb(new RecdistillError('E_INPUT', `${file}: entry ${JSON.stringify(entry.fileName)} inflates past the ${entry.uncompressedSize} bytes its header declares; the archive is corrupt or hostile, refusing it.`));
+              } else if (total > limits.maxTotalBytes) {
+                cb(new RecdistillError('E_INPUT', `${file}: extracted data passed the limit of ${fmtMB(limits.maxTotalBytes)}; refusing the archive (RECDISTILL_MAX_EXTRACT_MB raises the limit).`));
+              } else cb(null, chunk);
+            },
+          });
+          const sink = createWriteStream(out);
+          pipeline(stream, guard, sink).then(
+            () => {
+              count++;
+              zf.readEntry();
+            },
+            async (e: unknown) => {
+              if (!sink.closed) await new Promise<void>((r) => sink.once('close', () => r()));
+              if (e instanceof RecdistillError) return reject(e);
+              const w = writeError(e, out);
+              reject(w !== e ? w : new RecdistillError('E_INPUT', `${file}: entry ${JSON.stringify(entry.fileName)}: ${(e as Error).message}.`, { cause: e }));
+            },
+          );
+        });
+      });
+      zf.readEntry();
+    });
+  } finally {
+    zf.close();
+  }
   return count;
 }
 
@@ -159,13 +355,32 @@ function checkCached(dest: string, want: string | undefined): string {
 
 /** Write the completion marker into the temp dir, then rename it to `dest` (the atomic step). */
 function publish(tmpDir: string, dest: string, marker: Record<string, unknown>): void {
-  writeJsonAtomic(join(tmpDir, COMPLETE_MARKER), marker);
-  // A dest without a marker is debris from an older tool or a hand-made dir: replace it.
-  if (existsSync(dest)) rmSync(dest, { recursive: true, force: true });
+  try {
+    writeJsonAtomic(join(tmpDir, COMPLETE_MARKER), marker);
+    // A dest without a marker is debris from an older tool or a hand-made dir: replace it.
+    if (existsSync(dest)) rmSync(dest, { recursive: true, force: true });
+  } catch (e) {
+    throw writeError(e, dest);
+  }
   try {
     renameSync(tmpDir, dest);
   } catch (e) {
-    if (!isComplete(dest)) throw e; // another process finished first: use its copy
+    if (!isComplete(dest)) throw writeError(e, dest); // else another process finished first: use its copy
+  }
+}
+
+/** Temp entries of any download/extraction in `parent` whose process died over a day ago. */
+function sweepStaleTemps(parent: string, log: LogFn): void {
+  const gone = removeStaleEntries(parent, /^\..+\.(\d+)\.[0-9a-f]{8}\.(?:download|extract)$/);
+  if (gone.length) log(`removed ${gone.length} leftover temp file(s) of killed downloads in ${parent}`);
+}
+
+/** mkdir -p, a full or read-only disk named as such. */
+function makeDir(path: string): void {
+  try {
+    mkdirSync(path, { recursive: true });
+  } catch (e) {
+    throw writeError(e, path, 'free some space or fix the permissions, or point RECDISTILL_CACHE_DIR elsewhere');
   }
 }
 
@@ -173,7 +388,7 @@ function publish(tmpDir: string, dest: string, marker: Record<string, unknown>):
  * Extract a local zip (an archive the user downloaded by hand) into `dest`, atomically, once.
  * With `sha256` given, the archive must match it.
  */
-export async function ensureExtracted(zipPath: string, dest: string, sha256: string | undefined, log: LogFn): Promise<DownloadResult> {
+export async function ensureExtracted(zipPath: string, dest: string, sha256: string | undefined, log: LogFn, limits?: Partial<ExtractLimits>): Promise<DownloadResult> {
   if (isComplete(dest)) return { dir: dest, sha256: checkCached(dest, sha256), bytes: 0, skipped: true };
   if (!existsSync(zipPath)) throw new RecdistillError('E_NOT_FOUND', `${zipPath} not found: expected a zip archive.`);
   const got = await sha256File(zipPath);
@@ -181,26 +396,17 @@ export async function ensureExtracted(zipPath: string, dest: string, sha256: str
     throw new RecdistillError('E_CHECKSUM', `sha256 mismatch for ${zipPath}: expected ${sha256.toLowerCase()}, got ${got}.`);
   }
   const parent = dirname(dest);
-  mkdirSync(parent, { recursive: true });
+  makeDir(parent);
+  sweepStaleTemps(parent, log);
   const tmpDir = join(parent, `.${dest.slice(parent.length + 1)}.${process.pid}.${randomBytes(4).toString('hex')}.extract`);
   try {
-    mkdirSync(tmpDir);
-    const n = await extractZip(zipPath, tmpDir);
+    makeDir(tmpDir);
+    const n = await extractZip(zipPath, tmpDir, { ...defaultExtractLimits(), ...limits });
     log(`extracted ${n} files from ${zipPath} -> ${dest}`);
     publish(tmpDir, dest, { url: `file://${zipPath}`, sha256: got, bytes: statSync(zipPath).size, extractedAt: new Date().toISOString() });
     return { dir: dest, sha256: got, bytes: statSync(zipPath).size, skipped: false };
   } finally {
     rmSync(tmpDir, { recursive: true, force: true });
-  }
-}
-
-/** Is process `pid` alive? (signal 0 checks without signalling.) */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -236,15 +442,18 @@ export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadRe
     throw new RecdistillError('E_NETWORK', `offline (RECDISTILL_OFFLINE=1) and ${dest} is not in the cache: download ${url} elsewhere and pass --source, or unset RECDISTILL_OFFLINE.`);
   }
   const parent = dirname(dest);
-  mkdirSync(parent, { recursive: true });
+  makeDir(parent);
   const tag = `${process.pid}.${randomBytes(4).toString('hex')}`;
   const base = dest.slice(parent.length + 1);
   const tmpFile = join(parent, `.${base}.${tag}.download`);
   const tmpDir = join(parent, `.${base}.${tag}.extract`);
   removeStaleTemps(parent, base, log);
+  sweepStaleTemps(parent, log);
+  const stallS = envNumber('RECDISTILL_DOWNLOAD_STALL_SECONDS');
+  const stallMs = req.stallMs ?? (stallS !== undefined ? stallS * 1000 : DEFAULT_STALL_MS);
   try {
     log(`downloading ${url} -> ${dest}`);
-    const got = await fetchTo(url, tmpFile, log);
+    const got = await fetchTo(url, tmpFile, log, stallMs, req.progressMs ?? DEFAULT_PROGRESS_MS);
     const want = req.sha256?.toLowerCase();
     if (want && got.sha256 !== want) {
       throw new RecdistillError('E_CHECKSUM', `sha256 mismatch for ${url}: expected ${want}, got ${got.sha256} (${got.bytes} bytes). Nothing was kept.`);
@@ -254,15 +463,19 @@ export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadRe
     }
     if (!want && req.md5) log(`no known sha256 for ${url}; md5 ${got.md5} matches; its sha256 is ${got.sha256} (pass --sha256 to pin it).`);
     else if (!want) log(`warning: no known sha256 for ${url}; trusting this download (sha256 ${got.sha256}); pass --sha256 to pin it.`);
-    mkdirSync(tmpDir, { recursive: true });
+    makeDir(tmpDir);
     const last = decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '');
     const fileName = /^[^/\\]+$/.test(last) && last !== '.' && last !== '..' ? last : 'download';
     const isZip = startsWithZipMagic(tmpFile);
     if (isZip) {
-      const n = await extractZip(tmpFile, tmpDir);
+      const n = await extractZip(tmpFile, tmpDir, { ...defaultExtractLimits(), ...req.limits });
       log(`extracted ${n} files`);
     } else {
-      renameSync(tmpFile, join(tmpDir, fileName));
+      try {
+        renameSync(tmpFile, join(tmpDir, fileName));
+      } catch (e) {
+        throw writeError(e, join(tmpDir, fileName));
+      }
     }
     publish(tmpDir, dest, { url, sha256: got.sha256, bytes: got.bytes, file: isZip ? undefined : fileName, downloadedAt: new Date().toISOString() });
     return { dir: dest, sha256: got.sha256, bytes: got.bytes, skipped: false };

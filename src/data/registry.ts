@@ -30,6 +30,8 @@ export interface DatasetSpec {
   sha256?: string;
   /** md5 of the official archive, checked when no sha256 is known (GroupLens publishes <name>.zip.md5). */
   md5?: string;
+  /** About how many bytes the official archive extracts to: extraction stops at 4x this (zip-bomb guard). */
+  extractedBytes?: number;
   /** true when the loader needs --source (a file), i.e. nothing to download or generate. */
   needsSource?: boolean;
   /** Reads --items-file (amazon meta, generic items table). */
@@ -43,11 +45,12 @@ export interface DatasetSpec {
   fingerprintOptions?(input: LoaderInput): Record<string, unknown>;
 }
 
-const ml = (name: string, description: string, sha256: string | undefined, load: DatasetSpec['load']): DatasetSpec => ({
+const ml = (name: string, description: string, sha256: string | undefined, load: DatasetSpec['load'], extractedBytes?: number): DatasetSpec => ({
   name,
   description,
   archive: `${name}.zip`,
   sha256,
+  extractedBytes,
   load,
 });
 
@@ -57,14 +60,14 @@ const ml = (name: string, description: string, sha256: string | undefined, load:
  * use, and the md5 values listed next to it for ml-100k/1m/20m/25m match the published ones.
  */
 export const DATASETS: Record<string, DatasetSpec> = {
-  'ml-100k': ml('ml-100k', 'MovieLens 100K (u.data, u.item)', '50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229', (i, c) => loadMl100k(i.source, c)),
-  'ml-1m': ml('ml-1m', 'MovieLens 1M (ratings.dat, movies.dat)', 'a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20', (i, c) => loadMlDat(i.source, c, 'MovieLens 1M')),
-  'ml-10m': { ...ml('ml-10m', 'MovieLens 10M (ml-10M100K/ratings.dat, movies.dat)', undefined, (i, c) => loadMlDat(i.source, c, 'MovieLens 10M')), md5: 'ce571fd55effeba0271552578f2648bd' },
-  'ml-20m': ml('ml-20m', 'MovieLens 20M (ratings.csv, movies.csv)', '96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3', (i, c) => loadMlCsv(i.source, c, 'MovieLens 20M')),
-  'ml-25m': ml('ml-25m', 'MovieLens 25M (ratings.csv, movies.csv)', '8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa', (i, c) => loadMlCsv(i.source, c, 'MovieLens 25M')),
-  'ml-32m': ml('ml-32m', 'MovieLens 32M (ratings.csv, movies.csv)', undefined, (i, c) => loadMlCsv(i.source, c, 'MovieLens 32M')),
-  'ml-latest': ml('ml-latest', 'MovieLens latest full (ratings.csv, movies.csv; changes over time)', undefined, (i, c) => loadMlCsv(i.source, c, 'MovieLens latest')),
-  'ml-latest-small': ml('ml-latest-small', 'MovieLens latest small (ratings.csv, movies.csv)', '696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436', (i, c) => loadMlCsv(i.source, c, 'MovieLens latest-small')),
+  'ml-100k': ml('ml-100k', 'MovieLens 100K (u.data, u.item)', '50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229', (i, c) => loadMl100k(i.source, c), 16e6),
+  'ml-1m': ml('ml-1m', 'MovieLens 1M (ratings.dat, movies.dat)', 'a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20', (i, c) => loadMlDat(i.source, c, 'MovieLens 1M'), 26e6),
+  'ml-10m': { ...ml('ml-10m', 'MovieLens 10M (ml-10M100K/ratings.dat, movies.dat)', undefined, (i, c) => loadMlDat(i.source, c, 'MovieLens 10M'), 280e6), md5: 'ce571fd55effeba0271552578f2648bd' },
+  'ml-20m': ml('ml-20m', 'MovieLens 20M (ratings.csv, movies.csv)', '96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3', (i, c) => loadMlCsv(i.source, c, 'MovieLens 20M'), 900e6),
+  'ml-25m': ml('ml-25m', 'MovieLens 25M (ratings.csv, movies.csv)', '8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa', (i, c) => loadMlCsv(i.source, c, 'MovieLens 25M'), 1.2e9),
+  'ml-32m': ml('ml-32m', 'MovieLens 32M (ratings.csv, movies.csv)', undefined, (i, c) => loadMlCsv(i.source, c, 'MovieLens 32M'), 1e9),
+  'ml-latest': ml('ml-latest', 'MovieLens latest full (ratings.csv, movies.csv; changes over time)', undefined, (i, c) => loadMlCsv(i.source, c, 'MovieLens latest'), 1.6e9),
+  'ml-latest-small': ml('ml-latest-small', 'MovieLens latest small (ratings.csv, movies.csv)', '696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436', (i, c) => loadMlCsv(i.source, c, 'MovieLens latest-small'), 4e6),
   'amazon-2018': {
     name: 'amazon-2018',
     description: 'Amazon reviews 2018: --source reviews JSON lines (reviewerID, asin, unixReviewTime), --items-file meta (asin, title)',

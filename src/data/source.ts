@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 import { stderrLog, type LogFn } from '../util/progress.js';
-import { datasetsCacheDir, ensureDownloaded, ensureExtracted, isComplete, readMarker } from './download.js';
+import { datasetsCacheDir, defaultExtractLimits, ensureDownloaded, ensureExtracted, isComplete, readMarker } from './download.js';
 import { GROUPLENS_BASE_URL, checkSourceFlags, datasetSpec, type DatasetSpec } from './registry.js';
 
 /** --source values that are fetched rather than read. */
@@ -90,13 +90,13 @@ export async function fetchSources(
   const log = o.log ?? stderrLog;
   let src = source;
   if (isLocalZip(source)) {
-    src = (await ensureExtracted(source, zipCacheDir(source), o.sha256, log)).dir;
+    src = (await ensureExtracted(source, zipCacheDir(source), o.sha256, log, defaultExtractLimits(spec.extractedBytes))).dir;
   } else if (isUrl(source)) {
     const r = await ensureDownloaded({ url: source, sha256: o.sha256, cachedSha256: o.sha256, dest: urlCacheDir(source), log });
     src = downloadedPath(r.dir);
   } else if (!source && spec.archive) {
     const url = `${datasetsBaseUrl()}/${spec.archive}`;
-    const r = await ensureDownloaded({ url, sha256: o.sha256 || spec.sha256, md5: spec.md5, cachedSha256: o.sha256, dest: namedCacheDir(spec.name), log });
+    const r = await ensureDownloaded({ url, sha256: o.sha256 || spec.sha256, md5: spec.md5, cachedSha256: o.sha256, dest: namedCacheDir(spec.name), log, limits: defaultExtractLimits(spec.extractedBytes) });
     src = r.dir;
   }
   let items = itemsFile;

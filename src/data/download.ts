@@ -271,11 +271,13 @@ function checkDeclaredSizes(file: string, entries: { name: string; compressed: n
  * `limits` (declared sizes checked first; inflated bytes counted while streaming, so a lying header is
  * caught too). On error the partial output stays in `dir` for the caller to remove (a temp dir).
  */
-export async function extractZip(file: string, dir: string, limits: ExtractLimits = defaultExtractLimits()): Promise<number> {
+export async function extractZip(path: string, dir: string, limits: ExtractLimits = defaultExtractLimits(), label = path): Promise<number> {
+  // `file` names the archive in messages (the URL for a download: its temp file is gone by then).
+  const file = label;
   let zf: yauzl.ZipFile;
   try {
-    checkDeclaredSizes(file, await listEntries(file), limits);
-    zf = await openZip(file);
+    checkDeclaredSizes(file, await listEntries(path), limits);
+    zf = await openZip(path);
   } catch (e) {
     if (e instanceof RecdistillError) throw e;
     throw new RecdistillError('E_INPUT', `${file} is not a readable zip archive: ${(e as Error).message}.`, { cause: e });
@@ -468,7 +470,7 @@ export async function ensureDownloaded(req: DownloadRequest): Promise<DownloadRe
     const fileName = /^[^/\\]+$/.test(last) && last !== '.' && last !== '..' ? last : 'download';
     const isZip = startsWithZipMagic(tmpFile);
     if (isZip) {
-      const n = await extractZip(tmpFile, tmpDir, { ...defaultExtractLimits(), ...req.limits });
+      const n = await extractZip(tmpFile, tmpDir, { ...defaultExtractLimits(), ...req.limits }, `${url} (the downloaded archive)`);
       log(`extracted ${n} files`);
     } else {
       try {

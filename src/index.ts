@@ -1,0 +1,30 @@
+/**
+ * recdistill's public API: the stage functions the CLI composes, and the serving entry points.
+ *
+ *   import { loadStudent } from 'recdistill';
+ *   const student = await loadStudent('student/ml-100k-1a2b3c4d');
+ *   const { items, scores } = student.recommend([50, 172, 133], 10); // dense item ids, top-10 after them
+ *   student.dispose();
+ */
+export { RecdistillError } from './errors.js';
+export type { PreparedDataset, ItemInfo, UserSequence } from './data/types.js';
+
+// Data
+export { prepareDataset, type PrepareOptions } from './data/prepare.js';
+export { loadDataset, prepareOptionsFrom } from './data/options.js';
+
+// Teacher and cache
+export { loadLlmTeacher, type LlmTeacherOptions, type LlmTeacherEncoder } from './teacher/llm/index.js';
+export { inspectModel, type InspectReport } from './teacher/llm/inspect.js';
+export { writeReplicaModel, type ReplicaOptions, type ReplicaSummary } from './teacher/replica/index.js';
+export { runTeacherCache, type CacheSummary } from './cache/run.js';
+export { openCache, type CacheReader } from './cache/reader.js';
+
+// Student
+export { trainStudent } from './student/train.js';
+export { loadStudent, topK, type LoadedStudent, type StudentInfo } from './student/serve.js';
+export { exportStudentOnnx, loadStudentOnnx, type OnnxStudent } from './student/onnx.js';
+
+// Evaluation and benchmark
+export { evaluateRanking, popularityScorer } from './eval/evaluate.js';
+export { runBench } from './bench/run.js';

@@ -1,14 +1,15 @@
-import { cpus, loadavg } from 'node:os';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { initBackend, type BackendName } from '../backend/index.js';
 import { readManifest, type CacheManifest } from '../cache/format.js';
 import { datasetFromFlags, datasetOptions, type DatasetFlags } from '../data/options.js';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { evaluableUsers, evaluateRanking, historyFor } from '../eval/evaluate.js';
-import { loadStudent, readRunMetrics } from '../student/serve.js';
+import { checkStudentFile, loadStudent, readRunMetrics } from '../student/serve.js';
 import { usersByLength } from '../student/scorer.js';
+import { isObject, readJsonFile } from '../student/run-folder.js';
 import type { LogFn } from '../util/progress.js';
 import { runWorker } from './child.js';
 import { writeBenchReport, type BenchReport, type ModelFigures } from './report.js';
@@ -46,8 +47,9 @@ export interface BenchOptions {
 export function runDatasetFlags(dir: string): Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'> {
   const path = join(dir, 'config.json');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: pass --dataset (and --source) explicitly, or point --student at a student:train run folder.`);
-  const cfg = JSON.parse(readFileSync(path, 'utf8')) as { options?: Record<string, unknown>; train?: Record<string, unknown> };
-  const train = cfg.options ?? cfg.train ?? {};
+  const cfg = readJsonFile(path, 'student run config');
+  if (!isObject(cfg)) throw new RecdistillError('E_INPUT', `${path}: expected a JSON object (a student:train run's config.json).`);
+  const train = [cfg.options, cfg.train].find(isObject) ?? {};
   if (typeof train.dataset !== 'string') throw new RecdistillError('E_INPUT', `${path}: field "options.dataset" missing; pass --dataset explicitly.`);
   const out: Record<string, unknown> = {};
   for (const k of Object.keys(datasetOptions)) if (train[k] !== undefined) out[k] = train[k];
@@ -102,6 +104,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     if (!Number.isInteger(v) || v < 1) throw new RecdistillError('E_USAGE', `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} must be a positive integer, got ${v}.`);
   }
   if (!existsSync(join(o.student, 'model.safetensors'))) throw new RecdistillError('E_NOT_FOUND', `${o.student}/model.safetensors not found: --student must be a finished student:train run folder.`);
+  checkStudentFile(o.student); // config, shapes and finite weights, before the (slow) teacher half of the bench
   const manifest = readManifest(o.cache);
   const tAcc = teacherAccuracy(manifest, o.cache);
   const flags = o.dataset ?? runDatasetFlags(o.student);
@@ -164,6 +167,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     date: new Date().toISOString(),
     files: { json: '', md: '', svg: '' },
   };
-  report.files = writeBenchReport(o.out ?? join(o.student, 'bench'), report);
+  if (o.out) report.files = writeBenchReport(o.out, report);
+  else {
+    // Default: <run>/bench; a read-only run folder falls back to a temp folder (named in the log), so nothing is lost.
+    try {
+      report.files = writeBenchReport(join(o.student, 'bench'), report);
+    } catch (e) {
+      const fallback = join(tmpdir(), 'recdistill-bench', `${basename(resolve(o.student))}-${process.pid}`);
+      report.files = writeBenchReport(fallback, report);
+      log(`bench: cannot write to ${join(o.student, 'bench')} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); wrote the report to ${fallback} instead (use --out <folder> to choose).`);
+    }
+  }
   return report;
 }

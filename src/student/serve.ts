@@ -125,6 +125,17 @@ export async function loadStudent(dir: string, opts: { backend?: BackendName } =
   };
 }
 
+/** Validate a run's model.safetensors (metadata config, shapes, finite weights) without loading it into tfjs. */
+export function checkStudentFile(dir: string): ModelConfig {
+  const path = join(dir, 'model.safetensors');
+  if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: is ${dir} a finished student run folder?`);
+  const { tensors, metadata } = readTensors(path);
+  if (metadata.format !== 'recdistill-sasrec-1' || !metadata.config) throw new RecdistillError('E_INPUT', `${path}: not a recdistill student model (metadata.format = ${metadata.format}).`);
+  const config = checkModelConfig(parseJson(metadata.config, `${path} (metadata "config")`, 'model config'), `${path} (metadata "config")`);
+  checkModelTensors(config, tensors, path);
+  return config;
+}
+
 /** Read a run folder's metrics.json (for eval/bench reports), or undefined. */
 export function readRunMetrics(dir: string): Record<string, unknown> | undefined {
   const p = join(dir, 'metrics.json');

@@ -323,10 +323,8 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       const trainSecs = (performance.now() - t0) / 1000;
       const lossMeans = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / Math.max(1, batches.length)]));
       // Finite losses do not prove finite weights (Adam's second moment overflows first): check before validating.
-      const poisoned = nonFiniteVariables([
-        ...[...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)].map((n, i) => [n, vars[i]!] as [string, tf.Variable]),
-        ...vars.flatMap((_, i) => [[`adam.m/${i}`, adam.m[i]!], [`adam.v/${i}`, adam.v[i]!]] as Array<[string, tf.Variable]>),
-      ]);
+      const varNames = [...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)];
+      const poisoned = nonFiniteVariables(varNames.flatMap((n, i) => [[`model/${n}`, vars[i]!], [`adam.m/${n}`, adam.m[i]!], [`adam.v/${n}`, adam.v[i]!]] as Array<[string, tf.Variable]>));
       if (poisoned.length) {
         const shown = Object.entries(lossMeans).map(([k, x]) => `${k}=${x.toPrecision(4)}`).join(', ');
         throw new Diverged({ epoch, step: state.step, loss: lossMeans, reason: `training diverged in epoch ${epoch}: ${poisoned.length} tensors hold NaN/Inf after its last step (${poisoned.slice(0, 3).join(', ')}${poisoned.length > 3 ? ', ...' : ''}; mean loss ${shown}); this epoch's weights were not checkpointed.` });

@@ -14,7 +14,9 @@ import type { BenchJob, WorkerResult } from './worker.js';
  * are forwarded to `log`; its last stdout line is the result.
  */
 const require = createRequire(import.meta.url);
-export const WORKER_PATH = join(dirname(fileURLToPath(import.meta.url)), 'worker.ts');
+/** worker.ts run through tsx from a source checkout; worker.js with plain node from the compiled package. */
+const COMPILED = import.meta.url.endsWith('.js');
+export const WORKER_PATH = join(dirname(fileURLToPath(import.meta.url)), COMPILED ? 'worker.js' : 'worker.ts');
 
 export function lastJsonLine(stdout: string): Record<string, unknown> | undefined {
   const lines = stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('{'));
@@ -33,8 +35,8 @@ export async function runWorker(job: BenchJob, log: LogFn): Promise<WorkerResult
   const jobPath = join(tmp, 'job.json');
   writeFileSync(jobPath, JSON.stringify(job));
   try {
-    const tsxCli = require.resolve('tsx/cli');
-    const child = spawn(process.execPath, [tsxCli, WORKER_PATH, jobPath], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    const args = COMPILED ? [WORKER_PATH, jobPath] : [require.resolve('tsx/cli'), WORKER_PATH, jobPath];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
     let out = '';
     let errTail = '';
     let pending = '';

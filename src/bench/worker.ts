@@ -159,7 +159,7 @@ async function main(): Promise<number> {
   }
 }
 
-if (process.argv[1]?.endsWith('bench/worker.ts')) {
+if (/bench[\\/]worker\.[jt]s$/.test(process.argv[1] ?? '')) {
   main().then(
     (code) => process.exit(code),
     (e) => {

@@ -142,6 +142,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     if (s.info.fingerprint && s.info.fingerprint !== ds.fingerprint) {
       throw new RecdistillError('E_MISMATCH', `student ${o.student} was trained on ${s.info.dataset} ${s.info.fingerprint.slice(0, 12)}, not on ${ds.name} ${ds.fingerprint.slice(0, 12)}.`);
     }
+    if (s.info.config.numItems !== ds.items.length - 1) {
+      throw new RecdistillError('E_MISMATCH', `${join(o.student, 'model.safetensors')} scores ${s.info.config.numItems} items, the dataset ${ds.name} has ${ds.items.length - 1}.`);
+    }
     sAcc = await evaluateRanking(ds, async (users, split) => s.scoreBatch(users.map((u) => historyFor(ds, u, split))), {
       split: 'test',
       excludeHistory: true,

@@ -39,6 +39,9 @@ export default defineCommand({
       if (ds.fingerprint !== student.info.fingerprint) {
         throw new RecdistillError('E_MISMATCH', `dataset fingerprint ${ds.fingerprint.slice(0, 12)} differs from the model's ${student.info.fingerprint.slice(0, 12)}: the data or its preprocessing changed since training.`);
       }
+      if (student.info.config.numItems !== ds.items.length - 1) {
+        throw new RecdistillError('E_MISMATCH', `${join(opts.student, 'model.safetensors')} scores ${student.info.config.numItems} items, the dataset ${ds.name} has ${ds.items.length - 1}.`);
+      }
       const score: ScoreBatch = async (users, split) => student.scoreBatch(users.map((u) => historyFor(ds, u, split)));
       const users = usersByLength(ds, evaluableUsers(ds));
       if (users.length === 0) throw new RecdistillError('E_EMPTY', `${ds.name}: no user has a validation/test item (every user has at most 2 interactions), so there is nothing to evaluate.`);

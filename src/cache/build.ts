@@ -27,7 +27,8 @@ import {
   type HiddenDtype,
   type ShardEntry,
 } from './format.js';
-import { encodeHiddenShard, readFinishedShard, writeShard, type UserStates } from './shards.js';
+import { checkHiddenShard, checkItems, dataBytes, firstNonFinite, inspectFinished } from './check.js';
+import { encodeHiddenShard, writeShard, type UserStates } from './shards.js';
 
 export interface Pass1Options {
   /** Cache root: the cache goes to <root>/<dataset>/<teacher>/<key>/ unless `out` is given. */
@@ -85,6 +86,9 @@ export function initialManifest(encoder: TeacherEncoder, ds: PreparedDataset, o:
     const m = readManifest(dir);
     if (m.key !== key) {
       throw new RecdistillError('E_MISMATCH', `${dir} holds a teacher cache with key ${m.key}; this run's options give key ${key} (dataset, teacher or cache options differ). Use another --out.`);
+    }
+    for (const [f, want] of [['users', ds.users.length], ['items', ds.items.length - 1]] as const) {
+      if (m.dataset[f] !== want) throw new RecdistillError('E_MISMATCH', `${join(dir, MANIFEST_FILE)}: field "dataset.${f}" is ${m.dataset[f]}, but the dataset (same fingerprint) has ${want}; use another --out.`);
     }
     const sameSlice = (m.slice?.index ?? -1) === (o.slice?.index ?? -1) && (m.slice?.count ?? -1) === (o.slice?.count ?? -1);
     if (!sameSlice && !m.complete) {
@@ -160,11 +164,21 @@ export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: 
   // Pass-1 files of a sibling cache with the same pass-1 inputs (only soft-label options differ): reuse them.
   const reused = reuseSiblingFiles(dir, manifest, s0, s1, o.log);
 
-  // Item text embeddings once (slices other than 0 leave them to slice 0).
+  // Item text embeddings once (slices other than 0 leave them to slice 0). A file already there (listed in
+  // the manifest, or left by a run killed before its manifest write) is checked first, never trusted.
+  const sizes = dataBytes(manifest);
+  if (manifest.items) {
+    const f = inspectFinished(join(dir, manifest.items.file), sizes.items, sizes.items, manifest.items.sha256, (ts) => checkItems(ts, manifest));
+    if ('problem' in f) {
+      o.log(`teacher:cache: ${join(dir, manifest.items.file)}: ${f.problem}; recomputing the item embeddings`);
+      delete manifest.items;
+    }
+  }
   if (!manifest.items && (!manifest.slice || manifest.slice.index === 0)) {
     const t0 = performance.now();
-    if (existsSync(join(dir, ITEMS_FILE))) {
-      const f = readFinishedShard(dir, ITEMS_FILE);
+    const f = existsSync(join(dir, ITEMS_FILE)) ? inspectFinished(join(dir, ITEMS_FILE), sizes.items, sizes.items, undefined, (ts) => checkItems(ts, manifest)) : undefined;
+    if (f && 'problem' in f) o.log(`teacher:cache: ${join(dir, ITEMS_FILE)}: ${f.problem}; recomputing the item embeddings`);
+    if (f && !('problem' in f)) {
       manifest.items = { file: ITEMS_FILE, sha256: f.sha256, shape: [ds.items.length, H] };
     } else {
       const p = progress('teacher:cache items', ds.items.length - 1, o.log, 2000, 'items');
@@ -174,6 +188,8 @@ export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: 
         last = done;
       });
       if (emb.length !== ds.items.length * H) throw new RecdistillError('E_INTERNAL', `embedItems returned ${emb.length} values, expected ${ds.items.length} x ${H}.`);
+      const bad = firstNonFinite(emb);
+      if (bad >= 0) throw new RecdistillError('E_NUMERIC', `the teacher's embedding of item ${Math.floor(bad / H)} is not finite (${emb[bad]} at dimension ${bad % H}); not caching it.`);
       p.done();
       const sha = writeShard(dir, ITEMS_FILE, encodeSafetensors({ embedding: { dtype: 'F32', shape: [ds.items.length, H], data: emb } }));
       manifest.items = { file: ITEMS_FILE, sha256: sha, shape: [ds.items.length, H] };
@@ -182,22 +198,39 @@ export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: 
     save();
   }
 
-  // Shards finished by an earlier run: keep them (files exist only once whole, by atomic rename).
+  // Shards finished by an earlier run (files exist only once whole, by atomic rename): each one is checked
+  // (size, sha256 against the manifest, tensors, finite values) before it is kept; a bad one is recomputed.
   const todo: number[] = [];
   let resumed = 0;
   for (let s = s0; s < s1; s++) {
     const [u0, u1] = shardRange(s, o.usersPerShard, ds.users.length);
-    if (shards.has(s) && existsSync(join(dir, shards.get(s)!.file))) {
-      resumed++;
-      continue;
-    }
-    if (existsSync(join(dir, shardFile(s)))) {
-      const f = readFinishedShard(dir, shardFile(s));
-      shards.set(s, { index: s, userStart: u0, userEnd: u1, rows: f.rows, file: shardFile(s), sha256: f.sha256 });
-      resumed++;
+    const listed = shards.get(s);
+    if (listed) {
+      const f = inspectFinished(join(dir, listed.file), sizes.hidden(listed.rows), sizes.hidden(listed.rows), listed.sha256, (ts) => checkHiddenShard(ts, listed, manifest));
+      if (!('problem' in f)) {
+        resumed++;
+        continue;
+      }
+      o.log(`teacher:cache: ${join(dir, listed.file)}: ${f.problem}; recomputing shard ${s}`);
+      shards.delete(s);
+      todo.push(s);
+    } else if (existsSync(join(dir, shardFile(s)))) {
+      // Written, but the run died before its manifest write: the rows come from the file.
+      const probe: ShardEntry = { index: s, userStart: u0, userEnd: u1, rows: 0, file: shardFile(s), sha256: '' };
+      const f = inspectFinished(join(dir, shardFile(s)), 0, sizes.hidden(Math.min(ds.stats.interactions, 2 ** 31 - 1)), undefined, (ts) => {
+        probe.rows = ts.user?.shape?.[0] ?? 0;
+        return checkHiddenShard(ts, probe, manifest);
+      });
+      if ('problem' in f) {
+        o.log(`teacher:cache: ${join(dir, shardFile(s))}: ${f.problem}; recomputing shard ${s}`);
+        todo.push(s);
+      } else {
+        shards.set(s, { ...probe, sha256: f.sha256 });
+        resumed++;
+      }
     } else todo.push(s);
   }
-  if (resumed) o.log(`teacher:cache: resuming, ${resumed} finished shard(s) found on disk`);
+  if (resumed) o.log(`teacher:cache: resuming, ${resumed} finished shard(s) found on disk and checked (sha256, shapes, finite values)`);
   save();
 
   const totalUsers = todo.reduce((a, s) => a + (shardRange(s, o.usersPerShard, ds.users.length)[1] - shardRange(s, o.usersPerShard, ds.users.length)[0]), 0);

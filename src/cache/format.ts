@@ -1,9 +1,10 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256, stableStringify } from '../util/hash.js';
 import type { HeadTrainConfig } from '../teacher/head.js';
 import type { TeacherInfo } from '../teacher/types.js';
+import { MAX_MANIFEST_BYTES, validateManifest } from './validate.js';
 
 /**
  * The teacher cache on disk (contract: /work/shared/docs/ARCHITECTURE.md, "Teacher cache").
@@ -165,18 +166,50 @@ export function parseSlice(s: string): { index: number; count: number } {
 export function readManifest(dir: string): CacheManifest {
   const path = join(dir, MANIFEST_FILE);
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `no teacher cache at ${dir} (missing ${MANIFEST_FILE}).`);
-  let m: CacheManifest;
+  const size = statSync(path).size;
+  if (size > MAX_MANIFEST_BYTES) {
+    throw new RecdistillError('E_INPUT', `${path}: ${size} bytes, more than a teacher-cache manifest can be (at most ${MAX_MANIFEST_BYTES}); not reading it.`);
+  }
+  let parsed: unknown;
   try {
-    m = JSON.parse(readFileSync(path, 'utf8')) as CacheManifest;
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
     throw new RecdistillError('E_INPUT', `${path}: not valid JSON (${(e as Error).message}).`);
   }
-  if (m.format !== CACHE_FORMAT) throw new RecdistillError('E_INPUT', `${path}: field "format" is ${JSON.stringify(m.format)}, expected "${CACHE_FORMAT}".`);
-  if (m.version !== CACHE_VERSION) {
-    throw new RecdistillError('E_MISMATCH', `${path}: cache format version ${m.version}, this build reads version ${CACHE_VERSION}; rebuild the cache.`);
+  const raw = (parsed !== null && typeof parsed === 'object' ? parsed : {}) as Record<string, unknown>;
+  if (raw.format !== CACHE_FORMAT) throw new RecdistillError('E_INPUT', `${path}: field "format" is ${JSON.stringify(raw.format) ?? 'missing'}, expected "${CACHE_FORMAT}".`);
+  if (raw.version !== CACHE_VERSION) {
+    throw new RecdistillError('E_MISMATCH', `${path}: cache format version ${JSON.stringify(raw.version)}, this build reads version ${CACHE_VERSION}; rebuild the cache.`);
   }
-  for (const f of ['key', 'dataset', 'teacher', 'layout', 'shards'] as const) {
-    if (m[f] === undefined) throw new RecdistillError('E_INPUT', `${path}: missing field "${f}".`);
+  for (const f of ['key', 'dataset', 'teacher', 'layout', 'softLabels', 'head', 'shards'] as const) {
+    if (raw[f] === undefined) throw new RecdistillError('E_INPUT', `${path}: missing field "${f}".`);
+  }
+  const m = validateManifest(parsed, path);
+  const want = manifestKey(m);
+  if (m.key !== want) {
+    throw new RecdistillError(
+      'E_MISMATCH',
+      `${path}: field "key" is ${m.key}, but the manifest's own inputs (dataset.fingerprint, teacher, layout, softLabels, head) give key ${want}: ` +
+        `the manifest was edited or belongs to other files; rebuild the cache with teacher:cache.`,
+    );
   }
   return m;
+}
+
+/** The head options that enter the key: what the run was asked for, not what pass 2 added (file, fit history). */
+export function keyedHead(h: CacheManifest['head']): HeadConfig {
+  const { file: _f, sha256: _s, bestEpoch: _b, history: _h, ...cfg } = h;
+  return cfg;
+}
+
+/** The key a manifest's own inputs give (equal to its `key` unless it was edited). */
+export function manifestKey(m: CacheManifest): string {
+  return cacheKey({
+    fingerprint: m.dataset.fingerprint,
+    teacher: m.teacher,
+    hiddenDtype: m.layout.hiddenDtype,
+    usersPerShard: m.layout.usersPerShard,
+    softLabels: { k: m.softLabels.k, temperature: m.softLabels.temperature, head: m.softLabels.head },
+    head: keyedHead(m.head),
+  });
 }

@@ -1,11 +1,13 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { RecdistillError } from '../errors.js';
-import { tempPathFor, writeJsonAtomic } from '../util/atomic.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { dataBytes, readSized, sizeProblem } from './check.js';
 import { sha256 } from '../util/hash.js';
 import type { LogFn } from '../util/progress.js';
-import { MANIFEST_FILE, readManifest, type CacheManifest, type ShardEntry } from './format.js';
-import { expectedShards } from './verify.js';
+import { ITEMS_FILE, MANIFEST_FILE, readManifest, shardFile, type CacheManifest, type ShardEntry } from './format.js';
+import { formatMissing, missingShards } from './validate.js';
+import { lostShards } from './verify.js';
 
 /**
  * Join `--shard i/N` slices (pass 1 only) into one cache directory. Refuses slices that do not belong
@@ -22,9 +24,11 @@ export function mergeSlices(out: string, from: string[], log: LogFn): CacheManif
     if (m.dataset.fingerprint !== first.m.dataset.fingerprint) throw new RecdistillError('E_MISMATCH', `${dir} was built for dataset fingerprint ${m.dataset.fingerprint}, ${first.dir} for ${first.m.dataset.fingerprint}.`);
     if (!m.slice) throw new RecdistillError('E_INPUT', `${dir} is not a --shard slice (its manifest has no "slice"); merge joins slices only.`);
     if (m.slice.count !== first.m.slice!.count) throw new RecdistillError('E_MISMATCH', `${dir} is slice ${m.slice.index}/${m.slice.count}, ${first.dir} is ${first.m.slice!.index}/${first.m.slice!.count}: N differs.`);
-    const have = new Set(m.shards.map((s) => s.index));
-    const lost = expectedShards(m).filter((i) => !have.has(i));
-    if (lost.length) throw new RecdistillError('E_INPUT', `${dir} (slice ${m.slice.index}/${m.slice.count}) is unfinished: shard(s) ${lost.join(', ')} missing; rerun that slice.`);
+    for (const f of ['users', 'items', 'interactions'] as const) {
+      if (m.dataset[f] !== first.m.dataset[f]) throw new RecdistillError('E_MISMATCH', `${join(dir, MANIFEST_FILE)}: field "dataset.${f}" is ${m.dataset[f]}, ${join(first.dir, MANIFEST_FILE)} has ${first.m.dataset[f]}.`);
+    }
+    const lost = lostShards(m);
+    if (lost.count) throw new RecdistillError('E_INPUT', `${dir} (slice ${m.slice.index}/${m.slice.count}) is unfinished: shard(s) ${formatMissing(lost)} missing; rerun that slice.`);
   }
   const owner = new Map<number, string>();
   for (const { dir, m } of ms) {
@@ -35,10 +39,10 @@ export function mergeSlices(out: string, from: string[], log: LogFn): CacheManif
     }
   }
   const N = first.m.layout.numShards;
-  const lost = Array.from({ length: N }, (_, i) => i).filter((i) => !owner.has(i));
-  if (lost.length) {
+  const lost = missingShards([...owner.keys()].sort((a, b) => a - b), 0, N);
+  if (lost.count) {
     const slices = ms.map(({ m }) => m.slice!.index).sort((a, b) => a - b);
-    throw new RecdistillError('E_INPUT', `slices ${slices.join(', ')} of ${first.m.slice!.count} leave shard(s) ${lost.join(', ')} uncovered; add the missing slice directories to --from.`);
+    throw new RecdistillError('E_INPUT', `slices ${slices.join(', ')} of ${first.m.slice!.count} leave shard(s) ${formatMissing(lost)} uncovered; add the missing slice directories to --from.`);
   }
   const withItems = ms.find(({ m }) => m.items);
   if (!withItems) throw new RecdistillError('E_INPUT', 'no slice holds the item embeddings (slice 0 writes items.safetensors); include slice 0.');
@@ -52,27 +56,26 @@ export function mergeSlices(out: string, from: string[], log: LogFn): CacheManif
       return prev;
     }
   }
-  const copy = (srcDir: string, file: string, sha: string) => {
-    const dst = join(out, file);
-    if (existsSync(dst) && sha256(readFileSync(dst)) === sha) return;
-    if (resolve(srcDir) === resolve(out)) throw new RecdistillError('E_NOT_FOUND', `${dst} is missing or damaged.`);
-    const got = sha256(readFileSync(join(srcDir, file)));
-    if (got !== sha) throw new RecdistillError('E_CHECKSUM', `${join(srcDir, file)}: sha256 does not match its manifest; rerun that slice (or teacher:verify --cache ${srcDir}).`);
-    const tmp = tempPathFor(dst);
-    try {
-      copyFileSync(join(srcDir, file), tmp);
-      renameSync(tmp, dst);
-    } catch (e) {
-      rmSync(tmp, { force: true });
-      throw e;
-    }
+  /**
+   * Copy one file of a slice to its canonical name in `out` (so two slices cannot name the same target):
+   * size checked against the manifest's shapes before reading, sha256 of the very bytes written.
+   */
+  const copy = (srcDir: string, file: string, dstName: string, sha: string, need: number) => {
+    const dst = join(out, dstName);
+    if (existsSync(dst) && !sizeProblem(statSync(dst).size, need) && sha256(readFileSync(dst)) === sha) return; // copied by an earlier run
+    if (resolve(srcDir) === resolve(out) && file === dstName) throw new RecdistillError('E_NOT_FOUND', `${dst} is missing or damaged.`);
+    const bytes = readSized(join(srcDir, file), need, need, join(srcDir, file));
+    if (sha256(bytes) !== sha) throw new RecdistillError('E_CHECKSUM', `${join(srcDir, file)}: sha256 does not match ${join(srcDir, MANIFEST_FILE)}; rerun that slice (or teacher:verify --cache ${srcDir}).`);
+    writeFileAtomic(dst, bytes);
   };
-  copy(withItems.dir, withItems.m.items!.file, withItems.m.items!.sha256);
+  const itemsNeed = dataBytes(first.m).items;
+  copy(withItems.dir, withItems.m.items!.file, ITEMS_FILE, withItems.m.items!.sha256, itemsNeed);
   const shards: ShardEntry[] = [];
   for (const { dir, m } of ms) {
+    const sizes = dataBytes(m);
     for (const s of m.shards) {
-      copy(dir, s.file, s.sha256);
-      shards.push({ index: s.index, userStart: s.userStart, userEnd: s.userEnd, rows: s.rows, file: s.file, sha256: s.sha256 });
+      copy(dir, s.file, shardFile(s.index), s.sha256, sizes.hidden(s.rows));
+      shards.push({ index: s.index, userStart: s.userStart, userEnd: s.userEnd, rows: s.rows, file: shardFile(s.index), sha256: s.sha256 });
     }
   }
   shards.sort((a, b) => a.index - b.index);
@@ -84,7 +87,7 @@ export function mergeSlices(out: string, from: string[], log: LogFn): CacheManif
     ...rest,
     complete: false,
     stage: 'hidden',
-    items: withItems.m.items,
+    items: { ...withItems.m.items!, file: ITEMS_FILE },
     shards,
     timings: {
       hiddenSeconds: seconds,

@@ -1,11 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 import type { STTensor } from '../util/safetensors.js';
-import { decodeSafetensors } from '../util/safetensors.js';
-import { f16ToF32 } from './f16.js';
-import { readManifest, type CacheManifest, type ShardEntry } from './format.js';
+import { checkHiddenShard, checkItems, checkSoftShard, checkStats, dataBytes, decodeOrProblem, readSized } from './check.js';
+import { MANIFEST_FILE, readManifest, type CacheManifest, type ShardEntry } from './format.js';
 
 /** One user's cached rows, sorted by position. Arrays are views into a decoded shard (do not mutate). */
 export interface UserRows {
@@ -47,17 +45,38 @@ export interface CacheReader {
 export interface OpenCacheOptions {
   /** Fingerprint of the prepared dataset the caller trains on; a cache of any other dataset is refused. */
   fingerprint: string;
+  /** Users and items (N, without padding) of that dataset, when known: the manifest's counts must equal them. */
+  dataset?: { users: number; items: number };
   /** Decoded shards kept in memory (LRU); a user's rows are in one shard. */
   maxShards?: number;
   /** Refuse a cache whose passes are not all done (default true). */
   requireComplete?: boolean;
-  /** Check each shard's sha256 against the manifest when it is first loaded (default false). */
+  /**
+   * Check each file's sha256 against the manifest when it is first loaded (default: cacheVerifyDefault(),
+   * true unless a caller such as `student:train --no-verify` turned it off). Sizes, dtypes, shapes, ranges
+   * and finiteness are checked on every load whatever this says.
+   */
   verify?: boolean;
+}
+
+let verifyDefault = true;
+
+/** Whether openCache checks sha256 when `verify` is not given (true unless switched off, e.g. --no-verify). */
+export function cacheVerifyDefault(): boolean {
+  return verifyDefault;
+}
+
+/** Set the process-wide default of OpenCacheOptions.verify; returns the previous value (to restore it). */
+export function setCacheVerifyDefault(on: boolean): boolean {
+  const prev = verifyDefault;
+  verifyDefault = on;
+  return prev;
 }
 
 interface DecodedShard {
   entry: ShardEntry;
-  /** [users + 1] row offsets by (user - userStart). */
+  /** Distinct users that have rows, ascending, and [distinct + 1] row offsets (sized by rows, not by the user range). */
+  userIds: Int32Array;
   offsets: Int32Array;
   positions: Int32Array;
   hidden: Float32Array;
@@ -67,6 +86,7 @@ interface DecodedShard {
 
 export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
   const manifest = readManifest(dir);
+  const mpath = join(dir, MANIFEST_FILE);
   if (manifest.dataset.fingerprint !== opts.fingerprint) {
     throw new RecdistillError(
       'E_MISMATCH',
@@ -74,62 +94,70 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
         `but the dataset in use has fingerprint ${opts.fingerprint}; rebuild the cache with teacher:cache for this dataset.`,
     );
   }
+  if (opts.dataset) {
+    for (const f of ['users', 'items'] as const) {
+      if (manifest.dataset[f] !== opts.dataset[f]) {
+        throw new RecdistillError('E_MISMATCH', `${mpath}: field "dataset.${f}" is ${manifest.dataset[f]}, but the dataset in use (same fingerprint) has ${opts.dataset[f]}.`);
+      }
+    }
+  }
   if ((opts.requireComplete ?? true) && !manifest.complete) {
     throw new RecdistillError('E_INPUT', `teacher cache ${dir} is not complete (stage "${manifest.stage}"); finish it with teacher:cache (or teacher:merge for --shard slices).`);
   }
+  const verify = opts.verify ?? verifyDefault;
   const layers = manifest.teacher.layers;
   const H = manifest.teacher.hiddenSize;
   const per = manifest.layout.usersPerShard;
+  const sizes = dataBytes(manifest);
   const byIndex = new Map(manifest.shards.map((s) => [s.index, s]));
   const lru = new Map<number, DecodedShard>();
   const maxShards = Math.max(1, opts.maxShards ?? 4);
+  /** Files whose sha256 was checked (once per file: an LRU re-decode does not hash again). */
+  const verified = new Set<string>();
   let items: Float32Array | undefined;
   let stats: { mean: Float32Array; std: Float32Array } | undefined | null = null;
 
-  const readFile = (file: string, expectSha?: string): Uint8Array => {
+  const where = (file: string) => `teacher cache ${dir}: ${file}`;
+  /** Size-checked read (before allocating), then sha256 against the manifest the first time, then decode. */
+  const readTensors = (file: string, expectSha: string, need: number, needMax = need): Record<string, STTensor> => {
     const path = join(dir, file);
-    let buf: Uint8Array;
-    try {
-      buf = readFileSync(path);
-    } catch {
-      throw new RecdistillError('E_NOT_FOUND', `teacher cache ${dir}: shard file ${file} is missing.`);
+    const buf = readSized(path, need, needMax, where(file));
+    if (verify && !verified.has(file)) {
+      const got = sha256(buf);
+      if (got !== expectSha) {
+        throw new RecdistillError(
+          'E_CHECKSUM',
+          `${where(file)}: sha256 ${got.slice(0, 16)}... does not match the manifest's ${expectSha.slice(0, 16)}... (corrupted or replaced); run teacher:verify --cache ${dir} and rebuild the bad file with teacher:cache (student:train --no-verify skips this check).`,
+        );
+      }
+      verified.add(file);
     }
-    if (opts.verify && expectSha && sha256(buf) !== expectSha) {
-      throw new RecdistillError('E_CHECKSUM', `teacher cache ${dir}: ${file} sha256 does not match the manifest (run teacher:verify).`);
-    }
-    return buf;
+    const ts = decodeOrProblem(buf, path);
+    if (typeof ts === 'string') throw new RecdistillError('E_INPUT', `${where(file)}: ${ts}.`);
+    return ts;
   };
-  const tensor = (ts: Record<string, STTensor>, name: string, file: string, shape: number[]): STTensor => {
-    const t = ts[name];
-    if (!t || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new RecdistillError('E_INPUT', `teacher cache ${dir}: ${file} tensor "${name}" has shape [${t?.shape ?? 'missing'}], manifest expects [${shape}].`);
-    }
-    return t;
+  const checked = <T>(file: string, r: T | string): T => {
+    if (typeof r === 'string') throw new RecdistillError('E_INPUT', `${where(file)}: ${r}.`);
+    return r;
   };
 
   const load = (entry: ShardEntry): DecodedShard => {
     const R = entry.rows;
-    const { tensors } = decodeSafetensors(readFile(entry.file, entry.sha256), join(dir, entry.file));
-    const users = tensor(tensors, 'user', entry.file, [R]).data as Int32Array;
-    const positions = tensor(tensors, 'position', entry.file, [R]).data as Int32Array;
-    const h = tensor(tensors, 'hidden', entry.file, [R, layers.length, H]);
-    const hidden = h.dtype === 'F16' ? f16ToF32(h.data as Uint16Array) : (h.data as Float32Array);
-    const n = entry.userEnd - entry.userStart;
-    const offsets = new Int32Array(n + 1);
-    for (let r = 0; r < R; r++) {
-      const u = users[r]! - entry.userStart;
-      if (u < 0 || u >= n || (r > 0 && users[r]! < users[r - 1]!)) {
-        throw new RecdistillError('E_INPUT', `teacher cache ${dir}: ${entry.file} row ${r} has user ${users[r]}, outside [${entry.userStart}, ${entry.userEnd}) or out of order.`);
-      }
-      offsets[u + 1]!++;
+    const h = checked(entry.file, checkHiddenShard(readTensors(entry.file, entry.sha256, sizes.hidden(R)), entry, manifest));
+    // Row offsets per distinct user (at most R of them): memory follows the file, not the manifest's ranges.
+    let distinct = 0;
+    for (let r = 0; r < R; r++) if (r === 0 || h.users[r] !== h.users[r - 1]) distinct++;
+    const userIds = new Int32Array(distinct);
+    const offsets = new Int32Array(distinct + 1);
+    for (let r = 0, j = -1; r < R; r++) {
+      if (r === 0 || h.users[r] !== h.users[r - 1]) userIds[++j] = h.users[r]!;
+      offsets[j + 1] = r + 1;
     }
-    for (let u = 0; u < n; u++) offsets[u + 1]! += offsets[u]!;
-    const shard: DecodedShard = { entry, offsets, positions, hidden };
+    const shard: DecodedShard = { entry, userIds, offsets, positions: h.positions, hidden: h.hidden };
     if (entry.soft) {
-      const K = manifest.softLabels.k;
-      const soft = decodeSafetensors(readFile(entry.soft.file, entry.soft.sha256), join(dir, entry.soft.file)).tensors;
-      shard.topkIndex = tensor(soft, 'topk_index', entry.soft.file, [R, K]).data as Int32Array;
-      shard.topkProb = tensor(soft, 'topk_prob', entry.soft.file, [R, K]).data as Float32Array;
+      const soft = checked(entry.soft.file, checkSoftShard(readTensors(entry.soft.file, entry.soft.sha256, sizes.soft(R)), entry, manifest, h));
+      shard.topkIndex = soft.topkIndex;
+      shard.topkProb = soft.topkProb;
     }
     return shard;
   };
@@ -143,7 +171,7 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
       return hit;
     }
     const entry = byIndex.get(idx);
-    if (!entry || user < entry.userStart || user >= entry.userEnd) {
+    if (!Number.isInteger(user) || !entry || user < entry.userStart || user >= entry.userEnd) {
       throw new RecdistillError('E_NOT_FOUND', `teacher cache ${dir} has no rows for user ${user} (users 0..${manifest.dataset.users - 1}; this cache holds ${manifest.shards.length} shard(s)).`);
     }
     const shard = load(entry);
@@ -151,6 +179,10 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
     while (lru.size > maxShards) lru.delete(lru.keys().next().value!);
     return shard;
   };
+
+  const LH = layers.length * H;
+  const K = manifest.softLabels.k;
+  const noRows = (user: number): UserRows => ({ user, positions: new Int32Array(0), hidden: new Float32Array(0), topkIndex: undefined, topkProb: undefined });
 
   return {
     dir,
@@ -164,32 +196,44 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
     itemEmbeddings() {
       if (items) return items;
       if (!manifest.items) throw new RecdistillError('E_NOT_FOUND', `teacher cache ${dir} has no item embeddings (items.safetensors not written yet).`);
-      const ts = decodeSafetensors(readFile(manifest.items.file, manifest.items.sha256), join(dir, manifest.items.file)).tensors;
-      items = tensor(ts, 'embedding', manifest.items.file, [manifest.dataset.items + 1, H]).data as Float32Array;
+      const f = manifest.items.file;
+      items = checked(f, checkItems(readTensors(f, manifest.items.sha256, sizes.items), manifest));
       return items;
     },
     stats() {
       if (stats !== null) return stats;
       if (!manifest.stats) return (stats = undefined);
-      const ts = decodeSafetensors(readFile(manifest.stats.file, manifest.stats.sha256), join(dir, manifest.stats.file)).tensors;
-      const mean = tensor(ts, 'mean', manifest.stats.file, [layers.length, H]).data as Float32Array;
-      const std = tensor(ts, 'std', manifest.stats.file, [layers.length, H]).data as Float32Array;
-      return (stats = { mean, std });
+      const f = manifest.stats.file;
+      return (stats = checked(f, checkStats(readTensors(f, manifest.stats.sha256, sizes.stats), manifest)));
     },
     rowsForUser(user) {
       const s = shardFor(user);
-      const u = user - s.entry.userStart;
-      const a = s.offsets[u]!;
-      const b = s.offsets[u + 1]!;
-      const LH = layers.length * H;
-      const K = manifest.softLabels.k;
-      return {
-        user,
-        positions: s.positions.subarray(a, b),
-        hidden: s.hidden.subarray(a * LH, b * LH),
-        topkIndex: s.topkIndex?.subarray(a * K, b * K),
-        topkProb: s.topkProb?.subarray(a * K, b * K),
-      };
+      // Binary search among the shard's distinct users.
+      let lo = 0;
+      let hi = s.userIds.length - 1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        const v = s.userIds[mid]!;
+        if (v === user) {
+          const a = s.offsets[mid]!;
+          const b = s.offsets[mid + 1]!;
+          return {
+            user,
+            positions: s.positions.subarray(a, b),
+            hidden: s.hidden.subarray(a * LH, b * LH),
+            topkIndex: s.topkIndex?.subarray(a * K, b * K),
+            topkProb: s.topkProb?.subarray(a * K, b * K),
+          };
+        }
+        if (v < user) lo = mid + 1;
+        else hi = mid - 1;
+      }
+      const empty = noRows(user);
+      if (s.topkIndex) {
+        empty.topkIndex = new Int32Array(0);
+        empty.topkProb = new Float32Array(0);
+      }
+      return empty;
     },
     rowIndex(rows, position) {
       // Positions are sorted and (per HistoryStates) contiguous: try the direct offset first.

@@ -4,6 +4,7 @@ import { RecdistillError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { sha256 } from '../util/hash.js';
 import { decodeSafetensors, encodeSafetensors, type STTensor } from '../util/safetensors.js';
+import { firstNonFinite } from './check.js';
 import { f32ToF16 } from './f16.js';
 import type { HiddenDtype } from './format.js';
 
@@ -32,16 +33,29 @@ export function encodeHiddenShard(users: UserStates[], layers: number, H: number
     if (u.states.length !== u.count * LH) {
       throw new RecdistillError('E_INTERNAL', `teacher returned ${u.states.length} state values for user ${u.user}, expected ${u.count} x ${layers} x ${H}.`);
     }
+    const bad = firstNonFinite(u.states);
+    if (bad >= 0) {
+      throw new RecdistillError('E_NUMERIC', `teacher state of user ${u.user} is not finite (${u.states[bad]} at position ${u.first + Math.floor(bad / LH)}, layer ${Math.floor(bad / H) % layers}, dimension ${bad % H}); not caching it.`);
+    }
     hidden.set(u.states, r * LH);
     for (let i = 0; i < u.count; i++, r++) {
       user[r] = u.user;
       position[r] = u.first + i;
     }
   }
+  const half = dtype === 'F16' ? f32ToF16(hidden) : undefined;
+  if (half) {
+    for (let i = 0; i < half.length; i++) {
+      if ((half[i]! & 0x7c00) === 0x7c00) {
+        const row = Math.floor(i / LH);
+        throw new RecdistillError('E_NUMERIC', `teacher state ${hidden[i]} (user ${user[row]}, position ${position[row]}) overflows half precision (|x| > 65504); use --hidden-dtype f32.`);
+      }
+    }
+  }
   const tensors: Record<string, STTensor> = {
     user: { dtype: 'I32', shape: [R], data: user },
     position: { dtype: 'I32', shape: [R], data: position },
-    hidden: dtype === 'F16' ? { dtype: 'F16', shape: [R, layers, H], data: f32ToF16(hidden) } : { dtype: 'F32', shape: [R, layers, H], data: hidden },
+    hidden: half ? { dtype: 'F16', shape: [R, layers, H], data: half } : { dtype: 'F32', shape: [R, layers, H], data: hidden },
   };
   return { bytes: encodeSafetensors(tensors), rows: R };
 }

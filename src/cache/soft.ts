@@ -9,9 +9,11 @@ import { fitHead, headLogits, initHead, softLabelsFromLogits, standardise, type 
 import { writeJsonAtomic } from '../util/atomic.js';
 import { progress, type LogFn } from '../util/progress.js';
 import { encodeSafetensors } from '../util/safetensors.js';
-import { HEAD_FILE, MANIFEST_FILE, STATS_FILE, readManifest, softFile, type CacheManifest } from './format.js';
+import { HEAD_FILE, MANIFEST_FILE, STATS_FILE, readManifest, softFile, type CacheManifest, type ShardEntry } from './format.js';
 import { openCache, type CacheReader } from './reader.js';
-import { encodeSoftShard, readFinishedShard, writeShard } from './shards.js';
+import { checkHead, checkSoftShard, checkStats, dataBytes, inspectFinished } from './check.js';
+import { encodeSoftShard, writeShard } from './shards.js';
+import { formatMissing, missingShards } from './validate.js';
 
 /**
  * Pass 2 (after every pass-1 shard exists, i.e. after a full run or teacher:merge): per-dimension stats,
@@ -32,11 +34,36 @@ export interface Pass2Options {
 export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options): Promise<CacheManifest> {
   const manifest = readManifest(dir);
   if (manifest.complete) return manifest;
-  const missing = [];
-  for (let s = 0; s < manifest.layout.numShards; s++) if (!manifest.shards.some((e) => e.index === s)) missing.push(s);
-  if (missing.length) throw new RecdistillError('E_INPUT', `teacher cache ${dir}: shard(s) ${missing.join(', ')} missing; run the remaining --shard slices and teacher:merge first.`);
+  const mpath = join(dir, MANIFEST_FILE);
+  if (manifest.dataset.fingerprint !== ds.fingerprint) {
+    throw new RecdistillError('E_MISMATCH', `${mpath}: field "dataset.fingerprint" is ${manifest.dataset.fingerprint}, the dataset in use has ${ds.fingerprint}.`);
+  }
+  for (const [f, want] of [['users', ds.users.length], ['items', ds.items.length - 1]] as const) {
+    if (manifest.dataset[f] !== want) throw new RecdistillError('E_MISMATCH', `${mpath}: field "dataset.${f}" is ${manifest.dataset[f]}, the dataset in use (same fingerprint) has ${want}.`);
+  }
+  const missing = missingShards(manifest.shards.map((e) => e.index), 0, manifest.layout.numShards);
+  if (missing.count) throw new RecdistillError('E_INPUT', `teacher cache ${dir}: shard(s) ${formatMissing(missing)} missing; run the remaining --shard slices and teacher:merge first.`);
   const save = () => writeJsonAtomic(join(dir, MANIFEST_FILE), manifest);
-  const open = () => openCache(dir, { fingerprint: ds.fingerprint, requireComplete: false, maxShards: 2 });
+  const open = () => openCache(dir, { fingerprint: ds.fingerprint, dataset: { users: ds.users.length, items: ds.items.length - 1 }, requireComplete: false, maxShards: 2, verify: true });
+  const sizes = dataBytes(manifest);
+  // Files of an earlier (killed) pass 2 are checked before they are kept; a bad one is recomputed.
+  if (manifest.stats) {
+    const f = inspectFinished(join(dir, manifest.stats.file), sizes.stats, sizes.stats, manifest.stats.sha256, (ts) => checkStats(ts, manifest));
+    if ('problem' in f) {
+      o.log(`teacher:cache: ${join(dir, manifest.stats.file)}: ${f.problem}; recomputing the stats`);
+      delete manifest.stats;
+    }
+  }
+  for (const entry of manifest.shards) {
+    if (!entry.soft) continue;
+    // The reader would load (and refuse) a bad listed soft shard with its hidden shard: unlist it first.
+    const f = inspectFinished(join(dir, entry.soft.file), sizes.soft(entry.rows), sizes.soft(entry.rows), entry.soft.sha256, (ts) => checkSoftShard(ts, entry, manifest));
+    if ('problem' in f) {
+      o.log(`teacher:cache: ${join(dir, entry.soft.file)}: ${f.problem}; recomputing soft labels of shard ${entry.index}`);
+      delete entry.soft;
+    }
+  }
+  save(); // the readers below read the manifest from disk: it must no longer list what was found bad
   const t0 = performance.now();
   const L = manifest.teacher.layers.length;
   const H = manifest.teacher.hiddenSize;
@@ -75,8 +102,9 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
     const p = progress('teacher:cache soft labels', manifest.shards.length, o.log, 2000, 'shards');
     for (const entry of manifest.shards) {
       const file = softFile(entry.index);
-      if (existsSync(join(dir, file))) {
-        entry.soft = { file, sha256: readFinishedShard(dir, file).sha256 };
+      const kept = keptSoftShard(dir, entry, manifest, reader, sizes.soft(entry.rows), o.log);
+      if (kept) {
+        entry.soft = kept;
       } else {
         const user = new Int32Array(entry.rows);
         const position = new Int32Array(entry.rows);
@@ -202,10 +230,21 @@ async function loadOrFitHead(dir: string, ds: PreparedDataset, reader: CacheRead
   const N = ds.items.length - 1;
   const L = m.teacher.layers.length;
   const H = m.teacher.hiddenSize;
-  if (existsSync(join(dir, HEAD_FILE)) && m.head.file) {
-    const f = readFinishedShard(dir, HEAD_FILE);
-    return { weight: f.tensors.weight!.data as Float32Array, bias: f.tensors.bias!.data as Float32Array };
+  if (m.head.file && m.head.sha256 && existsSync(join(dir, m.head.file))) {
+    const sizes = dataBytes(m);
+    let head: { weight: Float32Array; bias: Float32Array } | undefined;
+    const f = inspectFinished(join(dir, m.head.file), sizes.head, sizes.headMax, m.head.sha256, (ts) => {
+      const r = checkHead(ts, m);
+      if (typeof r !== 'string') head = r;
+      return r;
+    });
+    if (head) return head;
+    o.log(`teacher:cache: ${join(dir, m.head.file)}: ${'problem' in f ? f.problem : 'unreadable'}; fitting the head again`);
   }
+  delete m.head.file;
+  delete m.head.sha256;
+  delete m.head.bestEpoch;
+  delete m.head.history;
   const t0 = performance.now();
   const { x, y } = headTrainingData(ds, reader, L, H, li);
   const { mean, std } = headInputStats(reader, li, H);
@@ -248,4 +287,30 @@ async function loadOrFitHead(dir: string, ds: PreparedDataset, reader: CacheRead
   m.head.sha256 = writeShard(dir, HEAD_FILE, bytes);
   m.timings.headSeconds = (performance.now() - t0) / 1000;
   return params;
+}
+
+/**
+ * A soft-label shard an earlier pass 2 left: listed in the manifest (sha256 must match) or on disk unlisted
+ * (killed before the manifest write). Kept only if its rows align with the hidden shard's, item ids are in
+ * range and probabilities finite; otherwise logged and undefined (recompute).
+ */
+function keptSoftShard(dir: string, entry: ShardEntry, m: CacheManifest, reader: CacheReader, need: number, log: LogFn): { file: string; sha256: string } | undefined {
+  const file = entry.soft?.file ?? softFile(entry.index);
+  if (!existsSync(join(dir, file))) return undefined;
+  const users = new Int32Array(entry.rows);
+  const positions = new Int32Array(entry.rows);
+  let r = 0;
+  for (let u = entry.userStart; u < entry.userEnd; u++) {
+    const rows = reader.rowsForUser(u);
+    users.fill(u, r, r + rows.positions.length);
+    positions.set(rows.positions, r);
+    r += rows.positions.length;
+  }
+  const f = inspectFinished(join(dir, file), need, need, entry.soft?.sha256, (ts) => checkSoftShard(ts, entry, m, { users, positions }));
+  if ('problem' in f) {
+    log(`teacher:cache: ${join(dir, file)}: ${f.problem}; recomputing soft labels of shard ${entry.index}`);
+    delete entry.soft;
+    return undefined;
+  }
+  return { file, sha256: f.sha256 };
 }

@@ -1,9 +1,10 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 import type { STTensor } from '../util/safetensors.js';
+import { checkHead, checkHiddenShard, checkItems, checkSoftShard, checkStats, dataBytes, decodeOrProblem, readSized, type HiddenShard } from './check.js';
 import { readManifest, type CacheManifest } from './format.js';
-import { decodeSafetensors } from '../util/safetensors.js';
+import { formatMissing, missingShards } from './validate.js';
 
 export interface VerifyProblem {
   file: string;
@@ -20,66 +21,72 @@ export interface VerifyResult {
 }
 
 /**
- * Check every file the manifest lists: present, sha256 equal, tensors with the shapes the manifest implies
- * (hidden [R, layers, H], user/position [R] within the shard's user range, soft [R, K], items [N+1, H]), and
- * for a complete cache that every shard is there.
+ * Check every file the manifest lists (after readManifest's structural checks: types, ranges, shard ranges,
+ * key): present, size what the manifest's shapes need (checked before reading), sha256 equal, tensors with
+ * the dtypes and shapes the manifest implies (hidden [R, layers, H], user/position [R] within the shard's
+ * user range and sorted, soft [R, K] aligned with the hidden rows, items [N+1, H]), finite values, soft-label
+ * item ids in 0..N and probabilities in [0, 1]; and for a complete cache that every shard is there.
  */
 export function verifyCache(dir: string): VerifyResult {
   const m = readManifest(dir);
   const problems: VerifyProblem[] = [];
   let files = 0;
-  const L = m.teacher.layers.length;
-  const H = m.teacher.hiddenSize;
-  const K = m.softLabels.k;
+  const sizes = dataBytes(m);
 
-  const check = (file: string, sha: string, shapes: Record<string, number[]>, more?: (t: Record<string, STTensor>) => string | undefined) => {
+  /** Read (size-checked), hash, decode; a problem is recorded and undefined returned. */
+  const load = (file: string, sha: string, need: number, needMax = need): Record<string, STTensor> | undefined => {
     files++;
     const path = join(dir, file);
-    if (!existsSync(path)) return void problems.push({ file, problem: 'missing' });
-    const buf = readFileSync(path);
+    let buf: Uint8Array;
+    try {
+      buf = readSized(path, need, needMax, file);
+    } catch (e) {
+      if (!(e instanceof RecdistillError)) throw e;
+      problems.push({ file, problem: e.message.startsWith(`${file} is `) ? e.message.slice(file.length + 4).replace(/\.$/, '') : e.message.replace(`${file}: `, '').replace(/\.$/, '') });
+      return undefined;
+    }
     const got = sha256(buf);
     if (got !== sha) return void problems.push({ file, problem: `sha256 ${got.slice(0, 16)}... does not match the manifest's ${sha.slice(0, 16)}...` });
-    let tensors: Record<string, STTensor>;
-    try {
-      tensors = decodeSafetensors(buf, path).tensors;
-    } catch (e) {
-      return void problems.push({ file, problem: (e as Error).message });
-    }
-    for (const [name, shape] of Object.entries(shapes)) {
-      const t = tensors[name];
-      if (!t) problems.push({ file, problem: `tensor "${name}" missing` });
-      else if (t.shape.join(',') !== shape.join(',')) problems.push({ file, problem: `tensor "${name}" has shape [${t.shape}], expected [${shape}]` });
-    }
-    const extra = more?.(tensors);
-    if (extra) problems.push({ file, problem: extra });
+    const ts = decodeOrProblem(buf, path);
+    if (typeof ts === 'string') return void problems.push({ file, problem: ts });
+    return ts;
+  };
+  const note = <T>(file: string, r: T | string): T | undefined => {
+    if (typeof r === 'string') return void problems.push({ file, problem: r });
+    return r;
   };
 
-  if (m.items) check(m.items.file, m.items.sha256, { embedding: [m.dataset.items + 1, H] });
-  else if (m.complete || !m.slice || m.slice.index === 0) problems.push({ file: 'items.safetensors', problem: 'not listed in the manifest' });
-  if (m.stats) check(m.stats.file, m.stats.sha256, { mean: [L, H], std: [L, H] });
-  if (m.head.file && m.head.sha256) check(m.head.file, m.head.sha256, { weight: [m.dataset.items + 1, H], bias: [m.dataset.items + 1] });
-  for (const s of m.shards) {
-    const rangeCheck = (t: Record<string, STTensor>) => {
-      const u = t.user?.data as Int32Array | undefined;
-      if (!u) return undefined;
-      for (let i = 0; i < u.length; i++) {
-        if (u[i]! < s.userStart || u[i]! >= s.userEnd || (i && u[i]! < u[i - 1]!)) return `row ${i}: user ${u[i]} outside [${s.userStart}, ${s.userEnd}) or out of order`;
-      }
-      return undefined;
-    };
-    check(s.file, s.sha256, { user: [s.rows], position: [s.rows], hidden: [s.rows, L, H] }, rangeCheck);
-    if (s.soft) check(s.soft.file, s.soft.sha256, { user: [s.rows], position: [s.rows], topk_index: [s.rows, K], topk_prob: [s.rows, K] }, rangeCheck);
-    else if (m.complete) problems.push({ file: s.file, problem: 'complete cache but no soft-label shard listed' });
+  if (m.items) {
+    const ts = load(m.items.file, m.items.sha256, sizes.items);
+    if (ts) note(m.items.file, checkItems(ts, m));
+  } else if (m.complete || !m.slice || m.slice.index === 0) problems.push({ file: 'items.safetensors', problem: 'not listed in the manifest' });
+  if (m.stats) {
+    const ts = load(m.stats.file, m.stats.sha256, sizes.stats);
+    if (ts) note(m.stats.file, checkStats(ts, m));
   }
-  const expected = expectedShards(m);
-  const have = new Set(m.shards.map((s) => s.index));
-  const lost = expected.filter((i) => !have.has(i));
-  if (m.complete && lost.length) problems.push({ file: 'manifest.json', problem: `complete, but shard(s) ${lost.join(', ')} are not listed` });
+  if (m.head.file && m.head.sha256) {
+    const ts = load(m.head.file, m.head.sha256, sizes.head, sizes.headMax);
+    if (ts) note(m.head.file, checkHead(ts, m));
+  }
+  for (const s of m.shards) {
+    const ts = load(s.file, s.sha256, sizes.hidden(s.rows));
+    const h: HiddenShard | undefined = ts ? note(s.file, checkHiddenShard(ts, s, m)) : undefined;
+    if (s.soft) {
+      const st = load(s.soft.file, s.soft.sha256, sizes.soft(s.rows));
+      if (st) note(s.soft.file, checkSoftShard(st, s, m, h));
+    } else if (m.complete) problems.push({ file: s.file, problem: 'complete cache but no soft-label shard listed' });
+  }
+  const lost = missingShards(m.shards.map((s) => s.index), ...expectedRange(m));
+  if (m.complete && lost.count) problems.push({ file: 'manifest.json', problem: `complete, but shard(s) ${formatMissing(lost)} are not listed` });
   return { dir, key: m.key, complete: m.complete, files, rows: m.shards.reduce((a, s) => a + s.rows, 0), problems };
 }
 
-/** Shard indices this directory should hold: all of them, or its slice's block. */
-export function expectedShards(m: CacheManifest): number[] {
-  const [a, b] = m.slice && !m.complete ? [m.slice.shardStart, m.slice.shardEnd] : [0, m.layout.numShards];
-  return Array.from({ length: b - a }, (_, i) => a + i);
+/** Shard indices [a, b) this directory should hold: all of them, or its slice's block. */
+export function expectedRange(m: CacheManifest): [number, number] {
+  return m.slice && !m.complete ? [m.slice.shardStart, m.slice.shardEnd] : [0, m.layout.numShards];
+}
+
+/** Shard indices this directory should hold and does not list: how many, and the first few. */
+export function lostShards(m: CacheManifest): { count: number; first: number[] } {
+  return missingShards(m.shards.map((s) => s.index), ...expectedRange(m));
 }

@@ -6,25 +6,37 @@ import { distillOptions } from '../../distill/options.js';
 import { studentOptions, validateStudentOptions, type StudentOptions } from '../../student/config.js';
 import { trainStudent, runIdentity } from '../../student/train.js';
 import { sha256, stableStringify } from '../../util/hash.js';
+import { setCacheVerifyDefault } from '../../cache/reader.js';
 import { defineCommand } from '../command.js';
 
 export default defineCommand({
   description: 'train the SASRec student (full-softmax CE by default; optionally distilled from a teacher cache)',
-  options: { ...studentOptions, ...distillOptions },
+  options: {
+    ...studentOptions,
+    ...distillOptions,
+    verify: { type: 'boolean', help: 'check each teacher-cache file against its manifest sha256 when first loaded (--no-verify skips it; sizes, ranges and finite values are always checked)', default: true },
+  },
   async run(opts, ctx) {
     validateStudentOptions(opts as unknown as StudentOptions); // ranges, before the dataset or the backend load
-    const backend = await initBackend(opts.backend as BackendName);
-    const ds = await datasetFromFlags(opts);
-    const o = opts as unknown as StudentOptions;
-    const hooks = await buildDistillHooks(opts as unknown as Record<string, unknown>, ds, { dims: o.dims, blocks: o.blocks });
-    const outDir = opts.out ?? join('student', `${ds.name}-${sha256(stableStringify(runIdentity(ds, o, hooks))).slice(0, 10)}`);
-    const t0 = performance.now();
+    if (opts.cache && !opts.verify) ctx.log(`student:train: --no-verify: the files of teacher cache ${opts.cache} are NOT checked against their manifest sha256 (sizes, ranges and finite values still are)`);
+    // The distillation hooks open the cache; the flag reaches them as the reader's default (restored after).
+    const prevVerify = setCacheVerifyDefault(opts.verify);
     try {
-      const r = await trainStudent({ ds, opts: o, outDir, backend, hooks, log: ctx.log });
-      ctx.log(`student:train: wall clock ${((performance.now() - t0) / 1000).toFixed(1)}s (backend ${backend})`);
-      return { ...r };
+      const backend = await initBackend(opts.backend as BackendName);
+      const ds = await datasetFromFlags(opts);
+      const o = opts as unknown as StudentOptions;
+      const hooks = await buildDistillHooks(opts as unknown as Record<string, unknown>, ds, { dims: o.dims, blocks: o.blocks });
+      const outDir = opts.out ?? join('student', `${ds.name}-${sha256(stableStringify(runIdentity(ds, o, hooks))).slice(0, 10)}`);
+      const t0 = performance.now();
+      try {
+        const r = await trainStudent({ ds, opts: o, outDir, backend, hooks, log: ctx.log });
+        ctx.log(`student:train: wall clock ${((performance.now() - t0) / 1000).toFixed(1)}s (backend ${backend})`);
+        return { ...r };
+      } finally {
+        hooks?.dispose?.();
+      }
     } finally {
-      hooks?.dispose?.();
+      setCacheVerifyDefault(prevVerify);
     }
   },
 });

@@ -104,8 +104,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     if (!Number.isInteger(v) || v < 1) throw new RecdistillError('E_USAGE', `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} must be a positive integer, got ${v}.`);
   }
   if (!existsSync(join(o.student, 'model.safetensors'))) throw new RecdistillError('E_NOT_FOUND', `${o.student}/model.safetensors not found: --student must be a finished student:train run folder.`);
-  checkStudentFile(o.student); // config, shapes and finite weights, before the (slow) teacher half of the bench
   const manifest = readManifest(o.cache);
+  checkStudentFile(o.student); // config, shapes and finite weights, before the (slow) teacher half of the bench
   const tAcc = teacherAccuracy(manifest, o.cache);
   const flags = o.dataset ?? runDatasetFlags(o.student);
   const ds = await datasetFromFlags(flags, log);

@@ -332,6 +332,10 @@ export async function extractZip(path: string, dir: string, limits: ExtractLimit
             async (e: unknown) => {
               if (!sink.closed) await new Promise<void>((r) => sink.once('close', () => r()));
               if (e instanceof RecdistillError) return reject(e);
+              if (/too many bytes in the stream/.test((e as Error).message)) {
+                // yauzl's own size check: the entry inflates past what the central directory declares.
+                return reject(new RecdistillError('E_INPUT', `${file}: entry ${JSON.stringify(entry.fileName)} inflates past the ${entry.uncompressedSize} bytes its header declares; the archive is corrupt or hostile, refusing it.`, { cause: e }));
+              }
               const w = writeError(e, out);
               reject(w !== e ? w : new RecdistillError('E_INPUT', `${file}: entry ${JSON.stringify(entry.fileName)}: ${(e as Error).message}.`, { cause: e }));
             },

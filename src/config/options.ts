@@ -90,8 +90,13 @@ export function readConfigFile(path: string): Record<string, unknown> {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new RecdistillError('E_CONFIG', `config file ${path} must hold a JSON object of option: value.`);
   }
+  // A student run's config.json ({format, fingerprint, model, train, …}) stands for the options it was
+  // trained with: `student:train --config RUN/config.json` retrains it.
+  const p = parsed as Record<string, unknown>;
+  const isRun = typeof p.fingerprint === 'string' && p.train !== null && typeof p.train === 'object' && !Array.isArray(p.train) && typeof p.model === 'object';
+  const options = isRun ? (p.train as Record<string, unknown>) : p;
   // JSON.parse makes "__proto__" an own key; copy into a null-prototype map so no key can reach Object.prototype.
-  return Object.assign(Object.create(null) as Record<string, unknown>, parsed);
+  return Object.assign(Object.create(null) as Record<string, unknown>, options);
 }
 
 /**

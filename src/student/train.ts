@@ -1,11 +1,12 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { lockCacheDir } from '../cache/lock.js';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { DEFAULT_KS, evaluableUsers, evaluateRanking, type RankingMetrics } from '../eval/evaluate.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { writeItemMap } from './items.js';
 import { stableStringify } from '../util/hash.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
 import { buildWindows, epochBatches, makeBatch } from './batches.js';
@@ -293,7 +294,10 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
     resumedFrom = state.epoch;
     log(`student:train: resuming ${outDir} after epoch ${state.epoch} (best valid ndcg@10 ${state.best.toFixed(4)} at epoch ${state.bestEpoch})`);
   }
-  writeJsonAtomic(join(outDir, 'config.json'), { ...identity, model: model.config, train: o, backend: setup.backend });
+  // Data paths absolute, so the run's config.json reads the same data from any folder (and works as --config).
+  const abs = (p: unknown) => (typeof p === 'string' && p !== '' && !/^[a-z]+:\/\//i.test(p) ? resolve(p) : p);
+  writeJsonAtomic(join(outDir, 'config.json'), { ...identity, model: model.config, train: { ...o, source: abs(o.source), itemsFile: abs(o.itemsFile) }, backend: setup.backend });
+  writeItemMap(outDir, ds); // raw ids, titles, texts: what a served model answers with
   const loss = lossSetup(ds, o.loss as LossSetup['kind'], o.negatives, o.sampler as 'uniform' | 'popularity');
   const scorer = studentScorer(model, ds);
   const positions = windows.reduce((s, w) => s + w.length, 0);

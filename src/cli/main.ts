@@ -17,6 +17,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   'student:bench': { summary: 'ms per training step for each tfjs backend available', load: () => import('./commands/student-bench.js') },
   recommend: { summary: 'recommend the next items for one history of raw item ids', load: () => import('./commands/recommend.js') },
   serve: { summary: 'serve a student over HTTP (POST /recommend, GET /health, GET /info)', load: () => import('./commands/serve.js') },
+  'serve:bench': { summary: 'load-test serve from concurrent clients on 127.0.0.1 (latency, throughput, lost/wrong answers)', load: () => import('./commands/serve-bench.js') },
   eval: { summary: 'full-ranking evaluation of a trained student (HR/NDCG/MRR) and a popularity baseline', load: () => import('./commands/eval.js') },
   bench: { summary: 'teacher vs student: latency, throughput, size, memory, accuracy', load: () => import('./commands/bench.js') },
   ablate: { summary: 'CE-only vs each distillation term vs all, over seeds', load: () => import('./commands/ablate.js') },

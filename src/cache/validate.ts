@@ -131,7 +131,6 @@ export function validateManifest(raw: unknown, path: string): CacheManifest {
   if (!Array.isArray(t.layers) || t.layers.length < 1 || t.layers.length > MAX_LAYERS) c.fail('teacher.layers', t.layers, `an array of 1..${MAX_LAYERS} layer indices`);
   const layers = t.layers as unknown[];
   layers.forEach((l, i) => c.int(l, `teacher.layers[${i}]`, 0, 1_000_000));
-  const L = layers.length;
   const H = c.int(t.hiddenSize, 'teacher.hiddenSize', 1, MAX_HIDDEN);
 
   const lay = c.obj(m.layout, 'layout');
@@ -152,15 +151,14 @@ export function validateManifest(raw: unknown, path: string): CacheManifest {
   const head = c.obj(m.head, 'head');
   const headKind = c.oneOf(head.kind, 'head.kind', ['linear', 'zeroshot', 'teacher'] as const);
   if (headKind !== softHead) c.fail('head.kind', headKind, `"${softHead}" (softLabels.head)`);
-  c.int(head.layer, 'head.layer', -L, L - 1);
+  c.int(head.layer, 'head.layer', -MAX_LAYERS, MAX_LAYERS); // its range against the layers is a usage error of pass 2
   if (head.file !== undefined || head.sha256 !== undefined) {
     c.file(head.file, 'head.file');
     c.sha(head.sha256, 'head.sha256');
   }
 
   if (m.items !== undefined) {
-    const it = c.fileRef(m.items, 'items');
-    void it;
+    c.fileRef(m.items, 'items');
     const shape = (m.items as Obj).shape;
     if (!Array.isArray(shape) || shape.length !== 2 || shape[0] !== items + 1 || shape[1] !== H) c.fail('items.shape', shape, `[${items + 1}, ${H}] (dataset.items + 1, teacher.hiddenSize)`);
   }
@@ -211,7 +209,6 @@ export function validateManifest(raw: unknown, path: string): CacheManifest {
     c.sha(s.sha256, `${f}.sha256`);
     if (s.soft !== undefined) uniqueName(c.fileRef(s.soft, `${f}.soft`).file, `${f}.soft.file`);
   });
-  void L;
   return raw as CacheManifest;
 }
 

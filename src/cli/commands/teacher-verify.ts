@@ -9,7 +9,7 @@ const options = defineOptions({
 });
 
 export default defineCommand({
-  description: 'check every file of a teacher cache against its manifest: sha256 and tensor shapes; fails naming the bad shard',
+  description: 'check a teacher cache: manifest structure and key, then every file against it (size, sha256, dtypes and shapes, users / positions in range, finite values, soft-label item ids 0..N); fails naming the bad file',
   options,
   async run(opts, ctx) {
     const r = verifyCache(opts.cache);

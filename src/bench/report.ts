@@ -52,6 +52,20 @@ export function textTable(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
+type RuntimeFigures = { runtime: string; latency: { p50Ms: number; p95Ms: number; p99Ms: number }; throughput: number; rssMB: number };
+
+/** The student on each runtime measured (same model, same requests, each in its own process). */
+function runtimeSection(d: { studentRuntimes?: Record<string, RuntimeFigures> }): string[] {
+  const rts = Object.values(d.studentRuntimes ?? {});
+  if (rts.length < 2) return [];
+  return [
+    '## Student by runtime',
+    '',
+    markdownTable(['runtime', 'p50 ms', 'p95 ms', 'p99 ms', 'req/s (batch)', 'peak RSS MB'], rts.map((x) => [x.runtime, ms(x.latency.p50Ms), ms(x.latency.p95Ms), ms(x.latency.p99Ms), x.throughput.toFixed(0), x.rssMB.toFixed(0)])),
+    '',
+  ];
+}
+
 export function reportMarkdown(r: BenchReport): string {
   const { header, rows } = comparisonRows(r);
   type D = { latencyByLength?: Array<{ lengths: string; n: number; p50Ms: number }>; runtime?: string; accuracySource?: string; startRssMB?: number; singleRssMB?: number; cpuRefMs?: number; source?: string; model?: string; dtype?: string; kind?: string };
@@ -68,6 +82,7 @@ export function reportMarkdown(r: BenchReport): string {
     '',
     '![latency vs accuracy](latency-accuracy.svg)',
     '',
+    ...runtimeSection(r.details as { studentRuntimes?: Record<string, RuntimeFigures> }),
     '## Median latency by history length (items)',
     '',
     markdownTable(['model', ...(d.student?.latencyByLength ?? []).map((b) => b.lengths)], (['teacher', 'student'] as const).map((w) => [w, ...(d.student?.latencyByLength ?? []).map((b) => { const x = d[w]?.latencyByLength?.find((y) => y.lengths === b.lengths); return x ? `${ms(x.p50Ms)} (n=${x.n})` : '-'; })])),

@@ -38,6 +38,8 @@ export interface BenchOptions {
   teacherMicroBatch: number;
   /** Teacher model folder (or run folder for seqrec) instead of the path recorded in the cache manifest. */
   teacherModel?: string;
+  /** Student runtime(s): tfjs, onnx (the exported graph on onnxruntime-node), or both (the faster is the headline). */
+  runtime?: 'tfjs' | 'onnx' | 'both';
   /** Dataset flags; undefined = the ones the student run was trained with (its config.json). */
   dataset?: Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
   log: LogFn;
@@ -126,12 +128,23 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     log,
   );
   log(`bench: teacher p50 ${teacher.latency.p50Ms.toFixed(2)} ms, ${teacher.throughput.toFixed(1)} req/s at batch ${o.batch}, peak RSS ${teacher.rssMB.toFixed(0)} MB (${teacher.singleRssMB.toFixed(0)} MB before the batch); CPU reference ${teacher.cpuRefMs.toFixed(2)} ms`);
-  log('bench: student in a child process...');
-  const student = await runWorker(
-    { role: 'student', dir: o.student, histories: req.histories, k: o.k, warmup: o.warmup, batch: o.batch, batchRequests: o.batch * o.batchRounds, backend: o.backend },
-    log,
-  );
-  log(`bench: student p50 ${student.latency.p50Ms.toFixed(3)} ms, ${student.throughput.toFixed(0)} req/s at batch ${o.batch}, peak RSS ${student.rssMB.toFixed(0)} MB; CPU reference ${student.cpuRefMs.toFixed(2)} ms (a fixed plain-JS matmul: compare across runs)`);
+  const runtimes = o.runtime === 'both' || o.runtime === undefined ? (['tfjs', 'onnx'] as const) : ([o.runtime] as const);
+  const byRuntime: Partial<Record<'tfjs' | 'onnx', WorkerResult>> = {};
+  for (const rt of runtimes) {
+    log(`bench: student (${rt}) in a child process...`);
+    const r = await runWorker(
+      { role: 'student', dir: o.student, histories: req.histories, k: o.k, warmup: o.warmup, batch: o.batch, batchRequests: o.batch * o.batchRounds, backend: o.backend, studentRuntime: rt },
+      log,
+    );
+    byRuntime[rt] = r;
+    log(`bench: student (${r.runtime}) p50 ${r.latency.p50Ms.toFixed(3)} ms, p99 ${r.latency.p99Ms.toFixed(3)} ms, ${r.throughput.toFixed(0)} req/s at batch ${o.batch}, peak RSS ${r.rssMB.toFixed(0)} MB; CPU reference ${r.cpuRefMs.toFixed(2)} ms (a fixed plain-JS matmul: compare across runs)`);
+  }
+  // The headline student figure is the faster runtime's (by p50).
+  const student = Object.values(byRuntime).reduce((a, b) => (b.latency.p50Ms < a.latency.p50Ms ? b : a));
+  if (byRuntime.tfjs && byRuntime.onnx) {
+    const ids = (r: WorkerResult) => r.first.join();
+    if (ids(byRuntime.tfjs) !== ids(byRuntime.onnx)) log(`bench: note: the first answers differ between tfjs (${ids(byRuntime.tfjs)}) and onnx (${ids(byRuntime.onnx)}) (near-tied scores)`);
+  }
 
   // Student accuracy: the same evaluation function and protocol as student:train (full ranking, history excluded).
   log('bench: student accuracy on the test split (full ranking)...');
@@ -164,8 +177,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     details: {
       teacher: { ...teacher, latencyByLength: latencyByLength(teacherReq, teacher.ms), source: o.cache, kind: manifest.teacher.kind, model: manifest.teacher.model, dtype: manifest.teacher.dtype, accuracySource: `${o.cache}/manifest.json metrics.test (computed by teacher:cache with src/eval/evaluate.ts evaluateRanking: full ranking, history excluded, pessimistic ties)` },
       student: { ...student, latencyByLength: latencyByLength(req.histories, student.ms), source: o.student, accuracySource: 'src/eval/evaluate.ts evaluateRanking in bench (full ranking, history excluded, pessimistic ties)', runMetricsTest: runTest ?? null },
+      studentRuntimes: Object.fromEntries(Object.entries(byRuntime).map(([rt, r]) => [rt, { runtime: r.runtime, latency: r.latency, throughput: r.throughput, rssMB: r.rssMB, loadMs: r.loadMs, first: r.first }])),
     },
-    settings: { requestUsers: req.users, requests: req.users.length, teacherRequests: teacherReq.length, warmup: o.warmup, k: o.k, batch: o.batch, batchRounds: o.batchRounds, backend: o.backend, threads: o.threads, teacherMicroBatch: Math.min(o.teacherMicroBatch, o.batch) },
+    settings: { runtime: o.runtime ?? 'both', requestUsers: req.users, requests: req.users.length, teacherRequests: teacherReq.length, warmup: o.warmup, k: o.k, batch: o.batch, batchRounds: o.batchRounds, backend: o.backend, threads: o.threads, teacherMicroBatch: Math.min(o.teacherMicroBatch, o.batch) },
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', node: process.version, loadAverageStart: load0, loadAverageEnd: loadavg()[0]! },
     date: new Date().toISOString(),
     files: { json: '', md: '', svg: '' },

@@ -63,6 +63,36 @@ export async function studentServer(dir: string, kind: 'student' | 'seqrec' = 's
 }
 
 /** The cache's soft-label head: W [N+1, H], b [N+1]. */
+/** The student through onnxruntime-node: the exported graph (student:export), built in memory from the run. */
+export async function studentOnnxServer(dir: string): Promise<Server> {
+  const { loadStudentOnnx } = await import('../student/onnx.js');
+  const s = await loadStudentOnnx(dir);
+  const N = s.config.numItems;
+  const params = countStudentParams(s.config);
+  return {
+    kind: 'student',
+    recommend() {
+      throw new RecdistillError('E_INTERNAL', 'the onnx student answers asynchronously: use recommendAsync.');
+    },
+    recommendAsync: async (h, k) => (await s.recommend(h, k)).items,
+    async recommendBatch(hs, k) {
+      const scores = await s.scoreBatch(hs); // [B, N + 1]
+      return hs.map((h, b) => topK(scores.subarray(b * (N + 1), (b + 1) * (N + 1)), k, new Set(h)).items);
+    },
+    params,
+    files: [fileOf(join(dir, 'model.safetensors'))],
+    runtime: 'onnxruntime-node',
+    dispose: () => s.dispose(),
+  };
+}
+
+/** SASRec parameter count from its config (the same tensors model.ts creates). */
+function countStudentParams(c: { numItems: number; maxLen: number; dims: number; blocks: number; ffnDims: number }): number {
+  const D = c.dims;
+  const block = 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + 2 * D + (D * c.ffnDims + c.ffnDims) + (c.ffnDims * D + D);
+  return (c.numItems + 1) * D + c.maxLen * D + c.blocks * block + 2 * D;
+}
+
 export function readHead(cacheDir: string, m: CacheManifest): { weight: Float32Array; bias: Float32Array; mean?: Float32Array; std?: Float32Array; path: string } {
   const path = join(cacheDir, m.head.file ?? 'head.safetensors');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: the teacher cache ${cacheDir} has no soft-label head (is it complete? manifest "complete" = ${m.complete}).`);

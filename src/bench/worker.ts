@@ -8,7 +8,7 @@ import type { BackendName } from '../backend/index.js';
 import type { ItemInfo } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { stderrLog } from '../util/progress.js';
-import { studentServer, teacherServer, type ModelFile, type Server } from './servers.js';
+import { studentOnnxServer, studentServer, teacherServer, type ModelFile, type Server } from './servers.js';
 import { summarizeLatencies, type LatencySummary } from './stats.js';
 
 export interface BenchJob {
@@ -33,6 +33,8 @@ export interface BenchJob {
   microBatch?: number;
   /** Teacher model path overriding the manifest's (a moved model folder). */
   teacherModel?: string;
+  /** Student: tfjs (default) or onnx (the exported graph on onnxruntime-node). */
+  studentRuntime?: 'tfjs' | 'onnx';
 }
 
 export interface WorkerResult {
@@ -70,7 +72,9 @@ export async function runJob(job: BenchJob): Promise<WorkerResult> {
   const log = stderrLog;
   const server =
     job.role === 'student'
-      ? await studentServer(job.dir, 'student', job.backend ?? 'auto')
+      ? job.studentRuntime === 'onnx'
+        ? await studentOnnxServer(job.dir)
+        : await studentServer(job.dir, 'student', job.backend ?? 'auto')
       : await teacherServer(job.dir, job.items ?? [], { batch: job.microBatch ?? job.batch, threads: job.threads ?? 0, log, backend: job.backend, model: job.teacherModel });
   const loadMs = performance.now() - t0;
   try {
@@ -82,7 +86,7 @@ export async function runJob(job: BenchJob): Promise<WorkerResult> {
     const ms: number[] = [];
     for (const h of hs) {
       const a = process.hrtime.bigint();
-      if (server.kind === 'llm') await server.recommendAsync(h, job.k);
+      if (server.kind === 'llm' || server.runtime === 'onnxruntime-node') await server.recommendAsync(h, job.k);
       else server.recommend(h, job.k);
       ms.push(Number(process.hrtime.bigint() - a) / 1e6);
     }

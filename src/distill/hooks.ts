@@ -31,7 +31,7 @@ let instance = 0;
 export const buildDistillHooks: HooksFactory = async (opts, dataset, model) => {
   const f = distillFlagsFrom(opts);
   if (!f.cache) return undefined;
-  const reader = openCache(f.cache, { fingerprint: dataset.fingerprint, maxShards: shardsInBudget(f.cache, f.cacheMemoryMb) });
+  const reader = openCache(f.cache, { fingerprint: dataset.fingerprint, dataset: { users: dataset.users.length, items: dataset.items.length - 1 }, maxShards: shardsInBudget(f.cache, f.cacheMemoryMb) });
   try {
     return buildWithReader(reader, f, dataset, model, typeof opts.seed === 'number' ? opts.seed : 0);
   } catch (e) {

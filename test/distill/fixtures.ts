@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeHiddenShard, encodeSoftShard, writeShard } from '../../src/cache/shards.js';
-import { CACHE_FORMAT, CACHE_VERSION, type CacheManifest } from '../../src/cache/format.js';
+import { CACHE_FORMAT, CACHE_VERSION, manifestKey, type CacheManifest } from '../../src/cache/format.js';
 import type { PreparedDataset } from '../../src/data/types.js';
 import { encodeSafetensors } from '../../src/util/safetensors.js';
 
@@ -79,6 +79,7 @@ export function writeTinyCache(ds: PreparedDataset): string {
     shards: [{ index: 0, userStart: 0, userEnd: 2, rows: R, file: 'hidden-00000.safetensors', sha256: sha, soft: { file: 'soft-00000.safetensors', sha256: softSha } }],
     timings: {},
   };
+  manifest.key = manifestKey(manifest); // what teacher:cache would have computed from these inputs
   writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
   return dir;
 }

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { BackendName } from '../backend/index.js';
 import { readManifest, type CacheManifest } from '../cache/format.js';
-import { decodeSafetensors } from '../util/safetensors.js';
+import { readSafetensorsFile } from '../util/safetensors.js';
 import type { ItemInfo, PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { loadStudent, topK } from '../student/serve.js';
@@ -96,7 +96,7 @@ function countStudentParams(c: { numItems: number; maxLen: number; dims: number;
 export function readHead(cacheDir: string, m: CacheManifest): { weight: Float32Array; bias: Float32Array; mean?: Float32Array; std?: Float32Array; path: string } {
   const path = join(cacheDir, m.head.file ?? 'head.safetensors');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: the teacher cache ${cacheDir} has no soft-label head (is it complete? manifest "complete" = ${m.complete}).`);
-  const { tensors } = decodeSafetensors(readFileSync(path), path);
+  const { tensors } = readSafetensorsFile(path);
   const w = tensors.weight;
   const b = tensors.bias;
   const N1 = m.dataset.items + 1;

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { RecdistillError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { decodeSafetensors, encodeSafetensors, type STTensor } from '../util/safetensors.js';
+import { encodeSafetensors, readSafetensorsFile, type STTensor } from '../util/safetensors.js';
 
 /**
  * Weights and training checkpoints as safetensors (one file each, written atomically: temp + rename).
@@ -22,9 +22,8 @@ export function writeTensors(path: string, tensors: Record<string, STTensor>, me
 
 export function readTensors(path: string): { tensors: Record<string, STTensor>; metadata: Record<string, string> } {
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found.`);
-  // A plain Uint8Array copy (byteOffset 0): decodeSafetensors slices with Uint8Array semantics, and Node's
-  // Buffer.slice returns a view into the shared pool instead of a copy.
-  return decodeSafetensors(new Uint8Array(readFileSync(path)), path);
+  // The header is checked against the file's real size before the tensor data is read.
+  return readSafetensorsFile(path);
 }
 
 /** Assign stored tensors to variables by name; every variable must be present with the same shape. */

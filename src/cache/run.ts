@@ -73,6 +73,11 @@ export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDatas
   if (o.k < 1 || o.k > N) throw new RecdistillError('E_USAGE', `--top-k must be in 1..${N} (the number of items), got ${o.k}.`);
   if (!(o.temperature > 0)) throw new RecdistillError('E_USAGE', `--temperature must be > 0, got ${o.temperature}.`);
   if (o.usersPerShard < 1) throw new RecdistillError('E_USAGE', `--users-per-shard must be >= 1, got ${o.usersPerShard}.`);
+  // Checked before anything is written (pass 2 checks it again against the manifest).
+  const L = encoder.layers.length;
+  if (!Number.isInteger(o.head.layer) || o.head.layer < -L || o.head.layer >= L) {
+    throw new RecdistillError('E_USAGE', `--head-layer ${o.head.layer} is outside the ${L} tapped layer${L > 1 ? 's' : ''} (valid: ${-L}..${L - 1}).`);
+  }
   if (o.slice && o.head.kind === 'teacher') {
     throw new RecdistillError('E_USAGE', `--shard is for LLM teachers; a seqrec teacher's soft labels need the model in pass 2, and it is fast enough to run whole.`);
   }

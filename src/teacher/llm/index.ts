@@ -137,6 +137,15 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
   const codec = createPromptCodec(tokenizer, template, dataset.items);
   const rt = createRuntime(tapped.session, names, cfg, { concurrency: opts.concurrency ?? 1, batch: opts.batch ?? 1 });
   const parts: ReadoutParts = { rt, codec, maxPromptTokens: opts.maxPromptTokens, truncate, numItems: dataset.items.length - 1 };
+  // The budget must hold the fixed prompt and the widest item line: say so now, before anything is written.
+  const longest = dataset.users.reduce((m, u) => Math.max(m, u.items.length), 1);
+  const widest = dataset.items.slice(1).reduce((m, it) => Math.max(m, codec.lineTokens(it.id, longest)), 0);
+  const room = opts.maxPromptTokens - codec.head.length - codec.tail.length;
+  if (widest > room) {
+    await tapped.session.release();
+    tapped.cleanup();
+    throw new RecdistillError('E_USAGE', `--max-prompt-tokens ${opts.maxPromptTokens} leaves ${room} tokens after the prompt's ${codec.head.length + codec.tail.length} fixed tokens, but the widest item line needs ${widest}: raise --max-prompt-tokens to at least ${codec.head.length + codec.tail.length + widest}.`);
+  }
   log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}) tapping ${names.join(', ')} [${plan.how}${tapped.prunedNodes ? `; ${tapped.prunedNodes} nodes no tap needs left out` : ''}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
   return {
     kind: 'llm',

@@ -1,5 +1,6 @@
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
+import { requireEvaluableUsers } from '../eval/evaluate.js';
 import type { TeacherEncoder } from '../teacher/types.js';
 import type { LogFn } from '../util/progress.js';
 import pLimit from 'p-limit';
@@ -73,6 +74,7 @@ export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDatas
   if (o.k < 1 || o.k > N) throw new RecdistillError('E_USAGE', `--top-k must be in 1..${N} (the number of items), got ${o.k}.`);
   if (!(o.temperature > 0)) throw new RecdistillError('E_USAGE', `--temperature must be > 0, got ${o.temperature}.`);
   if (o.usersPerShard < 1) throw new RecdistillError('E_USAGE', `--users-per-shard must be >= 1, got ${o.usersPerShard}.`);
+  requireEvaluableUsers(ds, 'fit the soft-label head on or evaluate the teacher with');
   // Checked before anything is written (pass 2 checks it again against the manifest).
   const L = encoder.layers.length;
   if (!Number.isInteger(o.head.layer) || o.head.layer < -L || o.head.layer >= L) {

@@ -53,6 +53,15 @@ export function evaluableUsers(ds: PreparedDataset): number[] {
   return out;
 }
 
+/** The evaluable users, or E_EMPTY saying why there are none (leave-one-out needs 3 interactions a user). */
+export function requireEvaluableUsers(ds: PreparedDataset, purpose: string): number[] {
+  const users = evaluableUsers(ds);
+  if (users.length === 0) {
+    throw new RecdistillError('E_EMPTY', `${ds.name}: no user has a validation item (every one of the ${ds.users.length} users has at most 2 interactions; leave-one-out needs 3: training, validation, test), so there is nothing to ${purpose}. Use more data or lower the dataset's minimum-interaction filter.`);
+  }
+  return users;
+}
+
 /** 100 (or fewer, if the catalogue is small) distinct items the user never interacted with, seeded per user. */
 export function sampleNegatives(ds: PreparedDataset, user: number, count: number, seed: number, seen: Uint8Array): Int32Array {
   const N = ds.items.length - 1;

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
-import { DEFAULT_KS, evaluableUsers, evaluateRanking, type RankingMetrics } from '../eval/evaluate.js';
+import { DEFAULT_KS, requireEvaluableUsers, evaluateRanking, type RankingMetrics } from '../eval/evaluate.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { writeItemMap } from './items.js';
 import { stableStringify } from '../util/hash.js';
@@ -252,10 +252,7 @@ export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
   const { ds, opts: o, outDir, hooks, log } = setup;
   validateStudentOptions(o);
   checkRunOut(outDir);
-  const validUsers = usersByLength(ds, evaluableUsers(ds));
-  if (validUsers.length === 0) {
-    throw new RecdistillError('E_EMPTY', `${ds.name}: no user has a validation item (every one of the ${ds.users.length} users has at most 2 interactions; leave-one-out needs 3: training, validation, test), so there is nothing to select epochs on or evaluate. Use more data or lower the dataset's minimum-interaction filter.`);
-  }
+  const validUsers = usersByLength(ds, requireEvaluableUsers(ds, 'select epochs on or evaluate'));
   const windows = buildWindows(ds, o.maxLen, o.windows as 'last' | 'all');
   if (windows.length === 0) {
     throw new RecdistillError('E_EMPTY', `${ds.name}: no training step (every user has at most 3 interactions: after holding out the validation and test items, no training history has 2 items).`);

@@ -24,3 +24,14 @@ describe('teacher:cache options checked up front', () => {
     expect(existsSync(out)).toBe(false);
   });
 });
+
+describe('teacher:cache without evaluable users', () => {
+  it('every user has 2 interactions: E_EMPTY saying why, nothing written', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const csv = join(root, 'two.csv');
+    writeFileSync(csv, 'user_id,item_id,timestamp\n' + Array.from({ length: 30 }, (_, u) => `${u},${u % 10},1\n${u},${(u + 1) % 10},2\n`).join(''));
+    const out = join(root, 'c3');
+    await expect(runCmd(() => import('../../src/cli/commands/teacher-cache.js'), { ...S, dataset: 'generic', source: csv, topK: 5, maxPromptTokens: 512, out })).rejects.toThrow(/no user has a validation item .* leave-one-out needs 3/);
+    expect(existsSync(out)).toBe(false);
+  });
+});

@@ -1,10 +1,10 @@
 /**
  * recdistill's public API: the stage functions the CLI composes, and the serving entry points.
  *
- *   import { loadStudent } from 'recdistill';
- *   const student = await loadStudent('student/ml-100k-1a2b3c4d');
- *   const { items, scores } = student.recommend([50, 172, 133], 10); // dense item ids, top-10 after them
- *   student.dispose();
+ *   import { loadRecommender } from 'recdistill';
+ *   const rec = await loadRecommender('student/ml-100k-1a2b3c4d');
+ *   const { items } = await rec.recommend(['50', '172', '133'], 10); // the dataset's raw ids -> [{ id, title, score }]
+ *   await rec.dispose();
  */
 export { RecdistillError } from './errors.js';
 export type { PreparedDataset, ItemInfo, UserSequence } from './data/types.js';
@@ -24,6 +24,8 @@ export { openCache, type CacheReader } from './cache/reader.js';
 export { trainStudent } from './student/train.js';
 export { loadStudent, topK, type LoadedStudent, type StudentInfo } from './student/serve.js';
 export { exportStudentOnnx, loadStudentOnnx, type OnnxStudent } from './student/onnx.js';
+export { loadRecommender, type Recommender, type Recommendation } from './serve/recommender.js';
+export { startServer, type RunningServer, type ServeOptions } from './serve/http.js';
 
 // Evaluation and benchmark
 export { evaluateRanking, popularityScorer } from './eval/evaluate.js';

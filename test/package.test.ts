@@ -6,7 +6,7 @@
  * are exactly what a user's `npm install recdistill-<version>.tgz` unpacks.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadStudent } from '../src/student/serve.js';
@@ -40,18 +40,19 @@ describe('the npm package', () => {
     expect(files.some((f) => f.startsWith('package/test/') || f.startsWith('package/src/'))).toBe(false);
   });
 
-  it('a consumer imports it by name and gets the same recommendations as in-process', async () => {
-    writeFileSync(
-      join(consumer, 'recommend.mjs'),
-      `import { loadStudent } from 'recdistill';\n` +
-        `const s = await loadStudent(process.argv[2]);\n` +
-        `console.log(JSON.stringify(s.recommend([3, 7, 12], 5)));\n` +
-        `s.dispose();\n`,
-    );
-    const out = execFileSync(process.execPath, ['recommend.mjs', run], { cwd: consumer, encoding: 'utf8' });
+  it('the README example, run from a consumer that imports the package by name, prints what `recommend` prints', async () => {
+    // The README's example verbatim (raw MovieLens-style ids '50', '172', '133' become ids of the test data).
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const example = /```js\n(import \{ loadRecommender \} from 'recdistill';[\s\S]*?)```/.exec(readme)?.[1];
+    expect(example).toBeDefined();
+    writeFileSync(join(consumer, 'example.mjs'), example!.replace("['50', '172', '133']", "['3', '7', '12']"));
+    const out = execFileSync(process.execPath, ['example.mjs', run], { cwd: consumer, encoding: 'utf8' });
+    const cli = (await runCmd(() => import('../src/cli/commands/recommend.js'), { student: run, history: '3,7,12', k: 5 })) as { items: { id: string; title: string; score: number }[] };
+    expect(out.trim().split('\n')).toEqual(cli.items.map((it) => `${it.id} ${it.title} ${it.score.toFixed(3)}`));
+    // The dense-id model underneath answers the same.
     const s = await loadStudent(run);
     try {
-      expect(JSON.parse(out.trim().split('\n').at(-1)!)).toEqual(JSON.parse(JSON.stringify(s.recommend([3, 7, 12], 5))));
+      expect(s.recommend([3, 7, 12], 5).items.map(String)).toEqual(cli.items.map((it) => it.id)); // synthetic raw ids equal dense ids
     } finally {
       s.dispose();
     }
@@ -60,7 +61,7 @@ describe('the npm package', () => {
   it('its types resolve for a TypeScript consumer, and a wrong call is a type error', () => {
     const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
     const opts = ['--noEmit', '--strict', '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--target', 'ES2022', '--skipLibCheck', '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types')];
-    writeFileSync(join(consumer, 'ok.ts'), `import { loadStudent, type LoadedStudent } from 'recdistill';\nconst s: LoadedStudent = await loadStudent('run');\nconst r: { items: number[]; scores: number[] } = s.recommend([1, 2], 10);\nexport { r };\n`);
+    writeFileSync(join(consumer, 'ok.ts'), `import { loadRecommender, loadStudent, type LoadedStudent, type Recommendation } from 'recdistill';\nconst s: LoadedStudent = await loadStudent('run');\nconst r: { items: number[]; scores: number[] } = s.recommend([1, 2], 10);\nconst rec = await loadRecommender('run', { runtime: 'onnx' });\nconst a: Recommendation = await rec.recommend(['1', 2], 3);\nexport { r, a };\n`);
     execFileSync(process.execPath, [tsc, ...opts, 'ok.ts'], { cwd: consumer, stdio: 'pipe' });
     writeFileSync(join(consumer, 'bad.ts'), `import { loadStudent } from 'recdistill';\nconst s = await loadStudent(42);\nexport { s };\n`);
     expect(() => execFileSync(process.execPath, [tsc, ...opts, 'bad.ts'], { cwd: consumer, stdio: 'pipe' })).toThrow();

@@ -2,6 +2,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writ
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
+import { alive } from '../util/process.js';
 
 /**
  * One writer per cache directory: `.lock` holds "pid@host". A lock whose process is gone (killed run) is
@@ -38,12 +39,3 @@ export function lockCacheDir(dir: string): () => void {
   throw new RecdistillError('E_INTERNAL', `could not lock ${dir} (${path}).`);
 }
 
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

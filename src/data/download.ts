@@ -8,7 +8,8 @@ import { env } from '../env.js';
 import { RecdistillError } from '../errors.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { sha256File } from '../util/hash.js';
-import { alive, removeStaleEntries, writeError } from './io.js';
+import { alive } from '../util/process.js';
+import { removeStaleEntries, writeError } from './io.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
 
 /** Written last inside the extracted directory, before the rename: its presence means "complete". */

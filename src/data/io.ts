@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
+import { alive } from '../util/process.js';
 
 /** errno codes of a write that failed because of the target (full, read-only, not permitted), not a bug. */
 const WRITE_CODES: Record<string, string> = {
@@ -22,16 +23,6 @@ export function writeError(e: unknown, path: string, hint = 'free some space or 
   return new RecdistillError('E_USAGE', `cannot write ${path}: ${WRITE_CODES[code]} (${code}); ${hint}. Nothing was kept.`, { cause: e });
 }
 
-/** Is process `pid` alive? (signal 0 checks without signalling; EPERM = alive but not ours.) */
-export function alive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** A temp entry older than this whose owning process is dead is debris of a killed run. */
 export const STALE_AGE_MS = 24 * 3600 * 1000;

@@ -7,7 +7,7 @@ import { RecdistillError } from '../errors.js';
 import type { HooksFactory, StepContext, TrainHooks } from '../student/hooks.js';
 import { parseAlign, type AlignPair } from './align.js';
 import { createBalancer, type BalanceMode } from './balance.js';
-import { crossEntropy, cosineDistance, embeddingDistance, klTopK, l2Distance, rankingLoss, rankingWeights, topKMembership } from './losses.js';
+import { itemCrossEntropy, cosineDistance, embeddingDistance, klTopK, l2Distance, rankingLoss, rankingWeights, topKMembership } from './losses.js';
 import { activeLambdas, distillOptions, type DistillFlags, type TermName } from './options.js';
 import { computeStats, lookupTeacherBatch } from './teacher-batch.js';
 
@@ -123,7 +123,7 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
       let ms: tf.Scalar = tf.scalar(0);
       msPairs.forEach((p, i) => {
         const a = tf.add(tf.matMul(tf.gather(flat(p.block), vsT), adapters[i]!.w), adapters[i]!.b); // [Mv, D]
-        ms = tf.add(ms, crossEntropy(ctx.scores(a) as tf.Tensor2D, tgt)); // scores: [Mv, N+1]
+        ms = tf.add(ms, itemCrossEntropy(ctx.scores(a) as tf.Tensor2D, tgt)); // scores: [Mv, N+1], padding column excluded
       });
       out.ms = connect(tf.div(ms, msPairs.length), adapters.map((a) => a.w));
     }

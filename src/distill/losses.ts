@@ -48,6 +48,15 @@ export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Scal
 }
 
 /**
+ * Cross-entropy over the items only: scores [M, N + 1] whose column 0 is the padding id, targets [M] item
+ * ids 1..N. The padding column takes no probability mass, as in the student's main CE.
+ */
+export function itemCrossEntropy(scores: tf.Tensor2D, targets: tf.Tensor1D): tf.Scalar {
+  const items = tf.slice(scores, [0, 1], [-1, -1]) as tf.Tensor2D; // [M, N]
+  return crossEntropy(items, tf.sub(tf.cast(targets, 'int32'), 1) as tf.Tensor1D);
+}
+
+/**
  * Teacher distribution over its top-K at temperature T, from cached probabilities that were computed at
  * temperature T0: log p = z / T0 + c, so softmax(z / T) = softmax(log p * T0 / T). probs: [M, K] -> [M, K].
  */

@@ -127,3 +127,16 @@ describe('gather, cross-entropy, embedding distillation', () => {
     expect(val(embeddingDistance(t2([[1, 0], [0, 2]]), t2([[-1, 0], [0, 1]])))).toBeCloseTo(1, 6); // (2 + 0) / 2
   });
 });
+
+describe('itemCrossEntropy (multi-supervision)', () => {
+  it('ignores the padding column: hand-computed CE over items 1..N', async () => {
+    const tf = await import('@tensorflow/tfjs-core');
+    const { itemCrossEntropy } = await import('../../src/distill/losses.js');
+    // Row 0: scores [pad 50, 1, 2, 3], target item 3; row 1: [pad 50, 0, 0, 0], target item 1.
+    const s = tf.tensor2d([50, 1, 2, 3, 50, 0, 0, 0], [2, 4]);
+    const got = itemCrossEntropy(s, tf.tensor1d([3, 1], 'int32')).dataSync()[0]!;
+    const row0 = -(3 - Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3)));
+    const row1 = Math.log(3);
+    expect(got).toBeCloseTo((row0 + row1) / 2, 5);
+  });
+});

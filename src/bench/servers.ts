@@ -5,6 +5,7 @@ import { readManifest, type CacheManifest } from '../cache/format.js';
 import { readSafetensorsFile } from '../util/safetensors.js';
 import type { ItemInfo, PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
+import { sasrecParams } from '../student/model.js';
 import { loadStudent, topK } from '../student/serve.js';
 import type { LogFn } from '../util/progress.js';
 import { countOnnxParams } from './onnx-params.js';
@@ -68,7 +69,7 @@ export async function studentOnnxServer(dir: string): Promise<Server> {
   const { loadStudentOnnx } = await import('../student/onnx.js');
   const s = await loadStudentOnnx(dir);
   const N = s.config.numItems;
-  const params = countStudentParams(s.config);
+  const params = sasrecParams(s.config);
   return {
     kind: 'student',
     recommend() {
@@ -86,12 +87,6 @@ export async function studentOnnxServer(dir: string): Promise<Server> {
   };
 }
 
-/** SASRec parameter count from its config (the same tensors model.ts creates). */
-function countStudentParams(c: { numItems: number; maxLen: number; dims: number; blocks: number; ffnDims: number }): number {
-  const D = c.dims;
-  const block = 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + 2 * D + (D * c.ffnDims + c.ffnDims) + (c.ffnDims * D + D);
-  return (c.numItems + 1) * D + c.maxLen * D + c.blocks * block + 2 * D;
-}
 
 export function readHead(cacheDir: string, m: CacheManifest): { weight: Float32Array; bias: Float32Array; mean?: Float32Array; std?: Float32Array; path: string } {
   const path = join(cacheDir, m.head.file ?? 'head.safetensors');

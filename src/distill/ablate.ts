@@ -17,6 +17,10 @@ export interface RunResult {
   test: Metrics;
   /** Training seconds (excluding evaluation where the trainer reports it). */
   seconds: number;
+  /** Epoch whose weights were kept (best validation NDCG@10). */
+  bestEpoch?: number;
+  /** Parameters of the trained model. */
+  params?: number;
   runDir?: string;
 }
 
@@ -52,8 +56,13 @@ export function planConfigs(spec: string, lambdas: Record<TermName, number>): Ab
   const out: AblationConfig[] = [{ name: 'ce', lambdas: {} }];
   for (const name of names) {
     if (name === 'ce' || out.some((c) => c.name === name)) continue;
-    const parts = name === 'all' ? TERM_NAMES.filter((t) => lambdas[t] > 0) : name.split('+');
-    const cfg: AblationConfig = { name, lambdas: {} };
+    // `all@gradcos`, `kd+cos@pcgrad`: the same terms with gradient balancing.
+    const [termsSpec, balance, ...more] = name.split('@') as [string, string | undefined, ...string[]];
+    if (more.length || (balance !== undefined && !['gradcos', 'pcgrad'].includes(balance))) {
+      throw new RecdistillError('E_USAGE', `--configs: "${name}": a configuration may end with one @gradcos or @pcgrad (gradient balancing), nothing else.`);
+    }
+    const parts = termsSpec === 'all' ? TERM_NAMES.filter((t) => lambdas[t] > 0) : termsSpec.split('+');
+    const cfg: AblationConfig = { name, lambdas: {}, ...(balance ? { overrides: { balance } } : {}) };
     for (const part of parts) {
       const m = /^([a-z0-9]+)(?::([a-z]+))?(?:=([0-9.eE+-]+))?$/.exec(part);
       const t = m?.[1] as TermName | undefined;
@@ -101,10 +110,13 @@ export interface ConfigSummary {
   'valid.ndcg@10.mean': number;
   'valid.hr@10.mean': number;
   'seconds.mean': number;
-  runs: Array<{ seed: number; valid: Metrics; test: Metrics; seconds: number; runDir?: string }>;
+  /** Mean epoch of the kept weights (best validation NDCG@10). */
+  'epochs.mean': number;
+  params?: number;
+  runs: Array<{ seed: number; valid: Metrics; test: Metrics; seconds: number; bestEpoch?: number; runDir?: string }>;
 }
 
-export function summarizeConfig(cfg: AblationConfig, runs: ConfigSummary['runs']): ConfigSummary {
+export function summarizeConfig(cfg: AblationConfig, runs: ConfigSummary['runs'], params?: number): ConfigSummary {
   const m = (split: 'valid' | 'test', k: string) => meanStd(runs.map((r) => r[split][k] ?? NaN));
   return {
     name: cfg.name,
@@ -117,6 +129,8 @@ export function summarizeConfig(cfg: AblationConfig, runs: ConfigSummary['runs']
     'valid.ndcg@10.mean': m('valid', 'ndcg@10').mean,
     'valid.hr@10.mean': m('valid', 'hr@10').mean,
     'seconds.mean': meanStd(runs.map((r) => r.seconds)).mean,
+    'epochs.mean': meanStd(runs.map((r) => r.bestEpoch ?? NaN)).mean,
+    ...(params !== undefined ? { params } : {}),
     runs,
   };
 }
@@ -147,10 +161,12 @@ export async function runAblation(plan: AblationPlan, distillBase: Record<string
   let done = 0;
   for (const cfg of plan.configs) {
     const runs: ConfigSummary['runs'] = [];
+    let params: number | undefined;
     for (const seed of plan.seeds) {
       const distill = cfg.name === 'ce' ? undefined : { ...distillBase, ...cfg.overrides, ...lambdaFlags(cfg.lambdas) };
       const r = await deps.train(cfg, seed, distill);
-      runs.push({ seed, valid: r.valid, test: r.test, seconds: r.seconds, runDir: r.runDir });
+      runs.push({ seed, valid: r.valid, test: r.test, seconds: r.seconds, bestEpoch: r.bestEpoch, runDir: r.runDir });
+      params = r.params ?? params;
       done++;
       const secs = (performance.now() - t0) / 1000;
       deps.log(
@@ -158,7 +174,7 @@ export async function runAblation(plan: AblationPlan, distillBase: Record<string
           `(${formatSeconds(r.seconds)}) ETA ${formatSeconds((secs / done) * (total - done))}`,
       );
     }
-    summaries.push(summarizeConfig(cfg, runs));
+    summaries.push(summarizeConfig(cfg, runs, params));
     deps.onConfig?.(resultOf(summaries));
   }
   return resultOf(summaries);
@@ -181,21 +197,24 @@ export function lambdaFlags(l: Partial<Record<TermName, number>>): Record<string
 const fmt = (x: number | undefined, d = 4) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
 
 /** Markdown report: one row per configuration, the chosen one marked. */
-export function ablationMarkdown(r: AblationResult, header: { title: string; lines: string[]; teacher?: Metrics }): string {
+export function ablationMarkdown(r: AblationResult, header: { title: string; lines: string[]; teacher?: Metrics; teacherParams?: number }): string {
+  const tN = header.teacher?.['ndcg@10'];
+  const pct = (p?: number) => (p !== undefined && header.teacherParams ? ` (${((100 * p) / header.teacherParams).toFixed(0)}%)` : '');
   const rows = r.configs.map((s) => {
     const mark = s.name === r.distilled?.name ? ' (chosen on valid)' : '';
     const lam = Object.entries(s.lambdas).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
     const rel = s.name === 'ce' ? '' : `${((s['ndcg@10.mean'] / r.ce['ndcg@10.mean'] - 1) * 100).toFixed(1)}%`;
-    return `| ${s.name}${mark} | ${lam} | ${fmt(s['valid.ndcg@10.mean'])} | ${fmt(s['ndcg@10.mean'])} ± ${fmt(s['ndcg@10.std'])} | ${fmt(s['hr@10.mean'])} ± ${fmt(s['hr@10.std'])} | ${rel} | ${formatSeconds(s['seconds.mean'])} |`;
+    const ofT = tN ? `${((100 * s['ndcg@10.mean']) / tN).toFixed(0)}%` : '-';
+    return `| ${s.name}${mark} | ${lam} | ${s.params ?? '-'}${pct(s.params)} | ${fmt(s['valid.ndcg@10.mean'])} | ${fmt(s['ndcg@10.mean'])} ± ${fmt(s['ndcg@10.std'])} | ${fmt(s['hr@10.mean'])} ± ${fmt(s['hr@10.std'])} | ${rel} | ${ofT} | ${fmt(s['epochs.mean'], 1)} | ${formatSeconds(s['seconds.mean'])} |`;
   });
-  const teacher = header.teacher ? `\nTeacher (test): NDCG@10 ${fmt(header.teacher['ndcg@10'])}, HR@10 ${fmt(header.teacher['hr@10'])}.\n` : '';
+  const teacher = header.teacher ? `\nTeacher (test): NDCG@10 ${fmt(header.teacher['ndcg@10'])}, HR@10 ${fmt(header.teacher['hr@10'])}${header.teacherParams ? `, ${header.teacherParams} parameters` : ''}.\n` : '';
   return [
     `# ${header.title}`,
     '',
     ...header.lines,
     teacher,
-    '| config | lambdas | valid NDCG@10 | test NDCG@10 | test HR@10 | vs CE (test NDCG@10) | train time |',
-    '|---|---|---|---|---|---|---|',
+    '| config | lambdas | params (% of teacher) | valid NDCG@10 | test NDCG@10 | test HR@10 | vs CE (test NDCG@10) | of teacher | epochs to best | train time |',
+    '|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
     r.distilled

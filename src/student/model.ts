@@ -101,6 +101,13 @@ export function paramShapes(config: ModelConfig): Map<string, number[]> {
   return out;
 }
 
+/** Parameter count of a configuration (the tensors createSasrec makes), without building it. */
+export function sasrecParams(c: Pick<ModelConfig, 'numItems' | 'maxLen' | 'dims' | 'blocks' | 'ffnDims'>): number {
+  const D = c.dims;
+  const block = 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + 2 * D + (D * c.ffnDims + c.ffnDims) + (c.ffnDims * D + D);
+  return (c.numItems + 1) * D + c.maxLen * D + c.blocks * block + 2 * D;
+}
+
 export function modelVariables(m: Sasrec): tf.Variable[] {
   return [...m.params.values()];
 }

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { chooseOnValidation, lambdaFlags, meanStd, planConfigs, runAblation, writeAblationReport, type AblationConfig } from '../../src/distill/ablate.js';
+import { chooseOnValidation, lambdaFlags, meanStd, planConfigs, runAblation, summarizeConfig, writeAblationReport, type AblationConfig } from '../../src/distill/ablate.js';
 
 const base = { cos: 1, l2: 0.5, ms: 0, kd: 2, emb: 0.1 };
 
@@ -53,7 +53,7 @@ describe('ablation protocol', () => {
     try {
       const files = writeAblationReport(dir, r, { gain: r.gain }, { title: 'Ablation', lines: ['x'] });
       const md = readFileSync(files.markdown, 'utf8');
-      expect(md).toMatch(/\| cos \(chosen on valid\) \| cos=1 \| 0\.1300 \| 0\.1100 ± 0\.0141 \|/);
+      expect(md).toMatch(/\| cos \(chosen on valid\) \| cos=1 \| - \| 0\.1300 \| 0\.1100 ± 0\.0141 \|/);
       expect(md).toMatch(/gain over CE-only: \*\*10\.0%\*\*/);
       expect(JSON.parse(readFileSync(files.json, 'utf8')).configs).toHaveLength(3);
     } finally {
@@ -69,5 +69,24 @@ describe('config variants', () => {
     expect(p[2]).toEqual({ name: 'kd:kl+cos', lambdas: { kd: 2, cos: 1 }, overrides: { kd: 'kl' } });
     expect(() => planConfigs('cos:ranking', base)).toThrow(/only kd has variants/);
     expect(() => planConfigs('kd=0', base)).toThrow(/its weight is 0/);
+  });
+});
+
+describe('ablation configs with gradient balancing', () => {
+  it('all@gradcos and kd+cos@pcgrad carry the balance override; anything else after @ is refused', () => {
+    const lambdas = { cos: 1, l2: 0.1, ms: 0.5, kd: 1, emb: 0.5 };
+    const cfgs = planConfigs('all,all@gradcos,kd+cos@pcgrad', lambdas);
+    expect(cfgs.map((c) => [c.name, c.overrides?.balance])).toEqual([['ce', undefined], ['all', undefined], ['all@gradcos', 'gradcos'], ['kd+cos@pcgrad', 'pcgrad']]);
+    expect(cfgs[2]!.lambdas).toEqual(cfgs[1]!.lambdas);
+    expect(() => planConfigs('all@fast', lambdas)).toThrow(/@gradcos or @pcgrad/);
+  });
+
+  it('summaries carry params and the mean epoch of the kept weights', () => {
+    const s = summarizeConfig({ name: 'kd', lambdas: { kd: 1 } }, [
+      { seed: 1, valid: { 'ndcg@10': 0.1 }, test: { 'ndcg@10': 0.1 }, seconds: 1, bestEpoch: 10 },
+      { seed: 2, valid: { 'ndcg@10': 0.1 }, test: { 'ndcg@10': 0.1 }, seconds: 1, bestEpoch: 21 },
+    ], 1234);
+    expect(s['epochs.mean']).toBe(15.5);
+    expect(s.params).toBe(1234);
   });
 });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend, type BackendName } from '../../backend/index.js';
 import { readManifest } from '../../cache/format.js';
@@ -9,6 +10,7 @@ import { configSlug, runAblation, planConfigs, writeAblationReport, type Ablatio
 import { buildDistillHooks } from '../../distill/hooks.js';
 import { distillOptions } from '../../distill/options.js';
 import { studentOptions, type StudentOptions } from '../../student/config.js';
+import { sasrecParams } from '../../student/model.js';
 import { trainStudent } from '../../student/train.js';
 import { HEAD_DEFAULTS } from '../../teacher/head.js';
 import { llmTeacherOptions } from '../../teacher/llm/options.js';
@@ -36,6 +38,7 @@ const options = defineOptions({
   ffnDims: { type: 'int', help: 'student feed-forward width', default: 16 },
   maxLen: { type: 'int', help: 'sequence length (student and seqrec teacher)', default: 50 },
   epochs: { type: 'int', help: 'student training budget in epochs (same for every configuration)', default: 15 },
+  untilConverged: { type: 'boolean', help: 'train every student to early stopping (--patience validations without a better validation NDCG@10; at most 500 epochs), and a teacher (without --teacher-run) with student:train\'s default configuration to early stopping', default: false },
   lr: { type: 'number', help: 'student learning rate', default: 0.005 },
   batchSize: { type: 'int', help: 'sequences per step', default: 128 },
   patience: { type: 'int', help: 'early stopping patience (validations)', default: 10 },
@@ -54,11 +57,30 @@ const options = defineOptions({
 
 type Opts = { [K in keyof typeof options]: unknown } & Record<string, unknown>;
 
-function studentOpts(o: Opts, extra: Record<string, unknown>): StudentOptions {
+function datasetFlags(o: Opts): Record<string, unknown> {
   const flags: Record<string, unknown> = {};
   for (const k of Object.keys(datasetOptions)) if (o[k] !== undefined) flags[k] = o[k];
+  return flags;
+}
+
+/** Upper bound on epochs with --until-converged: early stopping ends every run long before. */
+const CONVERGED_EPOCHS = 500;
+
+function studentOpts(o: Opts, extra: Record<string, unknown>): StudentOptions {
+  const flags: Record<string, unknown> = datasetFlags(o);
   for (const k of ['dims', 'blocks', 'ffnDims', 'maxLen', 'epochs', 'lr', 'batchSize', 'patience', 'backend'] as const) flags[k] = o[k];
+  if (o.untilConverged) flags.epochs = CONVERGED_EPOCHS;
   return resolveOptions(studentOptions, { flags: { ...flags, ...extra } }) as StudentOptions;
+}
+
+/** Parameters of a trained run (its config.json's model). */
+function runParams(dir: string): number | undefined {
+  try {
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { model?: Parameters<typeof sasrecParams>[0] };
+    return cfg.model ? sasrecParams(cfg.model) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Train (or resume / reuse) the seqrec teacher and build (or reuse) its cache. */
@@ -66,7 +88,10 @@ async function seqrecTeacherCache(o: Opts, ds: PreparedDataset, out: string, bac
   let run = o.teacherRun as string | undefined;
   if (!run) {
     run = join(out, 'teacher');
-    const t = studentOpts(o, { dims: o.teacherDims, blocks: o.teacherBlocks, ffnDims: o.teacherDims, epochs: o.teacherEpochs, lr: o.teacherLr, patience: 5, seed: o.seed, out: run });
+    // --until-converged: the strongest ID model the project trains, student:train's defaults, to early stopping.
+    const t = o.untilConverged
+      ? (resolveOptions(studentOptions, { flags: { ...datasetFlags(o), seed: o.seed, out: run } }) as StudentOptions)
+      : studentOpts(o, { dims: o.teacherDims, blocks: o.teacherBlocks, ffnDims: o.teacherDims, epochs: o.teacherEpochs, lr: o.teacherLr, patience: 5, seed: o.seed, out: run });
     log(`ablate: teacher: SASRec D=${t.dims} blocks=${t.blocks} -> ${run}`);
     await trainStudent({ ds, opts: t, outDir: run, backend, log });
   }
@@ -141,28 +166,43 @@ export default defineCommand({
     const manifest = readManifest(cache);
     const teacherTest: Metrics | undefined = manifest.metrics?.test;
     ctx.log(`ablate: cache ${cache} (teacher test ndcg@10 ${teacherTest?.['ndcg@10']?.toFixed(4) ?? '?'}); ${plan.configs.length} configs x ${plan.seeds.length} seeds`);
+    // A seqrec teacher's size: its run folder's model (the manifest records the folder).
+    const teacherParams = manifest.teacher.kind === 'seqrec' ? runParams(opts.teacherRun ?? manifest.teacher.model) : undefined;
     const distillBase: Record<string, unknown> = { cache };
     for (const k of Object.keys(distillPassThrough)) distillBase[k] = o[k];
 
     const header = {
       title: `Ablation: ${ds.name}, ${opts.teacher} teacher`,
       lines: [
-        `Student: SASRec D=${opts.dims}, ${opts.blocks} blocks, ${opts.epochs} epochs budget, lr ${opts.lr}, maxLen ${opts.maxLen}; seeds ${plan.seeds.join(', ')}; backend ${backend}.`,
+        `Student: SASRec D=${opts.dims}, ${opts.blocks} blocks, ${opts.untilConverged ? `trained to early stopping (patience ${opts.patience}, at most ${CONVERGED_EPOCHS} epochs)` : `${opts.epochs} epochs budget`}, lr ${opts.lr}, maxLen ${opts.maxLen}; seeds ${plan.seeds.join(', ')}; backend ${backend}.`,
         `Teacher cache: \`${cache}\` (key ${manifest.key}). Mean ± sample std over seeds. Full ranking, history excluded.`,
         `The distilled configuration is chosen on validation NDCG@10; test numbers are reported, never used for the choice.`,
       ],
       teacher: teacherTest,
+      teacherParams,
     };
     const summaryOf = (r: AblationResult, partial: boolean): Record<string, unknown> => ({
       dataset: ds.name,
       fingerprint: ds.fingerprint,
       backend,
-      teacher: { kind: opts.teacher, cache, key: manifest.key, model: manifest.teacher.model, test: teacherTest ? { 'ndcg@10': teacherTest['ndcg@10'], 'hr@10': teacherTest['hr@10'] } : undefined },
-      student: { dims: opts.dims, blocks: opts.blocks, epochs: opts.epochs, lr: opts.lr, maxLen: opts.maxLen },
+      teacher: {
+        kind: opts.teacher,
+        cache,
+        key: manifest.key,
+        model: manifest.teacher.model,
+        test: teacherTest ? { 'ndcg@10': teacherTest['ndcg@10'], 'hr@10': teacherTest['hr@10'] } : undefined,
+        // One teacher run: its test NDCG@10 is the mean; no spread over seeds.
+        'ndcg@10.mean': teacherTest?.['ndcg@10'],
+        'ndcg@10.std': null,
+        params: teacherParams,
+      },
+      student: { dims: opts.dims, blocks: opts.blocks, epochs: opts.untilConverged ? `early stopping (patience ${opts.patience})` : opts.epochs, lr: opts.lr, maxLen: opts.maxLen },
       seeds: plan.seeds,
       ce: pick(r.ce),
       distilled: r.distilled ? pick(r.distilled) : undefined,
       gain: r.gain,
+      ofTeacher: r.distilled && teacherTest?.['ndcg@10'] ? r.distilled['ndcg@10.mean'] / teacherTest['ndcg@10'] : undefined,
+      ceOfTeacher: teacherTest?.['ndcg@10'] ? r.ce['ndcg@10.mean'] / teacherTest['ndcg@10'] : undefined,
       chosenOn: 'validation ndcg@10 (mean over seeds)',
       ...(partial ? { partial: true, configsDone: r.configs.map((c) => c.name) } : {}),
       seconds: (performance.now() - t0) / 1000,
@@ -176,7 +216,7 @@ export default defineCommand({
         try {
           const quiet: LogFn = (l) => (l.startsWith('epoch ') || l.startsWith('  epoch') ? undefined : ctx.log(l));
           const r = await trainStudent({ ds, opts: so, outDir: so.out!, backend, hooks, log: ctx.verbose ? ctx.log : quiet });
-          return { valid: r.valid, test: r.test, seconds: r.trainSeconds, runDir: r.run };
+          return { valid: r.valid, test: r.test, seconds: r.trainSeconds, bestEpoch: r.bestEpoch, params: runParams(r.run), runDir: r.run };
         } finally {
           hooks?.dispose?.();
         }

@@ -38,6 +38,8 @@ export interface BenchOptions {
   teacherMicroBatch: number;
   /** Teacher model folder (or run folder for seqrec) instead of the path recorded in the cache manifest. */
   teacherModel?: string;
+  /** LLM teacher: onnxruntime execution provider (cpu, cuda, ...); unset = RECDISTILL_DEVICE, else cpu. */
+  device?: string;
   /** Student runtime(s): tfjs, onnx (the exported graph on onnxruntime-node), or both (the faster is the headline). */
   runtime?: 'tfjs' | 'onnx' | 'both';
   /** Dataset flags; undefined = the ones the student run was trained with (its config.json). */
@@ -109,6 +111,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const manifest = readManifest(o.cache);
   checkStudentFile(o.student); // config, shapes and finite weights, before the (slow) teacher half of the bench
   const tAcc = teacherAccuracy(manifest, o.cache);
+  if (o.device && manifest.teacher.kind === 'llm') {
+    const { executionProvidersFor } = await import('../teacher/llm/index.js');
+    executionProvidersFor(o.device); // a missing provider fails here, before the dataset and the student are loaded
+  }
   const flags = o.dataset ?? runDatasetFlags(o.student);
   const ds = await datasetFromFlags(flags, log);
   if (manifest.dataset.fingerprint !== ds.fingerprint) {
@@ -123,9 +129,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
   // Teacher first, then student, never at the same time (2 cores).
   log(`bench: teacher (${manifest.teacher.kind} ${manifest.teacher.model}, ${manifest.teacher.dtype}) in a child process...`);
-  const teacher = await runWorker(
-    { role: 'teacher', dir: o.cache, histories: teacherReq, items: ds.items, k: o.k, warmup: Math.min(o.warmup, 5), batch: o.batch, batchRequests: o.batch, backend: o.backend, threads: o.threads, microBatch: Math.min(o.teacherMicroBatch, o.batch), teacherModel: o.teacherModel },
-    log,
+  const teacher = await withDevice(o.device, () =>
+    runWorker(
+      { role: 'teacher', dir: o.cache, histories: teacherReq, items: ds.items, k: o.k, warmup: Math.min(o.warmup, 5), batch: o.batch, batchRequests: o.batch, backend: o.backend, threads: o.threads, microBatch: Math.min(o.teacherMicroBatch, o.batch), teacherModel: o.teacherModel },
+      log,
+    ),
   );
   log(`bench: teacher p50 ${teacher.latency.p50Ms.toFixed(2)} ms, ${teacher.throughput.toFixed(1)} req/s at batch ${o.batch}, peak RSS ${teacher.rssMB.toFixed(0)} MB (${teacher.singleRssMB.toFixed(0)} MB before the batch); CPU reference ${teacher.cpuRefMs.toFixed(2)} ms`);
   const runtimes = o.runtime === 'both' || o.runtime === undefined ? (['tfjs', 'onnx'] as const) : ([o.runtime] as const);
@@ -179,7 +187,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       student: { ...student, latencyByLength: latencyByLength(req.histories, student.ms), source: o.student, accuracySource: 'src/eval/evaluate.ts evaluateRanking in bench (full ranking, history excluded, pessimistic ties)', runMetricsTest: runTest ?? null },
       studentRuntimes: Object.fromEntries(Object.entries(byRuntime).map(([rt, r]) => [rt, { runtime: r.runtime, latency: r.latency, throughput: r.throughput, rssMB: r.rssMB, loadMs: r.loadMs, first: r.first }])),
     },
-    settings: { runtime: o.runtime ?? 'both', requestUsers: req.users, requests: req.users.length, teacherRequests: teacherReq.length, warmup: o.warmup, k: o.k, batch: o.batch, batchRounds: o.batchRounds, backend: o.backend, threads: o.threads, teacherMicroBatch: Math.min(o.teacherMicroBatch, o.batch) },
+    settings: { runtime: o.runtime ?? 'both', requestUsers: req.users, requests: req.users.length, teacherRequests: teacherReq.length, warmup: o.warmup, k: o.k, batch: o.batch, batchRounds: o.batchRounds, backend: o.backend, threads: o.threads, teacherMicroBatch: Math.min(o.teacherMicroBatch, o.batch), ...(o.device ? { device: o.device } : {}) },
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', node: process.version, loadAverageStart: load0, loadAverageEnd: loadavg()[0]! },
     date: new Date().toISOString(),
     files: { json: '', md: '', svg: '' },
@@ -196,4 +204,20 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
   }
   return report;
+}
+
+/**
+ * The teacher's worker process reads its device from RECDISTILL_DEVICE (it inherits this process's
+ * environment): set for the one spawn, then restored.
+ */
+async function withDevice<T>(device: string | undefined, f: () => Promise<T>): Promise<T> {
+  if (!device) return f();
+  const before = process.env.RECDISTILL_DEVICE;
+  process.env.RECDISTILL_DEVICE = device;
+  try {
+    return await f();
+  } finally {
+    if (before === undefined) delete process.env.RECDISTILL_DEVICE;
+    else process.env.RECDISTILL_DEVICE = before;
+  }
 }

@@ -140,7 +140,7 @@ export function localModelPath(model: string, cacheDir: string, alwaysPath = fal
   throw new RecdistillError('E_NOT_FOUND', `the teacher model ${model} recorded in ${join(cacheDir, 'manifest.json')} is relative to where teacher:cache ran and is not found from ${process.cwd()} nor from any folder above the cache; run bench from that folder or pass --teacher-model PATH.`);
 }
 
-export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; model?: string }): Promise<Server> {
+export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; model?: string; device?: string }): Promise<Server> {
   const m = readManifest(cacheDir);
   if (m.teacher.kind !== 'llm') throw new RecdistillError('E_USAGE', `${cacheDir}: teacher kind is ${m.teacher.kind}, not llm.`);
   const head = readHead(cacheDir, m);
@@ -162,6 +162,7 @@ export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: {
       truncate: 'recent',
       tapPattern: topt.tapPattern ?? undefined,
       threads: o.threads,
+      device: o.device, // unset: RECDISTILL_DEVICE (how bench's --device reaches this worker), else cpu
       concurrency: 1,
       batch: o.batch,
       offline: true,
@@ -196,7 +197,7 @@ export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: {
 }
 
 /** Serve a cache's teacher (llm or seqrec). */
-export async function teacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; backend?: BackendName; model?: string }): Promise<Server> {
+export async function teacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; backend?: BackendName; model?: string; device?: string }): Promise<Server> {
   const m = readManifest(cacheDir);
   if (m.teacher.kind === 'seqrec') return studentServer(o.model ?? localModelPath(m.teacher.model, cacheDir, true), 'seqrec', o.backend);
   return llmTeacherServer(cacheDir, items, o);

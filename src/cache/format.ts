@@ -152,13 +152,13 @@ export function sliceShards(index: number, count: number, numShards: number): [n
   return [Math.floor((index * numShards) / count), Math.floor(((index + 1) * numShards) / count)];
 }
 
-/** Parse `--shard i/N` (0-based i). */
+/** Parse `--shard i/N` (0-based i). `--shard auto` (index and count from the environment) is src/cache/shard-env.ts. */
 export function parseSlice(s: string): { index: number; count: number } {
   const m = /^(\d+)\/(\d+)$/.exec(s.trim());
   const index = m ? Number(m[1]) : NaN;
   const count = m ? Number(m[2]) : NaN;
-  if (!m || count < 1 || index >= count) {
-    throw new RecdistillError('E_USAGE', `--shard expects i/N with 0 <= i < N (e.g. 0/4), got "${s}".`);
+  if (!m || !Number.isSafeInteger(index) || !Number.isSafeInteger(count) || count < 1 || index >= count) {
+    throw new RecdistillError('E_USAGE', `--shard expects i/N with 0 <= i < N (e.g. 0/4), or auto (from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID); got "${s}".`);
   }
   return { index, count };
 }

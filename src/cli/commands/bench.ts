@@ -21,6 +21,7 @@ const options = defineOptions({
   teacherModel: { type: 'string', help: 'teacher model folder (seqrec: run folder) when it moved since teacher:cache (default: the manifest\'s path)' },
   teacherMicroBatch: { type: 'int', help: 'LLM teacher: at most this many requests padded into one ONNX run in the throughput test', default: 8 },
   threads: { type: 'int', help: 'onnxruntime intra-op threads of the LLM teacher (0 = all cores)', default: 0 },
+  device: { type: 'string', help: 'LLM teacher: onnxruntime execution provider (cpu, cuda, tensorrt, dml, coreml, webgpu, qnn); default RECDISTILL_DEVICE, else cpu' },
   runtime: { type: 'string', help: 'student runtime: tfjs, onnx (the exported graph on onnxruntime-node) or both (the faster is the headline figure)', default: 'both', choices: ['both', 'onnx', 'tfjs'] },
   dataset: { type: 'string', help: 'dataset (default: the one the student run was trained on, from its config.json; then the dataset flags below apply)' },
   ...datasetRest,
@@ -30,7 +31,7 @@ export default defineCommand({
   description: 'teacher vs student on the same test requests: latency p50/p95/p99, throughput, params, bytes, peak RSS, NDCG/HR@10; writes report.json/.md and an SVG chart',
   options,
   async run(o, ctx) {
-    const { student, cache, out, requests, teacherRequests, warmup, batch, batchRounds, k, backend, threads, teacherMicroBatch, teacherModel, runtime, dataset, ...rest } = o;
+    const { student, cache, out, requests, teacherRequests, warmup, batch, batchRounds, k, backend, threads, teacherMicroBatch, teacherModel, runtime, dataset, device, ...rest } = o;
     const r = await runBench({
       student,
       cache,
@@ -45,6 +46,7 @@ export default defineCommand({
       threads,
       teacherMicroBatch,
       teacherModel,
+      device,
       runtime: runtime as 'both' | 'onnx' | 'tfjs',
       dataset: dataset ? ({ ...rest, dataset } as Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>) : undefined,
       log: ctx.log,

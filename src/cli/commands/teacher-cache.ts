@@ -1,6 +1,11 @@
 import { BACKEND_CHOICES, initBackend } from '../../backend/index.js';
-import { parseSlice } from '../../cache/format.js';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { MANIFEST_FILE, readManifest } from '../../cache/format.js';
+import { lockCacheDir } from '../../cache/lock.js';
 import { runTeacherCache, type CacheSummary } from '../../cache/run.js';
+import { expandSliceOut, shardFromEnv } from '../../cache/shard-env.js';
+import { writeJsonAtomic } from '../../util/atomic.js';
 import { defineOptions } from '../../config/options.js';
 import { datasetFromFlags, datasetOptions } from '../../data/options.js';
 import { RecdistillError } from '../../errors.js';
@@ -15,8 +20,9 @@ const options = defineOptions({
   studentRun: { type: 'string', help: 'seqrec teacher: the student:train run folder (--layers then names its blocks)' },
   ...llmTeacherOptions,
   cacheRoot: { type: 'string', help: 'caches go to <root>/<dataset>/<teacher>/<key>/', default: 'teacher-cache' },
-  out: { type: 'string', help: 'explicit cache directory (instead of <cache-root>/<dataset>/<teacher>/<key>)' },
-  shard: { type: 'string', help: 'compute only slice i of N of the users ("i/N", 0-based); join slices with teacher:merge' },
+  out: { type: 'string', help: 'explicit cache directory (instead of <cache-root>/<dataset>/<teacher>/<key>); with --shard, {index} and {count} are replaced by the slice' },
+  shard: { type: 'string', help: 'compute only slice i of N of the users ("i/N", 0-based), or "auto": i from JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID (Slurm array); join slices with teacher:merge' },
+  shardCount: { type: 'int', help: '--shard auto: the number of slices N (Kubernetes: the Job\'s completions; default RECDISTILL_SHARD_COUNT, or the Slurm array size)' },
   usersPerShard: { type: 'int', help: 'users per shard file (contiguous user ranges)', default: 128 },
   usersInFlight: { type: 'int', help: 'users encoded concurrently (p-limit)', default: 4 },
   hiddenDtype: { type: 'string', help: 'stored precision of hidden states', default: 'f32', choices: ['f32', 'f16'] },
@@ -41,10 +47,14 @@ export default defineCommand({
     const ds = await datasetFromFlags(o);
     ctx.log(`teacher:cache: dataset ${ds.name} (${ds.users.length} users, ${ds.items.length - 1} items, fingerprint ${ds.fingerprint.slice(0, 12)})`);
     const backend = await initBackend(o.backend);
-    const slice = o.shard ? parseSlice(o.shard) : undefined;
+    if (o.shardCount !== undefined && !o.shard) throw new RecdistillError('E_USAGE', '--shard-count goes with --shard auto (or i/N).');
+    const assigned = o.shard ? shardFromEnv(o.shard, process.env, o.shardCount) : undefined;
+    const slice = assigned ? { index: assigned.index, count: assigned.count } : undefined;
+    if (assigned && assigned.source !== 'explicit') ctx.log(`teacher:cache: --shard auto: slice ${assigned.index}/${assigned.count} (${assigned.source}: ${assigned.detail})`);
+    const out = o.out !== undefined ? expandSliceOut(o.out, slice) : undefined;
     const common = {
       root: o.cacheRoot,
-      out: o.out,
+      out,
       usersPerShard: o.usersPerShard,
       hiddenDtype: o.hiddenDtype === 'f16' ? ('F16' as const) : ('F32' as const),
       concurrency: o.usersInFlight,
@@ -71,13 +81,15 @@ export default defineCommand({
     try {
       // Options that change the states but are not in TeacherInfo go into the cache key.
       const teacherOptions = { maxPromptTokens: lo.maxPromptTokens, truncate: lo.truncate, tapPattern: lo.tapPattern ?? null, batch: lo.batch };
-      return await runTeacherCache(encoder, ds, {
+      const summary = await runTeacherCache(encoder, ds, {
         ...common,
         head: { ...head, kind: o.head === 'zeroshot' ? 'zeroshot' : 'linear', epochs: o.head === 'zeroshot' ? 0 : o.headEpochs },
         teacherOptions,
         plainLoop: (h) => encoder.measurePlainLoop(h),
         overheadSample: o.overheadSample,
       });
+      recordRuntime(summary.cache, { device: encoder.device, executionProviders: encoder.executionProviders, ...(assigned ? { shard: { index: assigned.index, count: assigned.count, source: assigned.source } } : {}) });
+      return { ...summary, device: encoder.device };
     } finally {
       await encoder.dispose();
     }
@@ -88,3 +100,27 @@ export default defineCommand({
     return `${formatSummary(rest)}\nteacher valid: ${m(valid)}\nteacher test:  ${m(test)}`;
   },
 });
+
+/**
+ * Provenance of the run that wrote the cache, outside the key: the device changes where the teacher ran and
+ * its speed, not what the states mean (same model, same graph; GPU kernels differ from the CPU's in the last
+ * float bits at most). `timings` holds numbers only, so this is its own manifest field; teacher:merge keeps
+ * the first slice's.
+ */
+function recordRuntime(dir: string, runtime: { device: string; executionProviders: string[]; shard?: { index: number; count: number; source: string } }): void {
+  const unlock = lockCacheDir(dir);
+  try {
+    const m = readManifest(dir);
+    writeJsonAtomic(join(dir, MANIFEST_FILE), { ...m, runtime: { ...runtime, onnxruntime: onnxruntimeVersion() } });
+  } finally {
+    unlock();
+  }
+}
+
+function onnxruntimeVersion(): string {
+  try {
+    return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}

@@ -8,6 +8,10 @@
  * of each item's text ('last-token-of-item' pooling).
  */
 import { env as hfEnv } from '@huggingface/transformers';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { arch as osArch, platform as osPlatform } from 'node:os';
+import { dirname, join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import type { PreparedDataset } from '../../data/types.js';
 import { env } from '../../env.js';
@@ -43,7 +47,81 @@ export interface LlmTeacherOptions {
   spin?: boolean;
   /** Leave out the nodes no tapped layer needs (final norm, lm_head, KV outputs). Default true. */
   prune?: boolean;
+  /**
+   * onnxruntime execution provider: cpu (default), cuda, tensorrt, dml, coreml, webgpu, qnn. Where the model
+   * runs, not what it computes: not in the cache key (teacher:cache records it in the manifest's `runtime`).
+   * Unset: RECDISTILL_DEVICE, else cpu.
+   */
+  device?: string;
   log?: LogFn;
+}
+
+/** Execution providers onnxruntime-node knows by name (onnxruntime-common's InferenceSession.ExecutionProviderName). */
+export const DEVICES = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu', 'qnn'] as const;
+
+/** What this onnxruntime-node install offers: its `listSupportedBackends()` and the folder of its native files. */
+export interface OrtBuild {
+  platform: string;
+  arch: string;
+  /** listSupportedBackends(): bundled = in the npm tarball; false = downloaded by its postinstall (CUDA, TensorRT). */
+  backends: Array<{ name: string; bundled: boolean }>;
+  binDir: string;
+  exists(path: string): boolean;
+}
+
+/** Provider libraries onnxruntime-node's postinstall fetches from NuGet (Microsoft.ML.OnnxRuntime.Gpu.Linux) instead of bundling. */
+const PROVIDER_LIBS: Record<string, string[]> = {
+  cuda: ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so'],
+  tensorrt: ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_tensorrt.so'],
+};
+
+const EP_NAME: Record<string, string> = { cpu: 'CPU', cuda: 'CUDA', tensorrt: 'TensorRT', dml: 'DirectML', coreml: 'CoreML', webgpu: 'WebGPU', qnn: 'QNN' };
+
+const GET_IT: Record<string, string> = {
+  cuda: 'prebuilt for linux x64 only (CUDA 12 + cuDNN 9)',
+  tensorrt: 'prebuilt for linux x64 only (CUDA 12 + TensorRT 10)',
+  dml: 'Windows only',
+  coreml: 'macOS only',
+  webgpu: 'not prebuilt for linux arm64',
+  qnn: 'Windows on Snapdragon only',
+};
+
+export function ortBuild(): OrtBuild {
+  const require = createRequire(import.meta.url);
+  const ortNode = require('onnxruntime-node') as { listSupportedBackends?: () => Array<{ name: string; bundled: boolean }> };
+  const binDir = join(dirname(require.resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', osPlatform(), osArch());
+  return { platform: osPlatform(), arch: osArch(), backends: ortNode.listSupportedBackends?.() ?? [{ name: 'cpu', bundled: true }], binDir, exists: existsSync };
+}
+
+/**
+ * The executionProviders for `device`, or a usage error naming what is missing and how to get it. Checked
+ * before the session is created (onnxruntime's own errors say "Failed to load shared library" or "backend not found").
+ */
+export function executionProvidersFor(device: string, build: OrtBuild = ortBuild()): string[] {
+  const d = device.trim().toLowerCase();
+  if (!(DEVICES as readonly string[]).includes(d)) {
+    throw new RecdistillError('E_USAGE', `--device ${device}: unknown; onnxruntime-node execution providers are ${DEVICES.join(', ')}.`);
+  }
+  if (d === 'cpu') return ['cpu'];
+  const where = `${build.platform}/${build.arch}`;
+  const offered = build.backends.map((b) => b.name + (b.bundled ? '' : ' (downloaded at install)')).join(', ');
+  const name = EP_NAME[d]!;
+  const backend = build.backends.find((b) => b.name === d);
+  if (!backend) {
+    throw new RecdistillError('E_USAGE', `--device ${d}: the ${name} execution provider is not in this onnxruntime-node build for ${where} (it offers: ${offered}); ${name} is ${GET_IT[d] ?? 'not prebuilt here'}. Use --device cpu, or run on a machine where it exists.`);
+  }
+  const missing = (PROVIDER_LIBS[d] ?? []).filter((f) => !build.exists(join(build.binDir, f)));
+  if (!backend.bundled && missing.length) {
+    throw new RecdistillError(
+      'E_USAGE',
+      `--device ${d}: the ${name} execution provider is not in this onnxruntime-node install: ${missing.join(', ')} missing from ${build.binDir}. ` +
+        `onnxruntime-node downloads them at install time (from NuGet, ~400 MB), which was skipped here (ONNXRUNTIME_NODE_INSTALL=skip or .npmrc onnxruntime-node-install=skip, or no network). ` +
+        `To get it, on a linux x64 machine with an NVIDIA driver, CUDA 12 and cuDNN 9${d === 'tensorrt' ? ' and TensorRT 10' : ''}: \`ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node\` with network access ` +
+        `(or \`npm ci\` without the skip setting). Or use --device cpu.`,
+    );
+  }
+  // onnxruntime appends the CPU provider itself for the nodes the device cannot run.
+  return [d];
 }
 
 export interface LlmTeacherEncoder extends TeacherEncoder {
@@ -61,6 +139,9 @@ export interface LlmTeacherEncoder extends TeacherEncoder {
   /** How the tapped tensors were found (export family, nodes added). */
   tapPlan: TapPlan;
   session: ort.InferenceSession;
+  /** The device the session runs on (LlmTeacherOptions.device, lower-cased) and the executionProviders asked for. */
+  device: string;
+  executionProviders: string[];
 }
 
 /** Build options from the llmTeacherOptions flags (layers given as "-4,-1"). */
@@ -77,6 +158,7 @@ export function llmOptionsFromFlags(f: {
   concurrency: number;
   batch: number;
   offline: boolean;
+  device?: string;
 }): LlmTeacherOptions {
   return {
     model: f.model,
@@ -91,6 +173,7 @@ export function llmOptionsFromFlags(f: {
     concurrency: f.concurrency,
     batch: f.batch,
     offline: f.offline,
+    device: f.device,
   };
 }
 
@@ -118,6 +201,8 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
   const scan = scanModel(files.onnxPath);
   const plan = planTaps(scan, cfg.numLayers, layers, opts.tapPattern);
   const names = plan.names;
+  const device = (opts.device ?? process.env.RECDISTILL_DEVICE ?? 'cpu').trim().toLowerCase() || 'cpu';
+  const providers = executionProvidersFor(device);
   // No spin-waiting in the intra-op pool: onnxruntime-node runs session.run synchronously on the JS
   // thread, and spinning workers burn CPU that the other threads (and other processes) need. Measured on
   // the tiny model, 900 tokens, 2 busy cores: 117 -> 86 CPU ms per run, 297 -> 216 ms wall.
@@ -127,9 +212,18 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
     interOpNumThreads: 1,
     ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
     extra: { session: { intra_op: { allow_spinning: opts.spin ? '1' : '0' } } },
+    // cpu: no executionProviders at all (onnxruntime's default, as before --device existed).
+    ...(device === 'cpu' ? {} : { executionProviders: providers }),
+    // DirectML cannot run with memory patterns (onnxruntime docs); sequential execution is set above.
+    ...(device === 'dml' ? { enableMemPattern: false } : {}),
   };
+  const session = createTappedSession(files.onnxPath, scan, plan, sessionOptions, { prune: opts.prune ?? true }).catch((e: unknown) => {
+    if (device === 'cpu') throw e;
+    // The provider's files exist but did not load or run this graph (driver, CUDA / cuDNN libraries, an op it lacks).
+    throw new RecdistillError('E_USAGE', `--device ${device}: onnxruntime could not create a session with the ${EP_NAME[device] ?? device} execution provider: ${String((e as Error).message ?? e).split('\n')[0]}. ${device === 'cuda' || device === 'tensorrt' ? 'It needs an NVIDIA driver, CUDA 12 and cuDNN 9 libraries on LD_LIBRARY_PATH. ' : ''}Use --device cpu to run on the CPU.`);
+  });
   const [tapped, hash, tokenizer] = await Promise.all([
-    createTappedSession(files.onnxPath, scan, plan, sessionOptions, { prune: opts.prune ?? true }),
+    session,
     weightsHash(files),
     loadTokenizer(files.dir),
   ]);
@@ -146,7 +240,7 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
     tapped.cleanup();
     throw new RecdistillError('E_USAGE', `--max-prompt-tokens ${opts.maxPromptTokens} leaves ${room} tokens after the prompt's ${codec.head.length + codec.tail.length} fixed tokens, but the widest item line needs ${widest}: raise --max-prompt-tokens to at least ${codec.head.length + codec.tail.length + widest}.`);
   }
-  log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}) tapping ${names.join(', ')} [${plan.how}${tapped.prunedNodes ? `; ${tapped.prunedNodes} nodes no tap needs left out` : ''}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
+  log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, device ${device}) tapping ${names.join(', ')} [${plan.how}${tapped.prunedNodes ? `; ${tapped.prunedNodes} nodes no tap needs left out` : ''}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
   return {
     kind: 'llm',
     model: opts.model,
@@ -167,6 +261,8 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
     tapNames: names,
     tapPlan: plan,
     session: tapped.session,
+    device,
+    executionProviders: providers,
     async dispose() {
       await tapped.session.release();
       tapped.cleanup();

@@ -87,6 +87,9 @@ export interface Balancer {
   update(grads: Record<string, tf.Tensor[]>, step: number): void;
   /** Weights and cosines since the last call (for history.jsonl), then resets the window. */
   info(): Record<string, unknown>;
+  /** What a resumed run needs to continue exactly: current weights, moving averages, measurement count. */
+  state(): { current: Record<string, number>; ema: Record<string, number>; measurements: number };
+  restore(s: { current?: unknown; ema?: unknown; measurements?: unknown }): void;
 }
 
 /** A balancer for the given base lambdas. With mode 'none' the weights are the lambdas, ce = 1. */
@@ -115,6 +118,18 @@ export function createBalancer(mode: BalanceMode, lambdas: Record<string, number
       current = next;
       measurements++;
       window.push({ step, cos, weights: { ...next } });
+    },
+    state: () => ({ current: { ...current }, ema: { ...ema }, measurements }),
+    restore(st) {
+      const nums = (o: unknown): Record<string, number> | undefined =>
+        o && typeof o === 'object' && Object.values(o).every((v) => typeof v === 'number' && Number.isFinite(v)) ? (o as Record<string, number>) : undefined;
+      const c = nums(st.current);
+      const e = nums(st.ema);
+      if (!c || !e || !Number.isInteger(st.measurements)) throw new Error('balancer state: expected {current, ema: numbers, measurements: integer}');
+      current = { ...c };
+      for (const k of Object.keys(ema)) delete ema[k];
+      Object.assign(ema, e);
+      measurements = st.measurements as number;
     },
     info() {
       const out: Record<string, unknown> = { balance: mode, weights: { ...current } };

@@ -170,7 +170,9 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
     variables: () => vars,
     extraTerms,
     weights: (step) => balancer.weights(step),
-    balance: f.balance === 'none' ? undefined : { every: f.balanceEvery, update: (g, step) => balancer.update(g, step) },
+    balance: f.balance === 'none' ? undefined : { every: f.balanceEvery, terms: Object.keys(lambdas).filter((k) => (lambdas as Record<string, number>)[k]! > 0), update: (g, step) => balancer.update(g, step) },
+    saveState: () => ({ balancer: balancer.state() }),
+    restoreState: (st) => balancer.restore((st.balancer ?? {}) as Parameters<typeof balancer.restore>[0]),
     epochInfo() {
       const info = balancer.info();
       if (coverage.slots) info.teacherCoverage = coverage.withTeacher / coverage.slots;

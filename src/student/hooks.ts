@@ -42,7 +42,15 @@ export interface TrainHooks {
    * Optional gradient balancing: every `every` steps the trainer computes each term's gradient on the shared
    * variables (item embeddings + encoder) and passes them here, keyed by term name, same variable order.
    */
-  balance?: { every: number; update(grads: Record<string, tf.Tensor[]>, step: number): void };
+  balance?: {
+    every: number;
+    /** The terms balanced against ce (known up front: no extra forward pass to learn them). */
+    terms: string[];
+    update(grads: Record<string, tf.Tensor[]>, step: number): void;
+  };
+  /** State that must survive a resume (e.g. the balancer's weights and moving averages): JSON in the checkpoint. */
+  saveState?(): Record<string, unknown>;
+  restoreState?(state: Record<string, unknown>): void;
   /** Extra per-epoch info for history.jsonl (e.g. balance weights). */
   epochInfo?(): Record<string, unknown>;
   /** Provenance recorded in the run folder (cache dir, cache key, lambdas). */

@@ -103,7 +103,7 @@ function checkpointPath(dir: string): string {
   return join(dir, 'checkpoint.safetensors');
 }
 
-function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, best: Map<string, Float32Array>, state: RunState, identity: Record<string, unknown>): void {
+function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, best: Map<string, Float32Array>, state: RunState, identity: Record<string, unknown>, hookState?: Record<string, unknown>): void {
   const vars = [...modelVariables(model), ...hookVars];
   const names = [...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)];
   const pairs: Array<[string, tf.Tensor]> = [];
@@ -118,10 +118,10 @@ function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
     const bad = firstNonFinite(t.data as Float32Array);
     if (bad) throw new Diverged({ epoch: state.epoch, step: state.step, loss: {}, reason: `tensor "${n}" holds ${bad.value} at index ${bad.index} after epoch ${state.epoch}; the checkpoint was not written` });
   }
-  writeTensors(checkpointPath(dir), tensors, { state: JSON.stringify({ ...state, adamT: adam.t }), identity: stableStringify(identity) });
+  writeTensors(checkpointPath(dir), tensors, { state: JSON.stringify({ ...state, adamT: adam.t }), identity: stableStringify(identity), ...(hookState ? { hooks: JSON.stringify(hookState) } : {}) });
 }
 
-function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>): { state: RunState; best: Map<string, Float32Array> } {
+function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>): { state: RunState; best: Map<string, Float32Array>; hookState?: Record<string, unknown> } {
   const path = checkpointPath(dir);
   const { tensors, metadata } = readTensors(path);
   const want = stableStringify(identity);
@@ -159,7 +159,13 @@ function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
     best.set(n, t.data);
   }
   if (best.size > 0 && best.size !== model.params.size) throw new RecdistillError('E_INPUT', `${path}: holds ${best.size} of the model's ${model.params.size} "best/" tensors; the checkpoint is incomplete.`);
-  return { state, best };
+  let hookState: Record<string, unknown> | undefined;
+  if (typeof metadata.hooks === 'string') {
+    const parsed = parseJson(metadata.hooks, `${path} (metadata "hooks")`, 'hook state');
+    if (!isObject(parsed)) throw new RecdistillError('E_INPUT', `${path}: metadata "hooks" must be a JSON object.`);
+    hookState = parsed;
+  }
+  return { state, best, hookState };
 }
 
 /** Parse and validate the checkpoint's `state` metadata (numbers in range, history an array of objects). */
@@ -207,13 +213,21 @@ function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: Return
   if (hooks?.balance && step % hooks.balance.every === 0) {
     const shared = modelVariables(model);
     const perTerm: Record<string, tf.Tensor[]> = {};
-    const names = tf.tidy(() => Object.keys(batchTerms(model, batch, loss, rngFor(), step, hooks)));
-    for (const name of names) {
-      perTerm[name] = tf.tidy(() => {
-        const { value, grads } = gradientsOf(() => batchTerms(model, batch, loss, rngFor(), step, hooks)[name]!, shared);
+    // One forward + backward per term; a term absent from this batch (no teacher rows) is left out.
+    for (const name of ['ce', ...hooks.balance.terms]) {
+      let absent = false;
+      const grads = tf.tidy(() => {
+        const { value, grads } = gradientsOf(() => {
+          const t = batchTerms(model, batch, loss, rngFor(), step, hooks)[name];
+          if (t) return t;
+          absent = true;
+          return tf.mul(tf.sum(shared[0]!), 0) as tf.Scalar; // a zero that depends on the weights
+        }, shared);
         value.dispose();
         return grads.map((g) => tf.keep(g));
       });
+      if (absent) grads.forEach((g) => g.dispose());
+      else perTerm[name] = grads;
     }
     hooks.balance.update(perTerm, step);
     for (const gs of Object.values(perTerm)) for (const g of gs) g.dispose();
@@ -287,7 +301,9 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   let best = new Map<string, Float32Array>();
   let resumedFrom: number | undefined;
   if (o.resume && existsSync(checkpointPath(outDir))) {
-    ({ state, best } = loadCheckpoint(outDir, model, hookVars, adam, identity));
+    let hookState: Record<string, unknown> | undefined;
+    ({ state, best, hookState } = loadCheckpoint(outDir, model, hookVars, adam, identity));
+    if (hookState) hooks?.restoreState?.(hookState);
     resumedFrom = state.epoch;
     log(`student:train: resuming ${outDir} after epoch ${state.epoch} (best valid ndcg@10 ${state.best.toFixed(4)} at epoch ${state.bestEpoch})`);
   }
@@ -350,7 +366,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       const v = valid ? ` valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)} hr@10 ${valid['hr@10']!.toFixed(4)}${state.bestEpoch === epoch ? ' *' : ''}` : '';
       log(`epoch ${epoch}: ${Object.entries(lossMeans).map(([k, x]) => `${k} ${x.toFixed(4)}`).join(' ')}${v} | ${trainSecs.toFixed(1)}s train, ${epochSecs.toFixed(1)}s epoch, ${entry.msPerStep.toFixed(0)} ms/step`);
       writeRunFiles(outDir, state);
-      saveCheckpoint(outDir, model, hookVars, adam, best, state, identity);
+      saveCheckpoint(outDir, model, hookVars, adam, best, state, identity, hooks?.saveState?.());
       setup.onEpoch?.(epoch);
     }
   } catch (e) {

@@ -25,17 +25,3 @@ export function summarizeLatencies(ms: number[]): LatencySummary {
   return { n: s.length, meanMs: mean, p50Ms: percentile(s, 50), p95Ms: percentile(s, 95), p99Ms: percentile(s, 99), maxMs: s.length ? s[s.length - 1]! : NaN };
 }
 
-/**
- * Time `fn` on each input after `warmup` untimed calls; returns per-call milliseconds.
- * Uses process.hrtime.bigint so sub-millisecond calls are resolved.
- */
-export async function timeCalls<T>(inputs: T[], fn: (x: T) => unknown | Promise<unknown>, warmup = 20): Promise<number[]> {
-  for (let i = 0; i < Math.min(warmup, inputs.length); i++) await fn(inputs[i]!);
-  const out: number[] = [];
-  for (const x of inputs) {
-    const t0 = process.hrtime.bigint();
-    await fn(x);
-    out.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  }
-  return out;
-}

@@ -51,21 +51,7 @@ function loaderInput(opts: PrepareOptions, source: string): LoaderInput {
   };
 }
 
-/** Load the raw data for `opts` (synchronous: the source must be local or already downloaded). */
-export function loadRaw(opts: PrepareOptions, ctx: LoadContext): RawDataset {
-  const spec = datasetSpec(opts.dataset);
-  return spec.load(loaderInput(opts, resolveLocalSource(spec, opts.source, opts.itemsFile)), ctx);
-}
 
-/** Iterated k-core over (user, item): repeat until every user and item has >= k interactions. */
-export function kCoreFilter(interactions: RawInteraction[], k: number): RawInteraction[] {
-  if (k <= 1) return interactions;
-  const sorted = [...interactions].sort((x, y) => x.order - y.order);
-  const c = columnsFromInteractions(sorted);
-  const mask = new Uint8Array(c.length).fill(1);
-  kCoreMask(c, mask, k);
-  return sorted.filter((_, i) => mask[i] === 1);
-}
 
 export function computeStats(users: UserSequence[], numItems: number): DatasetStats {
   const lens = users.map((u) => u.items.length).sort((a, b) => a - b);

@@ -108,7 +108,6 @@ export const DATASETS: Record<string, DatasetSpec> = {
   },
 };
 
-export const DEFAULT_GENERIC: GenericOptions = { ...GENERIC_DEFAULTS };
 
 export function datasetSpec(name: string): DatasetSpec {
   const spec = DATASETS[name];

@@ -1,19 +1,5 @@
 import type { RawInteraction, SplitView, UserSequence } from './types.js';
 
-/**
- * Group interactions by user and order each user's items by time. The sort is stable: equal
- * timestamps keep file order (MovieLens 100K has many ties, so this decides the test set).
- */
-export function groupByUser(interactions: RawInteraction[]): Map<string, RawInteraction[]> {
-  const byUser = new Map<string, RawInteraction[]>();
-  for (const it of interactions) {
-    let list = byUser.get(it.user);
-    if (!list) byUser.set(it.user, (list = []));
-    list.push(it);
-  }
-  for (const list of byUser.values()) list.sort((a, b) => a.time - b.time || a.order - b.order);
-  return byUser;
-}
 
 /**
  * Leave-one-out: last = test, second-to-last = validation, the rest = training.

@@ -144,17 +144,6 @@ export function topKMembership(studentTop: Int32Array, Ks: number, teacherIdx: I
   return out;
 }
 
-/**
- * Gather per-row columns: x [M, C], idx [M, K] (int32) -> [M, K] with out[i, k] = x[i, idx[i, k]].
- * Implemented as a gather on the flattened tensor (gradient = scatter-add, UnsortedSegmentSum).
- */
-export function gatherRows(x: tf.Tensor2D, idx: tf.Tensor2D): tf.Tensor2D {
-  const [M, C] = x.shape;
-  const K = idx.shape[1];
-  const offsets = tf.mul(tf.reshape(tf.range(0, M, 1, 'int32'), [M, 1]), tf.scalar(C, 'int32')); // [M, 1]
-  const flat = tf.reshape(tf.add(tf.cast(idx, 'int32'), offsets), [M * K]);
-  return tf.reshape(tf.gather(tf.reshape(x, [M * C]), flat), [M, K]);
-}
 
 /**
  * Lemb (DLLM2Rec embedding distillation) = mean over the given items of 1 - cos(E_s[i], E_t[i] W):

@@ -7,7 +7,7 @@ export interface Rng {
   next(): number;
   /** Uniform integer in [0, n). */
   int(n: number): number;
-  /** Current state (store in checkpoints). */
+  /** Current state (a generator can be rebuilt from it: makeRng(state)). */
   state(): number;
 }
 

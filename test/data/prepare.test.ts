@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { buildPrepared, computeStats, kCoreFilter } from '../../src/data/prepare.js';
-import { groupByUser, splitUser } from '../../src/data/split.js';
+import { buildPrepared, computeStats } from '../../src/data/prepare.js';
+import { splitUser } from '../../src/data/split.js';
 import type { RawDataset, RawInteraction } from '../../src/data/types.js';
 
 const OPTS = { minRating: 0, kCore: 0, maxHistory: 0, onBadRow: 'error' as const };
@@ -17,11 +17,9 @@ function raw(xs: RawInteraction[], hash = 'h'): RawDataset {
 describe('time order and leave-one-out split', () => {
   it('sorts by time, keeps file order on ties, and takes last = test, second-to-last = validation', () => {
     // File order: p(t5) q(t3) r(t3) s(t1). Time order with stable ties: s q r p.
-    const g = groupByUser(rows([['u', 'p', 5], ['u', 'q', 3], ['u', 'r', 3], ['u', 's', 1]]));
-    expect(g.get('u')!.map((x) => x.item)).toEqual(['s', 'q', 'r', 'p']);
-    // The same rows with q and r swapped in the file: the tie now resolves the other way.
-    const g2 = groupByUser(rows([['u', 'p', 5], ['u', 'r', 3], ['u', 'q', 3], ['u', 's', 1]]));
-    expect(g2.get('u')!.map((x) => x.item)).toEqual(['s', 'r', 'q', 'p']);
+    // The same rows with q and r swapped in the file: the tie resolves the other way (s r q p).
+    const swapped = buildPrepared('t', raw(rows([['u', 'p', 5], ['u', 'r', 3], ['u', 'q', 3], ['u', 's', 1]])), OPTS, 't');
+    expect([...swapped.users[0]!.items]).toEqual([4, 3, 2, 1]);
 
     const d = buildPrepared('t', raw(rows([['u', 'p', 5], ['u', 'q', 3], ['u', 'r', 3], ['u', 's', 1]])), OPTS, 't');
     // Dense ids follow the sorted raw ids: p=1 q=2 r=3 s=4; 0 is padding.
@@ -47,11 +45,11 @@ describe('iterated k-core', () => {
     // u1:{a,b} u2:{a,b} is a 2-core. u4:{c} goes in round 1, then c has 1 user (round 2),
     // then u3 has 1 item (round 3).
     const xs = rows([['u1', 'a', 1], ['u1', 'b', 2], ['u2', 'a', 1], ['u2', 'b', 2], ['u3', 'a', 1], ['u3', 'c', 2], ['u4', 'c', 1]]);
-    const once = xs.filter((x) => x.user !== 'u4');
-    expect(kCoreFilter(xs, 2).map((x) => `${x.user}${x.item}`)).toEqual(['u1a', 'u1b', 'u2a', 'u2b']);
-    expect(once.length).toBe(6); // a single pass would have left 6 rows
-    expect(kCoreFilter(xs, 0)).toBe(xs);
-    expect(kCoreFilter(xs, 3)).toEqual([]);
+    const core = buildPrepared('t', raw(xs), { ...OPTS, kCore: 2 }, 't');
+    expect(core.users.map((u) => [u.rawId, [...u.items].map((i) => core.items[i]!.rawId).join('')])).toEqual([['u1', 'ab'], ['u2', 'ab']]);
+    expect(core.items.slice(1).map((i) => i.rawId)).toEqual(['a', 'b']); // a single pass would have kept c and u3
+    expect(buildPrepared('t', raw(xs), OPTS, 't').users).toHaveLength(4); // k-core off keeps everyone
+    expect(() => buildPrepared('t', raw(xs), { ...OPTS, kCore: 3 }, 't')).toThrow(/no interactions left/);
   });
 });
 

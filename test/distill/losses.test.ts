@@ -5,7 +5,6 @@ import {
   cosineDistance,
   crossEntropy,
   embeddingDistance,
-  gatherRows,
   klTopK,
   l2Distance,
   rankingLoss,
@@ -109,14 +108,6 @@ describe('DLLM2Rec importance-weighted ranking distillation', () => {
 });
 
 describe('gather, cross-entropy, embedding distillation', () => {
-  it('gatherRows picks x[i, idx[i, k]] and scatters the gradient back', () => {
-    const x = t2([[1, 2, 3], [4, 5, 6]]);
-    const idx = tf.tensor2d([[2, 0], [1, 1]], undefined, 'int32');
-    expect(Array.from(gatherRows(x, idx).dataSync())).toEqual([3, 1, 5, 5]);
-    const g = tf.grad((v: tf.Tensor) => tf.sum(gatherRows(v as tf.Tensor2D, idx)))(x);
-    expect(Array.from(g.dataSync())).toEqual([1, 0, 1, 0, 2, 0]);
-  });
-
   it('cross-entropy of uniform logits is ln C', () => {
     expect(val(crossEntropy(t2([[0, 0, 0, 0]]), tf.tensor1d([1], 'int32')))).toBeCloseTo(Math.log(4), 6);
     // logits [ln 3, 0] target 0 -> -ln(3/4)

@@ -35,3 +35,24 @@ describe('argv + options', () => {
     expect(() => resolveOptions(specs, { file: { lr: 'fast' }, filePath: 'c.json' })).toThrow(/config file c.json: option "lr" expects a number/);
   });
 });
+
+describe('CLI conveniences', () => {
+  it('--version prints the package version; a typo in an option gets "did you mean"', async () => {
+    const { main } = await import('../src/cli/main.js');
+    const out: string[] = [];
+    const orig = process.stdout.write.bind(process.stdout);
+    const err = process.stderr.write.bind(process.stderr);
+    process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
+    process.stderr.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stderr.write;
+    try {
+      expect(await main(['--version'])).toBe(0);
+      expect(await main(['student:train', '--epoch', '3'])).toBe(2);
+    } finally {
+      process.stdout.write = orig;
+      process.stderr.write = err;
+    }
+    const { version } = JSON.parse((await import('node:fs')).readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(out[0]).toBe(`recdistill ${version}\n`);
+    expect(out.join('')).toMatch(/unknown option "epoch"\. Did you mean --epochs\?/);
+  });
+});

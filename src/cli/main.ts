@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { RecdistillError } from '../errors.js';
 import { camelToKebab, formatOptionsHelp, readConfigFile, resolveOptions, type OptionSpecs } from '../config/options.js';
 import { parseArgv } from './argv.js';
@@ -37,11 +38,25 @@ function topHelp(): string {
   return `recdistill: distil a local LLM into a small sequential recommender\n\nUsage: recdistill <command> [--options] [--json]\n\nCommands:\n${rows.join('\n')}\n\nRun "recdistill <command> --help" for a command's options.`;
 }
 
+/** The package's version (package.json sits two folders up from src/cli and from dist/cli). */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const first = argv.find((a) => !a.startsWith('-'));
   const entry = first && Object.hasOwn(COMMANDS, first) ? COMMANDS[first] : undefined;
   let verbose = argv.includes('--verbose');
   try {
+    if (!first && (argv.includes('--version') || argv.includes('-V'))) {
+      process.stdout.write(`recdistill ${packageVersion()}\n`);
+      return 0;
+    }
     if (!first || !entry) {
       if (first && !entry) throw new RecdistillError('E_USAGE', `unknown command "${first}". Valid commands: ${Object.keys(COMMANDS).join(', ')}.`);
       process.stdout.write(topHelp() + '\n');

@@ -35,8 +35,25 @@ export function defineOptions<const O extends OptionSpecs>(specs: O): O {
   return specs;
 }
 
+/** Edit distance (Levenshtein), for "did you mean". */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** "Did you mean --x?" for the nearest valid names (a typo), else the list of valid options. */
 function closest(name: string, valid: string[]): string {
-  return valid.length ? ` Valid options: ${valid.map((v) => `--${v}`).join(', ')}.` : '';
+  if (!valid.length) return '';
+  const kebab = name.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+  const scored = valid.map((v) => ({ v, d: distance(kebab, v) })).sort((a, b) => a.d - b.d);
+  const best = scored.filter((x) => x.d === scored[0]!.d && x.d <= Math.max(2, Math.floor(kebab.length / 3)));
+  if (best.length) return ` Did you mean ${best.slice(0, 3).map((x) => `--${x.v}`).join(' or ')}? (--help lists every option)`;
+  return ` Valid options: ${valid.map((v) => `--${v}`).join(', ')}.`;
 }
 
 function coerce(key: string, spec: OptionSpec, raw: unknown, where: string): string | number | boolean {

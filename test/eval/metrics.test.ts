@@ -65,3 +65,12 @@ describe('HR / NDCG / MRR', () => {
     expect(summarizeRanks([], [10])).toEqual({ 'hr@10': 0, 'ndcg@10': 0, mrr: 0, users: 0 });
   });
 });
+
+describe('metricsTable', () => {
+  it('has the columns of the metrics it is given (eval --ks 1,50), not a fixed set', async () => {
+    const { metricsTable } = await import('../../src/eval/report.js');
+    const t = metricsTable([{ name: 'student', m: { 'hr@50': 0.5, 'ndcg@50': 0.25, 'hr@1': 0.1, 'ndcg@1': 0.1, mrr: 0.2, users: 10 } }]);
+    expect(t.split('\n')[0]).toBe('| model | hr@1 | ndcg@1 | hr@50 | ndcg@50 | mrr | users |');
+    expect(t.split('\n')[2]).toBe('| student | 0.1000 | 0.1000 | 0.5000 | 0.2500 | 0.2000 | 10 |');
+  });
+});

@@ -69,10 +69,14 @@ const configs: Array<{ kernelName: string; inputsToSave?: string[]; outputsToSav
       // explicit transpose followed by a plain matmul (XNNPACK path), so rank-2 products transpose explicitly.
       const mm = (x: tf.Tensor, y: tf.Tensor, tx: boolean, ty: boolean): tf.Tensor =>
         x.rank === 2 && y.rank === 2 ? tf.matMul(tx ? tf.transpose(x) : x, ty ? tf.transpose(y) : y) : tf.matMul(x, y, tx, ty);
-      if (!ta && !tb) return { a: () => mm(dy, b!, false, true), b: () => mm(a!, dy, true, false) };
-      if (!ta && tb) return { a: () => mm(dy, b!, false, false), b: () => mm(dy, a!, true, false) };
-      if (ta && !tb) return { a: () => mm(b!, dy, false, true), b: () => mm(a!, dy, false, false) };
-      return { a: () => mm(b!, dy, true, true), b: () => mm(dy, a!, true, true) };
+      // matMul broadcasts the batch dims ([2, 3, 4] x [4, 5], [1, 3, 4] x [2, 4, 5]): sum each gradient over the
+      // batch dims its input was broadcast along (tfjs-core's own gradient omits this and fails the shape check).
+      const fit = (g: tf.Tensor, shape: number[]) => (tf.util.arraysEqual(g.shape, shape) ? g : unbroadcast(g, shape, g.shape));
+      const grads = (ga: () => tf.Tensor, gb: () => tf.Tensor) => ({ a: () => fit(ga(), a!.shape), b: () => fit(gb(), b!.shape) });
+      if (!ta && !tb) return grads(() => mm(dy, b!, false, true), () => mm(a!, dy, true, false));
+      if (!ta && tb) return grads(() => mm(dy, b!, false, false), () => mm(dy, a!, true, false));
+      if (ta && !tb) return grads(() => mm(b!, dy, false, true), () => mm(a!, dy, false, false));
+      return grads(() => mm(b!, dy, true, true), () => mm(dy, a!, true, true));
     }) as GradFn,
   },
   {

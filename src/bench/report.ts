@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { markdownTable } from '../cli/format.js';
+import { markdownTable } from '../util/format.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { latencyAccuracyChart } from './chart.js';
 

@@ -13,18 +13,5 @@ export function formatSummary(summary: Record<string, unknown>): string {
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
 }
 
-export function formatNumber(v: number): string {
-  if (Number.isInteger(v)) return String(v);
-  const a = Math.abs(v);
-  return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(3) : v.toFixed(4);
-}
-
-/** A Markdown table from rows of cells. */
-export function markdownTable(header: string[], rows: (string | number)[][]): string {
-  const cell = (c: string | number) => (typeof c === 'number' ? formatNumber(c) : c);
-  return [
-    `| ${header.join(' | ')} |`,
-    `| ${header.map(() => '---').join(' | ')} |`,
-    ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`),
-  ].join('\n');
-}
+export { formatNumber, markdownTable } from '../util/format.js';
+import { formatNumber } from '../util/format.js';

@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { DemoSummary } from '../../src/demo/run.js';
+import type { DemoSummary } from '../../src/cli/demo-run.js';
 import { runCmd } from '../bench/fixtures.js';
 
 describe('demo --quick', () => {

@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { comparisonRows, textTable } from '../../bench/report.js';
 import { defineOptions } from '../../config/options.js';
-import { demoPreset, runDemo, type DemoSummary } from '../../demo/run.js';
+import { demoPreset, runDemo, type DemoSummary } from '../demo-run.js';
 import { defineCommand } from '../command.js';
 
 const options = defineOptions({

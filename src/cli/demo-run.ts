@@ -2,9 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { BenchReport } from '../bench/report.js';
 import { runBench } from '../bench/run.js';
-import type { CommandContext } from '../cli/command.js';
 import { resolveOptions, type OptionSpecs } from '../config/options.js';
-import type { Command } from '../cli/command.js';
+import type { Command, CommandContext } from './command.js';
 import { sha256, stableStringify } from '../util/hash.js';
 import type { LogFn } from '../util/progress.js';
 
@@ -13,7 +12,7 @@ import type { LogFn } from '../util/progress.js';
  *   model:tiny -> teacher:cache (tiny LM teacher) -> student:train (CE only) -> student:train (distilled)
  *   -> eval -> bench (each model in its own child process).
  * Every stage goes through its command's `run` with options resolved exactly as the CLI resolves them, so the
- * demo exercises the same code a user runs. Idempotent: outputs live under `root` in folders named by their
+ * demo exercises the same code a user runs (which is why it lives with the CLI: it composes commands). Idempotent: outputs live under `root` in folders named by their
  * options (the cache by its key, students by a hash of their flags); a finished artifact is reused, a half one
  * resumes (teacher:cache shards, student checkpoints).
  */
@@ -74,13 +73,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
       log(`demo: reusing ${lm}`);
       return;
     }
-    await runCommand(() => import('../cli/commands/model-tiny.js'), { out: lm }, ctx);
+    await runCommand(() => import('./commands/model-tiny.js'), { out: lm }, ctx);
   });
 
   // 2. The teacher reads every textified history once; hidden states, item embeddings, soft labels, its metrics.
   const cacheSummary = await step('teacher:cache', 2, () =>
     runCommand(
-      () => import('../cli/commands/teacher-cache.js'),
+      () => import('./commands/teacher-cache.js'),
       { ...data, model: lm, dtype: 'fp32', layers: '-3,-1', topK: Math.min(50, Math.max(1, Math.floor(o.items / 2))), cacheRoot: join(o.root, 'teacher-cache'), headEpochs: o.quick ? 3 : 10, overheadSample: 0, offline: true },
       ctx,
     ),
@@ -95,14 +94,14 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
       log(`demo: reusing finished run ${out}`);
       return { out, metrics: JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, unknown> };
     }
-    const r = await runCommand(() => import('../cli/commands/student-train.js'), { ...flags, out }, ctx);
+    const r = await runCommand(() => import('./commands/student-train.js'), { ...flags, out }, ctx);
     return { out, metrics: r };
   };
   const base = await step('student:train (CE only)', 3, () => train('ce', {}));
   const distilled = await step('student:train (distilled)', 4, () => train('distilled', { cache, lambdaKd: 1, lambdaCos: 0.5 }));
 
   // 5. Evaluation of the distilled student (full ranking, sampled-100, popularity), written to its eval.json.
-  const ev = await step('eval', 5, () => runCommand(() => import('../cli/commands/eval.js'), { student: distilled.out }, ctx));
+  const ev = await step('eval', 5, () => runCommand(() => import('./commands/eval.js'), { student: distilled.out }, ctx));
 
   // 6. Teacher vs distilled student: latency, throughput, size, memory, accuracy; report next to the run.
   const bench = await step('bench', 6, () =>

@@ -110,13 +110,11 @@ describe('token budget', () => {
     await windows.dispose();
   });
 
-  it('a budget smaller than one line is a usage error naming the flag', async () => {
-    const small = await loadLlmTeacher({ model: m.dir, dtype: 'fp32', layers: [-1], maxPromptTokens: 40, log: () => {} }, ds);
-    await expect(small.encodeHistory(ds.users[0]!.items)).rejects.toThrow(/Raise --max-prompt-tokens/);
+  it('a budget smaller than one line is a usage error naming the flag, at load', async () => {
+    await expect(loadLlmTeacher({ model: m.dir, dtype: 'fp32', layers: [-1], maxPromptTokens: 40, log: () => {} }, ds)).rejects.toThrow(/--max-prompt-tokens 40 leaves -?\d+ tokens .* raise --max-prompt-tokens to at least \d+/);
     await expect(enc.encodeHistory(Int32Array.of(1, 99))).rejects.toThrow(/item id 99 out of range 1\.\.12/);
     await expect(loadLlmTeacher({ model: m.dir, dtype: 'fp32', layers: [-1], maxPromptTokens: 4096, log: () => {} }, ds)).rejects.toThrow(/exceeds the model's max_position_embeddings \(512\)/);
     await expect(loadLlmTeacher({ model: m.dir, dtype: 'fp32', layers: [5], maxPromptTokens: 256, log: () => {} }, ds)).rejects.toThrow(/out of range for a model with 2 layers/);
-    await small.dispose();
   });
 });
 

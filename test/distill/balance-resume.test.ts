@@ -48,10 +48,13 @@ describe('a balanced distilled run killed between epochs', () => {
     const killed = join(tmp, 'killed');
     await new Promise<void>((resolve, reject) => {
       const p = child(killed, 4, 1500);
+      let text = '';
+      p.stderr.on('data', (d: Buffer) => (text += d.toString()));
       p.stdout.on('data', (d: Buffer) => {
+        text += d.toString();
         if (d.toString().includes('epoch 2')) p.kill('SIGKILL');
       });
-      p.on('exit', (_code, signal) => (signal === 'SIGKILL' ? resolve() : reject(new Error('child was not killed'))));
+      p.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolve() : reject(new Error(`child was not killed (exit ${code}): ${text.slice(-1500)}`))));
     });
     const mid = readTensors(join(killed, 'checkpoint.safetensors'));
     expect(JSON.parse(mid.metadata.state!).epoch).toBe(2);

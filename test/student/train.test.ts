@@ -97,10 +97,13 @@ describe('resume after SIGKILL', () => {
     // Kill during epoch 3 (the child sleeps after each checkpoint so the kill lands between epochs 2 and 3).
     await new Promise<void>((resolve, reject) => {
       const p = child(killed, 4, 1500);
+      let text = '';
+      p.stderr.on('data', (d: Buffer) => (text += d.toString()));
       p.stdout.on('data', (d: Buffer) => {
+        text += d.toString();
         if (d.toString().includes('epoch 2')) p.kill('SIGKILL');
       });
-      p.on('exit', (_code, signal) => (signal === 'SIGKILL' ? resolve() : reject(new Error('child was not killed'))));
+      p.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolve() : reject(new Error(`child was not killed (exit ${code}): ${text.slice(-1500)}`))));
     });
     const mid = readTensors(join(killed, 'checkpoint.safetensors'));
     expect(JSON.parse(mid.metadata.state!).epoch).toBe(2);

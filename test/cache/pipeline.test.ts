@@ -9,6 +9,11 @@ import { openCache } from '../../src/cache/reader.js';
 import { runTeacherCache, type CacheRunOptions } from '../../src/cache/run.js';
 import { logPopularity, softLabelsFromLogits } from '../../src/teacher/head.js';
 import { fakeEncoder, tinyDataset } from './fixtures.js';
+import { HEAD_FILE } from '../../src/cache/format.js';
+import type { PreparedDataset } from '../../src/data/types.js';
+import { computeStats } from '../../src/distill/teacher-batch.js';
+import { evaluateRanking, type ScoreBatch } from '../../src/eval/evaluate.js';
+import { readSafetensorsFile } from '../../src/util/safetensors.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-pipe-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -31,6 +36,42 @@ export const opts = (out: string, extra: Partial<CacheRunOptions> = {}): CacheRu
   log: () => {},
   ...extra,
 });
+
+const closeTo = (m: Record<string, number>) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, expect.closeTo(v, 6)]));
+
+/**
+ * The teacher's metrics recomputed independently of the cache's scoring code: head.safetensors applied in float64
+ * (logits = ((h - input_mean) / input_std) weight^T + bias, its documented contract) to the last cached layer at
+ * the position before the split's target, then the shared full-ranking protocol.
+ */
+async function headFileMetrics(dir: string, ds: PreparedDataset, split: 'valid' | 'test'): Promise<Record<string, number>> {
+  const t = readSafetensorsFile(join(dir, HEAD_FILE)).tensors;
+  const [W, b, mu, sd] = (['weight', 'bias', 'input_mean', 'input_std'] as const).map((k) => t[k]!.data as Float32Array);
+  const [N1, H] = t.weight!.shape as [number, number];
+  const r = openCache(dir, { fingerprint: ds.fingerprint });
+  try {
+    const L = r.layers.length;
+    const score: ScoreBatch = async (users) => {
+      const out = new Float32Array(users.length * N1);
+      users.forEach((u, i) => {
+        const n = ds.users[u]!.items.length;
+        const rows = r.rowsForUser(u);
+        const row = r.rowIndex(rows, split === 'valid' ? n - 3 : n - 2);
+        if (row < 0) throw new Error(`user ${u}: no cached state`);
+        const h = rows.hidden.subarray((row * L + L - 1) * H, (row * L + L) * H);
+        for (let j = 0; j < N1; j++) {
+          let z = b![j]!;
+          for (let d = 0; d < H; d++) z += ((h[d]! - mu![d]!) / sd![d]!) * W![j * H + d]!;
+          out[i * N1 + j] = z;
+        }
+      });
+      return out;
+    };
+    return await evaluateRanking(ds, score, { split });
+  } finally {
+    r.close();
+  }
+}
 
 describe('soft labels', () => {
   it('softmax at T over unmasked items, top-K best first (hand-computed)', () => {
@@ -63,11 +104,13 @@ describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
     expect(s.complete).toBe(true);
     expect(s.shards).toBe(3);
     expect(s.rows).toBe(ds.users.reduce((a, u) => a + Math.max(0, u.items.length - 1), 0));
-    expect(s.valid!['ndcg@10']).toBeGreaterThan(0);
-    expect(s.test!['hr@10']).toBeGreaterThanOrEqual(0);
     const m = readManifest(dir);
     // The fake teacher's states determine the next item well: training must beat the zero-shot epoch 0.
     expect(m.head.bestEpoch).toBeGreaterThan(0);
+    // The recorded metrics (the written head applied to the cached rows) reproduce the validation NDCG@10 the
+    // fit measured for its best epoch (the fit's own query path), and the head file scores them on its own.
+    expect(s.valid!['ndcg@10']).toBeCloseTo(m.head.history![m.head.bestEpoch!]!.validNdcg10!, 6);
+    for (const split of ['valid', 'test'] as const) expect(await headFileMetrics(dir, ds, split), split).toEqual(closeTo(split === 'valid' ? s.valid! : s.test!));
     expect(m.head.history![m.head.bestEpoch!]!.validNdcg10!).toBeGreaterThan(m.head.history![0]!.validNdcg10! + 0.05);
     expect(m.head.history!.length).toBeGreaterThanOrEqual(2);
     const r = openCache(dir, { fingerprint: ds.fingerprint });
@@ -87,9 +130,13 @@ describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
         expect(pr.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(1 + 1e-6);
       }
     }
+    // stats.safetensors (written by the cache) = the distiller's own computeStats over the same rows.
     const st = r.stats()!;
     expect(st.mean.length).toBe(16);
-    expect(Math.min(...st.std)).toBeGreaterThanOrEqual(0);
+    const again = computeStats(r, ds.users.length);
+    expect(Array.from(st.mean)).toEqual(Array.from(again.mean, (v) => expect.closeTo(v, 6)));
+    expect(Array.from(st.std)).toEqual(Array.from(again.std, (v) => expect.closeTo(v, 6)));
+    expect(Math.min(...st.std)).toBeGreaterThan(0.01); // the fake states vary in every dimension
   });
 
   it('is deterministic: a second run in another directory writes identical shard bytes', async () => {
@@ -149,6 +196,7 @@ describe('teacher:cache pipeline (fake teacher, cpu backend)', () => {
     const s = await runTeacherCache(enc(), ds, opts(join(tmp, 'zs'), { head: { kind: 'zeroshot', layer: -1, epochs: 0, lr: 0, batchSize: 1, patience: 1, seed: 0 } }));
     expect(s.complete).toBe(true);
     expect(readManifest(join(tmp, 'zs')).softLabels.head).toBe('zeroshot');
-    expect(typeof s.valid!['ndcg@10']).toBe('number');
+    // The zero-shot head's file, applied to the cached states in float64, gives the recorded metrics.
+    for (const split of ['valid', 'test'] as const) expect(await headFileMetrics(join(tmp, 'zs'), ds, split), split).toEqual(closeTo(split === 'valid' ? s.valid! : s.test!));
   });
 });

@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { openCache } from '../../src/cache/reader.js';
+import { evaluateRanking, historyFor } from '../../src/eval/evaluate.js';
 import { runTeacherCache } from '../../src/cache/run.js';
 import { createSasrec, disposeModel, encode, scores, type Sasrec } from '../../src/student/model.js';
 import { sasrecModel, seqrecTeacher, seqWindows } from '../../src/teacher/seqrec.js';
@@ -63,7 +64,22 @@ describe('seqrec teacher', () => {
       teacherOptions: t.options, teacherScores: t.scores, backend, log: () => {},
     });
     expect(s.complete).toBe(true);
-    expect(typeof s.test!['ndcg@10']).toBe('number');
+    // The recorded teacher metrics = the shared ranking protocol over scores computed here straight from the
+    // model: the final state after the split's visible history (its last maxLen = 6 items), times the item table.
+    for (const split of ['valid', 'test'] as const) {
+      const direct = await evaluateRanking(ds, async (users) => {
+        const out = new Float32Array(users.length * 31);
+        users.forEach((user, b) => {
+          const hist = historyFor(ds, user, split);
+          const w = hist.subarray(Math.max(0, hist.length - 6));
+          const sc = tf.tidy(() => scores(m, tf.slice(tf.reshape(encode(m, w, 1, w.length)[1]!, [w.length, 8]), [w.length - 1, 0], [1, 8])).dataSync());
+          out.set(sc, b * 31);
+        });
+        return out;
+      }, { split });
+      const got = split === 'valid' ? s.valid! : s.test!;
+      expect(got, split).toEqual(Object.fromEntries(Object.entries(direct).map(([k, v]) => [k, expect.closeTo(v, 6)])));
+    }
     const r = openCache(dir, { fingerprint: ds.fingerprint });
     const u = 5;
     const items = ds.users[u]!.items;

@@ -39,6 +39,8 @@ describe('latency/accuracy chart', () => {
     expect(student[0]!).toBeLessThan(teacher[0]!);
     expect(student[1]!).toBeLessThan(teacher[1]!); // SVG y grows downwards: higher accuracy = smaller y
     expect(svg).toContain('student: 0.500 ms, 0.1000');
+    expect(svg).toContain('teacher: 120 ms, 0.0500');
+    expect(latencyAccuracyChart([{ label: 'mid', latencyMs: 12.5, accuracy: 0.123456 }], { title: 't', xLabel: 'x', yLabel: 'y' })).toContain('mid: 12.50 ms, 0.1235');
     expect(svg.startsWith('<svg')).toBe(true);
   });
 });

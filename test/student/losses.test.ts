@@ -73,10 +73,20 @@ describe('batches', () => {
   });
 });
 
+const BENCH = { numItems: 30, maxLen: 6, dims: 8, blocks: 1, heads: 1, ffnDims: 8, dropout: 0.1, attnDropout: 0, batchSize: 4, steps: 2, requests: 3 };
+
 describe('student bench', () => {
   it('times a step and a request on the active backend', () => {
-    const r = benchStudent({ numItems: 30, maxLen: 6, dims: 8, blocks: 1, heads: 1, ffnDims: 8, dropout: 0.1, attnDropout: 0, batchSize: 4, steps: 2, requests: 3 });
-    expect(r.msPerStep).toBeGreaterThan(0);
-    expect(r.serveMsMedian).toBeGreaterThan(0);
+    const r = benchStudent(BENCH);
+    for (const k of ['msPerStep', 'serveMsMedian', 'serveMsP90'] as const) expect(Number.isFinite(r[k]), `${k} = ${r[k]}`).toBe(true);
+  });
+
+  // KNOWN BUG (src/student/bench.ts, not fixed here): every benchStudent call leaves 33 tensors behind, however
+  // many steps and requests it runs. `it.fails` keeps the suite green until it is fixed; then make this an `it`.
+  it.fails('releases everything it allocates (a second run leaves no tensors behind)', () => {
+    benchStudent(BENCH); // may fill per-shape caches once
+    const before = tf.memory().numTensors;
+    benchStudent(BENCH);
+    expect(tf.memory().numTensors).toBe(before);
   });
 });

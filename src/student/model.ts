@@ -66,7 +66,9 @@ export function createSasrec(config: ModelConfig, seed: number): Sasrec {
   };
   const itemEmb = v('item_emb', [N + 1, D], 'glorot');
   // Row 0 is padding: keep it zero at init (its gradient is zero too, since padding is masked everywhere).
-  itemEmb.assign(tf.tidy(() => tf.concat([tf.zeros([1, D]), tf.slice(itemEmb, [1, 0], [N, D])], 0)));
+  const zeroPad = tf.tidy(() => tf.concat([tf.zeros([1, D]), tf.slice(itemEmb, [1, 0], [N, D])], 0));
+  itemEmb.assign(zeroPad);
+  zeroPad.dispose(); // the variable holds its own reference
   const posEmb = v('pos_emb', [maxLen, D], 'glorot');
   const blocks: BlockParams[] = [];
   for (let i = 0; i < config.blocks; i++) {

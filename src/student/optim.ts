@@ -24,8 +24,15 @@ export interface Adam {
 }
 
 export function createAdam(vars: tf.Variable[], config: AdamConfig): Adam {
-  const m = vars.map((x) => tf.variable(tf.zerosLike(x), false));
-  const v = vars.map((x) => tf.variable(tf.zerosLike(x), false));
+  // The variable takes its own reference to the zeros: dispose the initial tensor, or it leaks.
+  const zeroVar = (x: tf.Variable) => {
+    const z = tf.zerosLike(x);
+    const out = tf.variable(z, false);
+    z.dispose();
+    return out;
+  };
+  const m = vars.map(zeroVar);
+  const v = vars.map(zeroVar);
   const adam: Adam = {
     config,
     t: 0,

@@ -81,9 +81,8 @@ describe('student bench', () => {
     for (const k of ['msPerStep', 'serveMsMedian', 'serveMsP90'] as const) expect(Number.isFinite(r[k]), `${k} = ${r[k]}`).toBe(true);
   });
 
-  // KNOWN BUG (src/student/bench.ts, not fixed here): every benchStudent call leaves 33 tensors behind, however
-  // many steps and requests it runs. `it.fails` keeps the suite green until it is fixed; then make this an `it`.
-  it.fails('releases everything it allocates (a second run leaves no tensors behind)', () => {
+  // Adam's zero moments and the model's padding-row init used to leak their initial tensors (33 a run).
+  it('releases everything it allocates (a second run leaves no tensors behind)', () => {
     benchStudent(BENCH); // may fill per-shape caches once
     const before = tf.memory().numTensors;
     benchStudent(BENCH);

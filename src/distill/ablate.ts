@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
-import { TERM_LAMBDAS, TERM_NAMES, type TermName } from './options.js';
+import { OPT_IN_TERMS, TERM_LAMBDAS, TERM_NAMES, type TermName } from './options.js';
 
 /**
  * The ablation: the same small student, same seeds, trained CE-only, with each distillation term alone and
@@ -49,9 +49,13 @@ export interface AblationDeps {
 /**
  * Parse `--configs ce,cos,kd,all,kd+ms,kd:ranking=0.5` against the base lambdas (the value each term takes
  * when on). A term may carry a variant (`kd:ranking`, `kd:kl`: the soft-label loss) and its own lambda
- * (`=0.5`). 'ce' is always included first (the baseline the gain is measured against).
+ * (`=0.5`). 'ce' is always included first (the baseline the gain is measured against). `all` is every term
+ * with a positive lambda except the opt-in ones (OPT_IN_TERMS: rel), which join with `all+rel`; a missing
+ * lambda is 0.
  */
-export function planConfigs(spec: string, lambdas: Record<TermName, number>): AblationConfig[] {
+export function planConfigs(spec: string, lambdas: Partial<Record<TermName, number>>): AblationConfig[] {
+  const lam0 = (t: TermName) => lambdas[t] ?? 0;
+  const allTerms = TERM_NAMES.filter((t) => !OPT_IN_TERMS.includes(t) && lam0(t) > 0);
   const names = spec.split(',').map((s) => s.trim()).filter(Boolean);
   const out: AblationConfig[] = [{ name: 'ce', lambdas: {} }];
   for (const name of names) {
@@ -61,20 +65,20 @@ export function planConfigs(spec: string, lambdas: Record<TermName, number>): Ab
     if (more.length || (balance !== undefined && !['gradcos', 'pcgrad'].includes(balance))) {
       throw new RecdistillError('E_USAGE', `--configs: "${name}": a configuration may end with one @gradcos or @pcgrad (gradient balancing), nothing else.`);
     }
-    const parts = termsSpec === 'all' ? TERM_NAMES.filter((t) => lambdas[t] > 0) : termsSpec.split('+');
+    const parts = termsSpec.split('+').flatMap((p) => (p === 'all' ? allTerms : [p]));
     const cfg: AblationConfig = { name, lambdas: {}, ...(balance ? { overrides: { balance } } : {}) };
     for (const part of parts) {
       const m = /^([a-z0-9]+)(?::([a-z]+))?(?:=([0-9.eE+-]+))?$/.exec(part);
       const t = m?.[1] as TermName | undefined;
       if (!m || !t || !TERM_NAMES.includes(t)) {
-        throw new RecdistillError('E_USAGE', `--configs: unknown term "${part}" in "${name}"; valid: ce, ${TERM_NAMES.join(', ')}, all, terms joined with + (kd+cos), kd:ranking / kd:kl, and term=lambda.`);
+        throw new RecdistillError('E_USAGE', `--configs: unknown term "${part}" in "${name}"; valid: ce, ${TERM_NAMES.join(', ')}, all (${OPT_IN_TERMS.join(', ')} only as all+${OPT_IN_TERMS[0]}), terms joined with + (kd+cos), kd:ranking / kd:kl, and term=lambda.`);
       }
       if (m[2] !== undefined) {
         if (t !== 'kd' || !['kl', 'ranking'].includes(m[2])) throw new RecdistillError('E_USAGE', `--configs: "${part}": only kd has variants (kd:kl, kd:ranking).`);
         cfg.overrides = { ...cfg.overrides, kd: m[2] };
       }
-      const lam = m[3] !== undefined ? Number(m[3]) : lambdas[t];
-      if (!(lam > 0)) throw new RecdistillError('E_USAGE', `--configs: "${name}" turns on ${t} but ${m[3] !== undefined ? `its weight is ${m[3]}` : `--${kebab(TERM_LAMBDAS[t])} is ${lambdas[t]}`}; give it a positive weight.`);
+      const lam = m[3] !== undefined ? Number(m[3]) : lam0(t);
+      if (!(lam > 0)) throw new RecdistillError('E_USAGE', `--configs: "${name}" turns on ${t} but ${m[3] !== undefined ? `its weight is ${m[3]}` : `--${kebab(TERM_LAMBDAS[t])} is ${lam0(t)}`}; give it a positive weight.`);
       cfg.lambdas[t] = lam;
     }
     if (!parts.length) throw new RecdistillError('E_USAGE', `--configs: "${name}" has no term with a positive lambda.`);
@@ -187,7 +191,7 @@ function resultOf(summaries: ConfigSummary[]): AblationResult {
   return { configs: summaries, ce, distilled, gain };
 }
 
-/** All five lambdas, zero for terms that are off (so a config never inherits another's weight). */
+/** Every term's lambda, zero for terms that are off (so a config never inherits another's weight). */
 export function lambdaFlags(l: Partial<Record<TermName, number>>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const t of TERM_NAMES) out[TERM_LAMBDAS[t]] = l[t] ?? 0;

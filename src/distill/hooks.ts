@@ -7,20 +7,22 @@ import { RecdistillError } from '../errors.js';
 import type { HooksFactory, StepContext, TrainHooks } from '../student/hooks.js';
 import { parseAlign, type AlignPair } from './align.js';
 import { createBalancer, type BalanceMode } from './balance.js';
-import { itemCrossEntropy, cosineDistance, embeddingDistance, klTopK, l2Distance, rankingLoss, rankingWeights, topKMembership } from './losses.js';
+import { itemCrossEntropy, cosineDistance, embeddingDistance, klTopK, l2Distance, rankingLoss, rankingWeights, relationRows, rkdAngle, rkdDistance, RKD_MAX_ROWS, topKMembership } from './losses.js';
 import { activeLambdas, distillOptions, type DistillFlags, type TermName } from './options.js';
 import { computeStats, lookupTeacherBatch } from './teacher-batch.js';
+import { makeRng, mixSeed } from '../util/rng.js';
 
 /** Pick and validate the distillation flags out of student:train's resolved options. */
 export function distillFlagsFrom(opts: Record<string, unknown>): DistillFlags {
   const picked: Record<string, unknown> = {};
   for (const k of Object.keys(distillOptions)) if (opts[k] !== undefined) picked[k] = opts[k];
   const f = resolveOptions(distillOptions, { flags: picked });
-  for (const k of ['lambdaCos', 'lambdaL2', 'lambdaMs', 'lambdaKd', 'lambdaEmb', 'kdTemperature', 'rankLambda'] as const) {
-    if (f[k] < 0 || ((k === 'kdTemperature' || k === 'rankLambda') && f[k] === 0)) {
-      throw new RecdistillError('E_USAGE', `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} must be ${k.startsWith('lambda') ? '>= 0' : '> 0'}, got ${f[k]}.`);
-    }
+  const flag = (k: string) => `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`;
+  for (const k of ['lambdaCos', 'lambdaL2', 'lambdaMs', 'lambdaKd', 'lambdaEmb', 'lambdaRel', 'relDistance', 'relAngle', 'kdTemperature', 'rankLambda'] as const) {
+    const positive = k === 'kdTemperature' || k === 'rankLambda';
+    if (f[k] < 0 || (positive && f[k] === 0)) throw new RecdistillError('E_USAGE', `${flag(k)} must be ${positive ? '> 0' : '>= 0'}, got ${f[k]}.`);
   }
+  if (f.lambdaRel > 0 && f.relDistance === 0 && f.relAngle === 0) throw new RecdistillError('E_USAGE', '--lambda-rel needs --rel-distance or --rel-angle > 0 (both are 0).');
   if (f.balanceEvery < 1) throw new RecdistillError('E_USAGE', `--balance-every must be >= 1, got ${f.balanceEvery}.`);
   return f;
 }
@@ -63,10 +65,16 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
   if (on('ms') && msPairs.length === 0) {
     throw new RecdistillError('E_USAGE', `--lambda-ms needs an aligned intermediate student block (the student has ${model.blocks} block(s); aligned: ${fmtPairs(pairs, reader)}); use --align or more --blocks.`);
   }
+  // Relational distillation compares the last block (the state the student scores with) with the teacher layer
+  // the alignment gives it (auto: the last tapped layer), the same teacher rows Dcos / Dl2 use for that block.
+  const relPair = pairs.find((p) => p.block === model.blocks - 1);
+  if (on('rel') && !relPair) {
+    throw new RecdistillError('E_USAGE', `--lambda-rel needs the student's last block (${model.blocks}) aligned with a teacher layer (aligned: ${fmtPairs(pairs, reader)}); add ${model.blocks}:-1 to --align.`);
+  }
   const K = f.kdTopK > 0 ? f.kdTopK : reader.k;
   if (on('kd') && !reader.hasSoftLabels) throw new RecdistillError('E_INPUT', `teacher cache ${reader.dir} has no soft labels; --lambda-kd needs them (finish teacher:cache).`);
   if (on('kd') && K > reader.k) throw new RecdistillError('E_USAGE', `--kd-top-k ${K} exceeds the cached top-K (${reader.k}) of ${reader.dir}.`);
-  const stats = f.standardise && (on('cos') || on('l2')) ? (reader.stats() ?? computeStats(reader, dataset.users.length)) : undefined;
+  const stats = f.standardise && (on('cos') || on('l2') || on('rel')) ? (reader.stats() ?? computeStats(reader, dataset.users.length)) : undefined;
   const teacherItems = on('emb') ? centredRows(reader.itemEmbeddings(), H) : undefined; // [N+1, H]
 
   const id = ++instance;
@@ -84,6 +92,8 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
   // Teacher item text embedding -> student item space. [H, D]
   const embW = on('emb') ? mk('emb/w', tf.randomNormal([H, D], 0, 1 / Math.sqrt(H), 'float32', seed + 7)) : undefined;
   const tapped = [...new Set(pairs.map((p) => p.tapped))];
+  // Teacher layers a batch looks up: every aligned one for Dcos / Dl2, else only rel's.
+  const lookupTapped = proj.length ? tapped : on('rel') && relPair ? [relPair.tapped] : [];
   const balancer = createBalancer(f.balance as BalanceMode, lambdas as Record<string, number>);
   const coverage = { slots: 0, withTeacher: 0 };
 
@@ -95,8 +105,8 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
     for (let s = 0; s < B * L; s++) valid[s] = ctx.positions[s]! >= 0 && targets[s]! > 0 ? 1 : 0;
     const flat = (block: number) => tf.reshape(ctx.hidden[block]!, [B * L, D]) as tf.Tensor2D; // [B*L, D]
     const out: Partial<Record<TermName, tf.Scalar>> = {};
-    const needTeacher = on('cos') || on('l2') || on('kd');
-    const tb = needTeacher ? lookupTeacherBatch(reader, ctx.users, ctx.positions, { tapped: proj.length ? tapped : [], k: on('kd') ? K : 0, stats }, valid) : undefined;
+    const needTeacher = on('cos') || on('l2') || on('kd') || on('rel');
+    const tb = needTeacher ? lookupTeacherBatch(reader, ctx.users, ctx.positions, { tapped: lookupTapped, k: on('kd') ? K : 0, stats }, valid) : undefined;
     if (tb) {
       coverage.withTeacher += tb.slots.length;
       for (const v of valid) coverage.slots += v;
@@ -130,6 +140,7 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
     if (on('kd') && tb && slotsT) {
       out.kd = M === 0 ? (tf.mul(tf.sum(ctx.itemEmbeddings), 0) as tf.Scalar) : kdTerm(ctx, tf.gather(flat(model.blocks - 1), slotsT) as tf.Tensor2D, tb.topkIndex!, tb.topkProb!, M);
     }
+    if (on('rel') && tb && relPair) out.rel = relTerm(ctx, flat(model.blocks - 1), tb.slots, tb.hidden[lookupTapped.indexOf(relPair.tapped)]!);
     if (on('emb') && teacherItems && embW) {
       const ids = batchItems(dataset, ctx.users, ctx.positions, targets);
       const es = tf.gather(ctx.itemEmbeddings, tf.tensor1d(ids, 'int32')) as tf.Tensor2D; // [n, D]
@@ -137,6 +148,25 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
       out.emb = embeddingDistance(es, tf.matMul(et, embW));
     }
     return out as Record<string, tf.Scalar>;
+  };
+
+  /**
+   * λrel's term: wd * RKD distance + wa * RKD angle between the last-block states at the slots with a teacher row
+   * and those teacher rows. More than RKD_MAX_ROWS (64) such rows: a uniform subsample, drawn in JS before any
+   * teacher row becomes a tensor, from a generator seeded by the run seed and the step (the trainer's RNG is not
+   * exposed to hooks; this one is just as reproducible, and a forward pass recomputed within the step for
+   * gradient balancing draws the same rows). Both terms see the same rows.
+   */
+  const relTerm = (ctx: StepContext, last: tf.Tensor2D, slots: Int32Array, teacher: Float32Array): tf.Scalar => {
+    const rows = relationRows(slots.length, RKD_MAX_ROWS, makeRng(mixSeed(seed, ctx.step, 0x4e1)));
+    const pick = rows ?? Int32Array.from(slots.keys());
+    if (pick.length < 2) return tf.mul(tf.sum(last), 0) as tf.Scalar; // nothing to relate; keeps a gradient path
+    const hs = tf.gather(last, tf.tensor1d(Int32Array.from(pick, (r) => slots[r]!), 'int32')) as tf.Tensor2D; // [m, D]
+    const ht = tf.tensor2d(gatherRowsJs(teacher, H, pick), [pick.length, H]); // [m, H]
+    let rel: tf.Scalar = tf.mul(tf.sum(hs), 0) as tf.Scalar;
+    if (f.relDistance > 0) rel = tf.add(rel, tf.mul(rkdDistance(hs, ht), f.relDistance));
+    if (f.relAngle > 0) rel = tf.add(rel, tf.mul(rkdAngle(hs, ht), f.relAngle));
+    return rel;
   };
 
   // Student logits at the teacher's top-K, [M, K]: h . E[i_k]. The student scores are h . E^T (the output layer
@@ -185,6 +215,7 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
       teacher: { kind: reader.manifest.teacher.kind, model: reader.manifest.teacher.model, layers: reader.layers, hiddenSize: H },
       lambdas,
       align: fmtPairs(pairs, reader),
+      rel: on('rel') ? { distance: f.relDistance, angle: f.relAngle, maxRows: RKD_MAX_ROWS, align: `${relPair!.block + 1}:${reader.layers[relPair!.tapped]}` } : undefined,
       kd: on('kd') ? { loss: f.kd, k: K, temperature: f.kd === 'kl' ? f.kdTemperature : undefined, cacheTemperature: reader.temperature } : undefined,
       ranking: on('kd') && f.kd === 'ranking' ? { lambda: f.rankLambda, gammaPosition: f.gammaPosition, gammaConfidence: f.gammaConfidence, gammaConsistency: f.gammaConsistency } : undefined,
       standardise: f.standardise,

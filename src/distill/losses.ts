@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { makeRng, type Rng } from '../util/rng.js';
 
 /**
  * Distillation loss terms, pure functions on tensors. Every function takes only the rows that count
@@ -9,7 +10,9 @@ import * as tf from '@tensorflow/tfjs-core';
  *   student state and the teacher state at the same (user, position);
  * - soft labels: KL at temperature T over the teacher's top-K (Hinton et al.), or the importance-weighted
  *   ranking distillation of DLLM2Rec (Cui et al., RecSys 2024);
- * - item-embedding distillation (DLLM2Rec): student item embeddings toward projected teacher text embeddings.
+ * - item-embedding distillation (DLLM2Rec): student item embeddings toward projected teacher text embeddings;
+ * - relational distillation (RKD, Park et al., CVPR 2019): the student's pairwise distances and triplet angles
+ *   between the rows of a batch toward the teacher's (no projection: widths D and H may differ).
  */
 
 const EPS = 1e-8;
@@ -152,4 +155,141 @@ export function topKMembership(studentTop: Int32Array, Ks: number, teacherIdx: I
  */
 export function embeddingDistance(student: tf.Tensor2D, teacherProjected: tf.Tensor2D): tf.Scalar {
   return cosineDistance(student, teacherProjected);
+}
+
+// ---- relational knowledge distillation (RKD, Park et al., CVPR 2019)
+
+/**
+ * Rows a relation term looks at, at most. The distance term costs O(M^2 W) time and O(M^2) memory, the angle
+ * term O(M^3) (an [M, M, M] cosine tensor: 1 MB per intermediate at 64 rows, 1 GB at 640), so a batch with
+ * more rows than this is subsampled (see relationRows).
+ */
+export const RKD_MAX_ROWS = 64;
+
+/**
+ * Squared distances below this (on the centred, unit-RMS-radius frame, i.e. points closer than 0.1% of the
+ * batch's spread) are "the same point": an angle at such a pair is undefined and is left out of the angle mean.
+ */
+const RKD_DEGENERATE = 1e-6;
+/** Floor of a squared distance before the square root (the paper's pdist eps): finite gradients on the diagonal. */
+const RKD_SQ_EPS = 1e-12;
+
+export interface RelationOptions {
+  /** At most this many rows (default RKD_MAX_ROWS); more are subsampled uniformly without replacement. */
+  maxRows?: number;
+  /**
+   * Draws the subsample. The distillation hooks subsample once per step themselves, with a generator seeded by
+   * the run seed and the step (src/distill/hooks.ts), so a step is reproducible and a recomputed forward pass
+   * (gradient balancing) sees the same rows; a caller without one gets a fixed seed.
+   */
+  rng?: Rng;
+}
+
+/**
+ * Rows to keep, ascending, when M > maxRows (a uniform subset: partial Fisher-Yates on `rng`); undefined when
+ * every row fits (no subsampling).
+ */
+export function relationRows(M: number, maxRows: number, rng: Rng): Int32Array | undefined {
+  if (M <= maxRows) return undefined;
+  const idx = Int32Array.from({ length: M }, (_, i) => i);
+  for (let i = 0; i < maxRows; i++) {
+    const j = i + rng.int(M - i);
+    const t = idx[i]!;
+    idx[i] = idx[j]!;
+    idx[j] = t;
+  }
+  return idx.slice(0, maxRows).sort();
+}
+
+/** Huber (smooth L1) with delta 1, elementwise: 0.5 x^2 for |x| < 1, |x| - 0.5 beyond. */
+export function huber(x: tf.Tensor): tf.Tensor {
+  const a = tf.abs(x);
+  const q = tf.minimum(a, 1);
+  return tf.add(tf.mul(0.5, tf.square(q)), tf.sub(a, q));
+}
+
+/**
+ * Distances and angles do not change under translation, and the terms are scale-free, so both sides are first
+ * centred (subtract the batch mean row) and scaled to unit RMS radius. That keeps the Gram-matrix forms below
+ * accurate in float32 (LLM states share a large common direction whose cancellation would eat the precision)
+ * and makes the eps floors relative to the batch's spread. x: [M, W] -> [M, W].
+ */
+function relationFrame(x: tf.Tensor2D): tf.Tensor2D {
+  const c = tf.sub(x, tf.mean(x, 0, true));
+  const r = tf.sqrt(tf.maximum(tf.mean(tf.sum(tf.square(c), -1)), EPS * EPS));
+  return tf.div(c, r) as tf.Tensor2D;
+}
+
+/** Gram matrix G = x x^T [M, M], its diagonal |x_i|^2 [M] and squared pairwise distances [M, M] (unclamped). */
+function gramAndSq(x: tf.Tensor2D): { g: tf.Tensor2D; sq: tf.Tensor1D; d2: tf.Tensor2D } {
+  const g = tf.matMul(x, x, false, true) as tf.Tensor2D;
+  const sq = tf.sum(tf.square(x), -1) as tf.Tensor1D;
+  const d2 = tf.sub(tf.add(tf.expandDims(sq, 1), tf.expandDims(sq, 0)), tf.mul(2, g)) as tf.Tensor2D;
+  return { g, sq, d2 };
+}
+
+function subsample(student: tf.Tensor2D, teacher: tf.Tensor2D, o: RelationOptions): [tf.Tensor2D, tf.Tensor2D] {
+  if (student.shape[0] !== teacher.shape[0]) throw new Error(`relation loss: ${student.shape[0]} student rows but ${teacher.shape[0]} teacher rows`);
+  const rows = relationRows(student.shape[0], o.maxRows ?? RKD_MAX_ROWS, o.rng ?? makeRng(0x4e1));
+  if (!rows) return [student, teacher];
+  const r = tf.tensor1d(rows, 'int32');
+  return [tf.gather(student, r), tf.gather(teacher, r)];
+}
+
+/** A zero that still depends on the student (a term must keep a gradient path even when it has nothing to compare). */
+const zeroOf = (student: tf.Tensor2D): tf.Scalar => tf.mul(tf.sum(student), 0) as tf.Scalar;
+
+/**
+ * Distance-wise RKD: with d_ij = |x_i - x_j| and mu = mean over i != j of d_ij,
+ *   Ld = mean over ordered pairs i != j of huber(d^s_ij / mu^s - d^t_ij / mu^t)
+ * (the diagonal, always 0 on both sides, is excluded). student: [M, D], teacher: [M, H]; rows beyond
+ * o.maxRows (default 64) are subsampled first. Fewer than 2 rows: 0.
+ */
+export function rkdDistance(student: tf.Tensor2D, teacher: tf.Tensor2D, o: RelationOptions = {}): tf.Scalar {
+  const [s, t] = subsample(student, teacher, o);
+  const M = s.shape[0];
+  if (M < 2) return zeroOf(student);
+  const off = tf.sub(1, tf.eye(M)); // [M, M]
+  const n = M * (M - 1);
+  const normalised = (x: tf.Tensor2D) => {
+    const d = tf.sqrt(tf.maximum(gramAndSq(relationFrame(x)).d2, RKD_SQ_EPS)); // [M, M]
+    const mu = tf.div(tf.sum(tf.mul(d, off)), n);
+    return tf.div(d, tf.maximum(mu, EPS));
+  };
+  return tf.div(tf.sum(tf.mul(huber(tf.sub(normalised(s), normalised(t))), off)), n) as tf.Scalar;
+}
+
+/**
+ * Cosines of the angle at vertex i of every triplet: cos_ijk = <x_j - x_i, x_k - x_i> / (|x_j - x_i| |x_k - x_i|),
+ * [M, M, M], from the Gram matrix G (<x_j - x_i, x_k - x_i> = G_jk - G_ij - G_ik + G_ii): memory O(M^3) whatever
+ * the width, where the paper's implementation builds the [M, M, W] difference tensor (64 MB for a 4096-wide
+ * teacher at 64 rows). Clipped to [-1, 1] (float noise when a side is near zero).
+ */
+function tripletCosines(x: tf.Tensor2D): { cos: tf.Tensor3D; d2: tf.Tensor2D } {
+  const { g, sq, d2 } = gramAndSq(relationFrame(x));
+  const num = tf.add(tf.sub(tf.sub(tf.expandDims(g, 0), tf.expandDims(g, 2)), tf.expandDims(g, 1)), tf.reshape(sq, [-1, 1, 1])); // [i, j, k]
+  const d = tf.sqrt(tf.maximum(d2, RKD_SQ_EPS));
+  const den = tf.mul(tf.expandDims(d, 2), tf.expandDims(d, 1)); // d_ij * d_ik
+  return { cos: tf.clipByValue(tf.div(num, den), -1, 1) as tf.Tensor3D, d2 };
+}
+
+/**
+ * Angle-wise RKD: La = mean over triplets of distinct i, j, k of huber(cos^s_ijk - cos^t_ijk), the angle at
+ * vertex i (the paper's normalised-difference Gram matrices, without its degenerate j = i, k = i, j = k entries).
+ * Triplets with a side the teacher collapses (two teacher rows at the same point, e.g. two users with the same
+ * history prefix) have no angle and are left out. student: [M, D], teacher: [M, H]; rows beyond o.maxRows
+ * (default 64) are subsampled first. Fewer than 3 rows (or no usable triplet): 0.
+ */
+export function rkdAngle(student: tf.Tensor2D, teacher: tf.Tensor2D, o: RelationOptions = {}): tf.Scalar {
+  const [s, t] = subsample(student, teacher, o);
+  const M = s.shape[0];
+  if (M < 3) return zeroOf(student);
+  const cs = tripletCosines(s);
+  const ct = tripletCosines(t);
+  const off = tf.sub(1, tf.eye(M));
+  const distinct = tf.mul(tf.mul(tf.expandDims(off, 2), tf.expandDims(off, 1)), tf.expandDims(off, 0)); // i != j, i != k, j != k
+  const apart = tf.mul(off, tf.cast(tf.greater(ct.d2, RKD_DEGENERATE), 'float32')); // teacher pair (i, j) not collapsed
+  const mask = tf.mul(distinct, tf.mul(tf.expandDims(apart, 2), tf.expandDims(apart, 1))); // [M, M, M]
+  const count = tf.sum(mask);
+  return tf.add(tf.div(tf.sum(tf.mul(huber(tf.sub(cs.cos, ct.cos)), mask)), tf.maximum(count, 1)), zeroOf(student)) as tf.Scalar;
 }

@@ -131,3 +131,128 @@ describe('itemCrossEntropy (multi-supervision)', () => {
     expect(got).toBeCloseTo((row0 + row1) / 2, 5);
   });
 });
+
+describe('relational distillation (RKD, Park et al. 2019)', () => {
+  const h = (x: number) => (Math.abs(x) < 1 ? 0.5 * x * x : Math.abs(x) - 0.5);
+  // Brute force in float64 from the definitions (explicit differences, no Gram matrix, no centring).
+  const refDistance = (s: number[][], t: number[][]) => {
+    const M = s.length;
+    const dist = (x: number[][]) => x.map((a) => x.map((b) => Math.hypot(...a.map((v, k) => v - b[k]!))));
+    const norm = (d: number[][]) => {
+      let mu = 0;
+      for (let i = 0; i < M; i++) for (let j = 0; j < M; j++) if (i !== j) mu += d[i]![j]! / (M * (M - 1));
+      return d.map((r) => r.map((v) => v / mu));
+    };
+    const [ds, dt] = [norm(dist(s)), norm(dist(t))];
+    let l = 0;
+    for (let i = 0; i < M; i++) for (let j = 0; j < M; j++) if (i !== j) l += h(ds[i]![j]! - dt[i]![j]!) / (M * (M - 1));
+    return l;
+  };
+  /** Triplets whose two teacher sides at the vertex are non-degenerate (the loss leaves collapsed ones out). */
+  const refAngle = (s: number[][], t: number[][]) => {
+    const M = s.length;
+    const apart = (i: number, j: number) => Math.hypot(...t[i]!.map((v, d) => v - t[j]![d]!)) > 1e-9;
+    const cosAt = (x: number[][], i: number, j: number, k: number) => {
+      const a = x[j]!.map((v, d) => v - x[i]![d]!);
+      const b = x[k]!.map((v, d) => v - x[i]![d]!);
+      return a.reduce((acc, v, d) => acc + v * b[d]!, 0) / (Math.hypot(...a) * Math.hypot(...b));
+    };
+    let l = 0;
+    let n = 0;
+    for (let i = 0; i < M; i++) for (let j = 0; j < M; j++) for (let k = 0; k < M; k++) {
+      if (i === j || i === k || j === k || !apart(i, j) || !apart(i, k)) continue;
+      l += h(cosAt(s, i, j, k) - cosAt(t, i, j, k));
+      n++;
+    }
+    return l / n;
+  };
+  // Teacher: a right isosceles triangle; student: three collinear points.
+  const T = [[0, 0], [1, 0], [0, 1]];
+  const S = [[0, 0], [1, 0], [2, 0]];
+
+  it('distance: hand-computed on 3 points in 2-D', async () => {
+    const { rkdDistance } = await import('../../src/distill/losses.js');
+    // teacher d = (1, 1, √2), mean (2 + √2)/3; student d = (1, 2, 1), mean 4/3
+    const mt = (2 + Math.SQRT2) / 3;
+    const diffs = [1 / (4 / 3) - 1 / mt, 2 / (4 / 3) - 1 / mt, 1 / (4 / 3) - Math.SQRT2 / mt]; // pairs 01, 02, 12
+    const want = diffs.reduce((a, x) => a + 0.5 * x * x, 0) / 3; // every |diff| < 1: quadratic branch
+    expect(want).toBeCloseTo(0.107549, 5); // (0.12868^2 + 0.62132^2 + 0.49264^2) / 2 / 3
+    expect(val(rkdDistance(t2(S), t2(T)))).toBeCloseTo(want, 5);
+    expect(val(rkdDistance(t2(S), t2(T)))).toBeCloseTo(refDistance(S, T), 5);
+  });
+
+  it('angle: hand-computed on 3 points in 2-D, both Huber branches', async () => {
+    const { rkdAngle } = await import('../../src/distill/losses.js');
+    // Teacher cosines at vertices 0, 1, 2: 0 (right angle), √2/2, √2/2. Student (collinear): 1, -1, 1.
+    // huber(1) = 0.5, huber(-1 - √2/2) = 1/2 + √2/2 (linear), huber(1 - √2/2) = (1 - √2/2)^2 / 2; each vertex
+    // appears in 2 ordered triplets, so the mean over the 6 is the mean over the 3 vertices.
+    const want = (0.5 + (0.5 + Math.SQRT1_2) + 0.5 * (1 - Math.SQRT1_2) ** 2) / 3;
+    expect(want).toBeCloseTo(0.58333, 4);
+    expect(val(rkdAngle(t2(S), t2(T)))).toBeCloseTo(want, 5);
+  });
+
+  it('matches a float64 brute force on random batches of other widths (student D = 3, teacher H = 5)', async () => {
+    const { rkdAngle, rkdDistance } = await import('../../src/distill/losses.js');
+    const { makeRng } = await import('../../src/util/rng.js');
+    const rng = makeRng(7);
+    const rows = (M: number, W: number, spread: number) => Array.from({ length: M }, () => Array.from({ length: W }, () => spread * (2 * rng.next() - 1)));
+    for (const [M, clustered] of [[4, false], [6, true]] as const) {
+      const s = rows(M, 3, 1);
+      if (clustered) for (let i = 1; i < M; i++) s[i] = s[0]!.map((v) => v + 0.1 * rng.next()); // a cluster and one far point: linear branch
+      if (clustered) s[0] = [5, -4, 3];
+      const t = rows(M, 5, 10).map((r) => r.map((v) => v + 100)); // far from the origin: centring matters
+      expect(val(rkdDistance(t2(s), t2(t)))).toBeCloseTo(refDistance(s, t), 4);
+      expect(val(rkdAngle(t2(s), t2(t)))).toBeCloseTo(refAngle(s, t), 4);
+    }
+  });
+
+  it('a scaled, rotated, translated copy of the teacher in another width has zero loss', async () => {
+    const { rkdAngle, rkdDistance } = await import('../../src/distill/losses.js');
+    const teacher = [[0.3, -1.2], [2, 0.5], [-1, 1], [0.7, 0.1], [-0.4, -2]];
+    // student (3-D) = 7 * R(teacher as [x, y, 0]) + offset, R a rotation about the axis (1, 1, 1)/√3 by 40°
+    const th = (40 * Math.PI) / 180;
+    const u = [1, 1, 1].map((v) => v / Math.sqrt(3));
+    const c = Math.cos(th);
+    const sn = Math.sin(th);
+    const R = [0, 1, 2].map((i) => [0, 1, 2].map((j) => (i === j ? c : 0) + (1 - c) * u[i]! * u[j]! + sn * [[0, -u[2]!, u[1]!], [u[2]!, 0, -u[0]!], [-u[1]!, u[0]!, 0]][i]![j]!));
+    const student = teacher.map(([x, y]) => R.map((r, i) => 7 * (r[0]! * x! + r[1]! * y!) + [1, -2, 3][i]!));
+    expect(Math.abs(val(rkdDistance(t2(student), t2(teacher))))).toBeLessThan(1e-6);
+    expect(Math.abs(val(rkdAngle(t2(student), t2(teacher))))).toBeLessThan(1e-6);
+    // and a mirror image too (an isometry): relations only
+    const mirrored = teacher.map(([x, y]) => [-3 * x!, 3 * y!]);
+    expect(Math.abs(val(rkdDistance(t2(mirrored), t2(teacher))))).toBeLessThan(1e-6);
+    expect(Math.abs(val(rkdAngle(t2(mirrored), t2(teacher))))).toBeLessThan(1e-6);
+  });
+
+  it('too few rows give 0 (with a gradient path); teacher-collapsed pairs have no angle', async () => {
+    const { rkdAngle, rkdDistance } = await import('../../src/distill/losses.js');
+    expect(val(rkdDistance(t2([[1, 2]]), t2([[3, 4, 5]])))).toBe(0);
+    expect(val(rkdAngle(t2([[1, 2], [3, 4]]), t2([[3, 4, 5], [0, 0, 1]])))).toBe(0);
+    expect(val(rkdDistance(tf.zeros([0, 2]) as tf.Tensor2D, tf.zeros([0, 3]) as tf.Tensor2D))).toBe(0);
+    const g = tf.grad((s: tf.Tensor) => rkdAngle(s as tf.Tensor2D, t2([[0, 0], [1, 0]])))(t2([[1, 2], [3, 4]]));
+    expect(Array.from(g.dataSync())).toEqual([0, 0, 0, 0]);
+    // Teacher rows 2 and 3 coincide: a triplet whose vertex is 2 or 3 has the collapsed side (2, 3) and no angle;
+    // the 12 with vertex 0 or 1 count (the brute force skips the same ones).
+    const T4 = [[0, 0], [1, 0], [0, 1], [0, 1]];
+    const S4 = [[0, 0], [1, 0], [2, 0], [2.5, 0.5]];
+    const a4 = val(rkdAngle(t2(S4), t2(T4)));
+    expect(Number.isFinite(a4)).toBe(true);
+    expect(a4).toBeCloseTo(refAngle(S4, T4), 5);
+  });
+
+  it('more rows than maxRows: a seeded uniform subsample, the same rows for the same seed', async () => {
+    const { relationRows, rkdDistance } = await import('../../src/distill/losses.js');
+    const { makeRng } = await import('../../src/util/rng.js');
+    expect(relationRows(10, 10, makeRng(1))).toBeUndefined();
+    const a = relationRows(100, 8, makeRng(3))!;
+    expect(a).toHaveLength(8);
+    expect(new Set(a).size).toBe(8);
+    expect(Array.from(a)).toEqual([...a].sort((x, y) => x - y));
+    expect(Array.from(relationRows(100, 8, makeRng(3))!)).toEqual(Array.from(a));
+    expect(Array.from(relationRows(100, 8, makeRng(4))!)).not.toEqual(Array.from(a));
+    const s = tf.randomNormal([100, 3], 0, 1, 'float32', 1) as tf.Tensor2D;
+    const t = tf.randomNormal([100, 5], 0, 1, 'float32', 2) as tf.Tensor2D;
+    const idx = tf.tensor1d(a, 'int32');
+    expect(val(rkdDistance(s, t, { maxRows: 8, rng: makeRng(3) }))).toBeCloseTo(val(rkdDistance(tf.gather(s, idx), tf.gather(t, idx), { maxRows: 8 })), 6);
+  });
+});

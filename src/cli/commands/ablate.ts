@@ -18,7 +18,10 @@ import type { LogFn } from '../../util/progress.js';
 import { defineCommand } from '../command.js';
 
 // Distillation flags other than the cache and the lambdas pass through to every distilled run.
-const { cache: _c, lambdaCos: _a, lambdaL2: _b, lambdaMs: _m, lambdaKd: _k, lambdaEmb: _e, ...distillPassThrough } = distillOptions;
+const { cache: _c, lambdaCos: _a, lambdaL2: _b, lambdaMs: _m, lambdaKd: _k, lambdaEmb: _e, lambdaRel: _r, ...distillPassThrough } = distillOptions;
+
+/** --suite: a named set of configurations with its own summary keys. */
+const SUITES = { relation: 'rel' } as const;
 
 const options = defineOptions({
   ...datasetOptions,
@@ -44,12 +47,14 @@ const options = defineOptions({
   patience: { type: 'int', help: 'early stopping patience (validations)', default: 10 },
   seeds: { type: 'int', help: 'seeds per configuration (seed, seed+1, ...)', default: 3 },
   seed: { type: 'int', help: 'first seed', default: 42 },
-  configs: { type: 'string', help: 'configurations besides CE-only: terms alone (cos,l2,ms,kd,emb), all, or +-joined sets', default: 'cos,l2,ms,kd,emb,all' },
+  configs: { type: 'string', help: 'configurations besides CE-only: terms alone (cos,l2,ms,kd,emb,rel), all (every term but rel; all+rel adds it), or +-joined sets', default: 'cos,l2,ms,kd,emb,all' },
+  suite: { type: 'string', help: 'relation: CE vs relational distillation only (--configs rel); the summary carries ce, relation and gain', default: 'none', choices: ['none', 'relation'] },
   lambdaCos: { type: 'number', help: 'λcos when the term is on', default: 1 },
   lambdaL2: { type: 'number', help: 'λl2 when the term is on', default: 0.1 },
   lambdaMs: { type: 'number', help: 'λms when the term is on', default: 0.5 },
   lambdaKd: { type: 'number', help: 'λkd when the term is on', default: 1 },
   lambdaEmb: { type: 'number', help: 'λemb when the term is on', default: 0.5 },
+  lambdaRel: { type: 'number', help: 'λrel when the term is on (not part of all: all+rel)', default: 1 },
   ...distillPassThrough,
   backend: { type: 'string', help: 'tfjs backend', default: 'auto', choices: ['auto', 'node', 'wasm', 'cpu'] },
   out: { type: 'string', help: 'output folder (default: student/ablate-<dataset>-<teacher>)' },
@@ -150,6 +155,16 @@ const pick = (s: ConfigSummary) => {
   return rest;
 };
 
+/**
+ * --suite relation: `relation` is the rel configuration's summary and `gain` its relative test NDCG@10 over CE
+ * (the only distilled configuration, so the same as the validation-chosen one's; stated here, not inferred).
+ */
+function relationSummary(r: AblationResult): Record<string, unknown> {
+  const rel = r.configs.find((c) => c.name === SUITES.relation);
+  if (!rel) return { relation: undefined }; // a partial report before the rel configuration has finished
+  return { relation: pick(rel), gain: rel['ndcg@10.mean'] / r.ce['ndcg@10.mean'] - 1 };
+}
+
 export default defineCommand({
   description: 'CE-only vs each distillation term alone vs all terms, same small student and seeds; best distilled config chosen on validation',
   options,
@@ -159,8 +174,12 @@ export default defineCommand({
     const ds = await datasetFromFlags(opts);
     const out = opts.out ?? join('student', `ablate-${ds.name}-${opts.teacher}`);
     if (opts.seeds < 1) throw new RecdistillError('E_USAGE', `--seeds must be >= 1, got ${opts.seeds}.`);
-    const lambdas = { cos: opts.lambdaCos, l2: opts.lambdaL2, ms: opts.lambdaMs, kd: opts.lambdaKd, emb: opts.lambdaEmb };
-    const plan = { configs: planConfigs(opts.configs, lambdas), seeds: Array.from({ length: opts.seeds }, (_, i) => opts.seed + i) };
+    const lambdas = { cos: opts.lambdaCos, l2: opts.lambdaL2, ms: opts.lambdaMs, kd: opts.lambdaKd, emb: opts.lambdaEmb, rel: opts.lambdaRel };
+    const suite = opts.suite === 'none' ? undefined : opts.suite;
+    if (suite && opts.configs !== options.configs.default) {
+      throw new RecdistillError('E_USAGE', `--suite ${suite} runs --configs ${SUITES[suite]}; give one of --suite and --configs, not both.`);
+    }
+    const plan = { configs: planConfigs(suite ? SUITES[suite] : opts.configs, lambdas), seeds: Array.from({ length: opts.seeds }, (_, i) => opts.seed + i) };
     const t0 = performance.now();
     const cache = opts.cache ?? (opts.teacher === 'seqrec' ? await seqrecTeacherCache(o, ds, out, backend, ctx.log) : await llmTeacherCache(o, ds, backend, ctx.log));
     const manifest = readManifest(cache);
@@ -204,6 +223,7 @@ export default defineCommand({
       ofTeacher: r.distilled && teacherTest?.['ndcg@10'] ? r.distilled['ndcg@10.mean'] / teacherTest['ndcg@10'] : undefined,
       ceOfTeacher: teacherTest?.['ndcg@10'] ? r.ce['ndcg@10.mean'] / teacherTest['ndcg@10'] : undefined,
       chosenOn: 'validation ndcg@10 (mean over seeds)',
+      ...(suite === 'relation' ? relationSummary(r) : {}),
       ...(partial ? { partial: true, configsDone: r.configs.map((c) => c.name) } : {}),
       seconds: (performance.now() - t0) / 1000,
     });
@@ -232,10 +252,12 @@ export default defineCommand({
     const ce = s.ce as Record<string, unknown>;
     const d = s.distilled as Record<string, unknown> | undefined;
     const t = (s.teacher as { test?: Record<string, number> }).test;
+    const rel = s.relation as Record<string, unknown> | undefined;
+    const line = (label: string, c: Record<string, unknown>) => `${label} test ndcg@10 ${f(c['ndcg@10.mean'])} ± ${f(c['ndcg@10.std'])} hr@10 ${f(c['hr@10.mean'])}`;
     return [
       `teacher test ndcg@10 ${f(t?.['ndcg@10'])} hr@10 ${f(t?.['hr@10'])}`,
-      `ce        test ndcg@10 ${f(ce['ndcg@10.mean'])} ± ${f(ce['ndcg@10.std'])} hr@10 ${f(ce['hr@10.mean'])}`,
-      d ? `distilled (${String(d.name)}, chosen on valid) test ndcg@10 ${f(d['ndcg@10.mean'])} ± ${f(d['ndcg@10.std'])} hr@10 ${f(d['hr@10.mean'])}` : 'no distilled config',
+      line('ce       ', ce),
+      rel ? line('relation ', rel) : d ? line(`distilled (${String(d.name)}, chosen on valid)`, d) : 'no distilled config',
       `gain ${(Number(s.gain) * 100).toFixed(1)}% relative test NDCG@10`,
       `report ${(s.report as { markdown: string }).markdown}`,
     ].join('\n');

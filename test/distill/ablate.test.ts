@@ -18,7 +18,8 @@ describe('ablation plan', () => {
     expect(() => planConfigs('ms', base)).toThrow(/--lambda-ms is 0/);
   });
   it('lambda flags zero the terms that are off', () => {
-    expect(lambdaFlags({ kd: 2 })).toEqual({ lambdaCos: 0, lambdaL2: 0, lambdaMs: 0, lambdaKd: 2, lambdaEmb: 0 });
+    expect(lambdaFlags({ kd: 2 })).toEqual({ lambdaCos: 0, lambdaL2: 0, lambdaMs: 0, lambdaKd: 2, lambdaEmb: 0, lambdaRel: 0 });
+    expect(lambdaFlags({ rel: 1 })).toEqual({ lambdaCos: 0, lambdaL2: 0, lambdaMs: 0, lambdaKd: 0, lambdaEmb: 0, lambdaRel: 1 });
   });
 });
 
@@ -43,7 +44,7 @@ describe('ablation protocol', () => {
     });
     expect(seen.map((s) => `${s[0]}:${s[1]}`)).toEqual(['ce:1', 'ce:2', 'cos:1', 'cos:2', 'kd:1', 'kd:2']);
     expect(seen[0]![2]).toBeUndefined();
-    expect(seen[2]![2]).toEqual({ cache: '/c', kd: 'kl', lambdaCos: 1, lambdaL2: 0, lambdaMs: 0, lambdaKd: 0, lambdaEmb: 0 });
+    expect(seen[2]![2]).toEqual({ cache: '/c', kd: 'kl', lambdaCos: 1, lambdaL2: 0, lambdaMs: 0, lambdaKd: 0, lambdaEmb: 0, lambdaRel: 0 });
     expect(r.distilled!.name).toBe('cos');
     expect(chooseOnValidation(r.configs)!.name).toBe('cos');
     expect(r.ce['ndcg@10.mean']).toBeCloseTo(0.1, 9);
@@ -88,5 +89,25 @@ describe('ablation configs with gradient balancing', () => {
     ], 1234);
     expect(s['epochs.mean']).toBe(15.5);
     expect(s.params).toBe(1234);
+  });
+});
+
+describe('relational distillation in the ablation (rel)', () => {
+  const withRel = { ...base, rel: 1 };
+
+  it('rel is a term of its own, with its lambda, and joins others with +', () => {
+    const p = planConfigs('rel,rel=0.25,kd+rel', withRel);
+    expect(p.map((c) => [c.name, c.lambdas])).toEqual([['ce', {}], ['rel', { rel: 1 }], ['rel=0.25', { rel: 0.25 }], ['kd+rel', { kd: 2, rel: 1 }]]);
+    expect(() => planConfigs('rel', base)).toThrow(/--lambda-rel is 0/);
+    expect(() => planConfigs('rel:kl', withRel)).toThrow(/only kd has variants/);
+  });
+
+  it('all keeps its meaning (rel is opt-in, even with a positive lambda); all+rel adds it', () => {
+    const p = planConfigs('all,all+rel,all+rel@gradcos', withRel);
+    expect(p[1]!.lambdas).toEqual({ cos: 1, l2: 0.5, kd: 2, emb: 0.1 });
+    expect(p[2]!.lambdas).toEqual({ cos: 1, l2: 0.5, kd: 2, emb: 0.1, rel: 1 });
+    expect(p[3]).toMatchObject({ lambdas: p[2]!.lambdas, overrides: { balance: 'gradcos' } });
+    // a lambda table without rel (callers before rel existed) still plans
+    expect(planConfigs('all', base)[1]!.lambdas).toEqual({ cos: 1, l2: 0.5, kd: 2, emb: 0.1 });
   });
 });

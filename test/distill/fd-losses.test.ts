@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
-import { cosineDistance, crossEntropy, embeddingDistance, itemCrossEntropy, klTopK, l2Distance, rankingLoss, rankingWeights, topKMembership } from '../../src/distill/losses.js';
+import { cosineDistance, crossEntropy, embeddingDistance, itemCrossEntropy, klTopK, l2Distance, rankingLoss, rankingWeights, rkdAngle, rkdDistance, topKMembership } from '../../src/distill/losses.js';
 import { distillOptions, TERM_NAMES } from '../../src/distill/options.js';
 import { trainOptions } from '../../src/student/config.js';
 import { bceLoss, drawFrom, fullSoftmaxCE, fullSoftmaxCEValue, logSumExp, proposal, sampledSoftmaxCE } from '../../src/student/losses.js';
@@ -194,6 +194,37 @@ const ROWS: Row[] = [
       const ids = i32([2, 5, 2, 1]);
       const et = g.uniform([4, H]);
       return { xs: [g.uniform([N + 1, D]), g.uniform([H, D])], loss: ([E, W]) => embeddingDistance(tf.gather(E!, ids) as tf.Tensor2D, tf.matMul(et, W!) as tf.Tensor2D) };
+    },
+  },
+
+  // ---- relational distillation (RKD): the teacher rows are constants, of another width (H = 5 vs D = 3)
+  { term: 'rel', name: 'rel: rkdDistance d/dstudent', build: (g) => {
+    const t = g.uniform([5, H], -2, 2);
+    return { xs: [g.uniform([5, D])], loss: ([s]) => rkdDistance(s as tf.Tensor2D, t as tf.Tensor2D) };
+  } },
+  { term: 'rel', name: 'rel: rkdDistance d/dstudent, Huber linear branch (a cluster and one far row)', build: (g) => {
+    const t = g.uniform([5, H], -2, 2);
+    const far = tf.tensor2d([[6, -5, 4]]);
+    return { xs: [g.uniform([4, D], -0.3, 0.3)], loss: ([s]) => rkdDistance(tf.concat([far, s!]) as tf.Tensor2D, t as tf.Tensor2D) };
+  } },
+  { term: 'rel', name: 'rel: rkdAngle d/dstudent', build: (g) => {
+    const t = g.uniform([5, H], -2, 2);
+    return { xs: [g.uniform([5, D])], loss: ([s]) => rkdAngle(s as tf.Tensor2D, t as tf.Tensor2D) };
+  } },
+  {
+    term: 'rel',
+    name: 'rel: 5 * distance + 10 * angle of the rows gathered at the teacher slots (hooks relTerm), subsampled 5 of 6, d/dh',
+    build: (g) => {
+      const slots = i32([0, 2, 3, 5, 6, 7]);
+      const t = g.uniform([6, H], -2, 2);
+      const o = () => ({ maxRows: 5, rng: makeRng(9) }); // the same 5 rows for both terms
+      return {
+        xs: [g.uniform([8, D])],
+        loss: ([h]) => {
+          const hs = tf.gather(h!, slots) as tf.Tensor2D;
+          return tf.add(tf.mul(rkdDistance(hs, t as tf.Tensor2D, o()), 5), tf.mul(rkdAngle(hs, t as tf.Tensor2D, o()), 10)) as tf.Scalar;
+        },
+      };
     },
   },
 ];

@@ -21,10 +21,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
  * Slots with a teacher row: 1,2,3 (user 0, position 0 has none) and 6,7. Student state at slot s, block b:
  * [s + 1, 2 - b].
  */
-function context(itemEmb: tf.Variable): StepContext {
+function context(itemEmb: tf.Variable, hiddenStates?: tf.Tensor3D[]): StepContext {
   const B = 2;
   const L = 4;
-  const hidden = [0, 1].map((b) => tf.tensor3d(Array.from({ length: B * L }, (_, s) => [s + 1, 2 - b]).flat(), [B, L, 2]));
+  const hidden = hiddenStates ?? [0, 1].map((b) => tf.tensor3d(Array.from({ length: B * L }, (_, s) => [s + 1, 2 - b]).flat(), [B, L, 2]));
   return {
     users: Int32Array.from([0, 1]),
     positions: Int32Array.from([0, 1, 2, 3, -1, -1, 0, 1]),
@@ -105,11 +105,11 @@ describe('buildDistillHooks', () => {
 
   it.each(['cpu', 'wasm'] as const)('every term is differentiable w.r.t. the student and its own variables (%s)', async (backend) => {
     await initBackend(backend);
-    const h = await hooksFor({ lambdaCos: 1, lambdaL2: 1, lambdaMs: 1, lambdaKd: 1, kd: 'ranking', lambdaEmb: 1, align: '1:-2,2:-1' });
+    const h = await hooksFor({ lambdaCos: 1, lambdaL2: 1, lambdaMs: 1, lambdaKd: 1, kd: 'ranking', lambdaEmb: 1, lambdaRel: 1, align: '1:-2,2:-1' });
     const E = tf.variable(tf.randomNormal([6, 2], 0, 1, 'float32', 3));
     const { value, grads } = tf.variableGrads(() => {
       const t = h.extraTerms(context(E));
-      expect(Object.keys(t).sort()).toEqual(['cos', 'emb', 'kd', 'l2', 'ms']);
+      expect(Object.keys(t).sort()).toEqual(['cos', 'emb', 'kd', 'l2', 'ms', 'rel']);
       return tf.addN(Object.values(t)) as tf.Scalar;
     }, [E, ...h.variables()]);
     expect(Number.isFinite(value.dataSync()[0]!)).toBe(true);
@@ -128,6 +128,65 @@ describe('buildDistillHooks', () => {
     expect(worst, `${where} (inputs: ${vars.map((v) => v.name).join(', ')})`).toBeLessThan(1e-2);
     h.dispose?.();
     await initBackend('cpu');
+  });
+
+  it('relational distillation (rel): 5 * RKD distance + 10 * RKD angle, last block vs the teacher layer aligned with it', async () => {
+    const { rkdAngle, rkdDistance } = await import('../../src/distill/losses.js');
+    const h = await hooksFor({ lambdaRel: 0.5 });
+    expect(h.variables()).toEqual([]); // no projection: the relations compare across widths as they are
+    const E = tf.variable(tf.randomNormal([6, 2], 0, 1, 'float32', 1));
+    const terms = h.extraTerms(context(E));
+    expect(Object.keys(terms)).toEqual(['rel']);
+    // Last block (1): student [s + 1, 1] at the slots with a teacher row; teacher: tapped layer 1 (auto align 2 -> -1).
+    const S = tf.tensor2d(withTeacher.map(([s]) => [s + 1, 1]));
+    const T = tf.tensor2d(withTeacher.map(([, u, p]) => teacherState(u, p, 1)));
+    const want = 5 * rkdDistance(S, T).dataSync()[0]! + 10 * rkdAngle(S, T).dataSync()[0]!;
+    expect(want).toBeGreaterThan(0.1);
+    expect(terms.rel!.dataSync()[0]).toBeCloseTo(want, 5);
+    expect(h.weights(0)).toEqual({ ce: 1, rel: 0.5 });
+    expect(h.provenance?.()).toMatchObject({ lambdas: { rel: 0.5 }, rel: { distance: 5, angle: 10, maxRows: 64, align: '2:7' } });
+    h.dispose?.();
+    // --rel-angle 0: the distance term alone; --align 2:-2: the other teacher layer.
+    const h2 = await hooksFor({ lambdaRel: 1, relAngle: 0, relDistance: 2, align: '2:-2' });
+    const T0 = tf.tensor2d(withTeacher.map(([, u, p]) => teacherState(u, p, 0)));
+    expect(h2.extraTerms(context(E)).rel!.dataSync()[0]).toBeCloseTo(2 * rkdDistance(S, T0).dataSync()[0]!, 5);
+    h2.dispose?.();
+  });
+
+  it('rel is differentiable w.r.t. the student states (last block only), matching finite differences', async () => {
+    const h = await hooksFor({ lambdaRel: 1 });
+    const E = tf.variable(tf.randomNormal([6, 2], 0, 1, 'float32', 3));
+    const hidden = [0, 1].map((b) => tf.variable(tf.randomNormal([2, 4, 2], 0, 1, 'float32', 10 + b)));
+    const { value, grads } = tf.variableGrads(() => h.extraTerms(context(E, hidden as unknown as tf.Tensor3D[])).rel!, hidden);
+    expect(Number.isFinite(value.dataSync()[0]!)).toBe(true);
+    const at = hidden.map((v) => tf.clone(v));
+    const numeric = numericGrads((xs) => {
+      hidden.forEach((v, i) => v.assign(xs[i]!));
+      return h.extraTerms(context(E, hidden as unknown as tf.Tensor3D[])).rel!.dataSync()[0]!;
+    }, at);
+    hidden.forEach((v, i) => v.assign(at[i]!));
+    const analytic = hidden.map((v) => toF64(grads[v.name] ?? tf.zerosLike(v)));
+    // Block 0 takes no part; in block 1 only the 5 slots with a teacher row (1, 2, 3, 6, 7) get a gradient.
+    expect(Math.max(...Array.from(analytic[0]!, Math.abs))).toBe(0);
+    const g1 = analytic[1]!;
+    for (let s = 0; s < 8; s++) {
+      const norm = Math.hypot(g1[2 * s]!, g1[2 * s + 1]!);
+      if ([1, 2, 3, 6, 7].includes(s)) expect(norm, `slot ${s}`).toBeGreaterThan(1e-4);
+      else expect(norm, `slot ${s}`).toBe(0);
+    }
+    const { worst, where } = compareGrads(analytic, numeric);
+    expect(worst, where).toBeLessThan(1e-2);
+    h.dispose?.();
+  });
+
+  it('rel: the last block must be aligned; its weights must be usable', async () => {
+    await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, align: '1:-1' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--lambda-rel needs the student's last block \(2\) aligned/);
+    await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, relAngle: -1 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--rel-angle must be >= 0/);
+    await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, relAngle: 0, relDistance: 0 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/needs --rel-distance or --rel-angle > 0/);
+    // rel off (the default): no term, whatever the cache
+    const h = await hooksFor({ lambdaCos: 1 });
+    expect(Object.keys(h.extraTerms(context(tf.variable(tf.zeros([6, 2])))))).toEqual(['cos']);
+    h.dispose?.();
   });
 
   it('lambda-ms needs an intermediate aligned block; bad flags are usage errors', async () => {

@@ -60,10 +60,10 @@ export function planConfigs(spec: string, lambdas: Partial<Record<TermName, numb
   const out: AblationConfig[] = [{ name: 'ce', lambdas: {} }];
   for (const name of names) {
     if (name === 'ce' || out.some((c) => c.name === name)) continue;
-    // `all@gradcos`, `kd+cos@pcgrad`: the same terms with gradient balancing.
+    // `all@gradcos`, `kd+cos@pcgrad`, `all@unshare`: the same terms with gradient balancing.
     const [termsSpec, balance, ...more] = name.split('@') as [string, string | undefined, ...string[]];
-    if (more.length || (balance !== undefined && !['gradcos', 'pcgrad'].includes(balance))) {
-      throw new RecdistillError('E_USAGE', `--configs: "${name}": a configuration may end with one @gradcos or @pcgrad (gradient balancing), nothing else.`);
+    if (more.length || (balance !== undefined && !['gradcos', 'pcgrad', 'unshare'].includes(balance))) {
+      throw new RecdistillError('E_USAGE', `--configs: "${name}": a configuration may end with one @gradcos, @pcgrad or @unshare (gradient balancing), nothing else.`);
     }
     const parts = termsSpec.split('+').flatMap((p) => (p === 'all' ? allTerms : [p]));
     const cfg: AblationConfig = { name, lambdas: {}, ...(balance ? { overrides: { balance } } : {}) };

@@ -13,8 +13,31 @@ import * as tf from '@tensorflow/tfjs-core';
  *   so the projection is folded into CE's weight: sum_k λ_k proj(g_k) + g_ce = sum_k λ_k g_k + w_ce g_ce with
  *   w_ce = 1 - sum_{k conflicting} λ_k (g_k.g_ce) / |g_ce|^2 (>= 1). Exact at the measured step. CE is the
  *   primary task, so it is never projected onto the distillation terms.
+ * - unshare (multi-objective: task-specific parameters where objectives conflict): a term whose EMA cosine
+ *   with CE (the same EMA as gradcos) has been below `unshareBelow` (0) for `unshareAfter` (3) consecutive
+ *   measurements is unshared for the rest of the run: from the next step on, the hooks stop its gradient at
+ *   the shared states / item embeddings and compute it through its own adapter (src/distill/hooks.ts). Its
+ *   weight stays its lambda. A measurement that does not include the term (no teacher row in the batch)
+ *   neither extends nor breaks its run of negative cosines; an unshared term is no longer measured.
  */
-export type BalanceMode = 'none' | 'gradcos' | 'pcgrad';
+export type BalanceMode = 'none' | 'gradcos' | 'pcgrad' | 'unshare';
+
+/** When and at which EMA cosine a term was unshared. It is unshared for every step > `step`. */
+export interface UnshareEvent {
+  step: number;
+  cos: number;
+}
+
+export interface BalancerOptions {
+  /** EMA decay of the cosines (gradcos, unshare). */
+  emaDecay?: number;
+  /** unshare: consecutive measurements with EMA cosine < unshareBelow that unshare a term. */
+  unshareAfter?: number;
+  /** unshare: the EMA-cosine threshold. */
+  unshareBelow?: number;
+  /** unshare: one line per term when it is unshared. */
+  log?: (line: string) => void;
+}
 
 export interface GradStats {
   /** g_k . g_ce for each term. */
@@ -87,15 +110,34 @@ export interface Balancer {
   update(grads: Record<string, tf.Tensor[]>, step: number): void;
   /** Weights and cosines since the last call (for history.jsonl), then resets the window. */
   info(): Record<string, unknown>;
-  /** What a resumed run needs to continue exactly: current weights, moving averages, measurement count. */
-  state(): { current: Record<string, number>; ema: Record<string, number>; measurements: number };
-  restore(s: { current?: unknown; ema?: unknown; measurements?: unknown }): void;
+  /** unshare: whether `term` is unshared at `step` (decided at a measurement before it; always false in other modes). */
+  isUnshared(term: string, step: number): boolean;
+  /** unshare: the terms unshared so far, with when and at which EMA cosine. */
+  unshared(): Record<string, UnshareEvent>;
+  /**
+   * What a resumed run needs to continue exactly: current weights, moving averages, measurement count, and
+   * (unshare) each term's run of negative EMA cosines and the unshared terms.
+   */
+  state(): BalancerState;
+  restore(s: { current?: unknown; ema?: unknown; measurements?: unknown; streak?: unknown; unshared?: unknown }): void;
+}
+
+export interface BalancerState {
+  current: Record<string, number>;
+  ema: Record<string, number>;
+  measurements: number;
+  streak: Record<string, number>;
+  unshared: Record<string, UnshareEvent>;
 }
 
 /** A balancer for the given base lambdas. With mode 'none' the weights are the lambdas, ce = 1. */
-export function createBalancer(mode: BalanceMode, lambdas: Record<string, number>, emaDecay = 0.5): Balancer {
+export function createBalancer(mode: BalanceMode, lambdas: Record<string, number>, opts: BalancerOptions = {}): Balancer {
+  const { emaDecay = 0.5, unshareAfter = 3, unshareBelow = 0, log } = opts;
+  if (!(Number.isInteger(unshareAfter) && unshareAfter >= 1)) throw new Error(`unshareAfter must be an integer >= 1, got ${unshareAfter}`);
   let current: Record<string, number> = { ce: 1, ...lambdas };
   const ema: Record<string, number> = {};
+  let streak: Record<string, number> = {};
+  let unshared: Record<string, UnshareEvent> = {};
   let window: { step: number; cos: Record<string, number>; weights: Record<string, number> }[] = [];
   let measurements = 0;
   return {
@@ -112,6 +154,15 @@ export function createBalancer(mode: BalanceMode, lambdas: Record<string, number
       const next: Record<string, number> = { ce: 1, ...lambdas };
       if (mode === 'gradcos') {
         for (const k of Object.keys(lambdas)) if (ema[k] !== undefined) next[k] = lambdas[k]! * gradcosFactor(ema[k]);
+      } else if (mode === 'unshare') {
+        for (const k of Object.keys(cos)) {
+          if (unshared[k]) continue;
+          streak[k] = ema[k]! < unshareBelow ? (streak[k] ?? 0) + 1 : 0;
+          if (streak[k]! >= unshareAfter) {
+            unshared[k] = { step, cos: ema[k]! };
+            log?.(`balance unshare: term ${k} unshared after step ${step} (EMA gradient cosine with ce ${ema[k]!.toFixed(4)} < ${unshareBelow} for ${streak[k]} consecutive measurements); from step ${step + 1} its gradient no longer reaches the shared layers`);
+          }
+        }
       } else {
         next.ce = pcgradCeWeight(lambdas, s);
       }
@@ -119,7 +170,9 @@ export function createBalancer(mode: BalanceMode, lambdas: Record<string, number
       measurements++;
       window.push({ step, cos, weights: { ...next } });
     },
-    state: () => ({ current: { ...current }, ema: { ...ema }, measurements }),
+    isUnshared: (term, step) => unshared[term] !== undefined && step > unshared[term].step,
+    unshared: () => ({ ...unshared }),
+    state: () => ({ current: { ...current }, ema: { ...ema }, measurements, streak: { ...streak }, unshared: structuredClone(unshared) }),
     restore(st) {
       const nums = (o: unknown): Record<string, number> | undefined =>
         o && typeof o === 'object' && Object.values(o).every((v) => typeof v === 'number' && Number.isFinite(v)) ? (o as Record<string, number>) : undefined;
@@ -130,9 +183,18 @@ export function createBalancer(mode: BalanceMode, lambdas: Record<string, number
       for (const k of Object.keys(ema)) delete ema[k];
       Object.assign(ema, e);
       measurements = st.measurements as number;
+      // Checkpoints written before mode unshare existed have neither: nothing unshared, no run in progress.
+      const sk = st.streak === undefined ? {} : nums(st.streak);
+      const un = st.unshared === undefined ? {} : st.unshared;
+      const events = (o: unknown): o is Record<string, UnshareEvent> =>
+        !!o && typeof o === 'object' && Object.values(o).every((e) => !!e && typeof e === 'object' && Number.isInteger((e as UnshareEvent).step) && Number.isFinite((e as UnshareEvent).cos));
+      if (!sk || !Object.values(sk).every((v) => Number.isInteger(v) && v >= 0) || !events(un)) throw new Error('balancer state: expected streak: integers >= 0, unshared: {term: {step, cos}}');
+      streak = { ...sk };
+      unshared = structuredClone(un);
     },
     info() {
       const out: Record<string, unknown> = { balance: mode, weights: { ...current } };
+      if (mode === 'unshare') out.unshared = structuredClone(unshared);
       if (window.length) {
         const meanCos: Record<string, number> = {};
         for (const k of Object.keys(lambdas)) {

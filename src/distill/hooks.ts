@@ -11,6 +11,7 @@ import { itemCrossEntropy, cosineDistance, embeddingDistance, klTopK, l2Distance
 import { activeLambdas, distillOptions, type DistillFlags, type TermName } from './options.js';
 import { computeStats, lookupTeacherBatch } from './teacher-batch.js';
 import { makeRng, mixSeed } from '../util/rng.js';
+import { stderrLog, type LogFn } from '../util/progress.js';
 
 /** Pick and validate the distillation flags out of student:train's resolved options. */
 export function distillFlagsFrom(opts: Record<string, unknown>): DistillFlags {
@@ -24,6 +25,8 @@ export function distillFlagsFrom(opts: Record<string, unknown>): DistillFlags {
   }
   if (f.lambdaRel > 0 && f.relDistance === 0 && f.relAngle === 0) throw new RecdistillError('E_USAGE', '--lambda-rel needs --rel-distance or --rel-angle > 0 (both are 0).');
   if (f.balanceEvery < 1) throw new RecdistillError('E_USAGE', `--balance-every must be >= 1, got ${f.balanceEvery}.`);
+  if (f.unshareAfter < 1) throw new RecdistillError('E_USAGE', `--unshare-after must be >= 1, got ${f.unshareAfter}.`);
+  if (!Number.isFinite(f.unshareBelow)) throw new RecdistillError('E_USAGE', `--unshare-below must be a finite number, got ${f.unshareBelow}.`);
   return f;
 }
 
@@ -55,7 +58,7 @@ export function shardsInBudget(dir: string, budgetMb: number): number {
 }
 
 /** The hooks for an opened cache (exported for tests that build a cache in a temp dir). */
-export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: PreparedDataset, model: { dims: number; blocks: number }, seed = 0): TrainHooks {
+export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: PreparedDataset, model: { dims: number; blocks: number }, seed = 0, log: LogFn = stderrLog): TrainHooks {
   const D = model.dims;
   const H = reader.hiddenSize;
   const lambdas = activeLambdas(f);
@@ -91,10 +94,26 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
   const adapters = on('ms') ? msPairs.map((p) => ({ w: mk(`ms${p.block + 1}/w`, tf.eye(D)), b: mk(`ms${p.block + 1}/b`, tf.zeros([D])) })) : [];
   // Teacher item text embedding -> student item space. [H, D]
   const embW = on('emb') ? mk('emb/w', tf.randomNormal([H, D], 0, 1 / Math.sqrt(H), 'float32', seed + 7)) : undefined;
+  // --balance unshare: an unshared term reads the shared states / item embeddings through a gradient stop and is
+  // computed through its own trainable adapter, so only that adapter (never the encoder or the item embeddings)
+  // learns from it. Which adapter each term uses:
+  //   cos, l2: the D -> H projections proj<b> (trained by cos and l2 only, never by CE);
+  //   ms:      its adapters ms<b> (D -> D, identity at start);
+  //   emb:     emb/w (teacher item space -> student item space; the student's item rows are stopped);
+  //   kd, rel: unshare/kd, unshare/rel below, D -> D on the last-block state, created up front in mode unshare
+  //            only (the variable list and the checkpoint layout never change mid-run; other modes keep theirs).
+  // The new adapters are residual, h + h·W + b with W = 0, b = 0 at start: identity at start, and AdamW's decay
+  // (which acts on them before they get any gradient) pulls them back to identity, not to zero.
+  const unshareMode = f.balance === 'unshare';
+  const ownAdapter = (t: TermName) => (unshareMode && on(t) ? { w: mk(`unshare/${t}/w`, tf.zeros([D, D])), b: mk(`unshare/${t}/b`, tf.zeros([D])) } : undefined);
+  const kdAdapter = ownAdapter('kd');
+  const relAdapter = ownAdapter('rel');
+  const residual = (h: tf.Tensor2D, a: { w: tf.Variable; b: tf.Variable }) => tf.add(tf.add(h, tf.matMul(h, a.w)), a.b) as tf.Tensor2D;
   const tapped = [...new Set(pairs.map((p) => p.tapped))];
   // Teacher layers a batch looks up: every aligned one for Dcos / Dl2, else only rel's.
   const lookupTapped = proj.length ? tapped : on('rel') && relPair ? [relPair.tapped] : [];
-  const balancer = createBalancer(f.balance as BalanceMode, lambdas as Record<string, number>);
+  const balancer = createBalancer(f.balance as BalanceMode, lambdas as Record<string, number>, { unshareAfter: f.unshareAfter, unshareBelow: f.unshareBelow, log });
+  const balanced = Object.keys(lambdas).filter((k) => (lambdas as Record<string, number>)[k]! > 0);
   const coverage = { slots: 0, withTeacher: 0 };
 
   const extraTerms = (ctx: StepContext): Record<string, tf.Scalar> => {
@@ -104,6 +123,19 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
     const valid = new Uint8Array(B * L);
     for (let s = 0; s < B * L; s++) valid[s] = ctx.positions[s]! >= 0 && targets[s]! > 0 ? 1 : 0;
     const flat = (block: number) => tf.reshape(ctx.hidden[block]!, [B * L, D]) as tf.Tensor2D; // [B*L, D]
+    // --balance unshare: the balancer decided between steps which terms are unshared at this step; those read the
+    // shared states and item embeddings through a gradient stop (the same values, no gradient back).
+    const cut = (t: TermName) => balancer.isUnshared(t, ctx.step);
+    const stoppedH = new Map<number, tf.Tensor2D>();
+    const flatFor = (t: TermName, block: number): tf.Tensor2D => {
+      if (!cut(t)) return flat(block);
+      if (!stoppedH.has(block)) stoppedH.set(block, stopGradient(flat(block)));
+      return stoppedH.get(block)!;
+    };
+    let stoppedE: tf.Tensor2D | undefined;
+    const embFor = (t: TermName): tf.Tensor2D => (cut(t) ? (stoppedE ??= stopGradient(ctx.itemEmbeddings as tf.Tensor2D)) : (ctx.itemEmbeddings as tf.Tensor2D));
+    // The student's scores h . E^T (src/student/model.ts scores), through the stopped E for an unshared term.
+    const scoresFor = (t: TermName, h: tf.Tensor2D): tf.Tensor2D => (cut(t) ? tf.matMul(h, tf.transpose(embFor(t))) : (ctx.scores(h) as tf.Tensor2D));
     const out: Partial<Record<TermName, tf.Scalar>> = {};
     const needTeacher = on('cos') || on('l2') || on('kd') || on('rel');
     const tb = needTeacher ? lookupTeacherBatch(reader, ctx.users, ctx.positions, { tapped: lookupTapped, k: on('kd') ? K : 0, stats }, valid) : undefined;
@@ -117,11 +149,17 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
       let cos: tf.Scalar = tf.scalar(0);
       let l2: tf.Scalar = tf.scalar(0);
       pairs.forEach((p, i) => {
-        const hs = tf.gather(flat(p.block), slotsT); // [M, D]
-        const ps = tf.add(tf.matMul(hs, proj[i]!.w), proj[i]!.b) as tf.Tensor2D; // [M, H]
+        const projected = new Map<boolean, tf.Tensor2D>(); // by cut: cos and l2 share it unless one is unshared
+        const psFor = (t: TermName): tf.Tensor2D => {
+          if (!projected.has(cut(t))) {
+            const hs = tf.gather(flatFor(t, p.block), slotsT); // [M, D]
+            projected.set(cut(t), tf.add(tf.matMul(hs, proj[i]!.w), proj[i]!.b) as tf.Tensor2D); // [M, H]
+          }
+          return projected.get(cut(t))!;
+        };
         const ht = tf.tensor2d(tb.hidden[tapped.indexOf(p.tapped)]!, [M, H]); // [M, H]
-        if (on('cos')) cos = tf.add(cos, cosineDistance(ps, ht));
-        if (on('l2')) l2 = tf.add(l2, l2Distance(ps, ht));
+        if (on('cos')) cos = tf.add(cos, cosineDistance(psFor('cos'), ht));
+        if (on('l2')) l2 = tf.add(l2, l2Distance(psFor('l2'), ht));
       });
       if (on('cos')) out.cos = connect(tf.div(cos, pairs.length), proj.map((p) => p.w));
       if (on('l2')) out.l2 = connect(tf.div(l2, pairs.length), proj.map((p) => p.w));
@@ -132,18 +170,26 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
       const tgt = tf.tensor1d(Int32Array.from(vs, (s) => targets[s]!), 'int32');
       let ms: tf.Scalar = tf.scalar(0);
       msPairs.forEach((p, i) => {
-        const a = tf.add(tf.matMul(tf.gather(flat(p.block), vsT), adapters[i]!.w), adapters[i]!.b); // [Mv, D]
-        ms = tf.add(ms, itemCrossEntropy(ctx.scores(a) as tf.Tensor2D, tgt)); // scores: [Mv, N+1], padding column excluded
+        const a = tf.add(tf.matMul(tf.gather(flatFor('ms', p.block), vsT), adapters[i]!.w), adapters[i]!.b) as tf.Tensor2D; // [Mv, D]
+        ms = tf.add(ms, itemCrossEntropy(scoresFor('ms', a), tgt)); // scores: [Mv, N+1], padding column excluded
       });
       out.ms = connect(tf.div(ms, msPairs.length), adapters.map((a) => a.w));
     }
     if (on('kd') && tb && slotsT) {
-      out.kd = M === 0 ? (tf.mul(tf.sum(ctx.itemEmbeddings), 0) as tf.Scalar) : kdTerm(ctx, tf.gather(flat(model.blocks - 1), slotsT) as tf.Tensor2D, tb.topkIndex!, tb.topkProb!, M);
+      const E = embFor('kd');
+      if (M === 0) out.kd = tf.mul(tf.sum(E), 0) as tf.Scalar;
+      else {
+        const h = tf.gather(flatFor('kd', model.blocks - 1), slotsT) as tf.Tensor2D; // [M, D]
+        out.kd = kdTerm(cut('kd') ? residual(h, kdAdapter!) : h, E, (x) => scoresFor('kd', x), tb.topkIndex!, tb.topkProb!, M);
+      }
     }
-    if (on('rel') && tb && relPair) out.rel = relTerm(ctx, flat(model.blocks - 1), tb.slots, tb.hidden[lookupTapped.indexOf(relPair.tapped)]!);
+    if (on('rel') && tb && relPair) {
+      const last = flatFor('rel', model.blocks - 1);
+      out.rel = relTerm(ctx, cut('rel') ? residual(last, relAdapter!) : last, tb.slots, tb.hidden[lookupTapped.indexOf(relPair.tapped)]!);
+    }
     if (on('emb') && teacherItems && embW) {
       const ids = batchItems(dataset, ctx.users, ctx.positions, targets);
-      const es = tf.gather(ctx.itemEmbeddings, tf.tensor1d(ids, 'int32')) as tf.Tensor2D; // [n, D]
+      const es = tf.gather(embFor('emb'), tf.tensor1d(ids, 'int32')) as tf.Tensor2D; // [n, D]
       const et = tf.tensor2d(gatherRowsJs(teacherItems, H, ids), [ids.length, H]); // [n, H]
       out.emb = embeddingDistance(es, tf.matMul(et, embW));
     }
@@ -172,18 +218,19 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
   // Student logits at the teacher's top-K, [M, K]: h . E[i_k]. The student scores are h . E^T (the output layer
   // shares the item embeddings, src/student/hooks.ts), so gathering K rows of E costs M*K*D instead of the
   // M*(N+1)*D of full scores, and its gradient is a K-row scatter instead of a dense [M, N+1] one.
-  const logitsAtK = (ctx: StepContext, h: tf.Tensor2D, idxT: tf.Tensor2D, M: number): tf.Tensor2D => {
-    const eK = tf.reshape(tf.gather(ctx.itemEmbeddings, tf.reshape(idxT, [M * K])), [M, K, D]); // [M, K, D]
+  const logitsAtK = (E: tf.Tensor2D, h: tf.Tensor2D, idxT: tf.Tensor2D, M: number): tf.Tensor2D => {
+    const eK = tf.reshape(tf.gather(E, tf.reshape(idxT, [M * K])), [M, K, D]); // [M, K, D]
     return tf.sum(tf.mul(tf.expandDims(h, 1), eK), -1) as tf.Tensor2D; // [M, K]
   };
 
-  const kdTerm = (ctx: StepContext, h: tf.Tensor2D, idx: Int32Array, prob: Float32Array, M: number): tf.Scalar => {
+  // E: the item embeddings (stopped when kd is unshared), scoresOf: the student's full scores through that E.
+  const kdTerm = (h: tf.Tensor2D, E: tf.Tensor2D, scoresOf: (h: tf.Tensor2D) => tf.Tensor2D, idx: Int32Array, prob: Float32Array, M: number): tf.Scalar => {
     const idxT = tf.tensor2d(idx, [M, K], 'int32');
-    const sK = logitsAtK(ctx, h, idxT, M); // [M, K]
+    const sK = logitsAtK(E, h, idxT, M); // [M, K]
     if (f.kd === 'kl') return klTopK(sK, tf.tensor2d(prob, [M, K]), f.kdTemperature, reader.temperature);
     // Ranking (DLLM2Rec) needs the full softmax: log p(i_k) = s_k - logsumexp(s) with padding item 0 masked out;
     // agreement with the student's own top-K is a constant weight (no gradient through topk).
-    const scores = ctx.scores(h) as tf.Tensor2D; // [M, N+1]
+    const scores = scoresOf(h); // [M, N+1]
     const masked = tf.add(scores, tf.mul(tf.oneHot(tf.tensor1d([0], 'int32'), scores.shape[1]), -1e9)) as tf.Tensor2D;
     const studentTop = tf.topk(masked, K).indices.dataSync() as Int32Array;
     const w = rankingWeights(prob, topKMembership(studentTop, K, idx, K), K, {
@@ -200,7 +247,18 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
     variables: () => vars,
     extraTerms,
     weights: (step) => balancer.weights(step),
-    balance: f.balance === 'none' ? undefined : { every: f.balanceEvery, terms: Object.keys(lambdas).filter((k) => (lambdas as Record<string, number>)[k]! > 0), update: (g, step) => balancer.update(g, step) },
+    balance:
+      f.balance === 'none'
+        ? undefined
+        : {
+            every: f.balanceEvery,
+            // An unshared term's gradient on the shared variables is zero: it is no longer measured.
+            get terms() {
+              const un = balancer.unshared();
+              return balanced.filter((k) => !un[k]);
+            },
+            update: (g, step) => balancer.update(g, step),
+          },
     saveState: () => ({ balancer: balancer.state() }),
     restoreState: (st) => balancer.restore((st.balancer ?? {}) as Parameters<typeof balancer.restore>[0]),
     epochInfo() {
@@ -219,7 +277,7 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
       kd: on('kd') ? { loss: f.kd, k: K, temperature: f.kd === 'kl' ? f.kdTemperature : undefined, cacheTemperature: reader.temperature } : undefined,
       ranking: on('kd') && f.kd === 'ranking' ? { lambda: f.rankLambda, gammaPosition: f.gammaPosition, gammaConfidence: f.gammaConfidence, gammaConsistency: f.gammaConsistency } : undefined,
       standardise: f.standardise,
-      balance: f.balance === 'none' ? 'none' : { mode: f.balance, every: f.balanceEvery },
+      balance: f.balance === 'none' ? 'none' : { mode: f.balance, every: f.balanceEvery, ...(unshareMode ? { unshareAfter: f.unshareAfter, unshareBelow: f.unshareBelow } : {}) },
     }),
     dispose() {
       for (const v of vars) v.dispose();
@@ -227,6 +285,12 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
     },
   };
 }
+
+/**
+ * Identity forward, zero gradient backward (tfjs-core has no stopGradient): what flows through it still has its
+ * value, nothing upstream of it learns from what is computed downstream.
+ */
+export const stopGradient = tf.customGrad((x) => ({ value: tf.clone(x as tf.Tensor), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) })) as <T extends tf.Tensor>(x: T) => T;
 
 /** A zero-batch term still has to touch its variables (the optimiser wants a path to every variable). */
 function connect(term: tf.Tensor, ws: tf.Variable[]): tf.Scalar {

@@ -36,8 +36,15 @@ export const distillOptions = defineOptions({
   gammaPosition: { type: 'number', help: 'ranking KD: weight of the position-aware term', default: 0.3 },
   gammaConfidence: { type: 'number', help: 'ranking KD: weight of the teacher-confidence term', default: 0.5 },
   gammaConsistency: { type: 'number', help: 'ranking KD: weight of the teacher-student agreement term', default: 0.1 },
-  balance: { type: 'string', help: 'gradient balancing of the distillation terms against CE', default: 'none', choices: ['none', 'gradcos', 'pcgrad'] },
+  balance: {
+    type: 'string',
+    help: 'gradient balancing of the distillation terms against CE: gradcos switches a conflicting term off, pcgrad projects it, unshare routes it through its own adapter with its gradient stopped at the shared layers',
+    default: 'none',
+    choices: ['none', 'gradcos', 'pcgrad', 'unshare'],
+  },
   balanceEvery: { type: 'int', help: 'steps between two gradient-balance measurements', default: 20 },
+  unshareAfter: { type: 'int', help: '--balance unshare: consecutive measurements with a negative EMA gradient cosine (with CE) that unshare a term', default: 3 },
+  unshareBelow: { type: 'number', help: '--balance unshare: the EMA-cosine threshold (a term is conflicting below it)', default: 0 },
   cacheMemoryMb: { type: 'int', help: 'memory for decoded teacher-cache shards (MB); shards beyond it are streamed from disk', default: 2048 },
 });
 

@@ -44,7 +44,10 @@ export interface TrainHooks {
    */
   balance?: {
     every: number;
-    /** The terms balanced against ce (known up front: no extra forward pass to learn them). */
+    /**
+     * The terms balanced against ce (known without an extra forward pass). Read at every measurement: a balancer
+     * may stop measuring a term (--balance unshare: an unshared term's gradient on these variables is zero).
+     */
     terms: string[];
     update(grads: Record<string, tf.Tensor[]>, step: number): void;
   };

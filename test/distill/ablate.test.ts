@@ -74,12 +74,14 @@ describe('config variants', () => {
 });
 
 describe('ablation configs with gradient balancing', () => {
-  it('all@gradcos and kd+cos@pcgrad carry the balance override; anything else after @ is refused', () => {
+  it('all@gradcos, kd+cos@pcgrad and all@unshare carry the balance override; anything else after @ is refused', () => {
     const lambdas = { cos: 1, l2: 0.1, ms: 0.5, kd: 1, emb: 0.5 };
-    const cfgs = planConfigs('all,all@gradcos,kd+cos@pcgrad', lambdas);
-    expect(cfgs.map((c) => [c.name, c.overrides?.balance])).toEqual([['ce', undefined], ['all', undefined], ['all@gradcos', 'gradcos'], ['kd+cos@pcgrad', 'pcgrad']]);
+    const cfgs = planConfigs('all,all@gradcos,kd+cos@pcgrad,all@unshare', lambdas);
+    expect(cfgs.map((c) => [c.name, c.overrides?.balance])).toEqual([['ce', undefined], ['all', undefined], ['all@gradcos', 'gradcos'], ['kd+cos@pcgrad', 'pcgrad'], ['all@unshare', 'unshare']]);
     expect(cfgs[2]!.lambdas).toEqual(cfgs[1]!.lambdas);
-    expect(() => planConfigs('all@fast', lambdas)).toThrow(/@gradcos or @pcgrad/);
+    expect(cfgs[4]!.lambdas).toEqual(cfgs[1]!.lambdas);
+    expect(() => planConfigs('all@fast', lambdas)).toThrow(/@gradcos, @pcgrad or @unshare/);
+    expect(() => planConfigs('all@unshare@gradcos', lambdas)).toThrow(/nothing else/);
   });
 
   it('summaries carry params and the mean epoch of the kept weights', () => {

@@ -10,10 +10,13 @@ import { encodeLast, type Sasrec } from './model.js';
  */
 export function scoreHistories(model: Sasrec, histories: Int32Array[]): Float32Array {
   const { items, B, L } = padHistories(histories, model.config.maxLen);
-  return tf.tidy(() => {
+  const scores = tf.tidy(() => {
     const last = encodeLast(model, items, B, L); // [B, D]
     return tf.matMul(last, tf.transpose(model.itemEmb)); // [B, N + 1]
-  }).dataSync() as Float32Array;
+  });
+  const data = scores.dataSync() as Float32Array;
+  scores.dispose(); // tidy hands the result out: without this every evaluation batch leaked [B, N + 1]
+  return data;
 }
 
 /** The evaluation contract (src/eval/evaluate.ts) for a student model. */

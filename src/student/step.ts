@@ -32,7 +32,12 @@ export function lossSetup(ds: PreparedDataset, kind: LossSetup['kind'], negative
 }
 
 /** Forward pass of one batch -> unweighted loss terms. Call inside a gradient tape. */
-export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rng, step: number, hooks?: TrainHooks): Record<string, tf.Scalar> {
+/**
+ * `withCe: false` leaves the full-softmax CE out (the balancer's per-term gradients of the other terms): that op
+ * keeps its softmax for its own gradient, which never runs when CE is not differentiated, so computing it there
+ * leaked [P, N] per call.
+ */
+export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rng, step: number, hooks?: TrainHooks, opts: { withCe?: boolean } = {}): Record<string, tf.Scalar> {
   const { B, L } = batch;
   const D = model.config.dims;
   const N = model.config.numItems;
@@ -43,8 +48,8 @@ export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rn
   // Logits only at the non-padding positions: [P, D]
   const hP = tf.gather(tf.reshape(hidden[hidden.length - 1]!, [B * L, D]), tf.tensor1d(idx, 'int32')) as tf.Tensor2D;
   const targets = new Int32Array(tg);
-  let ce: tf.Scalar;
-  if (loss.kind === 'ce') ce = fullSoftmaxCE(hP, tf.tensor1d(targets, 'int32'), model.itemEmb);
+  let ce: tf.Scalar | undefined;
+  if (loss.kind === 'ce') ce = opts.withCe === false ? undefined : fullSoftmaxCE(hP, tf.tensor1d(targets, 'int32'), model.itemEmb);
   else if (loss.kind === 'sampled') ce = sampledSoftmaxCE(hP, targets, model.itemEmb, loss.q!, loss.negatives, rng);
   else {
     const negs = new Int32Array(targets.length);
@@ -56,7 +61,7 @@ export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rn
     }
     ce = bceLoss(hP, targets, negs, model.itemEmb);
   }
-  const terms: Record<string, tf.Scalar> = { ce };
+  const terms: Record<string, tf.Scalar> = ce ? { ce } : {};
   if (hooks) {
     const ctx: StepContext = {
       users: batch.users,

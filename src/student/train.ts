@@ -218,7 +218,7 @@ function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: Return
       let absent = false;
       const grads = tf.tidy(() => {
         const { value, grads } = gradientsOf(() => {
-          const t = batchTerms(model, batch, loss, rngFor(), step, hooks)[name];
+          const t = batchTerms(model, batch, loss, rngFor(), step, hooks, { withCe: name === 'ce' })[name];
           if (t) return t;
           absent = true;
           return tf.mul(tf.sum(shared[0]!), 0) as tf.Scalar; // a zero that depends on the weights

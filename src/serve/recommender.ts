@@ -6,6 +6,7 @@
 import { RecdistillError } from '../errors.js';
 import type { LogFn } from '../util/progress.js';
 import { loadItemMap, type ItemMap } from '../student/items.js';
+import { sasrecParams } from '../student/model.js';
 
 export const RUNTIMES = ['onnx', 'tfjs'] as const;
 export type Runtime = (typeof RUNTIMES)[number];
@@ -34,22 +35,30 @@ export class UnknownItemsError extends RecdistillError {
 export async function loadRecommender(dir: string, o: { runtime?: Runtime; threads?: number; log?: LogFn } = {}): Promise<Recommender> {
   const runtime = o.runtime ?? 'onnx';
   if (!RUNTIMES.includes(runtime)) throw new RecdistillError('E_USAGE', `--runtime must be one of ${RUNTIMES.join(', ')}; got "${runtime}".`);
-  const { loadStudent } = await import('../student/serve.js');
-  // tfjs reads and validates the run; its config and fingerprint describe both runtimes.
-  const tf = await loadStudent(dir);
-  const { config } = tf.info;
-  const itemMap = await loadItemMap(dir, { fingerprint: tf.info.fingerprint, numItems: config.numItems }, o.log);
+  // One runtime is loaded: the onnx path never initialises TensorFlow.js.
+  let info: { dataset: string; fingerprint: string; config: import('../student/model.js').ModelConfig };
   let dense: Recommender['recommendDense'];
   let close: () => Promise<void>;
   if (runtime === 'onnx') {
-    tf.dispose();
     const { loadStudentOnnx } = await import('../student/onnx.js');
     const onnx = await loadStudentOnnx(dir, { threads: o.threads });
+    info = onnx;
     dense = (h, k) => onnx.recommend(h, k);
     close = () => onnx.dispose();
   } else {
+    const { loadStudent } = await import('../student/serve.js');
+    const tf = await loadStudent(dir);
+    info = { ...tf.info };
     dense = async (h, k) => tf.recommend(h, k);
     close = async () => tf.dispose();
+  }
+  const { config } = info;
+  let itemMap: ItemMap;
+  try {
+    itemMap = await loadItemMap(dir, { fingerprint: info.fingerprint, numItems: config.numItems }, o.log);
+  } catch (e) {
+    await close();
+    throw e;
   }
   const toDense = (history: ReadonlyArray<string | number>): Int32Array => {
     const out = new Int32Array(history.length);
@@ -63,7 +72,7 @@ export async function loadRecommender(dir: string, o: { runtime?: Runtime; threa
     return out;
   };
   return {
-    info: { dir, runtime, dataset: tf.info.dataset, fingerprint: tf.info.fingerprint, items: config.numItems, maxLen: config.maxLen, dims: config.dims, blocks: config.blocks, parameters: tf.info.parameters },
+    info: { dir, runtime, dataset: info.dataset, fingerprint: info.fingerprint, items: config.numItems, maxLen: config.maxLen, dims: config.dims, blocks: config.blocks, parameters: sasrecParams(config) },
     itemMap,
     toDense,
     recommendDense: dense,

@@ -18,7 +18,7 @@ import { RecdistillError } from '../errors.js';
 import { DataType, eagerTensor, encodeOnnxModel, writeOnnxModel, type GraphDesc } from '../util/onnx-file.js';
 import { GraphBuilder, tensorProto, valueInfo } from '../util/onnx-graph.js';
 import { padHistories } from './batches.js';
-import { readTensors } from './checkpoint.js';
+import { readStudentFile } from './serve.js';
 import type { ModelConfig } from './model.js';
 
 export const ONNX_OPSET = 17;
@@ -119,18 +119,15 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
 }
 
 
-/** The graph of a run folder's model.safetensors. */
-export function studentOnnxFromRun(dir: string): { desc: GraphDesc; config: ModelConfig } {
-  const path = join(dir, 'model.safetensors');
-  const { tensors, metadata } = readTensors(path);
-  if (metadata.format !== 'recdistill-sasrec-1' || !metadata.config) throw new RecdistillError('E_INPUT', `${path}: not a recdistill student model (metadata.format = ${metadata.format}).`);
-  const config = JSON.parse(metadata.config) as ModelConfig;
+/** The graph of a run folder's model.safetensors (read and validated by the same reader as the tfjs model). */
+export function studentOnnxFromRun(dir: string): { desc: GraphDesc; config: ModelConfig; metadata: Record<string, string> } {
+  const { path, config, tensors, metadata } = readStudentFile(dir);
   const desc = buildStudentOnnx(config, (name) => {
     const t = tensors[name];
     if (!t) throw new RecdistillError('E_MISMATCH', `${path}: tensor "${name}" is missing.`);
     return t.data as Float32Array;
   });
-  return { desc, config };
+  return { desc, config, metadata };
 }
 
 /** `student:export`: write the run's model as ONNX (atomic). */
@@ -141,6 +138,9 @@ export function exportStudentOnnx(dir: string, file: string): { file: string; by
 
 export interface OnnxStudent {
   config: ModelConfig;
+  /** From the model file's metadata: the dataset it was trained on and its fingerprint. */
+  dataset: string;
+  fingerprint: string;
   session: ort.InferenceSession;
   /** Scores [B, N + 1] for histories (each truncated to its last maxLen items, left-padded). */
   scoreBatch(histories: Int32Array[]): Promise<Float32Array>;
@@ -151,7 +151,7 @@ export interface OnnxStudent {
 
 /** Serve a run through onnxruntime-node: the exported graph, built in memory from model.safetensors. */
 export async function loadStudentOnnx(dir: string, opts: { threads?: number } = {}): Promise<OnnxStudent> {
-  const { desc, config } = studentOnnxFromRun(dir);
+  const { desc, config, metadata } = studentOnnxFromRun(dir);
   const session = await ort.InferenceSession.create(encodeOnnxModel(desc), {
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
@@ -165,6 +165,8 @@ export async function loadStudentOnnx(dir: string, opts: { threads?: number } = 
   };
   return {
     config,
+    dataset: metadata.dataset ?? '',
+    fingerprint: metadata.fingerprint ?? '',
     session,
     async scoreBatch(histories) {
       const out = await session.run(feeds(histories, 1), ['scores']);

@@ -125,15 +125,23 @@ export async function loadStudent(dir: string, opts: { backend?: BackendName } =
   };
 }
 
-/** Validate a run's model.safetensors (metadata config, shapes, finite weights) without loading it into tfjs. */
-export function checkStudentFile(dir: string): ModelConfig {
+/**
+ * A run's model.safetensors read and validated (metadata config within bounds, every tensor the config implies
+ * present with its shape, finite weights) without tfjs: the one reader for every runtime and for checks.
+ */
+export function readStudentFile(dir: string): { path: string; config: ModelConfig; tensors: ReturnType<typeof readTensors>['tensors']; metadata: Record<string, string> } {
   const path = join(dir, 'model.safetensors');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: is ${dir} a finished student run folder?`);
   const { tensors, metadata } = readTensors(path);
   if (metadata.format !== 'recdistill-sasrec-1' || !metadata.config) throw new RecdistillError('E_INPUT', `${path}: not a recdistill student model (metadata.format = ${metadata.format}).`);
   const config = checkModelConfig(parseJson(metadata.config, `${path} (metadata "config")`, 'model config'), `${path} (metadata "config")`);
   checkModelTensors(config, tensors, path);
-  return config;
+  return { path, config, tensors, metadata };
+}
+
+/** Validate a run's model.safetensors without loading it into tfjs; returns its model config. */
+export function checkStudentFile(dir: string): ModelConfig {
+  return readStudentFile(dir).config;
 }
 
 /** Read a run folder's metrics.json (for eval/bench reports), or undefined. */

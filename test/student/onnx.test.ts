@@ -3,7 +3,7 @@
  * through onnxruntime-node, for histories shorter than, equal to and longer than maxLen, one at a time
  * and batched.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -79,5 +79,16 @@ describe('student ONNX export', () => {
     expect(Array.from(out.top_ids!.data as BigInt64Array, Number)).toEqual(tfjs.recommend(h, 3).items);
     await s.release();
     expect(() => exportStudentOnnx(join(root, 'nope'), file)).toThrow(/not found/);
+  });
+
+  it('reads the model through the validated reader: NaN weights are refused, naming the tensor', async () => {
+    const { readTensors, writeTensors } = await import('../../src/student/checkpoint.js');
+    const bad = join(root, 'bad');
+    mkdirSync(bad);
+    const { tensors, metadata } = readTensors(join(run, 'model.safetensors'));
+    (tensors['block0.ffn.w1']!.data as Float32Array)[3] = NaN;
+    writeTensors(join(bad, 'model.safetensors'), tensors, metadata);
+    await expect(loadStudentOnnx(bad)).rejects.toThrow(/block0\.ffn\.w1.*NaN/);
+    expect(() => exportStudentOnnx(bad, join(root, 'bad.onnx'))).toThrow(/NaN/);
   });
 });

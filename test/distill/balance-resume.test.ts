@@ -2,7 +2,7 @@
  * Gradient balancing under resume: the balancer's weights and moving averages go into the checkpoint, so a
  * gradcos-balanced distilled run killed between epochs resumes to byte-identical weights.
  */
-import { spawn } from 'node:child_process';
+import { killAfterEpoch, runToEnd as runChildToEnd } from '../helpers/children.js';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,16 +22,8 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const child = (out: string, epochs: number, slowMs: number, extra: Record<string, unknown> = {}) =>
-  spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'balanced-child.ts'), out, cache, String(epochs), String(slowMs), JSON.stringify(extra)], { cwd: join(import.meta.dirname, '..', '..'), stdio: ['ignore', 'pipe', 'pipe'] });
-const runToEnd = (out: string, epochs: number, extra: Record<string, unknown> = {}) =>
-  new Promise<void>((resolve, reject) => {
-    const p = child(out, epochs, 0, extra);
-    let text = '';
-    p.stdout.on('data', (d: Buffer) => (text += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (text += d.toString()));
-    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`child exited ${code}: ${text}`))));
-  });
+const script = join(import.meta.dirname, 'fixtures', 'balanced-child.ts');
+const runToEnd = (out: string, epochs: number, extra: Record<string, unknown> = {}) => runChildToEnd(script, [out, cache, String(epochs), '0', JSON.stringify(extra)]);
 
 describe('balancer state', () => {
   it('round-trips: a restored balancer continues exactly like the original', () => {
@@ -44,17 +36,7 @@ describe('balancer state', () => {
 });
 
 /** Runs a child for 4 epochs and SIGKILLs it once epoch 2 is checkpointed. */
-const killAfterEpoch2 = (out: string, extra: Record<string, unknown> = {}) =>
-  new Promise<void>((resolve, reject) => {
-    const p = child(out, 4, 1500, extra);
-    let text = '';
-    p.stderr.on('data', (d: Buffer) => (text += d.toString()));
-    p.stdout.on('data', (d: Buffer) => {
-      text += d.toString();
-      if (d.toString().includes('epoch 2')) p.kill('SIGKILL');
-    });
-    p.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolve() : reject(new Error(`child was not killed (exit ${code}): ${text.slice(-1500)}`))));
-  });
+const killAfterEpoch2 = (out: string, extra: Record<string, unknown> = {}) => killAfterEpoch(script, [out, cache, '4', '1500', JSON.stringify(extra)], 2);
 
 describe('a balanced distilled run killed between epochs', () => {
   it('resumes from its checkpoint (balancer state included) to the same bytes as an uninterrupted run', async () => {

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +11,7 @@ import { loadStudent } from '../../src/student/serve.js';
 import { trainStudent } from '../../src/student/train.js';
 import evalCommand from '../../src/cli/commands/eval.js';
 import { resolveOptions } from '../../src/config/options.js';
+import { killAfterEpoch, runToEnd as runChildToEnd } from '../helpers/children.js';
 import { smallDataset, smallOptions } from './fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-student-'));
@@ -80,31 +80,13 @@ describe('student:train on a small sequential dataset', () => {
 });
 
 describe('resume after SIGKILL', () => {
-  const child = (out: string, epochs: number, slowMs: number) =>
-    spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'fixtures', 'train-child.ts'), out, String(epochs), String(slowMs)], { cwd: join(__dirname, '..', '..'), stdio: ['ignore', 'pipe', 'pipe'] });
-
-  const runToEnd = (out: string, epochs: number) =>
-    new Promise<string>((resolve, reject) => {
-      const p = child(out, epochs, 0);
-      let text = '';
-      p.stdout.on('data', (d: Buffer) => (text += d.toString()));
-      p.stderr.on('data', (d: Buffer) => (text += d.toString()));
-      p.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`child exited ${code}: ${text}`))));
-    });
+  const script = join(__dirname, 'fixtures', 'train-child.ts');
+  const runToEnd = (out: string, epochs: number) => runChildToEnd(script, [out, String(epochs), '0']);
 
   it('a killed run resumes from its checkpoint and ends with the same weights as an uninterrupted one', async () => {
     const killed = join(tmp, 'killed');
     // Kill during epoch 3 (the child sleeps after each checkpoint so the kill lands between epochs 2 and 3).
-    await new Promise<void>((resolve, reject) => {
-      const p = child(killed, 4, 1500);
-      let text = '';
-      p.stderr.on('data', (d: Buffer) => (text += d.toString()));
-      p.stdout.on('data', (d: Buffer) => {
-        text += d.toString();
-        if (d.toString().includes('epoch 2')) p.kill('SIGKILL');
-      });
-      p.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolve() : reject(new Error(`child was not killed (exit ${code}): ${text.slice(-1500)}`))));
-    });
+    await killAfterEpoch(script, [killed, '4', '1500'], 2);
     const mid = readTensors(join(killed, 'checkpoint.safetensors'));
     expect(JSON.parse(mid.metadata.state!).epoch).toBe(2);
     expect(existsSync(join(killed, 'metrics.json'))).toBe(false);

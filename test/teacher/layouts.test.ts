@@ -16,6 +16,7 @@ import { createTappedSession, planTaps } from '../../src/teacher/llm/tap.js';
 import { writeReplicaModel, type Layout, type ReplicaDtype, type ReplicaSummary } from '../../src/teacher/replica/index.js';
 import { tinyDataset } from './fixtures.js';
 import { referenceForward, referenceHead } from './replica-reference.js';
+import { cosine, maxAbsDiff } from '../helpers/compare.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recdistill-layouts-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -32,21 +33,6 @@ const load = (m: ReplicaSummary, extra: { prune?: boolean } = {}) =>
 const TINY_CFG = { numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 16, modelType: 'qwen2', raw: {} };
 const onnxPath = (m: ReplicaSummary) => join(m.out, m.files.find((f) => f.endsWith('.onnx'))!);
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! ** 2;
-    bb += b[i]! ** 2;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
 
 /** Tapped states of every token of one pass: [layer][L * H], through the project's runtime feeds. */
 async function tokenStates(enc: LlmTeacherEncoder, ids: number[]): Promise<Float32Array[]> {

@@ -15,6 +15,7 @@ import { dequantizeRowQ4, q4Tensors, transposedTensor } from '../../src/teacher/
 import { Q4_BLOCK, quantizeColumnQ4 } from '../../src/teacher/replica/quant.js';
 import { type DecoderSpec, headDim, PRESETS, weightList, weightTensor } from '../../src/teacher/replica/spec.js';
 import { referenceForward, referenceHead } from './replica-reference.js';
+import { cosine, maxAbsDiff } from '../helpers/compare.js';
 
 const { onnx } = onnxProto;
 
@@ -56,17 +57,6 @@ function feeds(spec: DecoderSpec, rows: number[][]): Record<string, ort.Tensor> 
 const rowsOf = (t: ort.Tensor, b: number, L: number): Float32Array => {
   const [, S, C] = t.dims as number[];
   return (t.data as Float32Array).slice(b * S! * C!, (b * S! + L) * C!);
-};
-const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-};
-const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) (ab += a[i]! * b[i]!), (aa += a[i]! ** 2), (bb += b[i]! ** 2);
-  return ab / Math.sqrt(aa * bb);
 };
 
 /** Torch weight `name` [out, in] after the builder's int4 round trip (per output row, blocks of 32 along in). */

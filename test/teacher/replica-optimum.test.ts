@@ -18,6 +18,7 @@ import { buildOptimumGraph, type OptimumOptions } from '../../src/teacher/replic
 import { f16BitsToF32, Q4_BLOCK } from '../../src/teacher/replica/quant.js';
 import { type DecoderSpec, headDim, weightTensor } from '../../src/teacher/replica/spec.js';
 import { referenceForward, referenceHead } from './replica-reference.js';
+import { cosine, maxAbsDiff as maxAbs } from '../helpers/compare.js';
 
 const { onnx } = onnxProto;
 const QWEN: DecoderSpec = { modelType: 'qwen2', vocabSize: 300, hidden: 32, layers: 3, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 512, ropeTheta: 1000000, rmsEps: 1e-6, tieEmbeddings: true, seed: 5 };
@@ -80,16 +81,6 @@ function initializersOf(buf: Uint8Array) {
 
 const asF32 = (t: ort.Tensor): Float32Array =>
   t.type === 'float16' ? Float32Array.from(t.data as Uint16Array, (h) => f16BitsToF32(h)) : (t.data as Float32Array);
-const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-};
-const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) (ab += a[i]! * b[i]!), (aa += a[i]! ** 2), (bb += b[i]! ** 2);
-  return ab / Math.sqrt(aa * bb);
-};
 
 async function forward(spec: DecoderSpec, opts: OptimumOptions) {
   const m = await open(spec, opts);

@@ -9,7 +9,7 @@ import { initialManifest, runPass1, type Pass1Options } from './build.js';
 import { lockCacheDir } from './lock.js';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../util/atomic.js';
-import { MANIFEST_FILE, type CacheManifest } from './format.js';
+import { MANIFEST_FILE, readManifest, type CacheManifest } from './format.js';
 import { runPass2 } from './soft.js';
 
 /**
@@ -28,6 +28,11 @@ export interface CacheRunOptions extends Omit<Pass1Options, 'softLabels'> {
   plainLoop?: (histories: Int32Array[]) => Promise<{ seconds: number; tokens: number }>;
   /** Users sampled for the plain-loop comparison (0 = skip). */
   overheadSample?: number;
+  /**
+   * Where the teacher ran (device, execution providers, onnxruntime version, slice): provenance outside the key,
+   * recorded as the manifest's `runtime` field; teacher:merge keeps the first slice's.
+   */
+  runtime?: Record<string, unknown>;
   /** Teacher-provided scores for the 'teacher' head (seqrec). */
   teacherScores?: (items: Int32Array, positions: Int32Array) => Promise<Float32Array>;
 }
@@ -114,6 +119,10 @@ async function runLocked(encoder: TeacherEncoder, ds: PreparedDataset, o: CacheR
     manifest = await runPass2(r1.dir, ds, { log: o.log, backend: o.backend, teacherScores: o.teacherScores });
   } else if (o.slice) {
     o.log(`teacher:cache: slice ${o.slice.index}/${o.slice.count} done (pass 1 only); join the slices with teacher:merge, which also runs the soft-label pass.`);
+  }
+  if (o.runtime) {
+    manifest = { ...readManifest(r1.dir), runtime: o.runtime } as CacheManifest;
+    writeJsonAtomic(join(r1.dir, MANIFEST_FILE), manifest);
   }
   return summarize(r1.dir, manifest, (performance.now() - t0) / 1000);
 }

@@ -1,11 +1,7 @@
 import { BACKEND_CHOICES, initBackend } from '../../backend/index.js';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { MANIFEST_FILE, readManifest } from '../../cache/format.js';
-import { lockCacheDir } from '../../cache/lock.js';
 import { runTeacherCache, type CacheSummary } from '../../cache/run.js';
 import { expandSliceOut, shardFromEnv } from '../../cache/shard-env.js';
-import { writeJsonAtomic } from '../../util/atomic.js';
 import { defineOptions } from '../../config/options.js';
 import { datasetFromFlags, datasetOptions } from '../../data/options.js';
 import { RecdistillError } from '../../errors.js';
@@ -87,8 +83,8 @@ export default defineCommand({
         teacherOptions,
         plainLoop: (h) => encoder.measurePlainLoop(h),
         overheadSample: o.overheadSample,
+        runtime: { device: encoder.device, executionProviders: encoder.executionProviders, ...(assigned ? { shard: { index: assigned.index, count: assigned.count, source: assigned.source } } : {}), onnxruntime: onnxruntimeVersion() },
       });
-      recordRuntime(summary.cache, { device: encoder.device, executionProviders: encoder.executionProviders, ...(assigned ? { shard: { index: assigned.index, count: assigned.count, source: assigned.source } } : {}) });
       return { ...summary, device: encoder.device };
     } finally {
       await encoder.dispose();
@@ -101,22 +97,7 @@ export default defineCommand({
   },
 });
 
-/**
- * Provenance of the run that wrote the cache, outside the key: the device changes where the teacher ran and
- * its speed, not what the states mean (same model, same graph; GPU kernels differ from the CPU's in the last
- * float bits at most). `timings` holds numbers only, so this is its own manifest field; teacher:merge keeps
- * the first slice's.
- */
-function recordRuntime(dir: string, runtime: { device: string; executionProviders: string[]; shard?: { index: number; count: number; source: string } }): void {
-  const unlock = lockCacheDir(dir);
-  try {
-    const m = readManifest(dir);
-    writeJsonAtomic(join(dir, MANIFEST_FILE), { ...m, runtime: { ...runtime, onnxruntime: onnxruntimeVersion() } });
-  } finally {
-    unlock();
-  }
-}
-
+/** The installed onnxruntime-node version, for the manifest's `runtime` provenance. */
 function onnxruntimeVersion(): string {
   try {
     return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;

@@ -104,7 +104,9 @@ function makeWorkerClass(paths: Paths, state: StartState, fault: string | undefi
       if (fault === 'construct') throw new Error(`${THREADS_FAULT_ENV}=construct`);
       const blob = typeof url === 'string' && url.startsWith('blob:');
       const source = fault === 'error' ? `throw new Error('${THREADS_FAULT_ENV}=error')` : paths.workerSource;
-      super(blob ? source : url, blob ? { ...options, eval: true } : options);
+      // execArgv: [] — a pthread worker needs none of the parent's flags (under tsx, inheriting `--import tsx` would
+      // load the TypeScript loader into each of the 8 workers).
+      super(blob ? source : url, blob ? { ...options, eval: true, execArgv: [] } : options);
       this.unref();
       state.workers.add(this);
       this.once('exit', () => state.workers.delete(this));

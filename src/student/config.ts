@@ -15,6 +15,9 @@ export const modelOptions = defineOptions({
   ffnDims: { type: 'int', help: 'inner width of the point-wise feed-forward network', default: 64 },
   dropout: { type: 'number', help: 'dropout on embeddings, attention output and feed-forward', default: 0.3 },
   attnDropout: { type: 'number', help: 'dropout on attention probabilities', default: 0.2 },
+  norm: { type: 'string', help: 'pre = x + f(LayerNorm(x)); post = LayerNorm(x + f(x)) (pmixer SASRec.pytorch without --norm_first; the final LayerNorm stays)', default: 'pre', choices: ['pre', 'post'] },
+  init: { type: 'string', help: 'default = Glorot-uniform matrices and embeddings, zero biases; xavier = pmixer\'s Xavier-normal on every matrix and embedding (torch fans; fused QKV), torch default biases, zero padding row', default: 'default', choices: ['default', 'xavier'] },
+  embScale: { type: 'boolean', help: 'multiply item embeddings by sqrt(dims) before adding positions (--no-emb-scale adds them unscaled)', default: true },
 });
 
 export const trainOptions = defineOptions({
@@ -25,7 +28,11 @@ export const trainOptions = defineOptions({
   epochs: { type: 'int', help: 'maximum number of epochs', default: 100 },
   batchSize: { type: 'int', help: 'sequences per training step', default: 32 },
   lr: { type: 'number', help: 'Adam learning rate', default: 0.002 },
+  beta1: { type: 'number', help: 'Adam beta1', default: 0.9 },
   beta2: { type: 'number', help: 'Adam beta2', default: 0.98 },
+  lrSchedule: { type: 'string', help: 'constant; warmup = linear from lr/warmupSteps to lr over --warmup-steps steps, then constant; cosine = that warm-up, then cosine decay to 0 at the end of --epochs', default: 'constant', choices: ['constant', 'warmup', 'cosine'] },
+  warmupSteps: { type: 'int', help: 'optimiser steps of linear warm-up for --lr-schedule warmup/cosine', default: 0 },
+  labelSmoothing: { type: 'number', help: 'label smoothing of the full-softmax CE (--loss ce only), spread over the real items (not padding)', default: 0 },
   weightDecay: { type: 'number', help: 'decoupled (AdamW) weight decay', default: 0 },
   patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 20 },
   evalEvery: { type: 'int', help: 'validate every N epochs', default: 1 },
@@ -44,7 +51,18 @@ export type StudentOptions = Resolved<typeof studentOptions>;
 export const RUN_KEYS = [
   ...Object.keys(datasetOptions), ...Object.keys(modelOptions),
   'loss', 'negatives', 'sampler', 'windows', 'batchSize', 'lr', 'beta2', 'weightDecay', 'seed',
+  'beta1', 'lrSchedule', 'warmupSteps', 'labelSmoothing',
 ] as const;
+
+/**
+ * The value every run had for each run key added after the first checkpoints were written (the behaviour
+ * before the option existed; NOT the current default, which may change). A run identity leaves out such a key
+ * when it holds this value, so an identity (and the default --out hash) written before the key existed still
+ * matches, and a missing key always means this value.
+ */
+export const LEGACY_RUN_VALUES: Readonly<Record<string, unknown>> = Object.freeze({
+  norm: 'pre', init: 'default', embScale: true, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, labelSmoothing: 0,
+});
 
 /**
  * Ranges of the numeric options, checked before anything is allocated or written (the option parser only
@@ -64,7 +82,10 @@ const RANGES: Record<string, { min: number; max: number; exclusiveMin?: boolean;
   epochs: { min: 1, max: 1_000_000 },
   batchSize: { min: 1, max: 10_000_000 },
   lr: { min: 0, max: Number.MAX_VALUE, exclusiveMin: true },
+  beta1: { min: 0, max: 1, exclusiveMax: true },
   beta2: { min: 0, max: 1, exclusiveMax: true },
+  warmupSteps: { min: 0, max: 1_000_000_000 },
+  labelSmoothing: { min: 0, max: 1, exclusiveMax: true },
   weightDecay: { min: 0, max: Number.MAX_VALUE },
   patience: { min: 0, max: 1_000_000 },
   evalEvery: { min: 1, max: 1_000_000 },
@@ -93,6 +114,18 @@ export function validateStudentOptions(o: Partial<StudentOptions>): void {
   }
   if (typeof o.dims === 'number' && typeof o.heads === 'number' && o.dims % o.heads !== 0) {
     throw new RecdistillError('E_USAGE', `--heads (${o.heads}) must divide --dims (${o.dims}).`);
+  }
+  for (const key of ['norm', 'init', 'lrSchedule', 'loss'] as const) {
+    const choices = ((modelOptions as Record<string, { choices?: readonly string[] }>)[key] ?? (trainOptions as Record<string, { choices?: readonly string[] }>)[key])!.choices!;
+    const v = rec[key];
+    if (v !== undefined && !choices.includes(v as string)) throw new RecdistillError('E_USAGE', `--${kebab(key)} must be one of ${choices.join(', ')}; got ${JSON.stringify(v)}.`);
+  }
+  if (o.embScale !== undefined && typeof o.embScale !== 'boolean') throw new RecdistillError('E_USAGE', `--emb-scale must be a boolean; got ${JSON.stringify(o.embScale)}.`);
+  if ((o.labelSmoothing ?? 0) > 0 && (o.loss ?? 'ce') !== 'ce') {
+    throw new RecdistillError('E_USAGE', `--label-smoothing is implemented for the full-softmax CE only (--loss ce), not for --loss ${o.loss}.`);
+  }
+  if ((o.warmupSteps ?? 0) > 0 && (o.lrSchedule ?? 'constant') === 'constant') {
+    throw new RecdistillError('E_USAGE', `--warmup-steps ${o.warmupSteps} has no effect with --lr-schedule constant: use --lr-schedule warmup or cosine.`);
   }
   if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) throw new RecdistillError('E_USAGE', `--seed must be an integer; got ${JSON.stringify(o.seed)}.`);
 }

@@ -41,8 +41,13 @@ function dotWith(h: tf.Tensor2D, itemEmb: tf.Tensor, ids: tf.Tensor1D): tf.Tenso
  * The softmax and two small tensors are kept across the tape without `save` (which clones them) and freed by
  * the gradient; call this
  * only under a gradient tape (variableGrads), otherwise use `fullSoftmaxCEValue`.
+ *
+ * `smoothing` e (label smoothing, Szegedy et al. 2016, as torch's CrossEntropyLoss(label_smoothing=e) over the
+ * N real classes): the target distribution is (1 - e) on the target plus e / N on each of items 1..N (padding
+ * gets nothing), so the loss is lse - (1 - e) o_t - e mean_j o_j, with mean_j o_j = h . mean_j E_j.
  */
-export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor): tf.Scalar {
+export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor, smoothing = 0): tf.Scalar {
+  if (smoothing > 0) return smoothedSoftmaxCE(h, targets, itemEmb, smoothing);
   const op = tf.customGrad(((hIn: tf.Tensor, E: tf.Tensor) => {
     const [N1, D] = E.shape as [number, number];
     const P = hIn.shape[0]!;
@@ -71,12 +76,54 @@ export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.
   return op(h, itemEmb);
 }
 
-/** The same loss without gradient bookkeeping (monitoring, tests). */
-export function fullSoftmaxCEValue(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor): tf.Scalar {
+/**
+ * fullSoftmaxCE with label smoothing e > 0 (a separate op, so e = 0 runs exactly the op above).
+ * d/dh_p = (sum_j s_pj E_j - (1 - e) E_t - e mean_j E_j) / P;
+ * d/dE_j = (sum_p (s_pj - (1 - e) [t_p = j] - e / N) h_p) / P for j >= 1, 0 for the padding row.
+ */
+function smoothedSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor, e: number): tf.Scalar {
+  const op = tf.customGrad(((hIn: tf.Tensor, E: tf.Tensor) => {
+    const [N1, D] = E.shape as [number, number];
+    const N = N1 - 1;
+    const P = hIn.shape[0]!;
+    const out = tf.keep(tf.slice(E, [1, 0], [N, D])); // [N, D]
+    const logits = tf.matMul(hIn as tf.Tensor2D, tf.transpose(out)); // [P, N]
+    const sm = tf.keep(tf.softmax(logits));
+    const lse = tf.sub(tf.max(logits, -1), tf.log(tf.max(sm, -1))); // [P]
+    const tgtEmb = tf.keep(tf.gather(E, targets)); // [P, D]
+    const meanOut = tf.keep(tf.mean(out, 0, true)); // [1, D]
+    const hK = tf.keep(tf.clone(hIn)) as tf.Tensor2D;
+    const tK = tf.keep(tf.clone(targets)) as tf.Tensor1D;
+    const tgtLogit = tf.sum(tf.mul(hIn, tgtEmb), -1); // [P]
+    const meanLogit = tf.sum(tf.mul(hIn, meanOut), -1); // [P] = mean_j o_pj
+    const value = tf.mean(tf.sub(tf.sub(lse, tf.mul(tgtLogit, 1 - e)), tf.mul(meanLogit, e)));
+    const gradFunc = (dy: tf.Tensor) => {
+      const scale = tf.div(dy, P);
+      const G = tf.mul(sm, scale); // [P, N]
+      sm.dispose();
+      const dh = tf.sub(tf.matMul(G, out), tf.mul(tf.add(tf.mul(tgtEmb, 1 - e), tf.mul(meanOut, e)), scale)); // [P, D]
+      const hs = tf.mul(hK, scale); // [P, D]
+      const uniform = tf.mul(tf.sum(hs, 0, true), e / N); // [1, D]: the e / N share of every real item
+      const dOut = tf.sub(tf.matMul(tf.transpose(G), hK), uniform); // [N, D]
+      const dTgt = tf.mul(tf.unsortedSegmentSum(hs, tK, N1), 1 - e); // [N + 1, D]
+      const dE = tf.sub(tf.concat([tf.zeros([1, D]), dOut], 0), dTgt);
+      for (const t of [out, tgtEmb, meanOut, hK, tK]) t.dispose();
+      return [dh, dE];
+    };
+    return { value, gradFunc };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Scalar;
+  return op(h, itemEmb);
+}
+
+/** The same loss without gradient bookkeeping (monitoring, tests); plain autodiff works through it. */
+export function fullSoftmaxCEValue(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor, smoothing = 0): tf.Scalar {
   return tf.tidy(() => {
     const [N1, D] = itemEmb.shape as [number, number];
     const logits = tf.matMul(h, tf.transpose(tf.slice(itemEmb, [1, 0], [N1 - 1, D])));
-    return tf.mean(tf.sub(tf.logSumExp(logits, -1), tf.sum(tf.mul(h, tf.gather(itemEmb, targets)), -1))) as tf.Scalar;
+    const nll = tf.sub(tf.logSumExp(logits, -1), tf.sum(tf.mul(h, tf.gather(itemEmb, targets)), -1));
+    if (!(smoothing > 0)) return tf.mean(nll) as tf.Scalar;
+    const uniformNll = tf.sub(tf.logSumExp(logits, -1), tf.mean(logits, -1)); // -mean_j log p_j
+    return tf.mean(tf.add(tf.mul(nll, 1 - smoothing), tf.mul(uniformNll, smoothing))) as tf.Scalar;
   });
 }
 

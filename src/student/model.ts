@@ -1,11 +1,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { makeRng, type Rng } from '../util/rng.js';
+import { xavierWeights } from './init.js';
 
 /**
  * SASRec: Self-Attentive Sequential Recommendation (Kang & McAuley, ICDM 2018).
- * Item embedding (row 0 = padding, shared with the output layer) scaled by sqrt(D), plus learned absolute
- * positions; N blocks of pre-LN causal multi-head self-attention and a point-wise feed-forward network, each
- * `x + Dropout(f(LayerNorm(x)))` as in the paper; a final LayerNorm. Padding rows are zeroed after every block
+ * Item embedding (row 0 = padding, shared with the output layer) scaled by sqrt(D) (unless embScale is false),
+ * plus learned absolute positions; N blocks of causal multi-head self-attention and a point-wise feed-forward
+ * network, each `x + Dropout(f(LayerNorm(x)))` (pre-LN, the default) or `LayerNorm(x + Dropout(f(x)))` (norm
+ * 'post': pmixer/SASRec.pytorch without norm_first, which keeps the final LayerNorm too); a final LayerNorm. Padding rows are zeroed after every block
  * and padding keys are masked, so a sequence left-padded to any length L <= maxLen gives the same outputs
  * (positions are counted from the end: the last slot is always position maxLen - 1). That lets the trainer
  * pad each batch only to its longest sequence.
@@ -23,6 +25,16 @@ export interface ModelConfig {
   attnDropout: number;
   /** Inner width of the point-wise feed-forward network. */
   ffnDims: number;
+  /**
+   * The fields below were added later: a config without them (a model file written before) means the
+   * behaviour of that time, which is also their default: 'pre', 'default', true.
+   */
+  /** Sub-layer normalisation: 'pre' = x + f(LN(x)); 'post' = LN(x + f(x)). */
+  norm?: 'pre' | 'post';
+  /** Initial weights: 'default' = Glorot-uniform; 'xavier' = pmixer's Xavier-normal (see init.ts). */
+  init?: 'default' | 'xavier';
+  /** Multiply item embeddings by sqrt(dims) before adding positions. */
+  embScale?: boolean;
 }
 
 export interface BlockParams {
@@ -51,14 +63,19 @@ function glorot(rng: Rng, rows: number, cols: number): Float32Array {
   return out;
 }
 
-/** Build a model with seeded initial weights (Glorot-uniform matrices and embeddings, LN gain 1, biases 0). */
+/**
+ * Build a model with seeded initial weights: Glorot-uniform matrices and embeddings, LN gain 1, biases 0
+ * (init 'default'), or pmixer's Xavier-normal initialisation (init 'xavier', init.ts).
+ */
 export function createSasrec(config: ModelConfig, seed: number): Sasrec {
   const { numItems: N, maxLen, dims: D, ffnDims: F } = config;
   if (D % config.heads !== 0) throw new Error(`dims (${D}) must be divisible by heads (${config.heads}).`);
   const rng = makeRng(seed);
+  const xavier = config.init === 'xavier' ? xavierWeights(config, seed) : undefined;
   const params = new Map<string, tf.Variable>();
   const v = (name: string, shape: number[], init: 'glorot' | 'ones' | 'zeros'): tf.Variable => {
-    const t = init === 'glorot' ? tf.tensor(glorot(rng, shape[0]!, shape[1]!), shape) : init === 'ones' ? tf.ones(shape) : tf.zeros(shape);
+    const given = xavier?.get(name);
+    const t = given ? tf.tensor(given, shape) : init === 'glorot' ? tf.tensor(glorot(rng, shape[0]!, shape[1]!), shape) : init === 'ones' ? tf.ones(shape) : tf.zeros(shape);
     const variable = tf.variable(t, true);
     t.dispose();
     params.set(name, variable);
@@ -203,6 +220,7 @@ export function encodeLast(m: Sasrec, items: Int32Array, B: number, L: number): 
 
 function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOptions, lastOnly: boolean): tf.Tensor[] | tf.Tensor {
   const { dims: D, heads: H, maxLen, dropout: p, attnDropout } = m.config;
+  const post = m.config.norm === 'post';
   if (L > maxLen) throw new Error(`sequence length ${L} exceeds maxLen ${maxLen}.`);
   const dh = D / H;
   const rng = opts.rng;
@@ -210,14 +228,15 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
   const keep = tf.expandDims(tf.cast(tf.notEqual(ids, 0), 'float32'), -1); // [B, L, 1]
   const bias = attentionBias(items, B, L); // [B, 1, L, L]
   const pos = tf.slice(m.posEmb, [maxLen - L, 0], [L, D]); // [L, D]
-  let x = tf.add(tf.mul(tf.reshape(tf.gather(m.itemEmb, tf.reshape(ids, [B * L])), [B, L, D]), Math.sqrt(D)), pos);
+  const emb = tf.reshape(tf.gather(m.itemEmb, tf.reshape(ids, [B * L])), [B, L, D]);
+  let x = tf.add(m.config.embScale === false ? emb : tf.mul(emb, Math.sqrt(D)), pos);
   x = tf.mul(dropout(x, p, rng), keep); // [B, L, D]
   const out: tf.Tensor3D[] = [];
   for (let bi = 0; bi < m.blocks.length; bi++) {
     const blk = m.blocks[bi]!;
     const last = bi === m.blocks.length - 1;
-    // Attention sub-layer: x + Dropout(MHA(LN(x)))
-    const h = tf.reshape(layerNorm(x, blk.ln1g, blk.ln1b), [B * L, D]);
+    // Attention sub-layer: x + Dropout(MHA(LN(x))) (post: LN1(x + Dropout(MHA(x))))
+    const h = tf.reshape(post ? x : layerNorm(x, blk.ln1g, blk.ln1b), [B * L, D]);
     const qkv = tf.reshape(linear(h, blk.wqkv, blk.bqkv), [B, L, 3, H, dh]);
     const heads = tf.transpose(qkv, [2, 0, 3, 1, 4]); // [3, B, H, L, dh]
     let [q, k, v] = tf.unstack(heads, 0) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
@@ -234,11 +253,15 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
     const xq = Lq === L ? x : tf.slice(x, [0, L - 1, 0], [B, 1, D]);
     const keepQ = Lq === L ? keep : tf.slice(keep, [0, L - 1, 0], [B, 1, 1]);
     x = tf.add(xq, dropout(a, p, rng));
-    // Feed-forward sub-layer: x + Dropout(W2 Dropout(ReLU(W1 LN(x))))
-    const h2 = tf.reshape(layerNorm(x, blk.ln2g, blk.ln2b), [B * Lq, D]);
+    if (post) x = layerNorm(x, blk.ln1g, blk.ln1b);
+    // Feed-forward sub-layer: x + Dropout(W2 Dropout(ReLU(W1 LN(x)))) (post: LN2(x + Dropout(W2 ...(W1 x))))
+    const h2 = tf.reshape(post ? x : layerNorm(x, blk.ln2g, blk.ln2b), [B * Lq, D]);
     const f1 = dropout(linear(h2, blk.w1, blk.b1, true), p, rng);
     const f2 = tf.reshape(linear(f1, blk.w2, blk.b2), [B, Lq, D]);
-    x = tf.mul(tf.add(x, dropout(f2, p, rng)), keepQ);
+    const res = tf.add(x, dropout(f2, p, rng));
+    // Padding rows are zeroed (post: LN2 of a padding row is its bias; padding keys are masked, so it never
+    // reaches a real row either way).
+    x = tf.mul(post ? layerNorm(res, blk.ln2g, blk.ln2b) : res, keepQ);
     out.push((last ? tf.mul(layerNorm(x, m.lnfg, m.lnfb), keepQ) : x) as tf.Tensor3D);
   }
   if (lastOnly) return tf.reshape(out[out.length - 1]!, [B, D]);

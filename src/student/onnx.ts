@@ -1,7 +1,7 @@
 /**
  * The trained student as an ONNX graph, so any onnxruntime (Node, Python, C#, the browser) serves it without
- * the training code. The graph is the inference path of model.ts (SASRec, pre-LN blocks, positions counted
- * from the end), written op for op:
+ * the training code. The graph is the inference path of model.ts (SASRec, pre-LN or post-LN blocks, item
+ * embeddings scaled by sqrt(D) or not, positions counted from the end), written op for op:
  *
  *   inputs   history int64 [batch, length]  dense item ids, left-padded with 0 (length <= maxLen)
  *            k       int64 [1]              how many items to return
@@ -27,6 +27,7 @@ export const ONNX_OPSET = 17;
 export function buildStudentOnnx(config: ModelConfig, weights: (name: string) => Float32Array): GraphDesc {
   const { dims: D, heads: H, maxLen, numItems: N } = config;
   const dh = D / H;
+  const post = config.norm === 'post';
   const g = new GraphBuilder();
   const w = (name: string, dims: number[]) => {
     const data = weights(name);
@@ -44,10 +45,11 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
   const keepB = g.op('/input', 'Not', [g.op('/input', 'Equal', ['history', scalarI(0)], {}, { type: DataType.BOOL })], {}, { type: DataType.BOOL });
   const keep = g.op('/input', 'Unsqueeze', [g.op('/input', 'Cast', [keepB], { to: { i: DataType.FLOAT } }, { type: DataType.FLOAT }), i64([-1])]); // [B, L, 1]
 
-  // x = E[history] * sqrt(D) + P[maxLen - L:], padding rows zero. [B, L, D]
+  // x = E[history] * sqrt(D) (embScale; else unscaled) + P[maxLen - L:], padding rows zero. [B, L, D]
   const start = g.op('/pos', 'Sub', [i64([maxLen]), L1], {}, { type: DataType.INT64 });
   const pos = g.op('/pos', 'Slice', [posEmb, start, i64([maxLen]), i64([0])]);
-  let x = g.op('/emb', 'Mul', [g.op('/emb', 'Gather', [itemEmb, 'history'], { axis: { i: 0 } }), g.constF('/emb', Math.sqrt(D))]);
+  const emb = g.op('/emb', 'Gather', [itemEmb, 'history'], { axis: { i: 0 } });
+  let x = config.embScale === false ? emb : g.op('/emb', 'Mul', [emb, g.constF('/emb', Math.sqrt(D))]);
   x = g.op('/emb', 'Mul', [g.op('/emb', 'Add', [x, pos]), keep]);
 
   // Attention bias [B, 1, L, L]: -1e9 on future keys and padding keys.
@@ -69,7 +71,8 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
     const s = `/block${bi}`;
     const p = `block${bi}.`;
     const last = bi === config.blocks - 1;
-    const h = ln(`${s}/ln1`, x, p + 'ln1.g', p + 'ln1.b');
+    // pre: x + MHA(LN1(x)), x + FFN(LN2(x)); post: LN1(x + MHA(x)), LN2(x + FFN(x)).
+    const h = post ? x : ln(`${s}/ln1`, x, p + 'ln1.g', p + 'ln1.b');
     const qkv = linear(`${s}/qkv`, h, p + 'attn.wqkv', p + 'attn.bqkv', D, 3 * D); // [B, L, 3D]
     const [q0, k0, v0] = ['q', 'k', 'v'].map((_, j) => g.op(`${s}/split`, 'Slice', [qkv, i64([j * D]), i64([(j + 1) * D]), i64([-1])]));
     // The last block only needs the last position's query (and residual).
@@ -85,10 +88,12 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
     const xq = last ? lastOf(x, 1) : x;
     const keepQ = last ? lastOf(keep, 1) : keep;
     x = g.op(s, 'Add', [xq, a]);
-    const h2 = ln(`${s}/ln2`, x, p + 'ln2.g', p + 'ln2.b');
+    if (post) x = ln(`${s}/ln1`, x, p + 'ln1.g', p + 'ln1.b');
+    const h2 = post ? x : ln(`${s}/ln2`, x, p + 'ln2.g', p + 'ln2.b');
     const f1 = g.op(`${s}/ffn`, 'Relu', [linear(`${s}/ffn1`, h2, p + 'ffn.w1', p + 'ffn.b1', D, config.ffnDims)]);
     const f2 = linear(`${s}/ffn2`, f1, p + 'ffn.w2', p + 'ffn.b2', config.ffnDims, D);
-    x = g.op(s, 'Mul', [g.op(s, 'Add', [x, f2]), keepQ]);
+    const res = g.op(s, 'Add', [x, f2]);
+    x = g.op(s, 'Mul', [post ? ln(`${s}/ln2`, res, p + 'ln2.g', p + 'ln2.b') : res, keepQ]);
     if (last) x = g.op('/final', 'Mul', [ln('/final', x, 'final_ln.g', 'final_ln.b'), keepQ]); // [B, 1, D]
   }
   const state = g.op('/scores', 'Squeeze', [x, i64([1])]); // [B, D]

@@ -19,7 +19,8 @@ export interface Adam {
   t: number;
   m: tf.Variable[];
   v: tf.Variable[];
-  apply(vars: tf.Variable[], grads: tf.Tensor[]): void;
+  /** One step; `lr` (default config.lr) is this step's learning rate (a schedule's value), decay included. */
+  apply(vars: tf.Variable[], grads: tf.Tensor[], lr?: number): void;
   dispose(): void;
 }
 
@@ -38,9 +39,9 @@ export function createAdam(vars: tf.Variable[], config: AdamConfig): Adam {
     t: 0,
     m,
     v,
-    apply(params, grads) {
+    apply(params, grads, lr = config.lr) {
       adam.t += 1;
-      const { lr, beta1: b1, beta2: b2, eps, weightDecay } = config;
+      const { beta1: b1, beta2: b2, eps, weightDecay } = config;
       const lrT = (lr * Math.sqrt(1 - Math.pow(b2, adam.t))) / (1 - Math.pow(b1, adam.t));
       tf.tidy(() => {
         params.forEach((p, i) => {
@@ -60,4 +61,23 @@ export function createAdam(vars: tf.Variable[], config: AdamConfig): Adam {
     },
   };
   return adam;
+}
+
+export type LrSchedule = 'constant' | 'warmup' | 'cosine';
+
+/**
+ * Learning rate of the step with 0-based global index `step` (a pure function of it, so a resumed run replays
+ * the same rates). constant: lr. warmup: lr * min(1, (step + 1) / warmupSteps), i.e. lr / warmupSteps at the
+ * first step, lr from step warmupSteps - 1 on. cosine: the same warm-up, then
+ * lr * (1 + cos(pi * (step - warmupSteps) / (totalSteps - warmupSteps))) / 2: lr at step warmupSteps, 0 at
+ * step totalSteps (the end of the --epochs budget) and after.
+ */
+export function scheduledLr(schedule: LrSchedule, lr: number, step: number, warmupSteps: number, totalSteps: number): number {
+  if (schedule === 'constant') return lr;
+  if (step < warmupSteps) return (lr * (step + 1)) / warmupSteps;
+  if (schedule === 'warmup') return lr;
+  const span = totalSteps - warmupSteps;
+  if (span <= 0) return 0;
+  const progress = Math.min(1, (step - warmupSteps) / span);
+  return (lr * (1 + Math.cos(Math.PI * progress))) / 2;
 }

@@ -158,7 +158,11 @@ const CONFIG_BOUNDS: Record<string, [number, number]> = {
   numItems: [1, 2 ** 31 - 2], maxLen: [1, 100_000], dims: [1, 65_536], blocks: [1, 1_000], heads: [1, 65_536], ffnDims: [1, 1_048_576],
 };
 
-/** Validate a parsed model config: integer sizes within bounds, heads | dims, dropouts in [0, 1). */
+/**
+ * Validate a parsed model config: integer sizes within bounds, heads | dims, dropouts in [0, 1), and the later
+ * fields norm / init / embScale, which a file written before they existed lacks: missing = that time's
+ * behaviour ('pre', 'default', true). The returned config always carries them.
+ */
 export function checkModelConfig(v: unknown, where: string): ModelConfig {
   const bad = (what: string): never => {
     throw new RecdistillError('E_INPUT', `${where}: ${what}.`);
@@ -173,8 +177,12 @@ export function checkModelConfig(v: unknown, where: string): ModelConfig {
     if (typeof x !== 'number' || !(x >= 0 && x < 1)) bad(`"${k}" must be a number in [0, 1), got ${JSON.stringify(x)}`);
   }
   if ((v.dims as number) % (v.heads as number) !== 0) bad(`"heads" (${String(v.heads)}) must divide "dims" (${String(v.dims)})`);
+  const { norm = 'pre', init = 'default', embScale = true } = v as Partial<ModelConfig>;
+  if (norm !== 'pre' && norm !== 'post') bad(`"norm" must be "pre" or "post", got ${JSON.stringify(norm)}`);
+  if (init !== 'default' && init !== 'xavier') bad(`"init" must be "default" or "xavier", got ${JSON.stringify(init)}`);
+  if (typeof embScale !== 'boolean') bad(`"embScale" must be a boolean, got ${JSON.stringify(embScale)}`);
   const { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout } = v as unknown as ModelConfig;
-  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout };
+  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale };
 }
 
 /**

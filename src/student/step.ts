@@ -14,13 +14,15 @@ import type { Rng } from '../util/rng.js';
 export interface LossSetup {
   kind: 'ce' | 'sampled' | 'bce';
   negatives: number;
+  /** Label smoothing of the full-softmax CE (kind 'ce' only; 0 = none). */
+  labelSmoothing?: number;
   /** Proposal distribution for sampled softmax (q_0 = 0). */
   q?: Float64Array;
   /** Per-user item sets for BCE negatives (items the user interacted with). */
   seen?: Array<Set<number>>;
 }
 
-export function lossSetup(ds: PreparedDataset, kind: LossSetup['kind'], negatives: number, sampler: 'uniform' | 'popularity'): LossSetup {
+export function lossSetup(ds: PreparedDataset, kind: LossSetup['kind'], negatives: number, sampler: 'uniform' | 'popularity', labelSmoothing = 0): LossSetup {
   const N = ds.items.length - 1;
   if (kind === 'sampled') {
     const counts = new Float64Array(N + 1);
@@ -28,7 +30,7 @@ export function lossSetup(ds: PreparedDataset, kind: LossSetup['kind'], negative
     return { kind, negatives, q: proposal(sampler, counts) };
   }
   if (kind === 'bce') return { kind, negatives, seen: ds.users.map((u) => new Set(u.items)) };
-  return { kind, negatives };
+  return labelSmoothing > 0 ? { kind, negatives, labelSmoothing } : { kind, negatives };
 }
 
 /** Forward pass of one batch -> unweighted loss terms. Call inside a gradient tape. */
@@ -49,7 +51,7 @@ export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rn
   const hP = tf.gather(tf.reshape(hidden[hidden.length - 1]!, [B * L, D]), tf.tensor1d(idx, 'int32')) as tf.Tensor2D;
   const targets = new Int32Array(tg);
   let ce: tf.Scalar | undefined;
-  if (loss.kind === 'ce') ce = opts.withCe === false ? undefined : fullSoftmaxCE(hP, tf.tensor1d(targets, 'int32'), model.itemEmb);
+  if (loss.kind === 'ce') ce = opts.withCe === false ? undefined : fullSoftmaxCE(hP, tf.tensor1d(targets, 'int32'), model.itemEmb, loss.labelSmoothing ?? 0);
   else if (loss.kind === 'sampled') ce = sampledSoftmaxCE(hP, targets, model.itemEmb, loss.q!, loss.negatives, rng);
   else {
     const negs = new Int32Array(targets.length);

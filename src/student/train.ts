@@ -11,13 +11,13 @@ import { stableStringify } from '../util/hash.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
 import { buildWindows, epochBatches, makeBatch } from './batches.js';
 import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
-import { RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
+import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
 import { checkTrainMemory } from './memory.js';
 import { checkRunOut, isObject, parseJson } from './run-folder.js';
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import type { TrainHooks } from './hooks.js';
 import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
-import { createAdam, type Adam } from './optim.js';
+import { createAdam, scheduledLr, type Adam, type LrSchedule } from './optim.js';
 import { makeRng, mixSeed } from '../util/rng.js';
 import { studentScorer, usersByLength } from './scorer.js';
 import { batchTerms, combine, gradientsOf, lossSetup, type LossSetup } from './step.js';
@@ -89,13 +89,26 @@ function nonFiniteVariables(named: Array<[string, tf.Variable]>): string[] {
 }
 
 export function modelConfigFrom(ds: PreparedDataset, o: StudentOptions): ModelConfig {
-  return { numItems: ds.items.length - 1, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, dropout: o.dropout, attnDropout: o.attnDropout, ffnDims: o.ffnDims };
+  const legacy = LEGACY_RUN_VALUES as { norm: 'pre'; init: 'default'; embScale: boolean };
+  return {
+    numItems: ds.items.length - 1, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, dropout: o.dropout, attnDropout: o.attnDropout, ffnDims: o.ffnDims,
+    norm: (o.norm ?? legacy.norm) as 'pre' | 'post', init: (o.init ?? legacy.init) as 'default' | 'xavier', embScale: o.embScale ?? legacy.embScale,
+  };
 }
 
-/** What defines the run (resume refuses a checkpoint whose identity differs). */
+/**
+ * What defines the run (resume refuses a checkpoint whose identity differs). A key of LEGACY_RUN_VALUES holding
+ * that value is left out, so runs that predate the key keep their identity (and default --out). A cosine
+ * schedule decays over the --epochs budget, so there --epochs defines the run too.
+ */
 export function runIdentity(ds: PreparedDataset, o: StudentOptions, hooks?: TrainHooks): Record<string, unknown> {
   const keys: Record<string, unknown> = {};
-  for (const k of RUN_KEYS) keys[k] = (o as Record<string, unknown>)[k];
+  for (const k of RUN_KEYS) {
+    const v = (o as Record<string, unknown>)[k];
+    if (k in LEGACY_RUN_VALUES && (v === undefined || v === LEGACY_RUN_VALUES[k])) continue;
+    keys[k] = v;
+  }
+  if (o.lrSchedule === 'cosine') keys.epochs = o.epochs;
   return { format: 1, dataset: ds.name, fingerprint: ds.fingerprint, options: keys, distill: hooks?.provenance?.() ?? null };
 }
 
@@ -199,7 +212,7 @@ function checkState(raw: string | undefined, path: string): RunState & { adamT: 
 }
 
 function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): string {
-  const flat = (o: Record<string, unknown>) => ({ ...o, ...((o.options as Record<string, unknown>) ?? {}), options: undefined });
+  const flat = (o: Record<string, unknown>) => ({ ...LEGACY_RUN_VALUES, ...o, ...((o.options as Record<string, unknown>) ?? {}), options: undefined });
   const fa = flat(a) as Record<string, unknown>;
   const fb = flat(b) as Record<string, unknown>;
   const keys = [...new Set([...Object.keys(fa), ...Object.keys(fb)])].filter((k) => stableStringify(fa[k]) !== stableStringify(fb[k]));
@@ -257,7 +270,7 @@ function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: Return
         throw new Diverged({ epoch, step, loss: values, reason: `training diverged at epoch ${epoch}, step ${step}: loss ${k} = ${x.toPrecision(4)}, more than ${LOSS_EXPLOSION}x its first-step value ${ref.toPrecision(4)} (${shown()}); weights were not updated.` });
       }
     }
-    adam.apply(vars, grads);
+    adam.apply(vars, grads, lr);
   });
   return values;
 }
@@ -296,7 +309,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   const model = createSasrec(modelConfigFrom(ds, o), mixSeed(o.seed, 1));
   const hookVars = hooks?.variables() ?? [];
   const vars = [...modelVariables(model), ...hookVars];
-  const adam = createAdam(vars, { lr: o.lr, beta1: 0.9, beta2: o.beta2, eps: 1e-8, weightDecay: o.weightDecay });
+  const adam = createAdam(vars, { lr: o.lr, beta1: o.beta1 ?? 0.9, beta2: o.beta2, eps: 1e-8, weightDecay: o.weightDecay });
   let state: RunState = { epoch: 0, step: 0, best: -Infinity, bestEpoch: 0, sinceBest: 0, trainSeconds: 0, stepsTimed: 0, stepSeconds: 0, history: [], done: false };
   let best = new Map<string, Float32Array>();
   let resumedFrom: number | undefined;
@@ -311,7 +324,9 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   const abs = (p: unknown) => (typeof p === 'string' && p !== '' && !/^[a-z]+:\/\//i.test(p) ? resolve(p) : p);
   writeJsonAtomic(join(outDir, 'config.json'), { ...identity, model: model.config, train: { ...o, source: abs(o.source), itemsFile: abs(o.itemsFile) }, backend: setup.backend });
   writeItemMap(outDir, ds); // raw ids, titles, texts: what a served model answers with
-  const loss = lossSetup(ds, o.loss as LossSetup['kind'], o.negatives, o.sampler as 'uniform' | 'popularity');
+  const loss = lossSetup(ds, o.loss as LossSetup['kind'], o.negatives, o.sampler as 'uniform' | 'popularity', o.labelSmoothing ?? 0);
+  // epochBatches makes ceil(windows / batchSize) batches every epoch: the schedule's step budget.
+  const lrAt = (step: number) => scheduledLr((o.lrSchedule ?? 'constant') as LrSchedule, o.lr, step, o.warmupSteps ?? 0, o.epochs * Math.ceil(windows.length / o.batchSize));
   const scorer = studentScorer(model, ds);
   const positions = windows.reduce((s, w) => s + w.length, 0);
   log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}; loss ${o.loss}`);
@@ -326,7 +341,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       let lastLog = t0;
       for (let i = 0; i < batches.length; i++) {
         const s0 = performance.now();
-        const values = trainStep(model, vars, adam, makeBatch(ds, batches[i]!), loss, o.seed, epoch, state.step, hooks, state, o.lr);
+        const values = trainStep(model, vars, adam, makeBatch(ds, batches[i]!), loss, o.seed, epoch, state.step, hooks, state, lrAt(state.step));
         state.step += 1;
         state.stepsTimed += 1;
         state.stepSeconds += (performance.now() - s0) / 1000;

@@ -1,7 +1,7 @@
 /**
  * student:export: the ONNX graph of a trained run gives the tfjs model's scores and recommendations
  * through onnxruntime-node, for histories shorter than, equal to and longer than maxLen, one at a time
- * and batched.
+ * and batched; also for a post-LN model without the sqrt(D) embedding scale (--norm post --no-emb-scale).
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,21 +14,33 @@ import { runCmd, TINY_DATA } from '../bench/fixtures.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recdistill-onnx-student-'));
 const run = join(root, 'run');
+const postRun = join(root, 'post');
 let tfjs: LoadedStudent;
+let tfjsPost: LoadedStudent;
 beforeAll(async () => {
-  await runCmd(() => import('../../src/cli/commands/student-train.js'), { ...TINY_DATA, epochs: 2, dims: 16, blocks: 2, heads: 2, ffnDims: 24, maxLen: 8, batchSize: 32, out: run });
+  const train = (flags: Record<string, unknown>) => runCmd(() => import('../../src/cli/commands/student-train.js'), { ...TINY_DATA, epochs: 2, dims: 16, blocks: 2, heads: 2, ffnDims: 24, maxLen: 8, batchSize: 32, ...flags });
+  await train({ out: run });
+  await train({ out: postRun, norm: 'post', embScale: false, init: 'xavier' });
   tfjs = await loadStudent(run);
+  tfjsPost = await loadStudent(postRun);
 });
 afterAll(() => {
   tfjs?.dispose();
+  tfjsPost?.dispose();
   rmSync(root, { recursive: true, force: true });
 });
 
 const histories = [[3], [5, 9, 2, 7, 1], [1, 2, 3, 4, 5, 6, 7, 8], [30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19]].map((h) => Int32Array.from(h));
 
 describe('student ONNX export', () => {
-  it('scores equal the tfjs model within fp tolerance, one by one and batched', async () => {
-    const onnx = await loadStudentOnnx(run);
+  it.each([
+    ['pre-LN, scaled embeddings (defaults)', () => [run, tfjs, { norm: 'pre', embScale: true }] as const],
+    ['post-LN, unscaled embeddings, xavier init', () => [postRun, tfjsPost, { norm: 'post', embScale: false, init: 'xavier' }] as const],
+  ])('scores equal the tfjs model within fp tolerance, one by one and batched: %s', async (_, get) => {
+    const [dir, tfjs, config] = get();
+    const onnx = await loadStudentOnnx(dir);
+    expect(onnx.config).toMatchObject(config);
+    expect(tfjs.info.config).toMatchObject(config);
     let maxDiff = 0;
     let maxAbs = 0;
     for (const h of histories) {
@@ -48,6 +60,10 @@ describe('student ONNX export', () => {
     for (const [r, h] of histories.entries()) {
       const a = tfjs.scores(h);
       for (let i = 0; i < W; i++) expect(Math.abs(batched[r * W + i]! - a[i]!)).toBeLessThan(1e-4);
+    }
+    for (const h of histories) {
+      const want = tfjs.recommend(h, 10);
+      expect((await onnx.recommend(h, 10)).items).toEqual(want.items);
     }
     await onnx.dispose();
   });

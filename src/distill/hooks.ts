@@ -12,6 +12,9 @@ import { activeLambdas, distillOptions, type DistillFlags, type TermName } from 
 import { computeStats, lookupTeacherBatch } from './teacher-batch.js';
 import { makeRng, mixSeed } from '../util/rng.js';
 import { stderrLog, type LogFn } from '../util/progress.js';
+import { withEmkd } from './emkd/compose.js';
+import { buildEmkdHooks, checkEmkdFlags } from './emkd/hooks.js';
+import { studentModelConfig } from './emkd/networks.js';
 
 /** Pick and validate the distillation flags out of student:train's resolved options. */
 export function distillFlagsFrom(opts: Record<string, unknown>): DistillFlags {
@@ -27,20 +30,39 @@ export function distillFlagsFrom(opts: Record<string, unknown>): DistillFlags {
   if (f.balanceEvery < 1) throw new RecdistillError('E_USAGE', `--balance-every must be >= 1, got ${f.balanceEvery}.`);
   if (f.unshareAfter < 1) throw new RecdistillError('E_USAGE', `--unshare-after must be >= 1, got ${f.unshareAfter}.`);
   if (!Number.isFinite(f.unshareBelow)) throw new RecdistillError('E_USAGE', `--unshare-below must be a finite number, got ${f.unshareBelow}.`);
+  checkEmkdFlags(f);
   return f;
 }
 
 let instance = 0;
 
-/** Distillation hooks for the student trainer; undefined when no --cache is given (plain training). */
+/**
+ * Distillation hooks for the student trainer; undefined when neither --cache nor --emkd is given (plain
+ * training). --emkd K adds the EMKD hooks (src/distill/emkd), with or without a cache; with one, the teacher's
+ * soft labels join EMKD's L5 as a fixed member. EMKD builds networks 2..K with the student's model config, read
+ * from `opts` (student:train passes all its options; another caller must pass the student's options too:
+ * src/distill/emkd/networks.ts studentModelConfig).
+ */
 export const buildDistillHooks: HooksFactory = async (opts, dataset, model) => {
   const f = distillFlagsFrom(opts);
-  if (!f.cache) return undefined;
+  const seed = typeof opts.seed === 'number' ? opts.seed : 0;
+  if (!f.cache && f.emkd === 0) return undefined;
+  const emkdWith = (reader?: CacheReader): TrainHooks | undefined => {
+    if (f.emkd === 0) return undefined;
+    const k = reader ? (f.kdTopK > 0 ? f.kdTopK : reader.k) : 0;
+    if (reader && f.lambdaEmkdKl > 0 && k > reader.k) throw new RecdistillError('E_USAGE', `--kd-top-k ${k} exceeds the cached top-K (${reader.k}) of ${reader.dir} (EMKD's teacher member reads that many).`);
+    return buildEmkdHooks(f, dataset, studentModelConfig(opts, dataset, model), seed, { teacher: reader ? { reader, k } : undefined });
+  };
+  if (!f.cache) return withEmkd(undefined, emkdWith()!);
   const reader = openCache(f.cache, { fingerprint: dataset.fingerprint, dataset: { users: dataset.users.length, items: dataset.items.length - 1 }, maxShards: shardsInBudget(f.cache, f.cacheMemoryMb) });
+  let distill: TrainHooks | undefined;
   try {
-    return buildWithReader(reader, f, dataset, model, typeof opts.seed === 'number' ? opts.seed : 0);
+    distill = buildWithReader(reader, f, dataset, model, seed);
+    const emkd = emkdWith(reader);
+    return emkd ? withEmkd(distill, emkd) : distill;
   } catch (e) {
-    reader.close();
+    if (distill) distill.dispose?.(); // closes the reader too
+    else reader.close();
     throw e;
   }
 };

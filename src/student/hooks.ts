@@ -29,6 +29,16 @@ export interface StepContext {
   step: number;
   /** The student's scores for arbitrary hidden states [..., D] -> [..., numItems + 1]. */
   scores(h: tf.Tensor): tf.Tensor;
+  /** [B * L] row-major input item ids of the batch (0 = padding). Optional: contexts built by hand may omit it. */
+  inputs?: Int32Array;
+  /**
+   * The student's own encoder run again, in training mode, on other input ids [B * L] (same B, L; e.g. a masked
+   * view): per block [B, L, D] as `hidden`. Dropout continues this step's stream (after the main forward and the
+   * loss's negatives), so every recomputation of the step draws the same masks. `extraRows` [R, D] are appended
+   * to the item table for this pass only, as ids numItems + 1 .. numItems + R (e.g. a learned mask token); the
+   * scores and the saved model keep the [numItems + 1, D] table. Optional, like `inputs`.
+   */
+  encode?(items: Int32Array, extraRows?: tf.Tensor): tf.Tensor3D[];
 }
 
 export interface TrainHooks {

@@ -73,6 +73,8 @@ export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rn
       itemEmbeddings: model.itemEmb,
       step,
       scores: (h) => scores(model, h),
+      inputs: batch.inputs,
+      encode: (items, extraRows) => encode(extraRows ? { ...model, itemEmb: tf.concat([model.itemEmb, extraRows], 0) as tf.Variable } : model, items, B, L, { rng }),
     };
     for (const [k, v] of Object.entries(hooks.extraTerms(ctx))) {
       if (k in terms) throw new Error(`distillation hook returned a term named "${k}", which is reserved.`);

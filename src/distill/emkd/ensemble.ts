@@ -1,0 +1,126 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PreparedDataset } from '../../data/types.js';
+import { RecdistillError } from '../../errors.js';
+import { DEFAULT_KS, evaluableUsers, evaluateRanking, historyFor, type RankingMetrics, type ScoreBatch } from '../../eval/evaluate.js';
+import { writeJsonAtomic } from '../../util/atomic.js';
+import type { STTensor } from '../../util/safetensors.js';
+import { readTensors, writeTensors } from '../../student/checkpoint.js';
+import { isObject, readRunConfig } from '../../student/run-folder.js';
+import { usersByLength } from '../../student/scorer.js';
+import { loadStudent, type LoadedStudent } from '../../student/serve.js';
+
+/**
+ * Serving an EMKD run (`--serve member|ensemble` of the issue):
+ * - member: the run folder's model.safetensors, network 1 at its best validation epoch (the trainer's own file);
+ * - ensemble: the K networks' scores averaged. Each network is written as <run>/ensemble-<n>/model.safetensors in
+ *   the student's format (so loadStudent / readStudentFile read each one as a run folder's model), from the run's
+ *   checkpoint: network 1 from its model/ tensors, networks 2..K from the hook variables the EMKD provenance in
+ *   config.json locates. These are the FINAL-epoch weights of all K networks (the trainer keeps best-epoch
+ *   weights for network 1 only; the hooks are not told which epoch validated best).
+ */
+
+interface EmkdLayout {
+  K: number;
+  firstHookVariable: number;
+  networkParams: string[];
+}
+
+function layoutOf(runDir: string): { layout: EmkdLayout; model: Record<string, unknown>; dataset: string; fingerprint: string } {
+  const cfg = readRunConfig(runDir);
+  const where = join(runDir, 'config.json');
+  const distill = cfg.distill;
+  const emkd = isObject(distill) ? distill.emkd : undefined;
+  if (!isObject(emkd)) throw new RecdistillError('E_USAGE', `${runDir} is not an EMKD run (${where} has no distill.emkd): train it with --emkd K.`);
+  const lay = emkd.layout;
+  const K = emkd.K;
+  const first = emkd.firstHookVariable;
+  if (typeof K !== 'number' || !Number.isInteger(K) || K < 1 || typeof first !== 'number' || !Number.isInteger(first) || first < 0 || !isObject(lay) || !Array.isArray(lay.networkParams) || !lay.networkParams.every((n) => typeof n === 'string')) {
+    throw new RecdistillError('E_INPUT', `${where}: distill.emkd must hold K, firstHookVariable and layout.networkParams.`);
+  }
+  if (K > 1 && lay.networkParams.length === 0) throw new RecdistillError('E_INPUT', `${where}: distill.emkd.layout.networkParams is empty for K = ${K}.`);
+  if (!isObject(cfg.model)) throw new RecdistillError('E_INPUT', `${where}: "model" (the model config) is missing.`);
+  return { layout: { K, firstHookVariable: first, networkParams: lay.networkParams as string[] }, model: cfg.model, dataset: cfg.dataset, fingerprint: cfg.fingerprint };
+}
+
+export const memberDir = (runDir: string, n: number) => join(runDir, `ensemble-${n}`);
+
+/** Write <run>/ensemble-<n>/model.safetensors for n = 1..K from the run's checkpoint; returns the folders. */
+export function exportEnsemble(runDir: string): string[] {
+  const { layout, model, dataset, fingerprint } = layoutOf(runDir);
+  const path = join(runDir, 'checkpoint.safetensors');
+  const { tensors, metadata } = readTensors(path);
+  const epoch = String((JSON.parse(metadata.state ?? '{}') as { epoch?: number }).epoch ?? 0);
+  const P = layout.networkParams.length;
+  const get = (key: string): STTensor => {
+    const t = tensors[key];
+    if (!t) throw new RecdistillError('E_MISMATCH', `${path}: tensor "${key}" is missing (config.json's distill.emkd layout does not match this checkpoint).`);
+    return t;
+  };
+  const dirs: string[] = [];
+  for (let n = 1; n <= layout.K; n++) {
+    const out: Record<string, STTensor> = {};
+    if (n === 1) {
+      for (const [key, t] of Object.entries(tensors)) if (key.startsWith('model/') && !key.startsWith('model/hook.')) out[key.slice('model/'.length)] = t;
+    } else {
+      layout.networkParams.forEach((name, j) => (out[name] = get(`model/hook.${layout.firstHookVariable + (n - 2) * P + j}`)));
+    }
+    const dir = memberDir(runDir, n);
+    writeTensors(join(dir, 'model.safetensors'), out, { format: 'recdistill-sasrec-1', config: JSON.stringify(model), dataset, fingerprint, bestEpoch: epoch, emkdNetwork: String(n), weights: 'final epoch' });
+    dirs.push(dir);
+  }
+  return dirs;
+}
+
+/** The average of several scorers' [B, N + 1] scores (the ensemble's scores). */
+export function averageScores(scoreFns: Array<(histories: Int32Array[]) => Float32Array>, histories: Int32Array[]): Float32Array {
+  let sum: Float32Array | undefined;
+  for (const f of scoreFns) {
+    const s = f(histories);
+    if (!sum) sum = Float32Array.from(s);
+    else for (let i = 0; i < s.length; i++) sum[i]! += s[i]!;
+  }
+  if (!sum) throw new RecdistillError('E_INTERNAL', 'averageScores: no scorer.');
+  for (let i = 0; i < sum.length; i++) sum[i]! /= scoreFns.length;
+  return sum;
+}
+
+/** The evaluation contract (src/eval/evaluate.ts) for loaded members: their scores averaged. */
+export function ensembleScorer(members: LoadedStudent[], ds: PreparedDataset): ScoreBatch {
+  const fns = members.map((m) => (h: Int32Array[]) => m.scoreBatch(h));
+  return async (users, split) => averageScores(fns, users.map((u) => historyFor(ds, u, split)));
+}
+
+export interface EnsembleResult {
+  K: number;
+  valid: RankingMetrics;
+  test: RankingMetrics;
+  /** Each network alone (final-epoch weights), test split. */
+  members: RankingMetrics[];
+}
+
+/**
+ * Full-ranking evaluation (the trainer's protocol: history excluded, pessimistic ties) of the average of the K
+ * networks' scores. Exports the member files from the checkpoint when they are missing (or with `refresh`);
+ * writes <run>/ensemble.json.
+ */
+export async function evaluateEnsemble(runDir: string, ds: PreparedDataset, o: { excludeHistory?: boolean; batchSize?: number; refresh?: boolean } = {}): Promise<EnsembleResult> {
+  const { layout, fingerprint } = layoutOf(runDir);
+  if (fingerprint !== ds.fingerprint) throw new RecdistillError('E_MISMATCH', `${runDir} was trained on dataset fingerprint ${fingerprint}, not ${ds.fingerprint}.`);
+  if (o.refresh || !Array.from({ length: layout.K }, (_, i) => existsSync(join(memberDir(runDir, i + 1), 'model.safetensors'))).every(Boolean)) exportEnsemble(runDir);
+  const members: LoadedStudent[] = [];
+  try {
+    for (let n = 1; n <= layout.K; n++) members.push(await loadStudent(memberDir(runDir, n)));
+    const common = { ks: DEFAULT_KS, excludeHistory: o.excludeHistory ?? true, batchSize: o.batchSize ?? 256, users: usersByLength(ds, evaluableUsers(ds)) };
+    const scorer = ensembleScorer(members, ds);
+    const valid = await evaluateRanking(ds, scorer, { ...common, split: 'valid' });
+    const test = await evaluateRanking(ds, scorer, { ...common, split: 'test' });
+    const each: RankingMetrics[] = [];
+    for (const m of members) each.push(await evaluateRanking(ds, ensembleScorer([m], ds), { ...common, split: 'test' }));
+    const result: EnsembleResult = { K: layout.K, valid, test, members: each };
+    writeJsonAtomic(join(runDir, 'ensemble.json'), { ...result, weights: 'final epoch of every network', protocol: { ranking: 'full', excludeHistory: common.excludeHistory, scores: 'mean of the K networks\' scores' } });
+    return result;
+  } finally {
+    for (const m of members) m.dispose();
+  }
+}

@@ -1,0 +1,71 @@
+import { meanStd, type AblationConfig, type ConfigSummary } from '../ablate.js';
+import { distillOptions } from '../options.js';
+import { EMKD_TERMS } from './hooks.js';
+
+/**
+ * The EMKD rows of `npm run ablate -- --suite emkd` as configurations runAblation (src/distill/ablate.ts) runs:
+ *   ce            the single network, CE only (the baseline; runAblation needs the name 'ce');
+ *   emkd2, emkd3  K = 2, 3 with every EMKD term at its lambda;
+ *   emkd3-L1..L5  K = 3 with one term removed (lambda 0): L1 mask, L2 attr, L3 intra, L4 inter, L5 kl;
+ *   emkd3+teacher (opt-in) K = 3 with the teacher cache as L5's fixed member.
+ * Each EMKD row's `overrides` is the full set of EMKD flags, and `cache: undefined` except in the +teacher row,
+ * so a row never inherits the ablation's cache or another row's setting (runAblation spreads overrides over
+ * its distillation base; a flag set to undefined is dropped by distillFlagsFrom).
+ */
+export type EmkdLambdas = { [K in (typeof EMKD_TERMS)[keyof typeof EMKD_TERMS]]: number };
+
+/** student:train's defaults for the EMKD lambdas (the reference implementation's). */
+export const EMKD_DEFAULT_LAMBDAS: EmkdLambdas = Object.fromEntries(Object.values(EMKD_TERMS).map((k) => [k, distillOptions[k].default])) as EmkdLambdas;
+
+export const EMKD_REMOVED = { L1: 'lambdaEmkdMask', L2: 'lambdaEmkdAttr', L3: 'lambdaEmkdIntra', L4: 'lambdaEmkdInter', L5: 'lambdaEmkdKl' } as const;
+
+export interface EmkdPlanOptions {
+  lambdas?: Partial<EmkdLambdas>;
+  /** Other EMKD flags for every EMKD row (emkdMaskRatio, emkdTemperature, emkdViews). */
+  flags?: Record<string, number>;
+  /** The K of the removal rows (default 3). */
+  mainK?: number;
+  /** Add the `emkd<K>+teacher` row (keeps the ablation's --cache). */
+  teacherRow?: boolean;
+}
+
+export function planEmkdConfigs(o: EmkdPlanOptions = {}): AblationConfig[] {
+  const lambdas: EmkdLambdas = { ...EMKD_DEFAULT_LAMBDAS, ...o.lambdas };
+  const K = o.mainK ?? 3;
+  const row = (name: string, k: number, change: Partial<EmkdLambdas> = {}, keepCache = false): AblationConfig => ({
+    name,
+    lambdas: {},
+    overrides: { ...(keepCache ? {} : { cache: undefined }), ...o.flags, emkd: k, ...lambdas, ...change },
+  });
+  const rows: AblationConfig[] = [{ name: 'ce', lambdas: {} }, row('emkd2', 2), row('emkd3', 3)];
+  if (K !== 2 && K !== 3) rows.push(row(`emkd${K}`, K));
+  for (const [label, flag] of Object.entries(EMKD_REMOVED)) rows.push(row(`emkd${K}-${label}`, K, { [flag]: 0 }));
+  if (o.teacherRow) rows.push(row(`emkd${K}+teacher`, K, {}, true));
+  return rows;
+}
+
+export interface EmkdSuiteSummary {
+  single: { 'ndcg@10.mean': number; 'ndcg@10.std': number };
+  member: { 'ndcg@10.mean': number; 'ndcg@10.std': number; config: string };
+  ensemble: { 'ndcg@10.mean': number; 'ndcg@10.std': number; config: string };
+  /** member over single, relative: member / single - 1. */
+  gain: number;
+}
+
+/**
+ * The `--suite emkd` summary keys: `single` = the ce row, `member` = the main EMKD row served by network 1
+ * (its runs' test NDCG@10, the trainer's metrics), `ensemble` = the same runs served by the K-network average
+ * (evaluateEnsemble(runDir, ds).test['ndcg@10'] per seed, in `ensembleTest[config]`), `gain` = member / single - 1.
+ */
+export function emkdSummary(configs: ConfigSummary[], ensembleTest: Record<string, number[]>, main = 'emkd3'): EmkdSuiteSummary {
+  const single = configs.find((c) => c.name === 'ce');
+  const member = configs.find((c) => c.name === main);
+  if (!single || !member) throw new Error(`emkdSummary: need the ce and ${main} rows (have ${configs.map((c) => c.name).join(', ')}).`);
+  const ens = meanStd(ensembleTest[main] ?? []);
+  return {
+    single: { 'ndcg@10.mean': single['ndcg@10.mean'], 'ndcg@10.std': single['ndcg@10.std'] },
+    member: { 'ndcg@10.mean': member['ndcg@10.mean'], 'ndcg@10.std': member['ndcg@10.std'], config: main },
+    ensemble: { 'ndcg@10.mean': ens.mean, 'ndcg@10.std': ens.std, config: main },
+    gain: member['ndcg@10.mean'] / single['ndcg@10.mean'] - 1,
+  };
+}

@@ -3,7 +3,7 @@ import { initBackend, type BackendName } from '../../backend/index.js';
 import { datasetFromFlags } from '../../data/options.js';
 import { buildDistillHooks } from '../../distill/index.js';
 import { distillOptions } from '../../distill/options.js';
-import { studentOptions, validateStudentOptions, type StudentOptions } from '../../student/config.js';
+import { presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/presets.js';
 import { trainStudent, runIdentity } from '../../student/train.js';
 import { sha256, stableStringify } from '../../util/hash.js';
 import { setCacheVerifyDefault } from '../../cache/reader.js';
@@ -12,21 +12,23 @@ import { defineCommand } from '../command.js';
 export default defineCommand({
   description: 'train the SASRec student (full-softmax CE by default; optionally distilled from a teacher cache)',
   options: {
-    ...studentOptions,
+    ...presetStudentOptions(),
+    preset: presetOption('none'),
     ...distillOptions,
     verify: { type: 'boolean', help: 'check each teacher-cache file against its manifest sha256 when first loaded (--no-verify skips it; sizes, ranges and finite values are always checked)', default: true },
   },
   async run(opts, ctx) {
-    validateStudentOptions(opts as unknown as StudentOptions); // ranges, before the dataset or the backend load
+    // defaults < --preset < --config file < flags; ranges checked before the dataset or the backend load.
+    const o = resolveStudentPreset(opts.preset, opts);
     if (opts.cache && !opts.verify) ctx.log(`student:train: --no-verify: the files of teacher cache ${opts.cache} are NOT checked against their manifest sha256 (sizes, ranges and finite values still are)`);
     // The distillation hooks open the cache; the flag reaches them as the reader's default (restored after).
     const prevVerify = setCacheVerifyDefault(opts.verify);
     try {
-      const backend = await initBackend(opts.backend as BackendName);
-      const ds = await datasetFromFlags(opts);
-      const o = opts as unknown as StudentOptions;
-      const hooks = await buildDistillHooks(opts as unknown as Record<string, unknown>, ds, { dims: o.dims, blocks: o.blocks });
-      const outDir = opts.out ?? join('student', `${ds.name}-${sha256(stableStringify(runIdentity(ds, o, hooks))).slice(0, 10)}`);
+      const backend = await initBackend(o.backend as BackendName);
+      const ds = await datasetFromFlags(o);
+      // The hooks read the distillation flags and the resolved student options (EMKD builds networks like the student).
+      const hooks = await buildDistillHooks({ ...opts, ...o }, ds, { dims: o.dims, blocks: o.blocks });
+      const outDir = o.out ?? join('student', `${ds.name}-${sha256(stableStringify(runIdentity(ds, o, hooks))).slice(0, 10)}`);
       const t0 = performance.now();
       try {
         const r = await trainStudent({ ds, opts: o, outDir, backend, hooks, log: ctx.log });

@@ -1,0 +1,195 @@
+import { createRequire } from 'node:module';
+import { BACKEND_CHOICES } from '../backend/index.js';
+import { defineOptions, resolveOptions, type Resolved } from '../config/options.js';
+import type { PreparedDataset } from '../data/types.js';
+import { RecdistillError } from '../errors.js';
+import { readStudentFile } from '../student/serve.js';
+import { HEAD_DEFAULTS } from '../teacher/head.js';
+import { llmTeacherOptions } from '../teacher/llm/options.js';
+import { absoluteBlocks, loadSeqrecTeacher } from '../teacher/seqrec.js';
+import type { LogFn } from '../util/progress.js';
+import type { HeadConfig, HiddenDtype } from './format.js';
+import { runTeacherCache, type CacheSummary } from './run.js';
+
+/**
+ * The cache stage's flags: teacher:cache and ablate spread this one table, so the same flags build the same cache
+ * (same key). The teacher kind and where the teacher / cache come from are each command's own flags.
+ */
+export const cacheOptions = defineOptions({
+  ...llmTeacherOptions,
+  // One meaning of a layer number for both teacher kinds (-1 = the last block); only the default depends on the kind.
+  layers: { type: 'string', help: 'tapped layers, comma-separated, negative counts from the end (-1 = last); auto = the last layer of an llm teacher, every block of a seqrec teacher', default: 'auto' },
+  cacheRoot: { type: 'string', help: 'caches go to <root>/<dataset>/<teacher>/<key>/', default: 'teacher-cache' },
+  usersPerShard: { type: 'int', help: 'users per shard file (contiguous user ranges)', default: 128 },
+  usersInFlight: { type: 'int', help: 'users encoded concurrently (p-limit)', default: 4 },
+  hiddenDtype: { type: 'string', help: 'stored precision of hidden states', default: 'f32', choices: ['f32', 'f16'] },
+  topK: { type: 'int', help: 'soft labels: top-K items kept per position', default: 50 },
+  temperature: { type: 'number', help: 'soft labels: softmax temperature T', default: 1 },
+  head: { type: 'string', help: 'soft-label head of an llm teacher: linear (fitted on cached features) or zeroshot (h . item embedding); a seqrec teacher\'s soft labels are its own scores', default: 'linear', choices: ['linear', 'zeroshot'] },
+  headLayer: { type: 'int', help: 'llm: index into the tapped layers the head reads (-1 = last)', default: -1 },
+  headEpochs: { type: 'int', help: 'linear head: max epochs (early stop on validation NDCG@10)', default: HEAD_DEFAULTS.epochs },
+  headRowsPerEpoch: { type: 'int', help: 'linear head: training positions sampled per epoch (0 = all)', default: HEAD_DEFAULTS.rowsPerEpoch },
+  headLr: { type: 'number', help: 'linear head: Adam learning rate', default: HEAD_DEFAULTS.lr },
+  headBatch: { type: 'int', help: 'linear head: batch size', default: HEAD_DEFAULTS.batchSize },
+  headPatience: { type: 'int', help: 'linear head: epochs without a better validation NDCG@10 before stopping', default: HEAD_DEFAULTS.patience },
+  seed: { type: 'int', help: 'seed of the head training (shuffles)', default: 42 },
+  backend: { type: 'string', help: 'tfjs backend for the head / seqrec teacher', default: 'auto', choices: BACKEND_CHOICES },
+  overheadSample: { type: 'int', help: 'llm teacher: users re-run as a plain session.run loop to measure pipeline overhead (0 = skip)', default: 32 },
+});
+
+export type CacheFlags = Resolved<typeof cacheOptions>;
+export type TeacherKind = 'llm' | 'seqrec';
+
+/** Everything that decides a cache (with the dataset and the teacher's own files); the input of runCacheStage. */
+export interface CacheConfig {
+  teacher: TeacherKind;
+  /** seqrec: the student:train run folder that is the teacher. */
+  run?: string;
+  /** seqrec: absolute block numbers ("0,1"); llm: the --layers spec ("-1" for auto), resolved against the model when loaded. */
+  layers: string;
+  root: string;
+  usersPerShard: number;
+  hiddenDtype: HiddenDtype;
+  /** Users encoded concurrently (not in the key: the shards are the same). */
+  usersInFlight: number;
+  k: number;
+  temperature: number;
+  /** Only the fields that apply to the head kind carry values (seqrec: the teacher's scores, nothing trained). */
+  head: HeadConfig;
+  /** llm: the loader's flags (model, dtype, prompt, budget, runtime); absent for seqrec. */
+  llm?: Omit<Pick<CacheFlags, keyof typeof llmTeacherOptions>, 'layers'>;
+  /** llm: users of the pipeline-overhead check (0 = skip); 0 for seqrec. */
+  overheadSample: number;
+}
+
+/** The cache-stage flags of a command's resolved options (other keys ignored), defaults filled in. */
+function cacheFlagsOf(flags: Record<string, unknown>): CacheFlags {
+  const picked: Record<string, unknown> = {};
+  for (const k of Object.keys(cacheOptions)) if (flags[k] !== undefined) picked[k] = flags[k];
+  return resolveOptions(cacheOptions, { flags: picked });
+}
+
+/**
+ * The checks that need only the flags (a command calls it before hours of work: ablate before training its teacher);
+ * returns the cache flags with defaults filled in.
+ */
+export function checkCacheFlags(flags: Partial<CacheFlags> & { teacher: TeacherKind } & Record<string, unknown>): CacheFlags {
+  const f = cacheFlagsOf(flags);
+  if (f.usersInFlight < 1) throw new RecdistillError('E_USAGE', `--users-in-flight must be >= 1, got ${f.usersInFlight}.`);
+  if (flags.teacher === 'seqrec' && (f.head !== 'linear' || f.headLayer !== -1)) {
+    throw new RecdistillError('E_USAGE', `--head ${f.head} --head-layer ${f.headLayer}: a seqrec teacher's soft labels are its own scores (no head); --head and --head-layer are for an llm teacher.`);
+  }
+  return f;
+}
+
+/**
+ * teacher:cache's flags -> the cache stage's config, for both teacher kinds. The one place that turns flags into
+ * cache options: teacher:cache and ablate both call it. A seqrec teacher's run folder is read here (its block count
+ * makes the layers absolute).
+ */
+export function resolveCacheConfig(flags: Partial<CacheFlags> & { teacher: TeacherKind; run?: string } & Record<string, unknown>): CacheConfig {
+  const f = checkCacheFlags(flags);
+  const common = {
+    root: f.cacheRoot,
+    usersPerShard: f.usersPerShard,
+    hiddenDtype: f.hiddenDtype === 'f16' ? ('F16' as const) : ('F32' as const),
+    usersInFlight: f.usersInFlight,
+    k: f.topK,
+    temperature: f.temperature,
+  };
+  if (flags.teacher === 'seqrec') {
+    if (!flags.run) throw new RecdistillError('E_USAGE', '--teacher seqrec needs a student:train run folder as teacher (teacher:cache --student-run DIR, ablate --teacher-run DIR).');
+    const blocks = readStudentFile(flags.run).config.blocks;
+    const layers = f.layers === 'auto' ? Array.from({ length: blocks }, (_, i) => i) : absoluteBlocks(f.layers, blocks);
+    return {
+      teacher: 'seqrec',
+      run: flags.run,
+      layers: layers.join(','),
+      ...common,
+      // Nothing is trained: the training fields are 0 (the seed stays, as in every seqrec cache key so far).
+      head: { kind: 'teacher', layer: -1, epochs: 0, lr: 0, batchSize: 0, patience: 0, seed: f.seed },
+      overheadSample: 0,
+    };
+  }
+  const { layers: _l, ...llmFlags } = pick(f, Object.keys(llmTeacherOptions) as Array<keyof typeof llmTeacherOptions>);
+  const trained = { layer: f.headLayer, epochs: f.headEpochs, lr: f.headLr, batchSize: f.headBatch, patience: f.headPatience, seed: f.seed, rowsPerEpoch: f.headRowsPerEpoch };
+  return {
+    teacher: 'llm',
+    layers: f.layers === 'auto' ? '-1' : f.layers,
+    ...common,
+    // zeroshot: no epochs; the other head fields stay as given (the keys of existing zeroshot caches).
+    head: f.head === 'zeroshot' ? { ...trained, kind: 'zeroshot', epochs: 0 } : { ...trained, kind: 'linear' },
+    llm: llmFlags,
+    overheadSample: f.overheadSample,
+  };
+}
+
+function pick<T extends object, K extends keyof T>(o: T, keys: K[]): Pick<T, K> {
+  const out = {} as Pick<T, K>;
+  for (const k of keys) out[k] = o[k];
+  return out;
+}
+
+/** Where the run goes and what it reports; not part of the cache's content. */
+export interface CacheStageEnv {
+  /** tfjs backend in use (call initBackend first). */
+  backend: string;
+  log: LogFn;
+  /** Explicit cache directory instead of <root>/<dataset>/<teacher>/<key>. */
+  out?: string;
+  /** `--shard i/N`: pass 1 for this slice only. */
+  slice?: { index: number; count: number };
+  /** Extra `runtime` provenance for the manifest (llm teacher), e.g. how the slice was assigned. */
+  runtime?: Record<string, unknown>;
+}
+
+/** Load the teacher the config names and build (or resume, or reuse) its cache. */
+export async function runCacheStage(c: CacheConfig, ds: PreparedDataset, env: CacheStageEnv): Promise<CacheSummary & { device?: string }> {
+  const common = {
+    root: c.root,
+    out: env.out,
+    usersPerShard: c.usersPerShard,
+    hiddenDtype: c.hiddenDtype,
+    concurrency: c.usersInFlight,
+    slice: env.slice,
+    k: c.k,
+    temperature: c.temperature,
+    head: c.head,
+    backend: env.backend,
+    log: env.log,
+  };
+  if (c.teacher === 'seqrec') {
+    const t = await loadSeqrecTeacher(c.run!, ds, { layers: c.layers });
+    try {
+      return await runTeacherCache(t.encoder, ds, { ...common, teacherOptions: t.options, teacherScores: t.scores });
+    } finally {
+      await t.encoder.dispose();
+    }
+  }
+  const llm = await import('../teacher/llm/index.js');
+  const lo = llm.llmOptionsFromFlags({ ...c.llm!, layers: c.layers });
+  const encoder = await llm.loadLlmTeacher({ ...lo, revision: c.llm!.revision, log: env.log }, ds);
+  try {
+    // Options that change the states but are not in TeacherInfo go into the cache key.
+    const teacherOptions = { maxPromptTokens: lo.maxPromptTokens, truncate: lo.truncate, tapPattern: lo.tapPattern ?? null, batch: lo.batch };
+    const summary = await runTeacherCache(encoder, ds, {
+      ...common,
+      teacherOptions,
+      plainLoop: (h) => encoder.measurePlainLoop(h),
+      overheadSample: c.overheadSample,
+      runtime: { device: encoder.device, executionProviders: encoder.executionProviders, ...env.runtime, onnxruntime: onnxruntimeVersion() },
+    });
+    return { ...summary, device: encoder.device };
+  } finally {
+    await encoder.dispose();
+  }
+}
+
+/** The installed onnxruntime-node version, for the manifest's `runtime` provenance. */
+function onnxruntimeVersion(): string {
+  try {
+    return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
+import { ablationChart, type AblationPoint } from './ablate-chart.js';
 import { OPT_IN_TERMS, TERM_LAMBDAS, TERM_NAMES, type TermName } from './options.js';
 
 /**
@@ -117,6 +118,8 @@ export interface ConfigSummary {
   /** Mean epoch of the kept weights (best validation NDCG@10). */
   'epochs.mean': number;
   params?: number;
+  /** Single-request serving latency (onnxruntime-node, p50 ms) of the configuration's first run; see ablate-latency.ts. */
+  'p50.ms'?: number;
   runs: Array<{ seed: number; valid: Metrics; test: Metrics; seconds: number; bestEpoch?: number; runDir?: string }>;
 }
 
@@ -201,7 +204,18 @@ export function lambdaFlags(l: Partial<Record<TermName, number>>): Record<string
 const fmt = (x: number | undefined, d = 4) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d));
 
 /** Markdown report: one row per configuration, the chosen one marked. */
-export function ablationMarkdown(r: AblationResult, header: { title: string; lines: string[]; teacher?: Metrics; teacherParams?: number }): string {
+export interface ReportHeader {
+  title: string;
+  lines: string[];
+  teacher?: Metrics;
+  teacherParams?: number;
+  /** The teacher's single-request p50 latency (ms), measured beside the students'. */
+  teacherP50Ms?: number;
+}
+
+const ms = (x?: number) => (x === undefined || Number.isNaN(x) ? '-' : `${x.toFixed(3)} ms`);
+
+export function ablationMarkdown(r: AblationResult, header: ReportHeader): string {
   const tN = header.teacher?.['ndcg@10'];
   const pct = (p?: number) => (p !== undefined && header.teacherParams ? ` (${((100 * p) / header.teacherParams).toFixed(0)}%)` : '');
   const rows = r.configs.map((s) => {
@@ -209,16 +223,16 @@ export function ablationMarkdown(r: AblationResult, header: { title: string; lin
     const lam = Object.entries(s.lambdas).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
     const rel = s.name === 'ce' ? '' : `${((s['ndcg@10.mean'] / r.ce['ndcg@10.mean'] - 1) * 100).toFixed(1)}%`;
     const ofT = tN ? `${((100 * s['ndcg@10.mean']) / tN).toFixed(0)}%` : '-';
-    return `| ${s.name}${mark} | ${lam} | ${s.params ?? '-'}${pct(s.params)} | ${fmt(s['valid.ndcg@10.mean'])} | ${fmt(s['ndcg@10.mean'])} ± ${fmt(s['ndcg@10.std'])} | ${fmt(s['hr@10.mean'])} ± ${fmt(s['hr@10.std'])} | ${rel} | ${ofT} | ${fmt(s['epochs.mean'], 1)} | ${formatSeconds(s['seconds.mean'])} |`;
+    return `| ${s.name}${mark} | ${lam} | ${s.params ?? '-'}${pct(s.params)} | ${fmt(s['valid.ndcg@10.mean'])} | ${fmt(s['ndcg@10.mean'])} ± ${fmt(s['ndcg@10.std'])} | ${fmt(s['hr@10.mean'])} ± ${fmt(s['hr@10.std'])} | ${rel} | ${ofT} | ${fmt(s['epochs.mean'], 1)} | ${formatSeconds(s['seconds.mean'])} | ${ms(s['p50.ms'])} |`;
   });
-  const teacher = header.teacher ? `\nTeacher (test): NDCG@10 ${fmt(header.teacher['ndcg@10'])}, HR@10 ${fmt(header.teacher['hr@10'])}${header.teacherParams ? `, ${header.teacherParams} parameters` : ''}.\n` : '';
+  const teacher = header.teacher ? `\nTeacher (test): NDCG@10 ${fmt(header.teacher['ndcg@10'])}, HR@10 ${fmt(header.teacher['hr@10'])}${header.teacherParams ? `, ${header.teacherParams} parameters` : ''}${header.teacherP50Ms !== undefined ? `, single-request p50 ${ms(header.teacherP50Ms)}` : ''}.\n` : '';
   return [
     `# ${header.title}`,
     '',
     ...header.lines,
     teacher,
-    '| config | lambdas | params (% of teacher) | valid NDCG@10 | test NDCG@10 | test HR@10 | vs CE (test NDCG@10) | of teacher | epochs to best | train time |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| config | lambdas | params (% of teacher) | valid NDCG@10 | test NDCG@10 | test HR@10 | vs CE (test NDCG@10) | of teacher | epochs to best | train time | p50 latency (1 request) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
     r.distilled
@@ -228,10 +242,24 @@ export function ablationMarkdown(r: AblationResult, header: { title: string; lin
   ].join('\n');
 }
 
-export function writeAblationReport(dir: string, r: AblationResult, summary: Record<string, unknown>, header: Parameters<typeof ablationMarkdown>[1]): { markdown: string; json: string } {
+export function writeAblationReport(dir: string, r: AblationResult, summary: Record<string, unknown>, header: ReportHeader): { markdown: string; json: string; svg: string } {
   const markdown = join(dir, 'ablation.md');
   const json = join(dir, 'ablation.json');
+  const svg = join(dir, 'ablation.svg');
   writeJsonAtomic(json, { ...summary, configs: r.configs });
   writeFileAtomic(markdown, ablationMarkdown(r, header));
-  return { markdown, json };
+  writeFileAtomic(svg, ablationChart(chartPoints(r, header), `${header.title}: test NDCG@10 vs parameters`));
+  return { markdown, json, svg };
+}
+
+/** The chart's points: the teacher (when its size and accuracy are known) and every configuration with a size. */
+export function chartPoints(r: AblationResult, header: ReportHeader): AblationPoint[] {
+  const pts: AblationPoint[] = [];
+  const tN = header.teacher?.['ndcg@10'];
+  if (tN !== undefined && header.teacherParams) pts.push({ label: 'teacher', params: header.teacherParams, mean: tN, p50Ms: header.teacherP50Ms, teacher: true });
+  for (const c of r.configs) {
+    if (c.params === undefined) continue;
+    pts.push({ label: c.name, params: c.params, mean: c['ndcg@10.mean'], std: c['ndcg@10.std'], p50Ms: c['p50.ms'], chosen: c.name === r.distilled?.name });
+  }
+  return pts;
 }

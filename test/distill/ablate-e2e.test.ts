@@ -29,6 +29,18 @@ describe('ablate end to end (tiny synthetic, cpu)', () => {
       const cfg = JSON.parse(readFileSync(join(dir, 'out', 'runs', 'kd-seed42', 'config.json'), 'utf8'));
       expect(cfg.distill).toMatchObject({ cacheKey: s.teacher.key, lambdas: { kd: 1 } });
       expect(existsSync(join(dir, 'out', 'teacher', 'model.safetensors'))).toBe(true);
+      // Latency: the teacher and each configuration measured; the table's column and the JSON carry the same figure.
+      const md = readFileSync(s.report.markdown, 'utf8');
+      const kdRow = md.split('\n').find((l) => l.startsWith('| kd '))!;
+      expect(kdRow.trim().endsWith(`| ${json.configs[1]['p50.ms'].toFixed(3)} ms |`)).toBe(true);
+      expect(md).toContain(`single-request p50 ${s.teacher['p50.ms'].toFixed(3)} ms`);
+      // The chart: the teacher and both configurations, each labelled with its test NDCG@10 and parameter count.
+      const svg = readFileSync(s.report.svg, 'utf8');
+      expect(svg.startsWith('<svg')).toBe(true);
+      expect(svg).toContain(`teacher: ${s.teacher.test['ndcg@10'].toFixed(4)} (`);
+      expect(svg).toContain(`ce: ${s.ce['ndcg@10.mean'].toFixed(4)} (`);
+      expect(svg).toContain(`kd: ${s.distilled['ndcg@10.mean'].toFixed(4)} (chosen on valid)`);
+      expect((svg.match(/<circle /g) ?? []).length).toBe(4); // 2 student points + their 2 legend markers
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -7,7 +7,9 @@ import { defineOptions, type Resolved } from '../../config/options.js';
 import { datasetFromFlags, datasetOptions } from '../../data/options.js';
 import type { PreparedDataset } from '../../data/types.js';
 import { RecdistillError } from '../../errors.js';
-import { configSlug, runAblation, planConfigs, writeAblationReport, type AblationResult, type ConfigSummary, type Metrics } from '../../distill/ablate.js';
+import { configSlug, runAblation, planConfigs, writeAblationReport, type AblationConfig, type AblationResult, type ConfigSummary, type Metrics } from '../../distill/ablate.js';
+import { measureRunLatencies } from '../../distill/ablate-latency.js';
+import { emkdSummary, evaluateEnsemble, planEmkdConfigs } from '../../distill/emkd/index.js';
 import { buildDistillHooks } from '../../distill/hooks.js';
 import { distillOptions } from '../../distill/options.js';
 import type { StudentOptions } from '../../student/config.js';
@@ -22,8 +24,15 @@ const { cache: _c, lambdaCos: _a, lambdaL2: _b, lambdaMs: _m, lambdaKd: _k, lamb
 // Every student:train option reaches every student run; `out` is the ablation's folder here, `epochs` its budget.
 const { out: _o, epochs: _ep, ...studentRunOptions } = presetStudentOptions();
 
-/** --suite: a named set of configurations with its own summary keys. */
-const SUITES = { relation: 'rel' } as const;
+/**
+ * --suite: a named set of configurations with its own summary keys. relation: rel alone and with the other
+ * distillation terms; emkd: the EMKD rows of src/distill/emkd/plan.ts (no teacher needed; with --cache one more
+ * row where the teacher's soft labels join the ensemble's KL).
+ */
+const SUITES = ['relation', 'emkd'] as const;
+const RELATION_CONFIGS = 'rel,all+rel';
+/** The EMKD row the suite's member/ensemble/gain keys report (K = 3, every term on). */
+const EMKD_MAIN = 'emkd3';
 
 const options = defineOptions({
   ...datasetOptions,
@@ -45,7 +54,8 @@ const options = defineOptions({
   seeds: { type: 'int', help: 'seeds per configuration (seed, seed+1, ...)', default: 3 },
   seed: { type: 'int', help: 'first seed (also the seed of the teacher trained here and of the cache head)', default: 42 },
   configs: { type: 'string', help: 'configurations besides CE-only: terms alone (cos,l2,ms,kd,emb,rel), all (every term but rel; all+rel adds it), or +-joined sets', default: 'cos,l2,ms,kd,emb,all' },
-  suite: { type: 'string', help: 'relation: CE vs relational distillation only (--configs rel); the summary carries ce, relation and gain', default: 'none', choices: ['none', 'relation'] },
+  suite: { type: 'string', help: `relation: CE vs relational distillation (--configs ${RELATION_CONFIGS}), summary keys ce, relation, gain; emkd: CE vs EMKD with K = 2, 3 and each of L1-L5 removed (plus the teacher as a member with --cache), summary keys single, member, ensemble, gain`, default: 'none', choices: ['none', ...SUITES] },
+  latency: { type: 'boolean', help: 'measure each configuration\'s single-request p50 latency (onnxruntime-node) beside the teacher\'s at the end', default: true },
   lambdaCos: { type: 'number', help: 'λcos when the term is on', default: 1 },
   lambdaL2: { type: 'number', help: 'λl2 when the term is on', default: 0.1 },
   lambdaMs: { type: 'number', help: 'λms when the term is on', default: 0.5 },
@@ -117,7 +127,7 @@ const pick = (s: ConfigSummary) => {
  * (the only distilled configuration, so the same as the validation-chosen one's; stated here, not inferred).
  */
 function relationSummary(r: AblationResult): Record<string, unknown> {
-  const rel = r.configs.find((c) => c.name === SUITES.relation);
+  const rel = r.configs.find((c) => c.name === 'rel');
   if (!rel) return { relation: undefined }; // a partial report before the rel configuration has finished
   return { relation: pick(rel), gain: rel['ndcg@10.mean'] / r.ce['ndcg@10.mean'] - 1 };
 }
@@ -136,35 +146,42 @@ export default defineCommand({
     const lambdas = { cos: opts.lambdaCos, l2: opts.lambdaL2, ms: opts.lambdaMs, kd: opts.lambdaKd, emb: opts.lambdaEmb, rel: opts.lambdaRel };
     const suite = opts.suite === 'none' ? undefined : opts.suite;
     if (suite && opts.configs !== options.configs.default) {
-      throw new RecdistillError('E_USAGE', `--suite ${suite} runs --configs ${SUITES[suite]}; give one of --suite and --configs, not both.`);
+      throw new RecdistillError('E_USAGE', `--suite ${suite} runs its own configurations; give one of --suite and --configs, not both.`);
     }
-    const plan = { configs: planConfigs(suite ? SUITES[suite] : opts.configs, lambdas), seeds: Array.from({ length: opts.seeds }, (_, i) => opts.seed + i) };
+    const configs: AblationConfig[] =
+      suite === 'emkd' ? planEmkdConfigs({ teacherRow: Boolean(opts.cache) }) : planConfigs(suite === 'relation' ? RELATION_CONFIGS : opts.configs, lambdas);
+    const plan = { configs, seeds: Array.from({ length: opts.seeds }, (_, i) => opts.seed + i) };
     const t0 = performance.now();
-    const cache = opts.cache ?? (await teacherCache(opts, ds, out, backend, ctx.log));
-    const manifest = readManifest(cache);
-    const teacherTest: Metrics | undefined = manifest.metrics?.test;
-    ctx.log(`ablate: cache ${cache} (teacher test ndcg@10 ${teacherTest?.['ndcg@10']?.toFixed(4) ?? '?'}); ${plan.configs.length} configs x ${plan.seeds.length} seeds`);
+    // The EMKD suite needs no teacher: its networks teach each other (a given --cache adds the teacher row).
+    const cache = opts.cache ?? (suite === 'emkd' ? undefined : await teacherCache(opts, ds, out, backend, ctx.log));
+    const manifest = cache ? readManifest(cache) : undefined;
+    const teacherTest: Metrics | undefined = manifest?.metrics?.test;
+    ctx.log(`ablate: ${cache ? `cache ${cache} (teacher test ndcg@10 ${teacherTest?.['ndcg@10']?.toFixed(4) ?? '?'})` : 'no teacher'}; ${plan.configs.length} configs x ${plan.seeds.length} seeds`);
     // A seqrec teacher's size: its run folder's model (the manifest records the folder).
-    const teacherParams = manifest.teacher.kind === 'seqrec' ? runParams(opts.teacherRun ?? manifest.teacher.model) : undefined;
+    const teacherRunDir = manifest?.teacher.kind === 'seqrec' ? (opts.teacherRun ?? manifest.teacher.model) : undefined;
+    const teacherParams = teacherRunDir ? runParams(teacherRunDir) : undefined;
     const distillBase: Record<string, unknown> = { cache };
+    /** --suite emkd: each EMKD run's ensemble (K-network average) test NDCG@10, per configuration. */
+    const ensembleTest: Record<string, number[]> = {};
     for (const k of Object.keys(distillPassThrough)) distillBase[k] = opts[k as keyof AblateOptions];
 
     const header = {
       title: `Ablation: ${ds.name}, ${opts.teacher} teacher`,
       lines: [
         `Student (--preset ${opts.preset}): SASRec D=${student.dims}, ${student.blocks} blocks, ${opts.untilConverged ? `trained to early stopping (patience ${student.patience}, at most ${CONVERGED_EPOCHS} epochs)` : `${student.epochs} epochs budget`}, lr ${student.lr}, maxLen ${student.maxLen}; seeds ${plan.seeds.join(', ')}; backend ${backend}.`,
-        `Teacher cache: \`${cache}\` (key ${manifest.key}). Mean ± sample std over seeds. Full ranking, history excluded.`,
+        cache ? `Teacher cache: \`${cache}\` (key ${manifest!.key}). Mean ± sample std over seeds. Full ranking, history excluded.` : 'No teacher. Mean ± sample std over seeds. Full ranking, history excluded.',
         `The distilled configuration is chosen on validation NDCG@10; test numbers are reported, never used for the choice.`,
       ],
       teacher: teacherTest,
       teacherParams,
+      teacherP50Ms: undefined as number | undefined,
     };
     const summaryOf = (r: AblationResult, partial: boolean): Record<string, unknown> => ({
       dataset: ds.name,
       fingerprint: ds.fingerprint,
       backend,
-      teacher: {
-        kind: opts.teacher,
+      teacher: manifest && {
+        kind: manifest.teacher.kind,
         cache,
         key: manifest.key,
         model: manifest.teacher.model,
@@ -173,6 +190,7 @@ export default defineCommand({
         'ndcg@10.mean': teacherTest?.['ndcg@10'],
         'ndcg@10.std': null,
         params: teacherParams,
+        'p50.ms': header.teacherP50Ms,
       },
       student: { preset: opts.preset, dims: student.dims, blocks: student.blocks, epochs: opts.untilConverged ? `early stopping (patience ${student.patience})` : student.epochs, lr: student.lr, maxLen: student.maxLen },
       seeds: plan.seeds,
@@ -183,6 +201,7 @@ export default defineCommand({
       ceOfTeacher: teacherTest?.['ndcg@10'] ? r.ce['ndcg@10.mean'] / teacherTest['ndcg@10'] : undefined,
       chosenOn: 'validation ndcg@10 (mean over seeds)',
       ...(suite === 'relation' ? relationSummary(r) : {}),
+      ...(suite === 'emkd' && r.configs.some((c) => c.name === EMKD_MAIN) ? emkdSummary(r.configs, ensembleTest, EMKD_MAIN) : {}),
       ...(partial ? { partial: true, configsDone: r.configs.map((c) => c.name) } : {}),
       seconds: (performance.now() - t0) / 1000,
     });
@@ -196,29 +215,46 @@ export default defineCommand({
         try {
           const quiet: LogFn = (l) => (l.startsWith('epoch ') || l.startsWith('  epoch') ? undefined : ctx.log(l));
           const r = await trainStudent({ ds, opts: so, outDir: so.out!, backend, hooks, log: ctx.verbose ? ctx.log : quiet });
+          if (Number(distill?.emkd) > 0) {
+            const e = await evaluateEnsemble(r.run, ds);
+            (ensembleTest[cfg.name] ??= []).push(e.test['ndcg@10']!);
+            ctx.log(`ablate: ${cfg.name} seed ${seed}: ensemble of ${Number(distill!.emkd)} test ndcg@10 ${e.test['ndcg@10']!.toFixed(4)}`);
+          }
           return { valid: r.valid, test: r.test, seconds: r.trainSeconds, bestEpoch: r.bestEpoch, params: runParams(r.run), runDir: r.run };
         } finally {
           hooks?.dispose?.();
         }
       },
     });
+    if (opts.latency) {
+      // Every configuration's first run and the seqrec teacher, interleaved in one process (ablate-latency.ts).
+      const dirs = result.configs.map((c) => c.runs[0]?.runDir).filter((d): d is string => Boolean(d));
+      const lat = await measureRunLatencies(teacherRunDir ? [teacherRunDir, ...dirs] : dirs);
+      for (const c of result.configs) if (c.runs[0]?.runDir) c['p50.ms'] = lat.get(c.runs[0].runDir)?.p50Ms;
+      if (teacherRunDir) header.teacherP50Ms = lat.get(teacherRunDir)?.p50Ms;
+      ctx.log(`ablate: single-request p50 (onnxruntime-node): ${[...(teacherRunDir ? [`teacher ${header.teacherP50Ms?.toFixed(3)} ms`] : []), ...result.configs.map((c) => `${c.name} ${c['p50.ms']?.toFixed(3) ?? '-'} ms`)].join(', ')}`);
+    }
     const summary = summaryOf(result, false);
     const files = writeAblationReport(out, result, summary, header);
-    ctx.log(`ablate: wrote ${files.markdown} and ${files.json}`);
+    ctx.log(`ablate: wrote ${files.markdown}, ${files.json} and ${files.svg}`);
     return { ...summary, report: files };
   },
   format(s) {
     const f = (x: unknown) => (typeof x === 'number' ? x.toFixed(4) : '-');
     const ce = s.ce as Record<string, unknown>;
     const d = s.distilled as Record<string, unknown> | undefined;
-    const t = (s.teacher as { test?: Record<string, number> }).test;
+    const t = (s.teacher as { test?: Record<string, number> } | undefined)?.test;
     const rel = s.relation as Record<string, unknown> | undefined;
+    const member = s.member as Record<string, unknown> | undefined;
+    const ensemble = s.ensemble as Record<string, unknown> | undefined;
     const line = (label: string, c: Record<string, unknown>) => `${label} test ndcg@10 ${f(c['ndcg@10.mean'])} ± ${f(c['ndcg@10.std'])} hr@10 ${f(c['hr@10.mean'])}`;
     return [
-      `teacher test ndcg@10 ${f(t?.['ndcg@10'])} hr@10 ${f(t?.['hr@10'])}`,
-      line('ce       ', ce),
-      rel ? line('relation ', rel) : d ? line(`distilled (${String(d.name)}, chosen on valid)`, d) : 'no distilled config',
-      `gain ${(Number(s.gain) * 100).toFixed(1)}% relative test NDCG@10`,
+      ...(s.teacher ? [`teacher test ndcg@10 ${f(t?.['ndcg@10'])} hr@10 ${f(t?.['hr@10'])}`] : []),
+      line(member ? 'single   ' : 'ce       ', ce),
+      ...(member && ensemble
+        ? [`member   (${String(member.config)}, network 1) test ndcg@10 ${f(member['ndcg@10.mean'])} ± ${f(member['ndcg@10.std'])}`, `ensemble (${String(ensemble.config)}, K-network average) test ndcg@10 ${f(ensemble['ndcg@10.mean'])} ± ${f(ensemble['ndcg@10.std'])}`]
+        : [rel ? line('relation ', rel) : d ? line(`distilled (${String(d.name)}, chosen on valid)`, d) : 'no distilled config']),
+      `gain ${(Number(s.gain) * 100).toFixed(1)}% relative test NDCG@10${member ? ' (member over single)' : ''}`,
       `report ${(s.report as { markdown: string }).markdown}`,
     ].join('\n');
   },

@@ -61,6 +61,11 @@ export interface TrainHooks {
     terms: string[];
     update(grads: Record<string, tf.Tensor[]>, step: number): void;
   };
+  /**
+   * Keep the hook variables of the best validated epoch too (checkpoint tensors best/hook.<i>), e.g. EMKD's
+   * networks 2..K, so what is served beside the student comes from the same epoch as its weights.
+   */
+  keepBest?: boolean;
   /** State that must survive a resume (e.g. the balancer's weights and moving averages): JSON in the checkpoint. */
   saveState?(): Record<string, unknown>;
   restoreState?(state: Record<string, unknown>): void;

@@ -116,7 +116,7 @@ function checkpointPath(dir: string): string {
   return join(dir, 'checkpoint.safetensors');
 }
 
-function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, best: Map<string, Float32Array>, state: RunState, identity: Record<string, unknown>, hookState?: Record<string, unknown>): void {
+function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, best: Map<string, Float32Array>, state: RunState, identity: Record<string, unknown>, hookState?: Record<string, unknown>, bestHooks: Float32Array[] = []): void {
   const vars = [...modelVariables(model), ...hookVars];
   const names = [...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)];
   const pairs: Array<[string, tf.Tensor]> = [];
@@ -125,6 +125,7 @@ function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
   });
   const tensors = tensorsOf(pairs);
   for (const [n, data] of best) tensors[`best/${n}`] = { dtype: 'F32', shape: model.params.get(n)!.shape.slice(), data };
+  bestHooks.forEach((data, i) => (tensors[`best/hook.${i}`] = { dtype: 'F32', shape: hookVars[i]!.shape.slice(), data }));
   // Last line of defence (the epoch end already checked on the device): a checkpoint holds finite numbers only,
   // so the last committed one is always resumable.
   for (const [n, t] of Object.entries(tensors)) {
@@ -134,7 +135,7 @@ function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
   writeTensors(checkpointPath(dir), tensors, { state: JSON.stringify({ ...state, adamT: adam.t }), identity: stableStringify(identity), ...(hookState ? { hooks: JSON.stringify(hookState) } : {}) });
 }
 
-function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>): { state: RunState; best: Map<string, Float32Array>; hookState?: Record<string, unknown> } {
+function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>): { state: RunState; best: Map<string, Float32Array>; bestHooks: Float32Array[]; hookState?: Record<string, unknown> } {
   const path = checkpointPath(dir);
   const { tensors, metadata } = readTensors(path);
   const want = stableStringify(identity);
@@ -172,13 +173,22 @@ function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
     best.set(n, t.data);
   }
   if (best.size > 0 && best.size !== model.params.size) throw new RecdistillError('E_INPUT', `${path}: holds ${best.size} of the model's ${model.params.size} "best/" tensors; the checkpoint is incomplete.`);
+  // Hook variables at the best epoch (hooks with keepBest, e.g. EMKD's other networks): all of them or none.
+  const bestHooks: Float32Array[] = [];
+  for (const [i, v] of hookVars.entries()) {
+    const t = tensors[`best/hook.${i}`];
+    if (!t) break;
+    if (t.shape.join(',') !== v.shape.join(',') || !(t.data instanceof Float32Array)) throw new RecdistillError('E_MISMATCH', `${path}: tensor "best/hook.${i}" has shape [${t.shape}] (${t.dtype}), the hook variable is F32 [${v.shape}].`);
+    bestHooks.push(t.data);
+  }
+  if (bestHooks.length > 0 && bestHooks.length !== hookVars.length) throw new RecdistillError('E_INPUT', `${path}: holds ${bestHooks.length} of the ${hookVars.length} "best/hook." tensors; the checkpoint is incomplete.`);
   let hookState: Record<string, unknown> | undefined;
   if (typeof metadata.hooks === 'string') {
     const parsed = parseJson(metadata.hooks, `${path} (metadata "hooks")`, 'hook state');
     if (!isObject(parsed)) throw new RecdistillError('E_INPUT', `${path}: metadata "hooks" must be a JSON object.`);
     hookState = parsed;
   }
-  return { state, best, hookState };
+  return { state, best, bestHooks, hookState };
 }
 
 /** Parse and validate the checkpoint's `state` metadata (numbers in range, history an array of objects). */
@@ -312,10 +322,11 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   const adam = createAdam(vars, { lr: o.lr, beta1: o.beta1 ?? 0.9, beta2: o.beta2, eps: 1e-8, weightDecay: o.weightDecay });
   let state: RunState = { epoch: 0, step: 0, best: -Infinity, bestEpoch: 0, sinceBest: 0, trainSeconds: 0, stepsTimed: 0, stepSeconds: 0, history: [], done: false };
   let best = new Map<string, Float32Array>();
+  let bestHooks: Float32Array[] = [];
   let resumedFrom: number | undefined;
   if (o.resume && existsSync(checkpointPath(outDir))) {
     let hookState: Record<string, unknown> | undefined;
-    ({ state, best, hookState } = loadCheckpoint(outDir, model, hookVars, adam, identity));
+    ({ state, best, bestHooks, hookState } = loadCheckpoint(outDir, model, hookVars, adam, identity));
     if (hookState) hooks?.restoreState?.(hookState);
     resumedFrom = state.epoch;
     log(`student:train: resuming ${outDir} after epoch ${state.epoch} (best valid ndcg@10 ${state.best.toFixed(4)} at epoch ${state.bestEpoch})`);
@@ -370,6 +381,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
           state.bestEpoch = epoch;
           state.sinceBest = 0;
           best = new Map([...model.params].map(([n, v]) => [n, new Float32Array(v.dataSync() as Float32Array)]));
+          if (hooks?.keepBest) bestHooks = hookVars.map((v) => new Float32Array(v.dataSync() as Float32Array));
         } else state.sinceBest += 1;
       }
       const epochSecs = (performance.now() - t0) / 1000;
@@ -381,7 +393,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       const v = valid ? ` valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)} hr@10 ${valid['hr@10']!.toFixed(4)}${state.bestEpoch === epoch ? ' *' : ''}` : '';
       log(`epoch ${epoch}: ${Object.entries(lossMeans).map(([k, x]) => `${k} ${x.toFixed(4)}`).join(' ')}${v} | ${trainSecs.toFixed(1)}s train, ${epochSecs.toFixed(1)}s epoch, ${entry.msPerStep.toFixed(0)} ms/step`);
       writeRunFiles(outDir, state);
-      saveCheckpoint(outDir, model, hookVars, adam, best, state, identity, hooks?.saveState?.());
+      saveCheckpoint(outDir, model, hookVars, adam, best, state, identity, hooks?.saveState?.(), bestHooks);
       setup.onEpoch?.(epoch);
     }
   } catch (e) {

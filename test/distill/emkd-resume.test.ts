@@ -49,7 +49,7 @@ describe('a K = 2 EMKD run killed between epochs', () => {
 });
 
 describe('EMKD ensemble serving', () => {
-  it('members are the checkpoint\'s final networks in the student format; the ensemble averages their scores', async () => {
+  it('members are the checkpoint\'s best-epoch networks in the student format; the ensemble averages their scores', async () => {
     if (!existsSync(join(straight, 'model.safetensors'))) await runToEnd(script, [straight, '4', '0']);
     const ds = await smallDataset();
     exportEnsemble(straight);
@@ -59,8 +59,12 @@ describe('EMKD ensemble serving', () => {
     const m1 = readTensors(join(memberDir(straight, 1), 'model.safetensors')).tensors;
     const m2 = readTensors(join(memberDir(straight, 2), 'model.safetensors')).tensors;
     expect(Object.keys(m1).sort()).toEqual(Object.keys(m2).sort());
-    for (const name of Object.keys(m1)) expect(Array.from(m1[name]!.data as Float32Array)).toEqual(Array.from(ck[`model/${name}`]!.data as Float32Array));
-    emkd.layout.networkParams.forEach((name, j) => expect(Array.from(m2[name]!.data as Float32Array)).toEqual(Array.from(ck[`model/hook.${emkd.firstHookVariable + j}`]!.data as Float32Array)));
+    // Best validated epoch: network 1's member is the trainer's own model.safetensors; network 2 its best/ copy.
+    const own = readTensors(join(straight, 'model.safetensors')).tensors;
+    for (const name of Object.keys(m1)) expect(Array.from(m1[name]!.data as Float32Array)).toEqual(Array.from(own[name]!.data as Float32Array));
+    for (const name of Object.keys(m1)) expect(Array.from(m1[name]!.data as Float32Array)).toEqual(Array.from(ck[`best/${name}`]!.data as Float32Array));
+    emkd.layout.networkParams.forEach((name, j) => expect(Array.from(m2[name]!.data as Float32Array)).toEqual(Array.from(ck[`best/hook.${emkd.firstHookVariable + j}`]!.data as Float32Array)));
+    expect(readTensors(join(memberDir(straight, 2), 'model.safetensors')).metadata.weights).toBe('best validated epoch');
     expect(Array.from(m2.item_emb!.data as Float32Array)).not.toEqual(Array.from(m1.item_emb!.data as Float32Array)); // different networks
 
     const a = await loadStudent(memberDir(straight, 1));

@@ -22,6 +22,8 @@ export function withEmkd(distill: TrainHooks | undefined, emkd: TrainHooks): Tra
     },
     weights: (step) => ({ ...(distill?.weights(step) ?? {}), ...emkd.weights(step) }),
     balance: distill?.balance,
+    // Networks 2..K are served (ensemble) from the epoch network 1 is: the trainer keeps their best-epoch copies.
+    keepBest: true,
     saveState: distill?.saveState ? () => distill.saveState!() : undefined,
     restoreState: distill?.restoreState ? (s) => distill.restoreState!(s) : undefined,
     epochInfo: distill?.epochInfo ? () => distill.epochInfo!() : undefined,

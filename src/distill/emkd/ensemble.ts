@@ -16,8 +16,9 @@ import { loadStudent, type LoadedStudent } from '../../student/serve.js';
  * - ensemble: the K networks' scores averaged. Each network is written as <run>/ensemble-<n>/model.safetensors in
  *   the student's format (so loadStudent / readStudentFile read each one as a run folder's model), from the run's
  *   checkpoint: network 1 from its model/ tensors, networks 2..K from the hook variables the EMKD provenance in
- *   config.json locates. These are the FINAL-epoch weights of all K networks (the trainer keeps best-epoch
- *   weights for network 1 only; the hooks are not told which epoch validated best).
+ *   config.json locates. The weights are those of the best validated epoch (network 1's best/ tensors; the EMKD
+ *   hooks ask the trainer to keep best/hook.<i> copies of networks 2..K, `keepBest`), so member and ensemble come
+ *   from the same epoch; a checkpoint without best/hook.* tensors gives every network's final-epoch weights.
  */
 
 interface EmkdLayout {
@@ -57,16 +58,21 @@ export function exportEnsemble(runDir: string): string[] {
     if (!t) throw new RecdistillError('E_MISMATCH', `${path}: tensor "${key}" is missing (config.json's distill.emkd layout does not match this checkpoint).`);
     return t;
   };
+  // The best validated epoch's weights of every network when the checkpoint has them (the trainer keeps hook
+  // variables' best copies for EMKD); a checkpoint without them (written before) gives the final epoch's.
+  const state = JSON.parse(metadata.state ?? '{}') as { epoch?: number; bestEpoch?: number };
+  const hasBest = Object.keys(tensors).some((k) => k.startsWith('best/hook.'));
+  const prefix = hasBest ? 'best/' : 'model/';
   const dirs: string[] = [];
   for (let n = 1; n <= layout.K; n++) {
     const out: Record<string, STTensor> = {};
     if (n === 1) {
-      for (const [key, t] of Object.entries(tensors)) if (key.startsWith('model/') && !key.startsWith('model/hook.')) out[key.slice('model/'.length)] = t;
+      for (const [key, t] of Object.entries(tensors)) if (key.startsWith(prefix) && !key.startsWith(`${prefix}hook.`)) out[key.slice(prefix.length)] = t;
     } else {
-      layout.networkParams.forEach((name, j) => (out[name] = get(`model/hook.${layout.firstHookVariable + (n - 2) * P + j}`)));
+      layout.networkParams.forEach((name, j) => (out[name] = get(`${prefix}hook.${layout.firstHookVariable + (n - 2) * P + j}`)));
     }
     const dir = memberDir(runDir, n);
-    writeTensors(join(dir, 'model.safetensors'), out, { format: 'recdistill-sasrec-1', config: JSON.stringify(model), dataset, fingerprint, bestEpoch: epoch, emkdNetwork: String(n), weights: 'final epoch' });
+    writeTensors(join(dir, 'model.safetensors'), out, { format: 'recdistill-sasrec-1', config: JSON.stringify(model), dataset, fingerprint, bestEpoch: hasBest ? String(state.bestEpoch ?? 0) : epoch, emkdNetwork: String(n), weights: hasBest ? 'best validated epoch' : 'final epoch' });
     dirs.push(dir);
   }
   return dirs;

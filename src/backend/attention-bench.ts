@@ -1,6 +1,6 @@
 /**
  * Micro-benchmark of the attention products on the wasm backend (findings for issue 14; nothing here is
- * registered by the library).
+ * registered by the library; the view kernel now is, from src/backend/batch-matmul.ts).
  *
  * tfjs-backend-wasm 4.22 sends a matmul to XNNPACK only when it is 2-D in effect (batch 1) and has no transpose
  * flag (batch_mat_mul_impl.cc); every batched product — attention's [B, L, D] x [B, D, L] and [B, L, L] x
@@ -22,69 +22,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { loadavg } from 'node:os';
 import { pathToFileURL } from 'node:url';
+import { unregisterViewBatchMatMul, viewBatchMatMul } from './batch-matmul.js';
 import { initBackend, wasmThreads } from './index.js';
-
-interface WasmBackendLike {
-  dataIdMap: { get(d: object): { id: number; memoryOffset: number } };
-  dataIdNextNumber: number;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  disposeData(d: object): void;
-  wasm: {
-    cwrap(name: string, ret: null, args: string[]): (...a: unknown[]) => void;
-    tfjs: { registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void };
-  };
-}
-
-const shapeBytes = (s: number[]) => new Uint8Array(new Int32Array(s).buffer);
-let wasmBmm: ((...a: unknown[]) => void) | undefined;
-/** Calls of viewBatchMatMul (for checks that it is the kernel in use). */
-export let viewCalls = 0;
-
-/** Transpose the last two axes of a rank-3 tensor with the backend's own kernel (TensorInfo in, TensorInfo out). */
-function transposeLast2(x: tf.TensorInfo, backend: WasmBackendLike): tf.TensorInfo {
-  const k = tf.getKernel(tf.Transpose, 'wasm')!;
-  return k.kernelFunc({ inputs: { x }, backend: backend as never, attrs: { perm: [0, 2, 1] } }) as tf.TensorInfo;
-}
-
-/** BatchMatMul as B 2-D XNNPACK matmuls on heap views (see the file comment). Float32, batch dims broadcast. */
-export function viewBatchMatMul({ inputs, backend: be, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }): tf.TensorInfo {
-  const backend = be as WasmBackendLike;
-  wasmBmm ??= backend.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
-  const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-  const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
-  const batchA = a.shape.slice(0, -2).reduce((x, y) => x * y, 1);
-  const batchB = b.shape.slice(0, -2).reduce((x, y) => x * y, 1);
-  const as3: tf.TensorInfo = { ...a, shape: [batchA, a.shape.at(-2)!, a.shape.at(-1)!] };
-  const bs3: tf.TensorInfo = { ...b, shape: [batchB, b.shape.at(-2)!, b.shape.at(-1)!] };
-  const at = transposeA ? transposeLast2(as3, backend) : as3;
-  const bt = transposeB ? transposeLast2(bs3, backend) : bs3;
-  const [, M, K] = at.shape as [number, number, number];
-  const N = bt.shape[2]!;
-  const batch = Math.max(batchA, batchB);
-  const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2)).concat([M, N]);
-  viewCalls++;
-  const out = backend.makeOutput([batch, M, N], 'float32');
-  const ao = backend.dataIdMap.get(at.dataId).memoryOffset;
-  const bo = backend.dataIdMap.get(bt.dataId).memoryOffset;
-  const oo = backend.dataIdMap.get(out.dataId).memoryOffset;
-  const sa = shapeBytes([1, M, K]);
-  const sb = shapeBytes([1, K, N]);
-  for (let i = 0; i < batch; i++) {
-    const ia = backend.dataIdNextNumber++;
-    const ib = backend.dataIdNextNumber++;
-    const io = backend.dataIdNextNumber++;
-    backend.wasm.tfjs.registerTensor(ia, M * K, ao + (batchA === 1 ? 0 : i) * M * K * 4);
-    backend.wasm.tfjs.registerTensor(ib, K * N, bo + (batchB === 1 ? 0 : i) * K * N * 4);
-    backend.wasm.tfjs.registerTensor(io, M * N, oo + i * M * N * 4);
-    wasmBmm(ia, sa, 3, ib, sb, 3, 0, 0, io);
-    backend.wasm.tfjs.disposeData(ia);
-    backend.wasm.tfjs.disposeData(ib);
-    backend.wasm.tfjs.disposeData(io);
-  }
-  if (at !== as3) backend.disposeData(at.dataId);
-  if (bt !== bs3) backend.disposeData(bt.dataId);
-  return { ...out, shape: outShape };
-}
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -94,6 +33,7 @@ function arg(name: string, def: string): string {
 const median = (xs: number[]) => xs.slice().sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
+  unregisterViewBatchMatMul(); // 'stock' below means the package's kernel
   await initBackend('wasm');
   const reps = Number(arg('reps', '5'));
   const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -149,6 +89,7 @@ async function main(): Promise<void> {
 /** ms/step of the default student, stock BatchMatMul vs viewBatchMatMul registered in its place, alternating. */
 async function stepBench(rounds: number, numItems: number): Promise<void> {
   const { benchStudent } = await import('../student/bench.js');
+  unregisterViewBatchMatMul(); // the library registers the view kernel at load; A/B needs the stock one
   const stock = tf.getKernel(tf.BatchMatMul, 'wasm')!;
   const use = (impl: 'stock' | 'view') => {
     tf.unregisterKernel(tf.BatchMatMul, 'wasm');

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { registerViewBatchMatMul } from './batch-matmul.js';
 
 /**
  * Kernels the wasm backend lacks but training needs, registered by the project.
@@ -35,6 +36,8 @@ let registered = false;
 export function registerWasmTrainingKernels(): void {
   if (registered) return;
   registered = true;
+  // Batched products (attention) on XNNPACK instead of the stock scalar loop: batch-matmul.ts.
+  registerViewBatchMatMul();
   const stockIdentity = tf.getKernel(tf.Identity, 'wasm');
   if (stockIdentity) {
     tf.unregisterKernel(tf.Identity, 'wasm');

@@ -6,7 +6,8 @@ import { RecdistillError } from '../errors.js';
 import { readStudentFile } from '../student/serve.js';
 import { HEAD_DEFAULTS } from '../teacher/head.js';
 import { llmTeacherOptions } from '../teacher/llm/options.js';
-import { absoluteBlocks, loadSeqrecTeacher } from '../teacher/seqrec.js';
+import { loadSeqrecTeacher } from '../teacher/seqrec.js';
+import { parseLayerList, resolveLayerList } from '../util/layers.js';
 import type { LogFn } from '../util/progress.js';
 import type { HeadConfig, HiddenDtype } from './format.js';
 import { runTeacherCache, type CacheSummary } from './run.js';
@@ -100,7 +101,7 @@ export function resolveCacheConfig(flags: Partial<CacheFlags> & { teacher: Teach
   if (flags.teacher === 'seqrec') {
     if (!flags.run) throw new RecdistillError('E_USAGE', '--teacher seqrec needs a student:train run folder as teacher (teacher:cache --student-run DIR, ablate --teacher-run DIR).');
     const blocks = readStudentFile(flags.run).config.blocks;
-    const layers = f.layers === 'auto' ? Array.from({ length: blocks }, (_, i) => i) : absoluteBlocks(f.layers, blocks);
+    const layers = f.layers === 'auto' ? Array.from({ length: blocks }, (_, i) => i) : resolveLayerList(f.layers, blocks, { flag: '--layers', of: `this ${blocks}-block model` });
     return {
       teacher: 'seqrec',
       run: flags.run,
@@ -111,6 +112,7 @@ export function resolveCacheConfig(flags: Partial<CacheFlags> & { teacher: Teach
       overheadSample: 0,
     };
   }
+  if (f.layers !== 'auto') parseLayerList(f.layers, '--layers'); // a malformed list fails before the model loads
   const { layers: _l, ...llmFlags } = pick(f, Object.keys(llmTeacherOptions) as Array<keyof typeof llmTeacherOptions>);
   const trained = { layer: f.headLayer, epochs: f.headEpochs, lr: f.headLr, batchSize: f.headBatch, patience: f.headPatience, seed: f.seed, rowsPerEpoch: f.headRowsPerEpoch };
   return {

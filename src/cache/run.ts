@@ -2,6 +2,7 @@ import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { requireEvaluableUsers } from '../eval/evaluate.js';
 import type { TeacherEncoder } from '../teacher/types.js';
+import { resolveIndex } from '../util/layers.js';
 import type { LogFn } from '../util/progress.js';
 import pLimit from 'p-limit';
 import { encodeHiddenShard } from './shards.js';
@@ -82,9 +83,7 @@ export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDatas
   requireEvaluableUsers(ds, 'fit the soft-label head on or evaluate the teacher with');
   // Checked before anything is written (pass 2 checks it again against the manifest).
   const L = encoder.layers.length;
-  if (!Number.isInteger(o.head.layer) || o.head.layer < -L || o.head.layer >= L) {
-    throw new RecdistillError('E_USAGE', `--head-layer ${o.head.layer} is outside the ${L} tapped layer${L > 1 ? 's' : ''} (valid: ${-L}..${L - 1}).`);
-  }
+  resolveIndex(o.head.layer, L, { flag: '--head-layer', of: `the ${L} tapped layer${L > 1 ? 's' : ''}` });
   if (o.slice && o.head.kind === 'teacher') {
     throw new RecdistillError('E_USAGE', `--shard is for LLM teachers; a seqrec teacher's soft labels need the model in pass 2, and it is fast enough to run whole.`);
   }

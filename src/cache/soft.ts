@@ -7,6 +7,7 @@ import { RecdistillError } from '../errors.js';
 import { evaluateRanking, type ScoreBatch } from '../eval/evaluate.js';
 import { fitHead, headLogits, initHead, softLabelsFromLogits, standardise, type HeadParams } from '../teacher/head.js';
 import { writeJsonAtomic } from '../util/atomic.js';
+import { resolveIndex } from '../util/layers.js';
 import { progress, type LogFn } from '../util/progress.js';
 import { encodeSafetensors } from '../util/safetensors.js';
 import { HEAD_FILE, MANIFEST_FILE, STATS_FILE, readManifest, softFile, type CacheManifest, type ShardEntry } from './format.js';
@@ -70,8 +71,7 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
   const N = ds.items.length - 1;
   const { k: K, temperature: T } = manifest.softLabels;
   const cfg = manifest.head;
-  const li = cfg.layer < 0 ? L + cfg.layer : cfg.layer;
-  if (li < 0 || li >= L) throw new RecdistillError('E_USAGE', `--head-layer ${cfg.layer} is outside the ${L} tapped layers.`);
+  const li = resolveIndex(cfg.layer, L, { flag: '--head-layer', of: `the ${L} tapped layer${L > 1 ? 's' : ''}` });
 
   if (!manifest.stats) manifest.stats = writeStats(dir, open(), manifest);
   save();

@@ -1,4 +1,5 @@
 import { RecdistillError } from '../errors.js';
+import { parseIndex, resolveIndex, splitList } from '../util/layers.js';
 
 /** One aligned pair: student block (0-based index into hidden[]) and tapped teacher layer (0-based into the tapped list). */
 export interface AlignPair {
@@ -8,8 +9,9 @@ export interface AlignPair {
 
 /**
  * Parse `--align 1:-4,2:-1`: student blocks are 1-based, teacher entries index the cache's TAPPED layers
- * (negative counts from the end: -1 = last tapped). Empty spec: spread the student blocks evenly over the
- * tapped layers with the last block on the last tapped layer (block b of B -> tapped ceil(b*T/B) - 1).
+ * (negative counts from the end: -1 = last tapped; see src/util/layers.ts for every flag's numbering). Empty
+ * spec: spread the student blocks evenly over the tapped layers with the last block on the last tapped layer
+ * (block b of B -> tapped ceil(b*T/B) - 1).
  */
 export function parseAlign(spec: string, blocks: number, tappedCount: number): AlignPair[] {
   if (blocks < 1 || tappedCount < 1) {
@@ -20,18 +22,14 @@ export function parseAlign(spec: string, blocks: number, tappedCount: number): A
   }
   const pairs: AlignPair[] = [];
   const seen = new Set<number>();
-  for (const part of spec.split(',')) {
-    const m = /^\s*(\d+)\s*:\s*(-?\d+)\s*$/.exec(part);
+  for (const part of splitList(spec, '--align', '1:-4,2:-1')) {
+    const m = /^(\d+)\s*:\s*(\S+)$/.exec(part);
     if (!m) throw new RecdistillError('E_USAGE', `--align: "${part}" is not block:layer (e.g. 1:-4,2:-1).`);
     const block = Number(m[1]);
-    const layer = Number(m[2]);
     if (block < 1 || block > blocks) {
       throw new RecdistillError('E_USAGE', `--align: student block ${block} out of range 1..${blocks} in "${spec}".`);
     }
-    const tapped = layer < 0 ? tappedCount + layer : layer;
-    if (tapped < 0 || tapped >= tappedCount) {
-      throw new RecdistillError('E_USAGE', `--align: teacher layer ${layer} out of range (the cache taps ${tappedCount} layers: 0..${tappedCount - 1} or -${tappedCount}..-1) in "${spec}".`);
-    }
+    const tapped = resolveIndex(parseIndex(m[2]!, '--align', spec), tappedCount, { flag: '--align', of: `the cache's ${tappedCount} tapped layers` }, spec);
     if (seen.has(block)) throw new RecdistillError('E_USAGE', `--align: student block ${block} is aligned twice in "${spec}".`);
     seen.add(block);
     pairs.push({ block: block - 1, tapped });

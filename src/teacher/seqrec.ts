@@ -4,6 +4,7 @@ import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { encode, scores, type Sasrec } from '../student/model.js';
 import { sha256File } from '../util/hash.js';
+import { resolveLayerList } from '../util/layers.js';
 import type { TeacherEncoder } from './types.js';
 
 /**
@@ -87,17 +88,6 @@ function statesFor(model: SeqrecModel, items: Int32Array, blocks: number[]): { t
   return { tapped, final };
 }
 
-/** Absolute block indices from "-1" / "0,-1" style specs (negative counts from the end). */
-export function absoluteBlocks(spec: string, blocks: number): number[] {
-  const out = spec.split(',').map((s) => {
-    const v = Number(s.trim());
-    const abs = v < 0 ? blocks + v : v;
-    if (!Number.isInteger(v) || abs < 0 || abs >= blocks) throw new RecdistillError('E_USAGE', `--layers "${spec}": ${s.trim()} is not a block of this ${blocks}-block model (valid: 0..${blocks - 1} or -${blocks}..-1).`);
-    return abs;
-  });
-  return out;
-}
-
 export interface SeqrecTeacher {
   encoder: TeacherEncoder;
   /** Teacher scores [P, N+1] after each of `positions` of `items` (the cache's 'teacher' soft-label head). */
@@ -107,7 +97,7 @@ export interface SeqrecTeacher {
 }
 
 export function seqrecTeacher(model: SeqrecModel, info: { model: string; weightsHash: string; layers: string; dispose?: () => void }): SeqrecTeacher {
-  const blocks = absoluteBlocks(info.layers, model.blocks);
+  const blocks = resolveLayerList(info.layers, model.blocks, { flag: '--layers', of: `this ${model.blocks}-block model` });
   const D = model.dims;
   const encoder: TeacherEncoder = {
     kind: 'seqrec',

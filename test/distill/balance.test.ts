@@ -2,7 +2,6 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/backend/index.js';
 import { createBalancer, gradStats, gradcosFactor, pcgradCeWeight, projectConflicting } from '../../src/distill/balance.js';
-import { parseAlign } from '../../src/distill/align.js';
 
 beforeAll(async () => {
   await initBackend('cpu');
@@ -66,19 +65,3 @@ describe('balancer', () => {
   });
 });
 
-describe('--align', () => {
-  it('parses 1-based blocks and negative tapped indices', () => {
-    expect(parseAlign('1:-4,2:-1', 2, 4)).toEqual([{ block: 0, tapped: 0 }, { block: 1, tapped: 3 }]);
-    expect(parseAlign('2:1', 2, 4)).toEqual([{ block: 1, tapped: 1 }]);
-  });
-  it('empty spreads blocks evenly, last on last', () => {
-    expect(parseAlign('', 2, 4)).toEqual([{ block: 0, tapped: 1 }, { block: 1, tapped: 3 }]);
-    expect(parseAlign('', 3, 1)).toEqual([{ block: 0, tapped: 0 }, { block: 1, tapped: 0 }, { block: 2, tapped: 0 }]);
-  });
-  it('bad specs name the problem', () => {
-    expect(() => parseAlign('3:-1', 2, 4)).toThrow(/block 3 out of range 1..2/);
-    expect(() => parseAlign('1:-5', 2, 4)).toThrow(/taps 4 layers/);
-    expect(() => parseAlign('1-1', 2, 4)).toThrow(/not block:layer/);
-    expect(() => parseAlign('1:0,1:1', 2, 4)).toThrow(/aligned twice/);
-  });
-});

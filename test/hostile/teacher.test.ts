@@ -20,7 +20,7 @@ describe('teacher:cache options checked up front', () => {
 
   it('--head-layer outside the tapped layers: an error with the valid range, nothing written', async () => {
     const out = join(root, 'c2');
-    await expect(runCmd(() => import('../../src/cli/commands/teacher-cache.js'), { ...S, layers: '-2,-1', headLayer: 5, maxPromptTokens: 512, out })).rejects.toThrow(/--head-layer 5 is outside the 2 tapped layers \(valid: -2\.\.1\)/);
+    await expect(runCmd(() => import('../../src/cli/commands/teacher-cache.js'), { ...S, layers: '-2,-1', headLayer: 5, maxPromptTokens: 512, out })).rejects.toThrow(/--head-layer 5 is out of range for the 2 tapped layers \(valid: 0\.\.1 or -2\.\.-1\)/);
     expect(existsSync(out)).toBe(false);
   });
 });

@@ -5,7 +5,7 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { scanOnnx } from '../../src/teacher/llm/onnx-scan.js';
 import type { GraphNode, GraphScan } from '../../src/teacher/llm/onnx-scan.js';
-import { absoluteLayers, createTappedSession, parseLayers, planTaps, tapBytes } from '../../src/teacher/llm/tap.js';
+import { createTappedSession, planTaps, tapBytes } from '../../src/teacher/llm/tap.js';
 import { loadLlmTeacher } from '../../src/teacher/llm/index.js';
 import { tinyDataset, tinyModelDir } from './fixtures.js';
 
@@ -88,13 +88,6 @@ describe('graph scan', () => {
     const p = join(m.dir, 'onnx', 'tapped-copy.onnx');
     writeFileSync(p, bytes);
     expect(scanOnnx(p).outputs.map((o) => o.name)).toEqual(['logits', '/model/layers.0/Add_1_output_0']);
-  });
-
-  it('layer indices: negative from the end, range errors name the valid range', () => {
-    expect(parseLayers('-4, -1')).toEqual([-4, -1]);
-    expect(absoluteLayers([-1, 0, -2], 2)).toEqual([1, 0, 0]);
-    expect(() => absoluteLayers([2], 2)).toThrow(/valid: -2\.\.1/);
-    expect(() => parseLayers('1.5')).toThrow(/comma-separated integers/);
   });
 });
 

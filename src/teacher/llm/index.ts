@@ -22,11 +22,12 @@ import type { TeacherEncoder } from '../types.js';
 import { embedItems, encodeHistory, measureOverhead, measurePlainLoop, planHistory, type ReadoutParts } from './encoder.js';
 import { hubCacheDir, loadTokenizer, readModelConfig, resolveDtype, resolveModelFiles, weightsHash } from './load.js';
 import { createRuntime, type RunStats } from './runtime.js';
-import { absoluteLayers, createTappedSession, parseLayers, planTaps, scanModel, type TapPlan } from './tap.js';
+import { createTappedSession, planTaps, scanModel, type TapPlan } from './tap.js';
+import { parseLayerList, resolveIndices } from '../../util/layers.js';
 
 export { llmTeacherOptions, type LlmTeacherFlags } from './options.js';
 export { AUTO_DTYPE_ORDER, DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, DTYPE_SUFFIX, onnxFileFor, resolveDtype, resolveModelFiles } from './load.js';
-export { parseLayers, absoluteLayers, planTaps } from './tap.js';
+export { planTaps } from './tap.js';
 
 export interface LlmTeacherOptions {
   model: string;
@@ -163,7 +164,7 @@ export function llmOptionsFromFlags(f: {
   return {
     model: f.model,
     dtype: f.dtype,
-    layers: parseLayers(f.layers),
+    layers: parseLayerList(f.layers, '--layers'),
     tapPattern: f.tapPattern,
     prune: f.prune,
     promptPath: f.prompt,
@@ -197,7 +198,7 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
   if (typeof maxPos === 'number' && opts.maxPromptTokens > maxPos) {
     throw new RecdistillError('E_USAGE', `max-prompt-tokens ${opts.maxPromptTokens} exceeds the model's max_position_embeddings (${maxPos}) in ${files.dir}/config.json.`);
   }
-  const layers = absoluteLayers(opts.layers, cfg.numLayers);
+  const layers = resolveIndices(opts.layers, cfg.numLayers, { flag: '--layers', of: `a model with ${cfg.numLayers} layers` });
   const scan = scanModel(files.onnxPath);
   const plan = planTaps(scan, cfg.numLayers, layers, opts.tapPattern);
   const names = plan.names;

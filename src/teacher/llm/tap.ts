@@ -16,28 +16,6 @@ import { detectFamily, resolveResidualStream, type ExportFamily } from './residu
 
 const { onnx } = onnxProto;
 
-/** Negative indices count from the end (-1 = last block). Returns absolute indices, validated. */
-export function absoluteLayers(layers: number[], numLayers: number): number[] {
-  if (!layers.length) throw new RecdistillError('E_USAGE', 'layers: give at least one layer index (e.g. "-1" or "-4,-1").');
-  return layers.map((l) => {
-    const a = l < 0 ? numLayers + l : l;
-    if (!Number.isInteger(l) || a < 0 || a >= numLayers) {
-      throw new RecdistillError('E_USAGE', `layers: index ${l} is out of range for a model with ${numLayers} layers (valid: ${-numLayers}..${numLayers - 1}).`);
-    }
-    return a;
-  });
-}
-
-/** Parse "-4,-1" into [-4, -1]. */
-export function parseLayers(spec: string): number[] {
-  const parts = spec.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  const out = parts.map((p) => Number(p));
-  if (!parts.length || out.some((n, i) => !Number.isInteger(n) || !/^-?\d+$/.test(parts[i]!))) {
-    throw new RecdistillError('E_USAGE', `layers: expected comma-separated integers like "-4,-1", got "${spec}".`);
-  }
-  return out;
-}
-
 /**
  * The graph the teacher taps: the file's scan, or for a merged decoder (blocks inside an If) its no-past
  * branch spliced in place of the If (what Optimum's `no_past` decoder computes: an empty past).

@@ -38,6 +38,7 @@ export const trainOptions = defineOptions({
   evalEvery: { type: 'int', help: 'validate every N epochs', default: 1 },
   seed: { type: 'int', help: 'seed for initialisation, shuffling, dropout and negative sampling', default: 42 },
   backend: { type: 'string', help: 'tfjs backend (auto = node > wasm > cpu)', default: 'auto', choices: BACKEND_CHOICES },
+  threads: { type: 'int', help: 'wasm backend threads (0 = $RECDISTILL_THREADS, else the cores available; 1 = single-threaded; results are identical); runtime only, not part of a run', default: 0 },
   out: { type: 'string', help: 'run folder (default: student/<dataset>-<hash of the config>)' },
   resume: { type: 'boolean', help: 'resume from the run folder\'s checkpoint when there is one', default: true },
   excludeHistory: { type: 'boolean', help: 'evaluation: exclude the user\'s earlier items from the ranking', default: true },
@@ -90,6 +91,7 @@ const RANGES: Record<string, { min: number; max: number; exclusiveMin?: boolean;
   patience: { min: 0, max: 1_000_000 },
   evalEvery: { min: 1, max: 1_000_000 },
   evalBatch: { min: 1, max: 10_000_000 },
+  threads: { min: 0, max: 64 },
 };
 
 function kebab(k: string): string {

@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync } from 'node:fs';
+import { wasmThreads } from '../backend/index.js';
 import { lockCacheDir } from '../cache/lock.js';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -13,7 +14,7 @@ import { buildWindows, epochBatches, makeBatch } from './batches.js';
 import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
 import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
 import { checkTrainMemory } from './memory.js';
-import { checkRunOut, isObject, parseJson } from './run-folder.js';
+import { checkRunOut, isObject, parseJson, type RunState } from './run-folder.js';
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import type { TrainHooks } from './hooks.js';
 import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
@@ -43,22 +44,6 @@ export interface TrainSetup {
   log: LogFn;
   /** Test hook: called after each finished epoch (checkpoint written). */
   onEpoch?(epoch: number): void;
-}
-
-interface RunState {
-  epoch: number;
-  step: number;
-  best: number;
-  bestEpoch: number;
-  sinceBest: number;
-  trainSeconds: number;
-  stepsTimed: number;
-  stepSeconds: number;
-  history: Array<Record<string, unknown>>;
-  /** Early-stopped (patience exhausted); reaching --epochs is not final: a resume with more epochs continues. */
-  done: boolean;
-  /** Each loss term's value at the run's first step: the reference of the loss-explosion check. */
-  refLoss?: Record<string, number>;
 }
 
 /** A loss term this many times its first-step value (floored at 1) means the run has diverged. */
@@ -340,7 +325,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   const lrAt = (step: number) => scheduledLr((o.lrSchedule ?? 'constant') as LrSchedule, o.lr, step, o.warmupSteps ?? 0, o.epochs * Math.ceil(windows.length / o.batchSize));
   const scorer = studentScorer(model, ds);
   const positions = windows.reduce((s, w) => s + w.length, 0);
-  log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}; loss ${o.loss}`);
+  log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}${setup.backend === 'wasm' && wasmThreads() ? ` (${wasmThreads()} thread${wasmThreads() === 1 ? '' : 's'})` : ''}; loss ${o.loss}`);
 
   let diverged: Divergence | undefined;
   try {
@@ -427,4 +412,3 @@ function writeRunFiles(outDir: string, state: RunState): void {
   writeFileAtomic(join(outDir, 'curves.svg'), learningCurveSvg(pts, state.bestEpoch || undefined));
 }
 
-export type { RunState };

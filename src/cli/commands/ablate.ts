@@ -140,7 +140,7 @@ export default defineCommand({
     // The student every run shares (seed and folder aside), resolved and range-checked before anything runs.
     const student = ablateStudentOptions(opts, opts.seed, '');
     if (!opts.cache) checkCacheFlags(opts); // before a teacher is trained
-    const backend = await initBackend(opts.backend as BackendName);
+    const backend = await initBackend(opts.backend as BackendName, { threads: opts.threads || undefined });
     const ds = await datasetFromFlags(opts);
     const out = opts.out ?? join('student', `ablate-${ds.name}-${opts.teacher}`);
     const lambdas = { cos: opts.lambdaCos, l2: opts.lambdaL2, ms: opts.lambdaMs, kd: opts.lambdaKd, emb: opts.lambdaEmb, rel: opts.lambdaRel };

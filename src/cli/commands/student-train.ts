@@ -24,7 +24,7 @@ export default defineCommand({
     // The distillation hooks open the cache; the flag reaches them as the reader's default (restored after).
     const prevVerify = setCacheVerifyDefault(opts.verify);
     try {
-      const backend = await initBackend(o.backend as BackendName);
+      const backend = await initBackend(o.backend as BackendName, { threads: o.threads || undefined });
       const ds = await datasetFromFlags(o);
       // The hooks read the distillation flags and the resolved student options (EMKD builds networks like the student).
       const hooks = await buildDistillHooks({ ...opts, ...o }, ds, { dims: o.dims, blocks: o.blocks });

@@ -2,8 +2,8 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256, stableStringify } from '../util/hash.js';
-import type { HeadTrainConfig } from '../teacher/head.js';
 import type { TeacherInfo } from '../teacher/types.js';
+import { CACHE_FORMAT, CACHE_VERSION, type CacheManifest, type HeadConfig, type HiddenDtype, type SoftLabelSpec } from './manifest.js';
 import { MAX_MANIFEST_BYTES, validateManifest } from './validate.js';
 
 /**
@@ -25,69 +25,8 @@ import { MAX_MANIFEST_BYTES, validateManifest } from './validate.js';
  * item. Rows are sorted by (user, position); with a prompt-token budget a user's first positions may be
  * missing (the positions tensor says which exist).
  */
-export const CACHE_FORMAT = 'recdistill-teacher-cache';
-export const CACHE_VERSION = 1;
-
-export type HiddenDtype = 'F32' | 'F16';
-
-export interface ShardEntry {
-  index: number;
-  /** Users [userStart, userEnd) (dense user ids) live in this shard. */
-  userStart: number;
-  userEnd: number;
-  rows: number;
-  /** Pass-1 file (hidden states) and its sha256. */
-  file: string;
-  sha256: string;
-  /** Pass-2 file (soft labels), rows aligned with `file`. */
-  soft?: { file: string; sha256: string };
-}
-
-export interface SoftLabelSpec {
-  k: number;
-  temperature: number;
-  /** 'linear' (head fitted on cached features), 'zeroshot' (scaled h . item embedding), 'teacher' (seqrec scores). */
-  head: 'linear' | 'zeroshot' | 'teacher';
-  /** topk_prob are softmax(logits / T) over the whole catalogue minus masked items (so a row sums to <= 1). */
-  probabilities: 'full-softmax';
-  /** Items that get no probability: padding 0 and the items already in the prefix (0..p). */
-  mask: 'padding+history';
-}
-
-export interface HeadConfig extends HeadTrainConfig {
-  kind: 'linear' | 'zeroshot' | 'teacher';
-  /** Index into the tapped layers whose state the head reads (-1 = last). */
-  layer: number;
-}
-
-export interface RankingSummary {
-  [metric: string]: number;
-}
-
-export interface CacheManifest {
-  format: typeof CACHE_FORMAT;
-  version: number;
-  key: string;
-  /** Every pass done (hidden + items + soft labels + metrics). */
-  complete: boolean;
-  /** 'hidden': pass 1 still running or done for this slice; 'complete': everything written. */
-  stage: 'hidden' | 'complete';
-  dataset: { name: string; fingerprint: string; users: number; items: number; interactions: number };
-  teacher: TeacherInfo & { options: Record<string, unknown> };
-  layout: { usersPerShard: number; numShards: number; hiddenDtype: HiddenDtype; positions: string };
-  softLabels: SoftLabelSpec;
-  head: HeadConfig & { file?: string; sha256?: string; bestEpoch?: number; history?: Array<Record<string, number>> };
-  items?: { file: string; sha256: string; shape: [number, number] };
-  stats?: { file: string; sha256: string };
-  /** Set for a `--shard i/N` run: which slice of the shards this directory holds. */
-  slice?: { index: number; count: number; shardStart: number; shardEnd: number };
-  shards: ShardEntry[];
-  timings: Record<string, number>;
-  /** The teacher's own full-ranking metrics (history excluded), from src/eval. */
-  metrics?: { valid: RankingSummary; test: RankingSummary };
-  /** Which tfjs backend computed the head / soft labels (their bytes depend on it). */
-  backend?: string;
-}
+// The manifest's types live in manifest.ts, so validate.ts can check a manifest without importing this file.
+export { CACHE_FORMAT, CACHE_VERSION, type CacheManifest, type HeadConfig, type HiddenDtype, type RankingSummary, type ShardEntry, type SoftLabelSpec } from './manifest.js';
 
 /** Everything that changes a cache's content; its hash is the cache key. */
 export interface KeyInputs {

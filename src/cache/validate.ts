@@ -1,6 +1,6 @@
 import { isAbsolute } from 'node:path';
 import { RecdistillError } from '../errors.js';
-import type { CacheManifest } from './format.js';
+import type { CacheManifest } from './manifest.js';
 
 /**
  * Structural checks of a teacher-cache manifest, run by readManifest before anything trusts a number in it

@@ -1,21 +1,5 @@
 import { compareRawIds } from './split.js';
-import type { RawDataset, RawInteraction } from './types.js';
-
-/**
- * Interactions as parallel typed arrays: 24 bytes a row instead of ~200 for one object per row, so
- * MovieLens 20M/25M/32M fit in memory. Row index = file order (the tie-breaker for equal times).
- */
-export interface RawColumns {
-  /** Distinct raw user ids; index = user code. */
-  userIds: string[];
-  /** Distinct raw item ids; index = item code. */
-  itemIds: string[];
-  user: Int32Array; // [n] user code per row
-  item: Int32Array; // [n] item code per row
-  time: Float64Array; // [n] time (unit of the source; only orders a user's rows)
-  rating: Float64Array; // [n] rating, NaN = none
-  length: number;
-}
+import type { RawColumns, RawDataset, RawInteraction } from './types.js';
 
 export interface ColumnsBuilder {
   push(user: string, item: string, time: number, rating?: number): void;

@@ -7,7 +7,7 @@ import { writeTensors } from './checkpoint.js';
 import type { StudentOptions } from './config.js';
 import type { TrainHooks } from './hooks.js';
 import type { Sasrec } from './model.js';
-import type { RunState } from './train.js';
+import type { RunState } from './run-folder.js';
 
 /** The `--json` summary of student:train. */
 export interface TrainResult {

@@ -1,5 +1,5 @@
 import { makeRng, mixSeed, type Rng } from '../util/rng.js';
-import { paramShapes, type ModelConfig } from './model.js';
+import { paramShapes, type ModelConfig } from './params.js';
 
 /**
  * `--init xavier`: the initialisation pmixer/SASRec.pytorch (main.py) effectively gives its model, mapped onto

@@ -40,6 +40,23 @@ export function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
+/** A run's progress, stored in checkpoint.safetensors' metadata (train.ts writes it, finish.ts reports it). */
+export interface RunState {
+  epoch: number;
+  step: number;
+  best: number;
+  bestEpoch: number;
+  sinceBest: number;
+  trainSeconds: number;
+  stepsTimed: number;
+  stepSeconds: number;
+  history: Array<Record<string, unknown>>;
+  /** Early-stopped (patience exhausted); reaching --epochs is not final: a resume with more epochs continues. */
+  done: boolean;
+  /** Each loss term's value at the run's first step: the reference of the loss-explosion check. */
+  refLoss?: Record<string, number>;
+}
+
 export interface RunConfig {
   format: number;
   dataset: string;

@@ -1,8 +1,8 @@
 import { isUtf8 } from 'node:buffer';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { columnsBuilder, dropDuplicateRows, type ColumnsBuilder, type RawColumns } from '../columns.js';
-import type { RawDataset } from '../types.js';
+import { columnsBuilder, dropDuplicateRows, type ColumnsBuilder } from '../columns.js';
+import type { RawColumns, RawDataset } from '../types.js';
 import {
   badRow, decodeUtf8OrLatin1, findDataDir, forEachLine, hashBuffers, parseDelimited, readInput, yearFromTitle,
   type Encoding, type ItemText, type LoadContext,

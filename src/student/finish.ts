@@ -37,6 +37,27 @@ export interface Divergence {
 
 const pick = (m: RankingMetrics) => Object.fromEntries(['hr@5', 'ndcg@5', 'hr@10', 'ndcg@10', 'hr@20', 'ndcg@20', 'mrr', 'users'].map((k) => [k, m[k]!]));
 
+/** Validation NDCG@10 levels reported by timeToQuality. */
+export const QUALITY_LEVELS = [0.08, 0.09, 0.1, 0.105, 0.11, 0.115, 0.12] as const;
+
+/**
+ * Time to quality from a run's history: for each level, the training wall time (epochs including their
+ * validation, summed in order) at the end of the first epoch whose validation NDCG@10 reached it, and that epoch;
+ * null when never reached. Read from history.jsonl, so it is the same for a resumed run.
+ */
+export function timeToQuality(history: ReadonlyArray<Record<string, unknown>>, levels: readonly number[] = QUALITY_LEVELS): Record<string, { seconds: number; epoch: number } | null> {
+  const out: Record<string, { seconds: number; epoch: number } | null> = {};
+  for (const l of levels) out[String(l)] = null;
+  let elapsed = 0;
+  for (const h of history) {
+    elapsed += Number(h.epochSeconds ?? 0);
+    const v = (h.valid as Record<string, number> | undefined)?.['ndcg@10'];
+    if (v === undefined) continue;
+    for (const l of levels) if (out[String(l)] === null && v >= l) out[String(l)] = { seconds: Number(elapsed.toFixed(2)), epoch: Number(h.epoch) };
+  }
+  return out;
+}
+
 /** Restore the best weights, write model.safetensors, evaluate valid/test and the popularity baseline, write metrics.json. */
 export async function finishRun(a: {
   ds: PreparedDataset; opts: StudentOptions; outDir: string; backend: string; model: Sasrec; best: Map<string, Float32Array>;
@@ -83,6 +104,7 @@ export async function finishRun(a: {
     protocol: { ranking: 'full', excludeHistory: o.excludeHistory, ties: 'pessimistic (equal scores rank above the target)', selection: 'best validation ndcg@10' },
     dataset: { name: ds.name, fingerprint: ds.fingerprint, users: ds.users.length, items: ds.items.length - 1 },
     distill: a.hooks?.provenance?.() ?? null,
+    timeToQuality: timeToQuality(state.history),
     note: 'trainSeconds is the wall-clock time of the training epochs including per-epoch validation; shared machines slow it down.',
   });
   a.log(`student:train: best epoch ${state.bestEpoch}; valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)}; test ndcg@10 ${test['ndcg@10']!.toFixed(4)} hr@10 ${test['hr@10']!.toFixed(4)} (popularity ${popularityTest['ndcg@10']!.toFixed(4)}); ${result.trainSeconds}s, ${result.secondsPerEpoch} s/epoch, ${result.msPerStep} ms/step`);

@@ -371,7 +371,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       }
       const epochSecs = (performance.now() - t0) / 1000;
       state.trainSeconds += epochSecs;
-      const entry = { epoch, loss: lossMeans, valid, trainSeconds: trainSecs, epochSeconds: epochSecs, msPerStep: (trainSecs * 1000) / Math.max(1, batches.length), ...(hooks?.epochInfo?.() ?? {}) };
+      const entry = { epoch, loss: lossMeans, valid, trainSeconds: trainSecs, epochSeconds: epochSecs, elapsedSeconds: Number(state.trainSeconds.toFixed(2)), msPerStep: (trainSecs * 1000) / Math.max(1, batches.length), ...(hooks?.epochInfo?.() ?? {}) };
       state.history.push(entry);
       state.epoch = epoch;
       if (state.sinceBest >= o.patience) state.done = true;

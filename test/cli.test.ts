@@ -56,3 +56,71 @@ describe('CLI conveniences', () => {
     expect(out.join('')).toMatch(/unknown option "epoch"\. Did you mean --epochs\?/);
   });
 });
+
+describe('grouped --help', () => {
+  async function help(command: string): Promise<string> {
+    const { main } = await import('../src/cli/main.js');
+    const out: string[] = [];
+    const orig = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
+    try {
+      expect(await main([command, '--help'])).toBe(0);
+    } finally {
+      process.stdout.write = orig;
+    }
+    return out.join('');
+  }
+
+  /** heading -> the flags listed under it. */
+  function sections(text: string): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    let current: string[] | undefined;
+    for (const line of text.split('\n')) {
+      const heading = /^([A-Z][\w :-]*):$/.exec(line);
+      if (heading) {
+        expect(out.has(heading[1]!), `heading ${heading[1]} twice`).toBe(false);
+        out.set(heading[1]!, (current = []));
+      } else if (/^ {2}--/.test(line)) current!.push(line.trim().split(/\s/)[0]!);
+    }
+    return out;
+  }
+
+  it('student:train lists every option once, dataset options under one Dataset heading', async () => {
+    const { default: cmd } = await import('../src/cli/commands/student-train.js');
+    const { datasetOptions } = await import('../src/data/options.js');
+    const { camelToKebab } = await import('../src/config/options.js');
+    const text = await help('student:train');
+    expect(text.match(/^Dataset:$/gm)).toHaveLength(1);
+    const s = sections(text);
+    expect([...s.keys()]).toEqual(['Options', 'Dataset', 'Model', 'Training', 'Runtime', 'Output', 'Evaluation', 'Distillation', 'EMKD', 'General']);
+    expect(s.get('Dataset')).toEqual(Object.keys(datasetOptions).map((k) => `--${camelToKebab(k)}`));
+    const listed = [...s.values()].flat();
+    const want = [...Object.keys(cmd.options), 'json', 'verbose', 'config', 'help'].map((k) => `--${camelToKebab(k)}`);
+    expect([...listed].sort()).toEqual([...want].sort()); // each exactly once
+  });
+
+  it('a command that spreads the same table gets the same heading', async () => {
+    const s = sections(await help('teacher:cache'));
+    const { datasetOptions } = await import('../src/data/options.js');
+    expect(s.get('Dataset')).toHaveLength(Object.keys(datasetOptions).length);
+    expect(s.has('Teacher cache')).toBe(true);
+  });
+
+  it('headings follow the tables, ungrouped options first, long flags wrap', async () => {
+    const { defineOptions, formatOptionsHelp } = await import('../src/config/options.js');
+    const a = defineOptions({ x: { type: 'int', help: 'x', default: 1 }, y: { type: 'string', help: 'y', group: 'Other' } }, { group: 'A' });
+    const text = formatOptionsHelp({ ...a, own: { type: 'boolean', help: 'own' }, veryLongOptionNameForWrapping: { type: 'string', help: 'wrapped', choices: ['aaaaaaaa', 'bbbbbbbb'] } });
+    expect(text.split('\n')).toEqual([
+      'Options:',
+      '  --own                              own',
+      '  --very-long-option-name-for-wrapping <aaaaaaaa|bbbbbbbb>',
+      `  ${' '.repeat(34)} wrapped`,
+      '',
+      'A:',
+      '  --x <int>                          x (default: 1)',
+      '',
+      'Other:',
+      '  --y <string>                       y',
+    ]);
+  });
+});

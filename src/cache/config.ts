@@ -36,7 +36,7 @@ export const cacheOptions = defineOptions({
   seed: { type: 'int', help: 'seed of the head training (shuffles)', default: 42 },
   backend: { type: 'string', help: 'tfjs backend for the head / seqrec teacher', default: 'auto', choices: BACKEND_CHOICES },
   overheadSample: { type: 'int', help: 'llm teacher: users re-run as a plain session.run loop to measure pipeline overhead (0 = skip)', default: 32 },
-});
+}, { group: 'Teacher cache' });
 
 export type CacheFlags = Resolved<typeof cacheOptions>;
 export type TeacherKind = 'llm' | 'seqrec';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { RecdistillError } from '../errors.js';
-import { camelToKebab, formatOptionsHelp, readConfigFile, resolveOptions, type OptionSpecs } from '../config/options.js';
+import { camelToKebab, defineOptions, formatOptionsHelp, readConfigFile, resolveOptions, type OptionSpecs } from '../config/options.js';
 import { parseArgv } from './argv.js';
 import type { Command } from './command.js';
 import { formatSummary } from './format.js';
@@ -26,12 +26,12 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
 };
 
 /** Flags every command accepts. */
-const GLOBAL: OptionSpecs = {
+const GLOBAL: OptionSpecs = defineOptions({
   json: { type: 'boolean', help: 'print exactly one JSON summary object as the last line of stdout' },
   verbose: { type: 'boolean', help: 'show stack traces on errors, debug logs' },
   config: { type: 'string', help: 'JSON file of options (defaults < file < flags)' },
   help: { type: 'boolean', help: 'show this help' },
-};
+}, { group: 'General' });
 
 function topHelp(): string {
   const rows = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(16)} ${c.summary}`);
@@ -71,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
     const parsed = parseArgv(argv, isBool);
     if (parsed.positionals.length) throw new RecdistillError('E_USAGE', `unexpected argument "${parsed.positionals[0]}"; options are given as --name value.`);
     if (parsed.flags.help) {
-      process.stdout.write(`recdistill ${first}: ${cmd.description}\n\nOptions:\n${formatOptionsHelp(specs)}\n`);
+      process.stdout.write(`recdistill ${first}: ${cmd.description}\n\n${formatOptionsHelp(specs)}\n`);
       return 0;
     }
     const { json, verbose: v, config, help: _help, ...flags } = parsed.flags;

@@ -14,6 +14,8 @@ export interface OptionSpec {
   default?: string | number | boolean;
   choices?: readonly string[];
   required?: boolean;
+  /** Heading --help lists the option under: the table it comes from (Dataset, Model, Training, ...). */
+  group?: string;
 }
 
 export type OptionSpecs = Record<string, OptionSpec>;
@@ -31,8 +33,14 @@ export type Resolved<O extends OptionSpecs> = {
   [K in keyof O]: O[K] extends { default: unknown } | { required: true } ? ValueOf<O[K]> : ValueOf<O[K]> | undefined;
 };
 
-export function defineOptions<const O extends OptionSpecs>(specs: O): O {
-  return specs;
+/**
+ * An option table. With `group`, every option that names no group of its own is listed under that heading in
+ * --help; a command that spreads the table keeps the headings, so shared options are grouped the same everywhere.
+ */
+export function defineOptions<const O extends OptionSpecs>(specs: O, o: { group?: string } = {}): O {
+  const group = o.group;
+  if (!group) return specs;
+  return Object.fromEntries(Object.entries(specs).map(([k, s]) => [k, s.group ? s : { ...s, group }])) as O;
 }
 
 /** Edit distance (Levenshtein), for "did you mean". */
@@ -153,12 +161,21 @@ export function camelToKebab(s: string): string {
   return s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 }
 
-/** Help text for a spec table: one line per option. */
-export function formatOptionsHelp(specs: OptionSpecs): string {
-  const rows = Object.entries(specs).map(([k, s]) => {
+const FLAG_WIDTH = 34;
+
+/**
+ * Help text for a spec table: options under headings (their `group`; the command's own ungrouped options first,
+ * under `ungrouped`), headings in the order they first appear, one line per option.
+ */
+export function formatOptionsHelp(specs: OptionSpecs, ungrouped = 'Options'): string {
+  const groups = new Map<string, string[]>([[ungrouped, []]]);
+  for (const [k, s] of Object.entries(specs)) {
     const flag = `--${camelToKebab(k)}${s.type === 'boolean' ? '' : ` <${s.choices ? s.choices.join('|') : s.type}>`}`;
     const def = s.required ? ' (required)' : s.default !== undefined ? ` (default: ${String(s.default)})` : '';
-    return `  ${flag.padEnd(34)} ${s.help}${def}`;
-  });
-  return rows.join('\n');
+    // a flag too long for its column puts its help on the next line, aligned with the others
+    const row = flag.length < FLAG_WIDTH ? `  ${flag.padEnd(FLAG_WIDTH)} ${s.help}${def}` : `  ${flag}\n  ${' '.repeat(FLAG_WIDTH)} ${s.help}${def}`;
+    const g = s.group ?? ungrouped;
+    groups.set(g, [...(groups.get(g) ?? []), row]);
+  }
+  return [...groups].filter(([, rows]) => rows.length).map(([g, rows]) => `${g}:\n${rows.join('\n')}`).join('\n\n');
 }

@@ -31,7 +31,7 @@ export const datasetOptions = defineOptions({
   syntheticSeed: { type: 'int', help: 'synthetic: generator seed', default: SYNTHETIC_DEFAULTS.seed },
   syntheticMinLen: { type: 'int', help: 'synthetic: shortest user sequence', default: SYNTHETIC_DEFAULTS.minLen },
   syntheticMaxLen: { type: 'int', help: 'synthetic: longest user sequence', default: SYNTHETIC_DEFAULTS.maxLen },
-});
+}, { group: 'Dataset' });
 
 export type DatasetFlags = Resolved<typeof datasetOptions>;
 

@@ -49,16 +49,16 @@ export const distillOptions = defineOptions({
   // EMKD (Du et al., SIGIR 2023; src/distill/emkd): K parallel SASRec networks trained together. Defaults are the
   // reference implementation's ML settings (hw-du/EMKD templates.py / options.py): mask 0.15, tau 1, lambda 0.01
   // for both contrastive terms, mu 0.001 for the KL, weight 1 for the masked-item and attribute losses.
-  emkd: { type: 'int', help: 'EMKD: number K of parallel networks (network 1 is the served student; 0 = off)', default: 0 },
-  emkdMaskRatio: { type: 'number', help: 'EMKD: fraction of each sequence\'s non-padding items replaced by the mask token in a masked view', default: 0.15 },
-  emkdTemperature: { type: 'number', help: 'EMKD: temperature of the contrastive (InfoNCE, cosine) and KL terms', default: 1 },
-  emkdViews: { type: 'int', help: 'EMKD: masked views per sequence and step (the reference code uses 8; each costs K extra forward passes)', default: 1 },
-  lambdaEmkdMask: { type: 'number', help: 'EMKD L1: weight of the masked-item cross-entropy (per network and view)', default: 1 },
-  lambdaEmkdAttr: { type: 'number', help: 'EMKD L2: weight of the next item\'s attribute-class (genre / category) cross-entropy', default: 1 },
-  lambdaEmkdIntra: { type: 'number', help: 'EMKD L3: weight of the intra-network InfoNCE (original vs its masked view, same network)', default: 0.01 },
-  lambdaEmkdInter: { type: 'number', help: 'EMKD L4: weight of the inter-network InfoNCE (original in network i vs masked view in network j, every ordered pair)', default: 0.01 },
-  lambdaEmkdKl: { type: 'number', help: 'EMKD L5: weight of the KL between the networks\' next-item distributions (every pair; with --cache the teacher\'s soft labels join as a fixed member)', default: 0.001 },
-});
+  emkd: { type: 'int', help: 'EMKD: number K of parallel networks (network 1 is the served student; 0 = off)', default: 0, group: 'EMKD' },
+  emkdMaskRatio: { type: 'number', help: 'EMKD: fraction of each sequence\'s non-padding items replaced by the mask token in a masked view', default: 0.15, group: 'EMKD' },
+  emkdTemperature: { type: 'number', help: 'EMKD: temperature of the contrastive (InfoNCE, cosine) and KL terms', default: 1, group: 'EMKD' },
+  emkdViews: { type: 'int', help: 'EMKD: masked views per sequence and step (the reference code uses 8; each costs K extra forward passes)', default: 1, group: 'EMKD' },
+  lambdaEmkdMask: { type: 'number', help: 'EMKD L1: weight of the masked-item cross-entropy (per network and view)', default: 1, group: 'EMKD' },
+  lambdaEmkdAttr: { type: 'number', help: 'EMKD L2: weight of the next item\'s attribute-class (genre / category) cross-entropy', default: 1, group: 'EMKD' },
+  lambdaEmkdIntra: { type: 'number', help: 'EMKD L3: weight of the intra-network InfoNCE (original vs its masked view, same network)', default: 0.01, group: 'EMKD' },
+  lambdaEmkdInter: { type: 'number', help: 'EMKD L4: weight of the inter-network InfoNCE (original in network i vs masked view in network j, every ordered pair)', default: 0.01, group: 'EMKD' },
+  lambdaEmkdKl: { type: 'number', help: 'EMKD L5: weight of the KL between the networks\' next-item distributions (every pair; with --cache the teacher\'s soft labels join as a fixed member)', default: 0.001, group: 'EMKD' },
+}, { group: 'Distillation' });
 
 export type DistillFlags = Resolved<typeof distillOptions>;
 

@@ -18,7 +18,7 @@ export const modelOptions = defineOptions({
   norm: { type: 'string', help: 'pre = x + f(LayerNorm(x)); post = LayerNorm(x + f(x)) (pmixer SASRec.pytorch without --norm_first; the final LayerNorm stays)', default: 'pre', choices: ['pre', 'post'] },
   init: { type: 'string', help: 'default = Glorot-uniform matrices and embeddings, zero biases; xavier = pmixer\'s Xavier-normal on every matrix and embedding (torch fans; fused QKV), torch default biases, zero padding row', default: 'default', choices: ['default', 'xavier'] },
   embScale: { type: 'boolean', help: 'multiply item embeddings by sqrt(dims) before adding positions (--no-emb-scale adds them unscaled)', default: true },
-});
+}, { group: 'Model' });
 
 export const trainOptions = defineOptions({
   loss: { type: 'string', help: 'ce = full softmax; sampled = sampled softmax (logQ-corrected); bce = SASRec 1-negative BCE', default: 'ce', choices: ['ce', 'sampled', 'bce'] },
@@ -37,13 +37,13 @@ export const trainOptions = defineOptions({
   patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 20 },
   evalEvery: { type: 'int', help: 'validate every N epochs', default: 1 },
   seed: { type: 'int', help: 'seed for initialisation, shuffling, dropout and negative sampling', default: 42 },
-  backend: { type: 'string', help: 'tfjs backend (auto = node > wasm > cpu)', default: 'auto', choices: BACKEND_CHOICES },
-  threads: { type: 'int', help: 'wasm backend threads (0 = $RECDISTILL_THREADS, else the cores available; 1 = single-threaded; results are identical); runtime only, not part of a run', default: 0 },
-  out: { type: 'string', help: 'run folder (default: student/<dataset>-<hash of the config>)' },
-  resume: { type: 'boolean', help: 'resume from the run folder\'s checkpoint when there is one', default: true },
-  excludeHistory: { type: 'boolean', help: 'evaluation: exclude the user\'s earlier items from the ranking', default: true },
-  evalBatch: { type: 'int', help: 'users scored per evaluation call (bounds memory on large catalogues)', default: 256 },
-});
+  backend: { type: 'string', help: 'tfjs backend (auto = node > wasm > cpu)', default: 'auto', choices: BACKEND_CHOICES, group: 'Runtime' },
+  threads: { type: 'int', help: 'wasm backend threads (0 = $RECDISTILL_THREADS, else the cores available; 1 = single-threaded; results are identical); runtime only, not part of a run', default: 0, group: 'Runtime' },
+  out: { type: 'string', help: 'run folder (default: student/<dataset>-<hash of the config>)', group: 'Output' },
+  resume: { type: 'boolean', help: 'resume from the run folder\'s checkpoint when there is one', default: true, group: 'Output' },
+  excludeHistory: { type: 'boolean', help: 'evaluation: exclude the user\'s earlier items from the ranking', default: true, group: 'Evaluation' },
+  evalBatch: { type: 'int', help: 'users scored per evaluation call (bounds memory on large catalogues)', default: 256, group: 'Evaluation' },
+}, { group: 'Training' });
 
 export const studentOptions = { ...datasetOptions, ...modelOptions, ...trainOptions };
 export type StudentOptions = Resolved<typeof studentOptions>;

@@ -18,6 +18,6 @@ export const llmTeacherOptions = defineOptions({
   revision: { type: 'string', help: 'hub ids: branch, tag or commit sha to download (default main); recorded with its commit sha in the cache manifest' },
   device: { type: 'string', help: 'onnxruntime execution provider: cpu, cuda, tensorrt, dml, coreml, webgpu, qnn (what this onnxruntime-node build has; not in the cache key); default RECDISTILL_DEVICE, else cpu' },
   offline: { type: 'boolean', help: 'never touch the network: hub ids come from the Hugging Face cache (RECDISTILL_OFFLINE=1 or HF_HUB_OFFLINE=1 also set it)', default: false },
-});
+}, { group: 'LLM teacher' });
 
 export type LlmTeacherFlags = Resolved<typeof llmTeacherOptions>;

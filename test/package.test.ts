@@ -44,7 +44,7 @@ describe('the npm package', () => {
     // The README's example verbatim (raw MovieLens-style ids '50', '172', '133' become ids of the test data).
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const example = /```js\n(import \{ loadRecommender \} from 'recdistill';[\s\S]*?)```/.exec(readme)?.[1];
-    expect(example).toBeDefined();
+    expect(example, "README's loadRecommender example, with the history the next line swaps for the test data's ids").toContain("['50', '172', '133']");
     writeFileSync(join(consumer, 'example.mjs'), example!.replace("['50', '172', '133']", "['3', '7', '12']"));
     const out = execFileSync(process.execPath, ['example.mjs', run], { cwd: consumer, encoding: 'utf8' });
     const cli = (await runCmd(() => import('../src/cli/commands/recommend.js'), { student: run, history: '3,7,12', k: 5 })) as { items: { id: string; title: string; score: number }[] };

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
+import { readManifest } from '../../src/cache/format.js';
 import { openCache } from '../../src/cache/reader.js';
 import { verifyCache } from '../../src/cache/verify.js';
 import { main } from '../../src/cli/main.js';
@@ -41,10 +42,13 @@ describe('teacher:cache command, end to end (offline)', () => {
     expect(code).toBe(0);
     for (const k of ['cache', 'rows', 'shards', 'seconds', 'promptsPerSec', 'tokensPerSec', 'valid', 'test']) expect(summary, k).toHaveProperty(k);
     expect(summary.shards).toBe(2);
-    expect(summary.tokensPerSec as number).toBeGreaterThan(0);
-    // --overhead-sample 4 measured the plain loop (absent with --overhead-sample 0: see the slice test below).
-    expect(summary.plainTokensPerSec as number).toBeGreaterThan(0);
-    expect(Number.isFinite(summary.overhead), `overhead = ${summary.overhead}`).toBe(true);
+    // The rates are the manifest's counts over its seconds; every cached row is at least one prompt token.
+    const timings = readManifest(dir).timings;
+    expect(timings.tokens).toBeGreaterThan(summary.rows as number);
+    expect(summary.tokensPerSec).toBeCloseTo(timings.tokens! / timings.hiddenSeconds!, 6);
+    // --overhead-sample 4 measured the plain loop (absent with --overhead-sample 0: see the slice test below):
+    // overhead = pipeline seconds / plain seconds - 1 over the same tokens.
+    expect(summary.overhead as number).toBeCloseTo(timings.plainTokensPerSec! / timings.samplePipelineTokensPerSec! - 1, 9);
     expect(verifyCache(dir).problems).toEqual([]);
     expect((await cli(['teacher:verify', '--cache', dir])).code).toBe(0);
     const ds = await datasetFromFlags(resolveOptions(datasetOptions, { flags: { dataset: 'synthetic', syntheticUsers: 30, syntheticItems: 40, syntheticMinLen: 4, syntheticMaxLen: 9 } }));

@@ -236,7 +236,6 @@ describe('relational distillation (RKD, Park et al. 2019)', () => {
     const T4 = [[0, 0], [1, 0], [0, 1], [0, 1]];
     const S4 = [[0, 0], [1, 0], [2, 0], [2.5, 0.5]];
     const a4 = val(rkdAngle(t2(S4), t2(T4)));
-    expect(Number.isFinite(a4)).toBe(true);
     expect(a4).toBeCloseTo(refAngle(S4, T4), 5);
   });
 

@@ -125,7 +125,6 @@ describe('overhead measurement', () => {
     const states = await Promise.all(hs.map((h) => enc.encodeHistory(h)));
     expect(plain.runs).toBe(hs.reduce((a, h) => a + enc.planHistory(h).windows.length, 0));
     expect(plain.tokens).toBe(states.reduce((a, s) => a + s.tokens, 0));
-    expect(plain.seconds).toBeGreaterThan(0);
     const o = await enc.measureOverhead(hs);
     expect(o.overhead).toBeCloseTo(o.pipelineSeconds / o.plainSeconds - 1, 10);
   });

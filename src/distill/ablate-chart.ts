@@ -21,10 +21,10 @@ const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
 const PALETTE = ['#1f77b4', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#aec7e8', '#98df8a', '#ffbb78'];
 
 export function ablationChart(points: AblationPoint[], title: string): string {
-  const W = 1080;
+  const W = 1180;
   if (!points.length) return `<svg xmlns="http://www.w3.org/2000/svg" width="400" height="40"><text x="10" y="25" font-family="sans-serif">${esc(title)}: no configuration with a known size yet</text></svg>\n`;
   const H = 460;
-  const m = { l: 70, r: 480, t: 50, b: 60 };
+  const m = { l: 70, r: 580, t: 50, b: 60 };
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
   const params = points.map((p) => Math.max(p.params, 1));

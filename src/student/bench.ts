@@ -6,17 +6,32 @@ import { makeRng } from '../util/rng.js';
 import { batchTerms, combine, gradientsOf, lossSetup } from './step.js';
 import { topK } from './serve.js';
 import type { PreparedDataset } from '../data/types.js';
+import { breakdownParts, PART_NAMES, summarizeBreakdown, type PartName, type StepBreakdown } from './bench-breakdown.js';
 
 /**
  * Micro-benchmark of the student on the ACTIVE backend with random full-length sequences:
  * ms per training step (forward + backward + Adam, full-softmax CE at every position) and single-request
  * serving latency (scores over all items + top-10). Sizes default to ML-100K (1682 items).
+ * With `breakdown`, each timed step is followed by one timing of each isolated part of a step (attention, FFN,
+ * output layer, Adam; see bench-breakdown.ts), and the result carries the medians and their shares of the step.
  */
 export interface BenchConfig extends ModelConfig {
   batchSize: number;
   steps: number;
   requests: number;
+  /** Also time the parts of a step (attention, FFN, output layer, optimiser). */
+  breakdown?: boolean;
 }
+
+export interface BenchResult {
+  /** Mean ms over the timed steps (after one warm-up step). */
+  msPerStep: number;
+  serveMsMedian: number;
+  serveMsP90: number;
+  breakdown?: StepBreakdown;
+}
+
+const ADAM = { lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0 };
 
 function randomBatch(B: number, L: number, N: number, seed: number): Batch {
   const rng = makeRng(seed);
@@ -36,10 +51,10 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-export function benchStudent(c: BenchConfig): { msPerStep: number; serveMsMedian: number; serveMsP90: number } {
+export function benchStudent(c: BenchConfig): BenchResult {
   const model = createSasrec(c, 1);
   const vars = modelVariables(model);
-  const adam = createAdam(vars, { lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0 });
+  const adam = createAdam(vars, ADAM);
   const fakeDs = { items: new Array(c.numItems + 1), users: [] } as unknown as PreparedDataset;
   const loss = lossSetup(fakeDs, 'ce', 0, 'uniform');
   const batch = randomBatch(c.batchSize, c.maxLen, c.numItems, 2);
@@ -50,9 +65,19 @@ export function benchStudent(c: BenchConfig): { msPerStep: number; serveMsMedian
       adam.apply(vars, grads);
     });
   step(0); // warm-up (kernel setup, XNNPACK packing)
-  const t0 = performance.now();
-  for (let i = 1; i <= c.steps; i++) step(i);
-  const msPerStep = (performance.now() - t0) / c.steps;
+  const parts = c.breakdown ? breakdownParts(model, batch, ADAM) : undefined;
+  const partTimes = Object.fromEntries(PART_NAMES.map((p) => [p, [] as number[]])) as Record<PartName, number[]>;
+  if (parts) for (const p of PART_NAMES) parts.time(p); // warm-up of each part
+  const stepTimes: number[] = [];
+  for (let i = 1; i <= c.steps; i++) {
+    const t = performance.now();
+    step(i);
+    stepTimes.push(performance.now() - t);
+    if (parts) for (const p of PART_NAMES) partTimes[p].push(parts.time(p));
+  }
+  parts?.dispose();
+  const msPerStep = stepTimes.reduce((a, b) => a + b, 0) / c.steps;
+  const breakdown = parts ? summarizeBreakdown(stepTimes, partTimes) : undefined;
   // Serving: one history of maxLen items, scores for every item, top-10.
   const hist = randomBatch(1, c.maxLen, c.numItems, 3).inputs;
   const itemT = tf.keep(tf.transpose(model.itemEmb));
@@ -75,5 +100,5 @@ export function benchStudent(c: BenchConfig): { msPerStep: number; serveMsMedian
   adam.dispose();
   disposeModel(model);
   times.sort((a, b) => a - b);
-  return { msPerStep, serveMsMedian: median(times), serveMsP90: times[Math.floor(times.length * 0.9)]! };
+  return { msPerStep, serveMsMedian: median(times), serveMsP90: times[Math.floor(times.length * 0.9)]!, ...(breakdown ? { breakdown } : {}) };
 }

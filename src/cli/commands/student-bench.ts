@@ -1,37 +1,64 @@
-import { availableBackends, initBackend, type BackendName } from '../../backend/index.js';
+import { loadavg } from 'node:os';
+import { availableBackends } from '../../backend/index.js';
 import { defineOptions } from '../../config/options.js';
 import { RecdistillError } from '../../errors.js';
-import { benchStudent } from '../../student/bench.js';
+import { benchTable, parseThreadList, runBenchPlan, type BenchRow } from '../../student/bench-runner.js';
 import { defineCommand } from '../command.js';
 
 const benchOptions = defineOptions({
   backends: { type: 'string', help: 'comma-separated backends to time (default: every one available here)', default: '' },
+  threads: { type: 'string', help: 'comma-separated wasm thread counts, one row and one child process each (default: $RECDISTILL_THREADS if set, else 1,<cores available>); cpu and node get one row', default: '' },
   numItems: { type: 'int', help: 'catalogue size (ML-100K: 1682)', default: 1682 },
   maxLen: { type: 'int', help: 'sequence length of every benchmark row', default: 200 },
   dims: { type: 'int', help: 'hidden size', default: 64 },
   blocks: { type: 'int', help: 'attention blocks', default: 2 },
   heads: { type: 'int', help: 'attention heads', default: 1 },
+  dropout: { type: 'number', help: 'dropout on embeddings, attention output and feed-forward', default: 0.2 },
+  attnDropout: { type: 'number', help: 'dropout on attention probabilities (student:train defaults to 0.2; each one draws a mask over [B, H, L, L])', default: 0 },
   batchSize: { type: 'int', help: 'sequences per training step', default: 32 },
   steps: { type: 'int', help: 'timed training steps per backend (after one warm-up step)', default: 5 },
   cpuSteps: { type: 'int', help: 'timed steps on the slow pure-JS cpu backend', default: 1 },
   requests: { type: 'int', help: 'timed single-history serving requests per backend', default: 50 },
+  breakdown: { type: 'boolean', help: 'after each timed step, time attention, FFN, output layer and optimiser alone (forward + backward; --no-breakdown skips it)', default: true },
 });
 
+const load = () => loadavg().map((x) => Number(x.toFixed(2)));
+
 export default defineCommand({
-  description: 'ms per training step and single-request serving latency for each tfjs backend available',
+  description: 'ms per training step (and its share in attention, FFN, output layer, optimiser) and single-request serving latency, per tfjs backend and wasm thread count',
   options: benchOptions,
   async run(o, ctx) {
     const names = o.backends ? o.backends.split(',').map((s) => s.trim()) : await availableBackends();
-    const rows: Record<string, unknown>[] = [];
     for (const name of names) {
       if (!['node', 'wasm', 'cpu'].includes(name)) throw new RecdistillError('E_USAGE', `unknown backend "${name}"; valid: node, wasm, cpu.`);
-      const active = await initBackend(name as BackendName);
-      const cfg = { numItems: o.numItems, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, ffnDims: o.dims, dropout: 0.2, attnDropout: 0, batchSize: o.batchSize, steps: name === 'cpu' ? o.cpuSteps : o.steps, requests: name === 'cpu' ? Math.min(o.requests, 10) : o.requests };
-      ctx.log(`student:bench: ${active}: ${cfg.steps} steps of ${o.batchSize} x ${o.maxLen}, ${cfg.requests} requests ...`);
-      const r = benchStudent(cfg);
-      ctx.log(`student:bench: ${active}: ${r.msPerStep.toFixed(0)} ms/step, serve median ${r.serveMsMedian.toFixed(2)} ms (p90 ${r.serveMsP90.toFixed(2)} ms)`);
-      rows.push({ backend: active, msPerStep: Number(r.msPerStep.toFixed(1)), serveMsMedian: Number(r.serveMsMedian.toFixed(3)), serveMsP90: Number(r.serveMsP90.toFixed(3)) });
     }
-    return { config: { numItems: o.numItems, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, batchSize: o.batchSize }, results: rows, note: 'timings on a shared machine are pessimistic' };
+    for (const [k, v] of [['steps', o.steps], ['cpu-steps', o.cpuSteps], ['requests', o.requests], ['batch-size', o.batchSize], ['max-len', o.maxLen], ['num-items', o.numItems]] as const) {
+      if (!(v >= 1)) throw new RecdistillError('E_USAGE', `--${k} must be at least 1, got ${v}.`);
+    }
+    const threads = parseThreadList(o.threads);
+    const loadBefore = load();
+    ctx.log(`student:bench: backends ${names.join(', ')}; wasm threads ${threads.join(', ')}; load average ${loadBefore.join(' ')}`);
+    const rows: BenchRow[] = await runBenchPlan({
+      backends: names,
+      threads,
+      log: ctx.log,
+      configFor: (name) => ({
+        numItems: o.numItems, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, ffnDims: o.dims, dropout: o.dropout, attnDropout: o.attnDropout,
+        batchSize: o.batchSize, steps: name === 'cpu' ? o.cpuSteps : o.steps, requests: name === 'cpu' ? Math.min(o.requests, 10) : o.requests, breakdown: o.breakdown,
+      }),
+    });
+    const loadAfter = load();
+    const summary = {
+      config: { numItems: o.numItems, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, batchSize: o.batchSize, dropout: o.dropout, attnDropout: o.attnDropout },
+      results: rows,
+      loadAverage: { before: loadBefore, after: loadAfter },
+      note: 'timings on a shared machine are pessimistic',
+    };
+    if (ctx.json) ctx.log(`${benchTable(rows)}\nload average before ${loadBefore.join(' ')}, after ${loadAfter.join(' ')}`);
+    return summary;
+  },
+  format(summary) {
+    const s = summary as { results: BenchRow[]; loadAverage: { before: number[]; after: number[] } };
+    return `${benchTable(s.results)}\nload average before ${s.loadAverage.before.join(' ')}, after ${s.loadAverage.after.join(' ')}`;
   },
 });

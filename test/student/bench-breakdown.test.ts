@@ -102,15 +102,15 @@ describe('student:bench breakdown', () => {
   });
 
   it('--threads: default $RECDISTILL_THREADS, else 1,<cores>; deduplicated, order kept, usage errors', () => {
-    expect(parseThreadList('', 2, undefined)).toEqual([1, 2]);
-    expect(parseThreadList('', 1, undefined)).toEqual([1]);
+    expect(parseThreadList('', 2, '')).toEqual([1, 2]);
+    expect(parseThreadList('', 1, '')).toEqual([1]);
     expect(parseThreadList('', 64, '')).toEqual([1, 8]);
-    expect(parseThreadList('2, 1,2', 2, undefined)).toEqual([2, 1]);
+    expect(parseThreadList('2, 1,2', 2, '')).toEqual([2, 1]);
     // $RECDISTILL_THREADS (set by threads-bench for its children) replaces the default, not a given list.
     expect(parseThreadList('', 2, '2')).toEqual([2]);
     expect(parseThreadList('1', 2, '2')).toEqual([1]);
     expect(() => parseThreadList('', 2, 'x')).toThrow(/RECDISTILL_THREADS/);
-    for (const bad of ['0', '1,x', '1.5', '9', '-1', '1,,2']) expect(() => parseThreadList(bad, 2, undefined), bad).toThrow(/--threads/);
+    for (const bad of ['0', '1,x', '1.5', '9', '-1', '1,,2']) expect(() => parseThreadList(bad, 2, ''), bad).toThrow(/--threads/);
   });
 
   it('--threads 1 --json: one row per backend with threads 1, today\'s summary shape plus the breakdown', async () => {

@@ -144,7 +144,7 @@ export async function initBackend(name: BackendName = 'auto', opts: BackendOptio
   }
   // Quiet tfjs's "hi there, install tfjs-node" banner and kernel-override warnings.
   tf.env().set('PROD', true);
-  registerGradients();
+  await registerGradients();
   if (name === 'node' || name === 'auto') {
     if ((await loadNode()) && (await activate('tensorflow'))) return activeBackend();
     if (name === 'node') throw new RecdistillError('E_NOT_FOUND', 'backend "node" needs @tensorflow/tfjs-node, which is not installed (it downloads libtensorflow at install time). Use --backend wasm or cpu.');

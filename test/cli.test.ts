@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseArgv } from '../src/cli/argv.js';
+import { defineCommand, type AnyCommand, type Command } from '../src/cli/command.js';
 import { defineOptions, resolveOptions } from '../src/config/options.js';
 
 const specs = defineOptions({
@@ -122,5 +123,54 @@ describe('grouped --help', () => {
       'Other:',
       '  --y <string>                       y',
     ]);
+  });
+});
+
+describe('defineCommand: the summary type', () => {
+  const ctx = { log: () => {}, json: false, verbose: false };
+
+  it('format receives the type run returns (annotated once, on format); run is checked against it', async () => {
+    interface Summary { n: number; label: string }
+    const cmd = defineCommand({
+      description: 'typed',
+      options: specs,
+      async run(o) {
+        return { n: o.epochs, label: o.loss };
+      },
+      format(s: Summary) {
+        return `${s.label} ${s.n.toFixed(1)}`;
+      },
+    });
+    const typed: Command<typeof specs, Summary> = cmd;
+    const any: AnyCommand = cmd; // the CLI's table holds any command
+    const s = await typed.run(resolveOptions(specs, { flags: {} }), ctx);
+    expect(any.format!(s)).toBe('ce 10.0');
+    defineCommand({
+      description: 'run does not return the summary format expects',
+      options: specs,
+      // @ts-expect-error n must be a number
+      async run(o) {
+        return { n: o.loss, label: o.loss };
+      },
+      format(s: Summary) {
+        return s.label;
+      },
+    });
+  });
+
+  it('without an annotation the summary stays an indexable record', async () => {
+    const cmd = defineCommand({
+      description: 'untyped',
+      options: specs,
+      async run() {
+        const loose: Record<string, unknown> = { a: 1 };
+        return { ...loose, b: 2 };
+      },
+      format(s) {
+        return String(s.a);
+      },
+    });
+    const untyped: Command<typeof specs> = cmd;
+    expect(untyped.format!({ a: 3 })).toBe('3');
   });
 });

@@ -1,5 +1,5 @@
 /** Render a summary object as aligned `key  value` lines (nested objects flattened with dots). */
-export function formatSummary(summary: Record<string, unknown>): string {
+export function formatSummary(summary: object): string {
   const rows: [string, string][] = [];
   const walk = (prefix: string, v: unknown) => {
     if (v !== null && typeof v === 'object' && !Array.isArray(v)) {

@@ -2,11 +2,11 @@ import { readFileSync } from 'node:fs';
 import { RecdistillError } from '../errors.js';
 import { camelToKebab, defineOptions, formatOptionsHelp, readConfigFile, resolveOptions, type OptionSpecs } from '../config/options.js';
 import { parseArgv } from './argv.js';
-import type { Command } from './command.js';
+import type { AnyCommand } from './command.js';
 import { formatSummary } from './format.js';
 
 /** Subcommands are lazy-loaded so `eval` never pays for the LLM runtime, and `--help` is instant. */
-const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default: Command<OptionSpecs> }> }> = {
+const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default: AnyCommand }> }> = {
   'data:prepare': { summary: 'load a raw dataset, filter, split leave-one-out, print counts and fingerprint', load: () => import('./commands/data-prepare.js') },
   'model:tiny': { summary: 'write a tiny random decoder-only ONNX LM + tokenizer (tests, demo)', load: () => import('./commands/model-tiny.js') },
   'teacher:cache': { summary: 'run the teacher over every history; cache hidden states, item embeddings, soft labels', load: () => import('./commands/teacher-cache.js') },

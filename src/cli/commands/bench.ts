@@ -5,6 +5,9 @@ import { defineOptions } from '../../config/options.js';
 import { datasetOptions, type DatasetFlags } from '../../data/options.js';
 import { defineCommand } from '../command.js';
 
+/** bench's summary: the headline figures and where the report went. */
+export type BenchSummary = Pick<BenchReport, 'teacher' | 'student' | 'speedup'> & { dataset: string; report: BenchReport['files'] };
+
 const { dataset: _dataset, ...datasetRest } = datasetOptions;
 
 const options = defineOptions({
@@ -53,8 +56,7 @@ export default defineCommand({
     });
     return { teacher: r.teacher, student: r.student, speedup: r.speedup, dataset: r.dataset.name, report: r.files };
   },
-  format(s) {
-    const r = s as unknown as Pick<BenchReport, 'teacher' | 'student' | 'speedup' | 'files'> & { report: BenchReport['files'] };
+  format(r: BenchSummary) {
     const { header, rows } = comparisonRows(r);
     return [textTable(header, rows), '', `speed-up (teacher p50 / student p50): ${r.speedup.toFixed(1)}x`, `report: ${r.report.md}`, `        ${r.report.json}`, `chart:  ${r.report.svg}`].join('\n');
   },

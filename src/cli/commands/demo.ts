@@ -30,8 +30,7 @@ export default defineCommand({
       log: ctx.log,
     });
   },
-  format(s) {
-    const d = s as DemoSummary;
+  format(d: DemoSummary) {
     const acc = Object.entries(d.accuracy).map(([name, m]) => [name, m['ndcg@10'].toFixed(4), m['hr@10'].toFixed(4)]);
     const { header, rows } = comparisonRows(d.bench);
     const w = Math.max(...Object.keys(d.artifacts).map((k) => k.length));

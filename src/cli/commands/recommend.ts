@@ -1,6 +1,6 @@
 import { defineOptions } from '../../config/options.js';
 import { RecdistillError } from '../../errors.js';
-import { loadRecommender, RUNTIMES, type Runtime } from '../../serve/recommender.js';
+import { loadRecommender, RUNTIMES, type Recommendation, type Runtime } from '../../serve/recommender.js';
 import { defineCommand } from '../command.js';
 
 const options = defineOptions({
@@ -24,8 +24,8 @@ export default defineCommand({
       await rec.dispose();
     }
   },
-  format(s) {
-    const items = (s.items as { id: string; title: string; score: number }[]) ?? [];
+  format(s: Recommendation) {
+    const items = s.items ?? [];
     return items.map((it, i) => `${String(i + 1).padStart(3)}. ${it.title} (id ${it.id})  ${it.score.toFixed(4)}`).join('\n');
   },
 });

@@ -22,6 +22,14 @@ const benchOptions = defineOptions({
   breakdown: { type: 'boolean', help: 'after each timed step, time attention, FFN, output layer and optimiser alone (forward + backward; --no-breakdown skips it)', default: true },
 });
 
+/** student:bench's summary: the configuration timed, one row per (backend, threads), the load around it. */
+export interface StudentBenchSummary {
+  config: { numItems: number; maxLen: number; dims: number; blocks: number; heads: number; batchSize: number; dropout: number; attnDropout: number };
+  results: BenchRow[];
+  loadAverage: { before: number[]; after: number[] };
+  note: string;
+}
+
 const load = () => loadavg().map((x) => Number(x.toFixed(2)));
 
 export default defineCommand({
@@ -48,7 +56,7 @@ export default defineCommand({
       }),
     });
     const loadAfter = load();
-    const summary = {
+    const summary: StudentBenchSummary = {
       config: { numItems: o.numItems, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, batchSize: o.batchSize, dropout: o.dropout, attnDropout: o.attnDropout },
       results: rows,
       loadAverage: { before: loadBefore, after: loadAfter },
@@ -57,8 +65,7 @@ export default defineCommand({
     if (ctx.json) ctx.log(`${benchTable(rows)}\nload average before ${loadBefore.join(' ')}, after ${loadAfter.join(' ')}`);
     return summary;
   },
-  format(summary) {
-    const s = summary as { results: BenchRow[]; loadAverage: { before: number[]; after: number[] } };
+  format(s: StudentBenchSummary) {
     return `${benchTable(s.results)}\nload average before ${s.loadAverage.before.join(' ')}, after ${s.loadAverage.after.join(' ')}`;
   },
 });

@@ -40,8 +40,8 @@ export default defineCommand({
       runtime: assigned ? { shard: { index: assigned.index, count: assigned.count, source: assigned.source } } : undefined,
     });
   },
-  format(s) {
-    const { valid, test, ...rest } = s as CacheSummary;
+  format(s: CacheSummary) {
+    const { valid, test, ...rest } = s;
     const m = (x?: Record<string, number>) => (x ? `hr@10 ${x['hr@10']?.toFixed(4)}  ndcg@10 ${x['ndcg@10']?.toFixed(4)}  mrr ${x.mrr?.toFixed(4)}` : 'n/a');
     return `${formatSummary(rest)}\nteacher valid: ${m(valid)}\nteacher test:  ${m(test)}`;
   },

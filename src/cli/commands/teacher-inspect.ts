@@ -3,6 +3,9 @@ import { inspectModel, measureForward, type ForwardTiming, type InspectReport } 
 import { llmTeacherOptions } from '../../teacher/llm/options.js';
 import { defineCommand } from '../command.js';
 
+/** teacher:inspect's summary: the model's layout, and with --measure-tokens one timed forward pass. */
+export type InspectSummary = InspectReport & { forward?: ForwardTiming; peakRssMB?: number };
+
 const options = defineOptions({
   model: llmTeacherOptions.model,
   dtype: llmTeacherOptions.dtype,
@@ -20,10 +23,9 @@ export default defineCommand({
     const r = await inspectModel({ model: o.model, dtype: o.dtype, offline: o.offline, dump: o.dump, log: ctx.log });
     if (o.dump) ctx.log(`teacher:inspect: graph structure written to ${o.dump}`);
     const forward = o.measureTokens ? await measureForward({ model: o.model, dtype: o.dtype, tokens: o.measureTokens, rounds: o.rounds, threads: o.threads, offline: o.offline, log: ctx.log }) : undefined;
-    return { ...r, ...(forward ? { forward, peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024) } : {}) } as Record<string, unknown>;
+    return { ...r, ...(forward ? { forward, peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024) } : {}) };
   },
-  format(s) {
-    const r = s as unknown as InspectReport;
+  format(r: InspectSummary) {
     const lines = [
       `model       ${r.model} (${r.dtype}) -> ${r.onnxPath}`,
       `family      ${r.family}${r.producer ? ` (producer ${r.producer})` : ''}`,
@@ -39,7 +41,7 @@ export default defineCommand({
       lines.push('layers      (the residual stream after block i, before the final norm)');
       for (const l of r.layerDetails) lines.push(`  ${String(l.layer).padStart(3)} (${String(l.fromEnd).padStart(4)})  ${l.tensor}${l.added ? `  [sum added: not in the export; operands of ${l.via}]` : ''}`);
     }
-    const f = s.forward as ForwardTiming | undefined;
+    const f = r.forward;
     if (f) {
       lines.push(`forward     ${f.tokens} tokens, best of ${f.rounds}: whole graph ${f.fullMs.toFixed(0)} ms (${f.fullTokensPerSecond.toFixed(0)} tokens/s), pruned to the taps ${f.prunedMs.toFixed(0)} ms (${f.prunedTokensPerSecond.toFixed(0)} tokens/s, ${f.nodesLeftOut} nodes left out): ${f.speedup.toFixed(2)}x`);
     }

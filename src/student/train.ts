@@ -97,6 +97,23 @@ export function runIdentity(ds: PreparedDataset, o: StudentOptions, hooks?: Trai
   return { format: 1, dataset: ds.name, fingerprint: ds.fingerprint, options: keys, distill: hooks?.provenance?.() ?? null };
 }
 
+/**
+ * The wasm runtime aborts (RuntimeError "Aborted()") when an allocation does not fit its 4 GiB heap; the up-front
+ * estimate (memory.ts) does not cover every training setup (e.g. --emkd K holds K networks' full-softmax passes).
+ * Turned into an error that says what happened and what to change; the last epoch's checkpoint is kept.
+ */
+export function wasmAbortError(e: unknown, backend: string, epoch: number, o: StudentOptions, hooks?: TrainHooks): RecdistillError | undefined {
+  if (backend !== 'wasm' || !(e instanceof Error) || !/^Aborted\(/.test(e.message)) return undefined;
+  const emkd = (hooks?.provenance?.() as { emkd?: { K?: number } } | undefined)?.emkd?.K;
+  return new RecdistillError(
+    'E_USAGE',
+    `the wasm backend aborted in epoch ${epoch + 1} (${e.message.split('.')[0]}), which happens when a step needs more than its 4 GiB memory` +
+      `${emkd ? ` (--emkd ${emkd} keeps ${emkd} networks' full-softmax passes alive per step)` : ''}. Lower --batch-size (now ${o.batchSize}) or --max-len (now ${o.maxLen}), or use --loss sampled; ` +
+      `the checkpoint of the last finished epoch is kept, but a changed option starts a new run (another --out).`,
+    { cause: e },
+  );
+}
+
 function checkpointPath(dir: string): string {
   return join(dir, 'checkpoint.safetensors');
 }
@@ -385,7 +402,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
     if (!(e instanceof Diverged)) {
       adam.dispose();
       for (const v of modelVariables(model)) v.dispose();
-      throw e;
+      throw wasmAbortError(e, setup.backend, state.epoch, o, hooks) ?? e;
     }
     diverged = e.info;
   }

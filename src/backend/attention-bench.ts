@@ -1,5 +1,5 @@
 /**
- * Micro-benchmark of the attention products on the wasm backend (findings for issue 14; nothing here is
+ * Micro-benchmark of the attention products on the wasm backend (findings; nothing here is
  * registered by the library; the view kernel now is, from src/backend/batch-matmul.ts).
  *
  * tfjs-backend-wasm 4.22 sends a matmul to XNNPACK only when it is 2-D in effect (batch 1) and has no transpose

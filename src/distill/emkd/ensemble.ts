@@ -11,7 +11,7 @@ import { usersByLength } from '../../student/scorer.js';
 import { loadStudent, type LoadedStudent } from '../../student/serve.js';
 
 /**
- * Serving an EMKD run (`--serve member|ensemble`):
+ * Serving an EMKD run, as one member or as the ensemble (library functions; no CLI flag yet):
  * - member: the run folder's model.safetensors, network 1 at its best validation epoch (the trainer's own file);
  * - ensemble: the K networks' scores averaged. Each network is written as <run>/ensemble-<n>/model.safetensors in
  *   the student's format (so loadStudent / readStudentFile read each one as a run folder's model), from the run's

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from './batches.js';
 import { fullSoftmaxCE } from './losses.js';
-import { attentionBias, dropout, type BlockParams, type ModelConfig, type Sasrec } from './model.js';
+import { attentionBias, bmm, dropout, layerNorm, linear, type BlockParams, type ModelConfig, type Sasrec } from './model.js';
 import { createAdam, type Adam, type AdamConfig } from './optim.js';
 import { makeRng, type Rng } from '../util/rng.js';
 
@@ -22,37 +22,15 @@ import { makeRng, type Rng } from '../util/rng.js';
  *   LayerNorm, the dropout masks of the embeddings, the tape's bookkeeping...). Not clamped: the parts are
  *   timed alone, so their sum can exceed the step (then `other` is negative).
  *
- * The sub-layers: model.ts builds the network in one function whose LayerNorm, linear and batched-matmul helpers
- * are private to it, so the three are restated below op for op; the dropout and the attention mask are model.ts's
- * own. test/student/bench-breakdown.test.ts checks that chaining these sub-layers gives `encode`'s block outputs
- * exactly, so the copy cannot drift from the model unnoticed.
+ * The sub-layers use model.ts's own LayerNorm, linear and batched-matmul helpers, dropout and attention mask;
+ * test/student/bench-breakdown.test.ts checks that chaining them gives `encode`'s block outputs exactly.
  */
 
 type AttnWeights = Pick<BlockParams, 'ln1g' | 'ln1b' | 'wqkv' | 'bqkv' | 'wo' | 'bo'>;
 type FfnWeights = Pick<BlockParams, 'ln2g' | 'ln2b' | 'w1' | 'b1' | 'w2' | 'b2'>;
 
-/** model.ts `linear` (x @ w + b, optional ReLU). */
-function linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, relu = false): tf.Tensor {
-  const y = tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b);
-  return relu ? tf.relu(y) : y;
-}
-
-/** model.ts `bmm` (batched a @ b or a @ b^T; the 2-D path for a single matrix). */
-function bmm(a: tf.Tensor4D, b: tf.Tensor4D, transposeB: boolean): tf.Tensor4D {
-  const [B, H, M, K] = a.shape;
-  if (B * H !== 1) return tf.matMul(a, b, false, transposeB);
-  const b2 = tf.reshape(b, b.shape.slice(2) as [number, number]);
-  const out = tf.matMul(tf.reshape(a, [M, K]), transposeB ? tf.transpose(b2) : b2);
-  return tf.reshape(out, [1, 1, M, out.shape[1]!]);
-}
-
-/** model.ts `layerNorm`. */
-export function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  const mean = tf.mean(x, -1, true);
-  const xc = tf.sub(x, mean);
-  const variance = tf.mean(tf.square(xc), -1, true);
-  return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, 1e-8))), g), b);
-}
+/** model.ts's own helpers; layerNorm re-exported for the tests. */
+export { layerNorm };
 
 /** One block's self-attention sub-layer over every position (the training path of model.ts `run`). */
 export function attentionSublayer(c: ModelConfig, x: tf.Tensor3D, w: AttnWeights, bias: tf.Tensor, rng: Rng | undefined): tf.Tensor3D {

@@ -96,7 +96,7 @@ export function disposeModel(m: Sasrec): void {
  * x @ w + b for x [M, K], w [K, N]. Plain matMul + add rather than tf.fused.matMul: the fused op's gradient
  * uses transposed matmuls, which take a ~7x slower path on wasm (see src/backend/gradients.ts).
  */
-function linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, relu = false): tf.Tensor {
+export function linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, relu = false): tf.Tensor {
   const y = tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b);
   return relu ? tf.relu(y) : y;
 }
@@ -105,7 +105,7 @@ function linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, relu = false): tf.Tens
  * Batched a @ b (or a @ b^T) over [B, H, ., .]. With a single matrix (B * H = 1, the serving case) it takes
  * the 2-D path, which on wasm is XNNPACK and ~7x faster than the generic batched kernel.
  */
-function bmm(a: tf.Tensor4D, b: tf.Tensor4D, transposeB: boolean): tf.Tensor4D {
+export function bmm(a: tf.Tensor4D, b: tf.Tensor4D, transposeB: boolean): tf.Tensor4D {
   const [B, H, M, K] = a.shape;
   if (B * H !== 1) return tf.matMul(a, b, false, transposeB);
   const b2 = tf.reshape(b, b.shape.slice(2) as [number, number]);
@@ -113,7 +113,7 @@ function bmm(a: tf.Tensor4D, b: tf.Tensor4D, transposeB: boolean): tf.Tensor4D {
   return tf.reshape(out, [1, 1, M, out.shape[1]!]);
 }
 
-function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
+export function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
   const mean = tf.mean(x, -1, true);
   const xc = tf.sub(x, mean);
   const variance = tf.mean(tf.square(xc), -1, true);

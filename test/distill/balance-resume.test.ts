@@ -22,8 +22,10 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const script = join(import.meta.dirname, 'fixtures', 'balanced-child.ts');
-const runToEnd = (out: string, epochs: number, extra: Record<string, unknown> = {}) => runChildToEnd(script, [out, cache, String(epochs), '0', JSON.stringify(extra)]);
+const script = join(import.meta.dirname, '..', 'student', 'fixtures', 'train-child.ts');
+/** A distilled run (cos + kd, gradcos) against the cache; `extra` overrides (e.g. {balance: 'unshare'}). */
+const flags = (extra: Record<string, unknown>) => JSON.stringify({ cache, lambdaCos: 1, lambdaKd: 0.5, balance: 'gradcos', balanceEvery: 3, seed: 42, ...extra });
+const runToEnd = (out: string, epochs: number, extra: Record<string, unknown> = {}) => runChildToEnd(script, [out, String(epochs), '0', flags(extra)]);
 
 describe('balancer state', () => {
   it('round-trips: a restored balancer continues exactly like the original', () => {
@@ -36,7 +38,7 @@ describe('balancer state', () => {
 });
 
 /** Runs a child for 4 epochs and SIGKILLs it once epoch 2 is checkpointed. */
-const killAfterEpoch2 = (out: string, extra: Record<string, unknown> = {}) => killAfterEpoch(script, [out, cache, '4', '1500', JSON.stringify(extra)], 2);
+const killAfterEpoch2 = (out: string, extra: Record<string, unknown> = {}) => killAfterEpoch(script, [out, '4', '1500', flags(extra)], 2);
 
 describe('a balanced distilled run killed between epochs', () => {
   it('resumes from its checkpoint (balancer state included) to the same bytes as an uninterrupted run', async () => {

@@ -18,7 +18,8 @@ import { killAfterEpoch, runToEnd } from '../helpers/children.js';
 import { smallDataset } from '../student/fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-emkd-resume-'));
-const script = join(import.meta.dirname, 'fixtures', 'emkd-child.ts');
+const script = join(import.meta.dirname, '..', 'student', 'fixtures', 'train-child.ts');
+const EMKD2 = JSON.stringify({ emkd: 2 });
 const killed = join(tmp, 'killed');
 const straight = join(tmp, 'straight');
 
@@ -29,12 +30,12 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('a K = 2 EMKD run killed between epochs', () => {
   it('resumes to the same bytes as an uninterrupted run (network 1 and networks 2..K)', async () => {
-    await killAfterEpoch(script, [killed, '4', '1500'], 2);
+    await killAfterEpoch(script, [killed, '4', '1500', EMKD2], 2);
     const mid = readTensors(join(killed, 'checkpoint.safetensors'));
     expect(JSON.parse(mid.metadata.state!).epoch).toBe(2);
     expect(Object.keys(mid.tensors).some((k) => k.startsWith('model/hook.'))).toBe(true); // network 2 is in it
-    await runToEnd(script, [killed, '4', '0']);
-    await runToEnd(script, [straight, '4', '0']);
+    await runToEnd(script, [killed, '4', '0', EMKD2]);
+    await runToEnd(script, [straight, '4', '0', EMKD2]);
     const last = (dir: string) => JSON.parse(readFileSync(join(dir, 'history.jsonl'), 'utf8').trim().split('\n').pop()!);
     expect(Object.keys(last(straight).loss).sort()).toEqual(['ce', 'emkd_attr', 'emkd_ce', 'emkd_inter', 'emkd_intra', 'emkd_kl', 'emkd_mask']);
     expect(last(killed).loss).toEqual(last(straight).loss);
@@ -50,7 +51,7 @@ describe('a K = 2 EMKD run killed between epochs', () => {
 
 describe('EMKD ensemble serving', () => {
   it('members are the checkpoint\'s best-epoch networks in the student format; the ensemble averages their scores', async () => {
-    if (!existsSync(join(straight, 'model.safetensors'))) await runToEnd(script, [straight, '4', '0']);
+    if (!existsSync(join(straight, 'model.safetensors'))) await runToEnd(script, [straight, '4', '0', EMKD2]);
     const ds = await smallDataset();
     exportEnsemble(straight);
     // Member files hold exactly the checkpoint's tensors: network 1's model/<name>, network 2's hook variables.

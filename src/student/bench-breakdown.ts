@@ -29,9 +29,6 @@ import { makeRng, type Rng } from '../util/rng.js';
 type AttnWeights = Pick<BlockParams, 'ln1g' | 'ln1b' | 'wqkv' | 'bqkv' | 'wo' | 'bo'>;
 type FfnWeights = Pick<BlockParams, 'ln2g' | 'ln2b' | 'w1' | 'b1' | 'w2' | 'b2'>;
 
-/** model.ts's own helpers; layerNorm re-exported for the tests. */
-export { layerNorm };
-
 /** One block's self-attention sub-layer over every position (the training path of model.ts `run`). */
 export function attentionSublayer(c: ModelConfig, x: tf.Tensor3D, w: AttnWeights, bias: tf.Tensor, rng: Rng | undefined): tf.Tensor3D {
   const [B, L, D] = x.shape;

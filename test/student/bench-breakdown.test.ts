@@ -5,9 +5,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { lastJsonLine } from '../../src/bench/child.js';
 import { benchStudent } from '../../src/student/bench.js';
-import { attentionSublayer, ffnSublayer, layerNorm, summarizeBreakdown, type StepBreakdown } from '../../src/student/bench-breakdown.js';
-import { parseThreadList } from '../../src/student/bench-runner.js';
-import { attentionBias, createSasrec, disposeModel, encode, type ModelConfig } from '../../src/student/model.js';
+import { attentionSublayer, ffnSublayer, summarizeBreakdown, type StepBreakdown } from '../../src/student/bench-breakdown.js';
+import { parseThreadList, type BenchRow } from '../../src/student/bench-runner.js';
+import { attentionBias, createSasrec, disposeModel, encode, layerNorm, type ModelConfig } from '../../src/student/model.js';
 import { maxAbsDiff } from '../helpers/compare.js';
 
 /**
@@ -38,15 +38,8 @@ function runCli(args: string[]): Promise<{ summary: Record<string, unknown>; std
   });
 }
 
-interface Row {
-  backend: string;
-  threads: number | null;
-  threadsRequested?: number;
-  msPerStep: number;
-  serveMsMedian: number;
-  serveMsP90: number;
-  breakdown: StepBreakdown;
-}
+/** A results row as the summary prints it (breakdown on, the default). */
+type Row = BenchRow & { breakdown: StepBreakdown };
 
 function expectBreakdown(b: Row['breakdown'], tol: number): void {
   for (const k of ['stepMs', 'attentionMs', 'ffnMs', 'outputMs', 'optimizerMs', 'otherMs'] as const) expect(typeof b[k], k).toBe('number');

@@ -19,7 +19,7 @@ export interface ChartOptions {
   height?: number;
 }
 
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+export const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** Nice log-scale decade ticks covering [lo, hi]. */
 export function logTicks(lo: number, hi: number): number[] {
@@ -44,21 +44,30 @@ export function linearTicks(lo: number, hi: number, target = 5): number[] {
   }
 }
 
-export function latencyAccuracyChart(points: ChartPoint[], o: ChartOptions): string {
-  const W = o.width ?? 640;
-  const H = o.height ?? 400;
-  const m = { l: 70, r: 30, t: 50, b: 60 };
+/** A plot frame: a log-scale x axis over xTicks, a linear y axis over yTicks, their grid lines, labels and title. */
+export interface Frame {
+  parts: string[];
+  sx(v: number): number;
+  sy(v: number): number;
+  m: { l: number; r: number; t: number; b: number };
+  pw: number;
+  ph: number;
+}
+
+export function chartFrame(o: {
+  width: number; height: number; margin: Frame['m']; title: string; xLabel: string; yLabel: string;
+  xTicks: number[]; yTicks: number[]; xTickLabel(t: number): string; xMin?: number;
+}): Frame {
+  const { width: W, height: H, margin: m, xTicks: xt, yTicks: yt } = o;
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
-  const lat = points.map((p) => Math.max(p.latencyMs, 1e-3));
-  const xt = logTicks(Math.min(...lat) / 1.5, Math.max(...lat) * 1.5);
+  const xMin = o.xMin ?? 1e-3;
   const x0 = Math.log10(xt[0]!);
   const x1 = Math.log10(xt[xt.length - 1]!);
-  const acc = points.map((p) => p.accuracy);
-  const yt = linearTicks(0, Math.max(...acc, 1e-6) * 1.15);
-  const y1 = yt[yt.length - 1]!;
-  const sx = (v: number) => m.l + ((Math.log10(Math.max(v, 1e-3)) - x0) / Math.max(x1 - x0, 1e-9)) * pw;
-  const sy = (v: number) => m.t + ph - (v / Math.max(y1, 1e-12)) * ph;
+  const ya = yt[0]!;
+  const yb = yt[yt.length - 1]!;
+  const sx = (v: number) => m.l + ((Math.log10(Math.max(v, xMin)) - x0) / Math.max(x1 - x0, 1e-9)) * pw;
+  const sy = (v: number) => m.t + ph - ((v - ya) / Math.max(yb - ya, 1e-12)) * ph;
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
   parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
@@ -66,7 +75,7 @@ export function latencyAccuracyChart(points: ChartPoint[], o: ChartOptions): str
   for (const t of xt) {
     const x = sx(t).toFixed(1);
     parts.push(`<line x1="${x}" y1="${m.t}" x2="${x}" y2="${m.t + ph}" stroke="#ddd"/>`);
-    parts.push(`<text x="${x}" y="${m.t + ph + 16}" text-anchor="middle">${t >= 1 ? t : t.toPrecision(1)}</text>`);
+    parts.push(`<text x="${x}" y="${m.t + ph + 16}" text-anchor="middle">${o.xTickLabel(t)}</text>`);
   }
   for (const t of yt) {
     const y = sy(t).toFixed(1);
@@ -76,6 +85,17 @@ export function latencyAccuracyChart(points: ChartPoint[], o: ChartOptions): str
   parts.push(`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
   parts.push(`<text x="${m.l + pw / 2}" y="${H - 18}" text-anchor="middle">${esc(o.xLabel)}</text>`);
   parts.push(`<text transform="translate(18 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
+  return { parts, sx, sy, m, pw, ph };
+}
+
+export function latencyAccuracyChart(points: ChartPoint[], o: ChartOptions): string {
+  const lat = points.map((p) => Math.max(p.latencyMs, 1e-3));
+  const acc = points.map((p) => p.accuracy);
+  const { parts, sx, sy, m, pw } = chartFrame({
+    width: o.width ?? 640, height: o.height ?? 400, margin: { l: 70, r: 30, t: 50, b: 60 }, title: o.title, xLabel: o.xLabel, yLabel: o.yLabel,
+    xTicks: logTicks(Math.min(...lat) / 1.5, Math.max(...lat) * 1.5), yTicks: linearTicks(0, Math.max(...acc, 1e-6) * 1.15),
+    xTickLabel: (t) => String(t >= 1 ? t : t.toPrecision(1)),
+  });
   const palette = ['#d62728', '#1f77b4', '#2ca02c', '#ff7f0e', '#9467bd'];
   points.forEach((p, i) => {
     const x = sx(p.latencyMs);

@@ -3,7 +3,7 @@
  * every student configuration. Students share one architecture, so their points sit side by side at the same
  * parameter count (spread a little for legibility) and are named in a legend sorted by accuracy.
  */
-import { logTicks, linearTicks } from '../bench/chart.js';
+import { chartFrame, esc, logTicks, linearTicks } from '../bench/chart.js';
 
 export interface AblationPoint {
   label: string;
@@ -17,44 +17,19 @@ export interface AblationPoint {
   chosen?: boolean;
 }
 
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const PALETTE = ['#1f77b4', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf', '#aec7e8', '#98df8a', '#ffbb78'];
 
 export function ablationChart(points: AblationPoint[], title: string): string {
   const W = 1180;
   if (!points.length) return `<svg xmlns="http://www.w3.org/2000/svg" width="400" height="40"><text x="10" y="25" font-family="sans-serif">${esc(title)}: no configuration with a known size yet</text></svg>\n`;
-  const H = 460;
-  const m = { l: 70, r: 580, t: 50, b: 60 };
-  const pw = W - m.l - m.r;
-  const ph = H - m.t - m.b;
   const params = points.map((p) => Math.max(p.params, 1));
-  const xt = logTicks(Math.min(...params) / 2, Math.max(...params) * 2);
-  const x0 = Math.log10(xt[0]!);
-  const x1 = Math.log10(xt[xt.length - 1]!);
   const hi = Math.max(...points.map((p) => p.mean + (Number.isFinite(p.std) ? p.std! : 0)));
   const lo = Math.min(...points.map((p) => p.mean - (Number.isFinite(p.std) ? p.std! : 0)));
-  const yt = linearTicks(Math.max(0, lo - (hi - lo) * 0.2), hi + (hi - lo) * 0.1);
-  const ya = yt[0]!;
-  const yb = yt[yt.length - 1]!;
-  const sx = (v: number) => m.l + ((Math.log10(Math.max(v, 1)) - x0) / Math.max(x1 - x0, 1e-9)) * pw;
-  const sy = (v: number) => m.t + ph - ((v - ya) / Math.max(yb - ya, 1e-12)) * ph;
-  const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
-  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`);
-  for (const t of xt) {
-    const x = sx(t).toFixed(1);
-    out.push(`<line x1="${x}" y1="${m.t}" x2="${x}" y2="${m.t + ph}" stroke="#ddd"/>`);
-    out.push(`<text x="${x}" y="${m.t + ph + 16}" text-anchor="middle">${t >= 1e6 ? `${t / 1e6}M` : t >= 1e3 ? `${t / 1e3}k` : t}</text>`);
-  }
-  for (const t of yt) {
-    const y = sy(t).toFixed(1);
-    out.push(`<line x1="${m.l}" y1="${y}" x2="${m.l + pw}" y2="${y}" stroke="#ddd"/>`);
-    out.push(`<text x="${m.l - 6}" y="${y}" text-anchor="end" dominant-baseline="middle">${t}</text>`);
-  }
-  out.push(`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
-  out.push(`<text x="${m.l + pw / 2}" y="${H - 18}" text-anchor="middle">parameters (log scale)</text>`);
-  out.push(`<text transform="translate(18 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">test NDCG@10 (mean ± std over seeds)</text>`);
+  const { parts: out, sx, sy, m, pw } = chartFrame({
+    width: W, height: 460, margin: { l: 70, r: 580, t: 50, b: 60 }, title, xLabel: 'parameters (log scale)', yLabel: 'test NDCG@10 (mean ± std over seeds)',
+    xTicks: logTicks(Math.min(...params) / 2, Math.max(...params) * 2), yTicks: linearTicks(Math.max(0, lo - (hi - lo) * 0.2), hi + (hi - lo) * 0.1),
+    xTickLabel: (t) => (t >= 1e6 ? `${t / 1e6}M` : t >= 1e3 ? `${t / 1e3}k` : String(t)), xMin: 1,
+  });
   // Points sharing a parameter count are spread over +-4% of the plot width, in legend order.
   const sorted = [...points].sort((a, b) => b.mean - a.mean);
   const groups = new Map<number, AblationPoint[]>();

@@ -23,7 +23,7 @@ export interface RunLatency {
 }
 
 /** A deterministic history of `length` distinct-ish item ids in [1, numItems]. */
-export function probeHistory(length: number, numItems: number): Int32Array {
+function probeHistory(length: number, numItems: number): Int32Array {
   const h = new Int32Array(length);
   for (let i = 0; i < length; i++) h[i] = 1 + ((i * 7919) % numItems);
   return h;
@@ -63,8 +63,4 @@ export async function measureRunLatencies(runDirs: string[], o: LatencyOptions &
   } finally {
     for (const m of models) await m.dispose();
   }
-}
-
-export async function measureRunLatency(runDir: string, o: LatencyOptions & { rounds?: number } = {}): Promise<RunLatency> {
-  return (await measureRunLatencies([runDir], o)).get(runDir)!;
 }

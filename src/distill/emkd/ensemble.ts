@@ -124,7 +124,7 @@ export async function evaluateEnsemble(runDir: string, ds: PreparedDataset, o: {
     const each: RankingMetrics[] = [];
     for (const m of members) each.push(await evaluateRanking(ds, ensembleScorer([m], ds), { ...common, split: 'test' }));
     const result: EnsembleResult = { K: layout.K, valid, test, members: each };
-    writeJsonAtomic(join(runDir, 'ensemble.json'), { ...result, weights: 'final epoch of every network', protocol: { ranking: 'full', excludeHistory: common.excludeHistory, scores: 'mean of the K networks\' scores' } });
+    writeJsonAtomic(join(runDir, 'ensemble.json'), { ...result, weights: 'ensemble-<n>/model.safetensors (their metadata "weights": the best validated epoch, or the final one for a checkpoint written before best-epoch copies)', protocol: { ranking: 'full', excludeHistory: common.excludeHistory, scores: 'mean of the K networks\' scores' } });
     return result;
   } finally {
     for (const m of members) m.dispose();

@@ -14,7 +14,10 @@ export { paramShapes, sasrecParams, type ModelConfig } from './params.js';
  * 'post': pmixer/SASRec.pytorch without norm_first, which keeps the final LayerNorm too); a final LayerNorm. Padding rows are zeroed after every block
  * and padding keys are masked, so a sequence left-padded to any length L <= maxLen gives the same outputs
  * (positions are counted from the end: the last slot is always position maxLen - 1). That lets the trainer
- * pad each batch only to its longest sequence.
+ * pad each batch only to its longest sequence. padKeys 'attend' is pmixer's behaviour instead: every sequence
+ * is left-padded to maxLen, padding keys are attended (their input is zero, so they act as learned
+ * attention sinks) and padding rows are not zeroed between blocks (only in the returned states).
+ * attnOutDropout false drops the dropout on the attention sub-layer's output (pmixer has none there).
  * This file only builds the network: losses, optimiser, schedule and checkpoints live elsewhere.
  */
 export interface BlockParams {
@@ -144,6 +147,13 @@ export function dropout(x: tf.Tensor, rate: number, rng: Rng | undefined): tf.Te
  * Additive attention bias [B, 1, L, L]: -1e9 on future keys and on padding keys, else 0. Built as a causal
  * [1, 1, L, L] constant plus a per-row padding-key bias [B, 1, 1, L], so the JS work is O(L^2 + B L), not O(B L^2).
  */
+/** Causal mask only, [1, 1, L, L] (padKeys 'attend': padding keys are attended like any other). */
+export function causalBias(L: number): tf.Tensor4D {
+  const causal = new Float32Array(L * L);
+  for (let i = 0; i < L; i++) for (let j = i + 1; j < L; j++) causal[i * L + j] = -1e9;
+  return tf.tensor4d(causal, [1, 1, L, L]);
+}
+
 export function attentionBias(items: Int32Array, B: number, L: number): tf.Tensor4D {
   const causal = new Float32Array(L * L);
   for (let i = 0; i < L; i++) for (let j = i + 1; j < L; j++) causal[i * L + j] = -1e9;
@@ -178,12 +188,21 @@ export function encodeLast(m: Sasrec, items: Int32Array, B: number, L: number): 
 function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOptions, lastOnly: boolean): tf.Tensor[] | tf.Tensor {
   const { dims: D, heads: H, maxLen, dropout: p, attnDropout } = m.config;
   const post = m.config.norm === 'post';
+  const attend = m.config.padKeys === 'attend';
   if (L > maxLen) throw new Error(`sequence length ${L} exceeds maxLen ${maxLen}.`);
+  if (attend && L < maxLen) {
+    // Padding is part of the computation (pmixer): run at maxLen, hand back the last L slots.
+    const padded = new Int32Array(B * maxLen);
+    for (let b = 0; b < B; b++) padded.set(items.subarray(b * L, (b + 1) * L), b * maxLen + maxLen - L);
+    const full = run(m, padded, B, maxLen, opts, lastOnly);
+    if (lastOnly) return full;
+    return (full as tf.Tensor[]).map((t) => tf.slice(t, [0, maxLen - L, 0], [B, L, D]));
+  }
   const dh = D / H;
   const rng = opts.rng;
   const ids = tf.tensor2d(items, [B, L], 'int32');
   const keep = tf.expandDims(tf.cast(tf.notEqual(ids, 0), 'float32'), -1); // [B, L, 1]
-  const bias = attentionBias(items, B, L); // [B, 1, L, L]
+  const bias = attend ? causalBias(L) : attentionBias(items, B, L); // [B or 1, 1, L, L]
   const pos = tf.slice(m.posEmb, [maxLen - L, 0], [L, D]); // [L, D]
   const emb = tf.reshape(tf.gather(m.itemEmb, tf.reshape(ids, [B * L])), [B, L, D]);
   let x = tf.add(m.config.embScale === false ? emb : tf.mul(emb, Math.sqrt(D)), pos);
@@ -200,7 +219,7 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
     let bb: tf.Tensor = bias;
     if (lastOnly && last) {
       q = tf.slice(q, [0, 0, L - 1, 0], [B, H, 1, dh]); // [B, H, 1, dh]
-      bb = tf.slice(bias, [0, 0, L - 1, 0], [B, 1, 1, L]);
+      bb = tf.slice(bias, [0, 0, L - 1, 0], [bias.shape[0], 1, 1, L]);
     }
     const Lq = q.shape[2]!;
     let att = tf.add(tf.mul(bmm(q, k, true), 1 / Math.sqrt(dh)), bb); // [B, H, Lq, L]
@@ -209,7 +228,7 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
     const a = tf.reshape(linear(ctx, blk.wo, blk.bo), [B, Lq, D]);
     const xq = Lq === L ? x : tf.slice(x, [0, L - 1, 0], [B, 1, D]);
     const keepQ = Lq === L ? keep : tf.slice(keep, [0, L - 1, 0], [B, 1, 1]);
-    x = tf.add(xq, dropout(a, p, rng));
+    x = tf.add(xq, m.config.attnOutDropout === false ? a : dropout(a, p, rng));
     if (post) x = layerNorm(x, blk.ln1g, blk.ln1b);
     // Feed-forward sub-layer: x + Dropout(W2 Dropout(ReLU(W1 LN(x)))) (post: LN2(x + Dropout(W2 ...(W1 x))))
     const h2 = tf.reshape(post ? x : layerNorm(x, blk.ln2g, blk.ln2b), [B * Lq, D]);
@@ -218,6 +237,13 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
     const res = tf.add(x, dropout(f2, p, rng));
     // Padding rows are zeroed (post: LN2 of a padding row is its bias; padding keys are masked, so it never
     // reaches a real row either way).
+    if (attend) {
+      // padKeys 'attend': padding rows stay in the stream (they are keys of the next block); only the
+      // returned states have them zeroed.
+      x = post ? layerNorm(res, blk.ln2g, blk.ln2b) : res;
+      out.push(tf.mul(last ? layerNorm(x, m.lnfg, m.lnfb) : x, keepQ) as tf.Tensor3D);
+      continue;
+    }
     x = tf.mul(post ? layerNorm(res, blk.ln2g, blk.ln2b) : res, keepQ);
     out.push((last ? tf.mul(layerNorm(x, m.lnfg, m.lnfb), keepQ) : x) as tf.Tensor3D);
   }

@@ -28,6 +28,7 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
   const { dims: D, heads: H, maxLen, numItems: N } = config;
   const dh = D / H;
   const post = config.norm === 'post';
+  if (config.padKeys === 'attend') throw new RecdistillError('E_USAGE', 'the ONNX export does not implement padKeys "attend" (padding attended, as in pmixer) yet: serve such a run with loadStudent (tfjs).');
   const g = new GraphBuilder();
   const w = (name: string, dims: number[]) => {
     const data = weights(name);

@@ -24,6 +24,10 @@ export interface ModelConfig {
   init?: 'default' | 'xavier';
   /** Multiply item embeddings by sqrt(dims) before adding positions. */
   embScale?: boolean;
+  /** 'mask' = padding keys masked, padding rows zeroed; 'attend' = pmixer's: padded to maxLen, padding attended. */
+  padKeys?: 'mask' | 'attend';
+  /** Dropout on the attention sub-layer's output (the residual branch); pmixer has none there. */
+  attnOutDropout?: boolean;
 }
 
 /** The parameter names and shapes createSasrec would allocate for `config` (allocates nothing). Same order. */

@@ -181,8 +181,12 @@ export function checkModelConfig(v: unknown, where: string): ModelConfig {
   if (norm !== 'pre' && norm !== 'post') bad(`"norm" must be "pre" or "post", got ${JSON.stringify(norm)}`);
   if (init !== 'default' && init !== 'xavier') bad(`"init" must be "default" or "xavier", got ${JSON.stringify(init)}`);
   if (typeof embScale !== 'boolean') bad(`"embScale" must be a boolean, got ${JSON.stringify(embScale)}`);
+  const { padKeys = 'mask', attnOutDropout = true } = v as Partial<ModelConfig>;
+  if (padKeys !== 'mask' && padKeys !== 'attend') bad(`"padKeys" must be "mask" or "attend", got ${JSON.stringify(padKeys)}`);
+  if (typeof attnOutDropout !== 'boolean') bad(`"attnOutDropout" must be a boolean, got ${JSON.stringify(attnOutDropout)}`);
   const { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout } = v as unknown as ModelConfig;
-  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale };
+  // The later fields are written only when they differ from the old behaviour (files stay byte-identical).
+  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale, ...(padKeys === 'attend' ? { padKeys } : {}), ...(attnOutDropout ? {} : { attnOutDropout }) };
 }
 
 /**

@@ -74,10 +74,12 @@ function nonFiniteVariables(named: Array<[string, tf.Variable]>): string[] {
 }
 
 export function modelConfigFrom(ds: PreparedDataset, o: StudentOptions): ModelConfig {
-  const legacy = LEGACY_RUN_VALUES as { norm: 'pre'; init: 'default'; embScale: boolean };
+  const legacy = LEGACY_RUN_VALUES as { norm: 'pre'; init: 'default'; embScale: boolean; padKeys: 'mask'; attnOutDropout: boolean };
   return {
     numItems: ds.items.length - 1, maxLen: o.maxLen, dims: o.dims, blocks: o.blocks, heads: o.heads, dropout: o.dropout, attnDropout: o.attnDropout, ffnDims: o.ffnDims,
     norm: (o.norm ?? legacy.norm) as 'pre' | 'post', init: (o.init ?? legacy.init) as 'default' | 'xavier', embScale: o.embScale ?? legacy.embScale,
+    ...((o.padKeys ?? legacy.padKeys) === legacy.padKeys ? {} : { padKeys: o.padKeys as 'attend' }),
+    ...((o.attnOutDropout ?? legacy.attnOutDropout) === legacy.attnOutDropout ? {} : { attnOutDropout: false }),
   };
 }
 
@@ -299,7 +301,7 @@ export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
   const longest = windows.reduce((m, w) => Math.max(m, w.length), 1);
   checkTrainMemory({
     numItems: ds.items.length - 1, dims: o.dims, maxLen: o.maxLen, blocks: o.blocks, heads: o.heads, ffnDims: o.ffnDims,
-    loss: o.loss, negatives: o.negatives, evalBatch: o.evalBatch, batchRows: Math.min(o.batchSize, windows.length), batchLen: longest, backend: setup.backend,
+    loss: o.loss, negatives: o.negatives, evalBatch: o.evalBatch, batchRows: Math.min(o.batchSize, windows.length), batchLen: o.padKeys === 'attend' ? o.maxLen : longest, backend: setup.backend,
   });
   try {
     mkdirSync(outDir, { recursive: true });

@@ -24,9 +24,9 @@ import { smallDataset, smallOptions } from './fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-quality-options-'));
 const quiet = () => {};
-const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps'];
+const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps', 'padKeys', 'attnOutDropout'];
 /** The new options written out at their default values. */
-const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0 };
+const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true };
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -63,8 +63,11 @@ function affine(x: number[], W: Float32Array, b: Float32Array, cols: number): nu
  * block x = LN1(x + MHA(x)), x = LN2(x + FFN(x)); then the final LayerNorm. A real query attends to the real
  * keys at or before it; padding rows are zero.
  */
-function postLnReference(cfg: ModelConfig, w: (name: string) => Float32Array, items: number[], embScale: boolean): number[][] {
+function postLnReference(cfg: ModelConfig, w: (name: string) => Float32Array, given: number[], embScale: boolean, padAttend = false): number[][] {
   const { dims: D, heads: H, maxLen, ffnDims: F } = cfg;
+  // padAttend (pmixer as written): the sequence is left-padded to maxLen, every row (padding too) is computed
+  // and attends to every key at or before it; the caller gets the last given.length rows, padding zeroed.
+  const items = padAttend ? [...new Array(maxLen - given.length).fill(0), ...given] : given;
   const L = items.length;
   const dh = D / H;
   const E = w('item_emb');
@@ -80,13 +83,13 @@ function postLnReference(cfg: ModelConfig, w: (name: string) => Float32Array, it
     const qkv = x.map((row) => affine(row, p('attn.wqkv'), p('attn.bqkv'), 3 * D));
     const next: number[][] = [];
     for (let i = 0; i < L; i++) {
-      if (!real[i]) {
+      if (!real[i] && !padAttend) {
         next.push(new Array(D).fill(0));
         continue;
       }
       const ctx = new Array(D).fill(0);
       for (let h = 0; h < H; h++) {
-        const keys = [...Array(i + 1).keys()].filter((j) => real[j]);
+        const keys = [...Array(i + 1).keys()].filter((j) => real[j] || padAttend);
         const s = keys.map((j) => {
           let dot = 0;
           for (let t = 0; t < dh; t++) dot += qkv[i]![h * dh + t]! * qkv[j]![D + h * dh + t]!;
@@ -107,7 +110,7 @@ function postLnReference(cfg: ModelConfig, w: (name: string) => Float32Array, it
     }
     x = next;
   }
-  return x.map((row, i) => (real[i] ? lnRow(row, w('final_ln.g'), w('final_ln.b')) : row));
+  return x.map((row, i) => (real[i] ? lnRow(row, w('final_ln.g'), w('final_ln.b')) : new Array(D).fill(0))).slice(L - given.length);
 }
 
 describe('--norm post (and --no-emb-scale)', () => {
@@ -135,6 +138,28 @@ describe('--norm post (and --no-emb-scale)', () => {
       disposeModel(m);
     });
   }
+
+  it('--pad-keys attend equals pmixer as written (padded to maxLen, padding attended, not zeroed) for a shorter batch', () => {
+    const m = createSasrec({ ...cfg, padKeys: 'attend' }, 9);
+    const rng = makeRng(78);
+    for (const [name, v] of m.params) {
+      const data = Float32Array.from({ length: v.size }, () => (name.endsWith('.g') ? 1 : 0) + (rng.next() - 0.5));
+      v.assign(tf.tensor(data, v.shape));
+    }
+    const weights = new Map([...m.params].map(([n, v]) => [n, v.dataSync() as Float32Array]));
+    const short = [0, 3, 1, 9, 5, 2, 4, 6]; // B = 2, L = 4 < maxLen = 6
+    const got = tf.tidy(() => encode(m, Int32Array.from(short), 2, 4).at(-1)!.arraySync());
+    const last = tf.tidy(() => encodeLast(m, Int32Array.from(short), 2, 4).arraySync());
+    for (let b = 0; b < 2; b++) {
+      const want = postLnReference(m.config, (n) => weights.get(n)!, short.slice(b * 4, b * 4 + 4), true, true);
+      expect(maxAbsDiff(got[b]!.flat(), want.flat())).toBeLessThan(1e-5);
+      expect(maxAbsDiff(last[b]!, want[3]!)).toBeLessThan(1e-5);
+      // The padding changes the real rows: masking it gives a different state.
+      const masked = postLnReference(m.config, (n) => weights.get(n)!, short.slice(b * 4, b * 4 + 4), true, false);
+      expect(maxAbsDiff(want[3]!, masked[3]!)).toBeGreaterThan(1e-3);
+    }
+    disposeModel(m);
+  });
 
   it('post-LN gives the same last state whatever the amount of left padding', () => {
     const m = createSasrec({ ...cfg, init: 'xavier' }, 2);

@@ -36,6 +36,7 @@ export const trainOptions = defineOptions({
   warmupSteps: { type: 'int', help: 'optimiser steps of linear warm-up for --lr-schedule warmup/cosine', default: 0 },
   labelSmoothing: { type: 'number', help: 'label smoothing of the full-softmax CE (--loss ce only), spread over the real items (not padding)', default: 0 },
   weightDecay: { type: 'number', help: 'decoupled (AdamW) weight decay', default: 0 },
+  ema: { type: 'number', help: 'exponential moving average of the weights, decay per step (0 = off; e.g. 0.99): validation, the best epoch and the saved model use the averaged weights', default: 0 },
   patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 20 },
   evalEvery: { type: 'int', help: 'validate every N epochs', default: 1 },
   seed: { type: 'int', help: 'seed for initialisation, shuffling, dropout and negative sampling', default: 42 },
@@ -54,7 +55,7 @@ export type StudentOptions = Resolved<typeof studentOptions>;
 export const RUN_KEYS = [
   ...Object.keys(datasetOptions), ...Object.keys(modelOptions),
   'loss', 'negatives', 'sampler', 'windows', 'batchSize', 'lr', 'beta2', 'weightDecay', 'seed',
-  'beta1', 'lrSchedule', 'warmupSteps', 'labelSmoothing',
+  'beta1', 'lrSchedule', 'warmupSteps', 'labelSmoothing', 'ema',
 ] as const;
 
 /**
@@ -65,7 +66,7 @@ export const RUN_KEYS = [
  */
 export const LEGACY_RUN_VALUES: Readonly<Record<string, unknown>> = Object.freeze({
   norm: 'pre', init: 'default', embScale: true, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, labelSmoothing: 0,
-  padKeys: 'mask', attnOutDropout: true,
+  padKeys: 'mask', attnOutDropout: true, ema: 0,
 });
 
 /**
@@ -91,6 +92,7 @@ const RANGES: Record<string, { min: number; max: number; exclusiveMin?: boolean;
   warmupSteps: { min: 0, max: 1_000_000_000 },
   labelSmoothing: { min: 0, max: 1, exclusiveMax: true },
   weightDecay: { min: 0, max: Number.MAX_VALUE },
+  ema: { min: 0, max: 1, exclusiveMax: true },
   patience: { min: 0, max: 1_000_000 },
   evalEvery: { min: 1, max: 1_000_000 },
   evalBatch: { min: 1, max: 10_000_000 },

@@ -18,6 +18,7 @@ import { checkRunOut, isObject, parseJson, type RunState } from './run-folder.js
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import type { TrainHooks } from './hooks.js';
 import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
+import { createEma, disposeEma, updateEma, withShadow, type Ema } from './ema.js';
 import { createAdam, scheduledLr, type Adam, type LrSchedule } from './optim.js';
 import { makeRng, mixSeed } from '../util/rng.js';
 import { studentScorer, usersByLength } from './scorer.js';
@@ -120,13 +121,14 @@ function checkpointPath(dir: string): string {
   return join(dir, 'checkpoint.safetensors');
 }
 
-function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, best: Map<string, Float32Array>, state: RunState, identity: Record<string, unknown>, hookState?: Record<string, unknown>, bestHooks: Float32Array[] = []): void {
+function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, best: Map<string, Float32Array>, state: RunState, identity: Record<string, unknown>, hookState?: Record<string, unknown>, bestHooks: Float32Array[] = [], ema?: Ema): void {
   const vars = [...modelVariables(model), ...hookVars];
   const names = [...model.params.keys(), ...hookVars.map((_, i) => `hook.${i}`)];
   const pairs: Array<[string, tf.Tensor]> = [];
   names.forEach((n, i) => {
     pairs.push([`model/${n}`, vars[i]!], [`adam.m/${n}`, adam.m[i]!], [`adam.v/${n}`, adam.v[i]!]);
   });
+  if (ema) [...model.params.keys()].forEach((n, i) => pairs.push([`ema/${n}`, ema.shadow[i]!]));
   const tensors = tensorsOf(pairs);
   for (const [n, data] of best) tensors[`best/${n}`] = { dtype: 'F32', shape: model.params.get(n)!.shape.slice(), data };
   bestHooks.forEach((data, i) => (tensors[`best/hook.${i}`] = { dtype: 'F32', shape: hookVars[i]!.shape.slice(), data }));
@@ -139,7 +141,7 @@ function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
   writeTensors(checkpointPath(dir), tensors, { state: JSON.stringify({ ...state, adamT: adam.t }), identity: stableStringify(identity), ...(hookState ? { hooks: JSON.stringify(hookState) } : {}) });
 }
 
-function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>): { state: RunState; best: Map<string, Float32Array>; bestHooks: Float32Array[]; hookState?: Record<string, unknown> } {
+function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>, ema?: Ema): { state: RunState; best: Map<string, Float32Array>; bestHooks: Float32Array[]; hookState?: Record<string, unknown> } {
   const path = checkpointPath(dir);
   const { tensors, metadata } = readTensors(path);
   const want = stableStringify(identity);
@@ -166,6 +168,7 @@ function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
   assignFrom(byName(vars), tensors, path, 'model/');
   assignFrom(byName(adam.m), tensors, path, 'adam.m/');
   assignFrom(byName(adam.v), tensors, path, 'adam.v/');
+  if (ema) assignFrom(new Map([...model.params.keys()].map((n, i) => [n, ema.shadow[i]!] as [string, tf.Variable])), tensors, path, 'ema/');
   adam.t = state.adamT;
   const best = new Map<string, Float32Array>();
   for (const [n, v] of model.params) {
@@ -324,13 +327,15 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   const hookVars = hooks?.variables() ?? [];
   const vars = [...modelVariables(model), ...hookVars];
   const adam = createAdam(vars, { lr: o.lr, beta1: o.beta1 ?? 0.9, beta2: o.beta2, eps: 1e-8, weightDecay: o.weightDecay });
+  const modelVars = modelVariables(model);
+  const ema = (o.ema ?? 0) > 0 ? createEma(modelVars, o.ema) : undefined;
   let state: RunState = { epoch: 0, step: 0, best: -Infinity, bestEpoch: 0, sinceBest: 0, trainSeconds: 0, stepsTimed: 0, stepSeconds: 0, history: [], done: false };
   let best = new Map<string, Float32Array>();
   let bestHooks: Float32Array[] = [];
   let resumedFrom: number | undefined;
   if (o.resume && existsSync(checkpointPath(outDir))) {
     let hookState: Record<string, unknown> | undefined;
-    ({ state, best, bestHooks, hookState } = loadCheckpoint(outDir, model, hookVars, adam, identity));
+    ({ state, best, bestHooks, hookState } = loadCheckpoint(outDir, model, hookVars, adam, identity, ema));
     if (hookState) hooks?.restoreState?.(hookState);
     resumedFrom = state.epoch;
     log(`student:train: resuming ${outDir} after epoch ${state.epoch} (best valid ndcg@10 ${state.best.toFixed(4)} at epoch ${state.bestEpoch})`);
@@ -357,6 +362,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       for (let i = 0; i < batches.length; i++) {
         const s0 = performance.now();
         const values = trainStep(model, vars, adam, makeBatch(ds, batches[i]!), loss, o.seed, epoch, state.step, hooks, state, lrAt(state.step));
+        if (ema) updateEma(ema, modelVars);
         state.step += 1;
         state.stepsTimed += 1;
         state.stepSeconds += (performance.now() - s0) / 1000;
@@ -378,13 +384,15 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       }
       let valid: RankingMetrics | undefined;
       if (epoch % o.evalEvery === 0 || epoch === o.epochs) {
-        valid = await evaluateRanking(ds, scorer, { split: 'valid', ks: DEFAULT_KS, excludeHistory: o.excludeHistory, batchSize: o.evalBatch, users: validUsers });
+        const validate = () => evaluateRanking(ds, scorer, { split: 'valid', ks: DEFAULT_KS, excludeHistory: o.excludeHistory, batchSize: o.evalBatch, users: validUsers });
+        valid = ema ? await withShadow(ema, modelVars, validate) : await validate();
         const score = valid['ndcg@10']!;
         if (score > state.best) {
           state.best = score;
           state.bestEpoch = epoch;
           state.sinceBest = 0;
-          best = new Map([...model.params].map(([n, v]) => [n, new Float32Array(v.dataSync() as Float32Array)]));
+          // With --ema the validated (and so the kept) weights are the averaged ones.
+          best = new Map([...model.params.keys()].map((n, i) => [n, new Float32Array((ema ? ema.shadow[i]! : modelVars[i]!).dataSync() as Float32Array)]));
           if (hooks?.keepBest) bestHooks = hookVars.map((v) => new Float32Array(v.dataSync() as Float32Array));
         } else state.sinceBest += 1;
       }
@@ -397,12 +405,13 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       const v = valid ? ` valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)} hr@10 ${valid['hr@10']!.toFixed(4)}${state.bestEpoch === epoch ? ' *' : ''}` : '';
       log(`epoch ${epoch}: ${Object.entries(lossMeans).map(([k, x]) => `${k} ${x.toFixed(4)}`).join(' ')}${v} | ${trainSecs.toFixed(1)}s train, ${epochSecs.toFixed(1)}s epoch, ${entry.msPerStep.toFixed(0)} ms/step`);
       writeRunFiles(outDir, state);
-      saveCheckpoint(outDir, model, hookVars, adam, best, state, identity, hooks?.saveState?.(), bestHooks);
+      saveCheckpoint(outDir, model, hookVars, adam, best, state, identity, hooks?.saveState?.(), bestHooks, ema);
       setup.onEpoch?.(epoch);
     }
   } catch (e) {
     if (!(e instanceof Diverged)) {
       adam.dispose();
+      disposeEma(ema);
       for (const v of modelVariables(model)) v.dispose();
       throw wasmAbortError(e, setup.backend, state.epoch, o, hooks) ?? e;
     }
@@ -421,6 +430,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
     return await finishRun({ ds, opts: o, outDir, backend: setup.backend, model, best, state, log, scorer, validUsers, resumedFrom, hooks });
   } finally {
     adam.dispose();
+    disposeEma(ema);
     for (const v of modelVariables(model)) v.dispose();
   }
 }

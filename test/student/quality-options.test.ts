@@ -15,6 +15,7 @@ import { readTensors, writeTensors } from '../../src/student/checkpoint.js';
 import { validateStudentOptions } from '../../src/student/config.js';
 import { fullSoftmaxCE, fullSoftmaxCEValue } from '../../src/student/losses.js';
 import { createSasrec, disposeModel, encode, encodeLast, type ModelConfig } from '../../src/student/model.js';
+import { createEma, disposeEma, updateEma, withShadow } from '../../src/student/ema.js';
 import { createAdam, scheduledLr } from '../../src/student/optim.js';
 import { checkModelConfig, loadStudent, readStudentFile } from '../../src/student/serve.js';
 import { runIdentity, trainStudent } from '../../src/student/train.js';
@@ -24,9 +25,9 @@ import { smallDataset, smallOptions } from './fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-quality-options-'));
 const quiet = () => {};
-const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps', 'padKeys', 'attnOutDropout'];
+const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps', 'padKeys', 'attnOutDropout', 'ema'];
 /** The new options written out at their default values. */
-const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true };
+const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true, ema: 0 };
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -346,6 +347,42 @@ describe('--lr-schedule, --warmup-steps, --beta1', () => {
     await trainStudent({ ds, opts, outDir: cut, backend: 'wasm', log: (l) => logs.push(l) });
     expect(logs.some((l) => /resuming .* after epoch 1/.test(l))).toBe(true);
     expect(readFileSync(join(cut, 'model.safetensors')).equals(readFileSync(join(straight, 'model.safetensors')))).toBe(true);
+  }, 120_000);
+});
+
+describe('--ema (moving average of the weights)', () => {
+  it('the shadow follows decay * shadow + (1 - decay) * weights from the initial weights (hand values)', async () => {
+    const w = tf.variable(tf.tensor1d([1, 2]));
+    const ema = createEma([w], 0.5);
+    w.assign(tf.tensor1d([3, 4]));
+    updateEma(ema, [w]);
+    expect(Array.from(ema.shadow[0]!.dataSync())).toEqual([2, 3]);
+    w.assign(tf.tensor1d([5, 8]));
+    updateEma(ema, [w]);
+    expect(Array.from(ema.shadow[0]!.dataSync())).toEqual([3.5, 5.5]);
+    // withShadow evaluates on the shadow and restores the raw weights, even when the callback throws.
+    expect(await withShadow(ema, [w], async () => Array.from(w.dataSync()))).toEqual([3.5, 5.5]);
+    await expect(withShadow(ema, [w], async () => { throw new Error('x'); })).rejects.toThrow('x');
+    expect(Array.from(w.dataSync())).toEqual([5, 8]);
+    disposeEma(ema);
+    w.dispose();
+    expect(() => validateStudentOptions({ ema: 1 })).toThrow(/--ema must be a number >= 0 and < 1/);
+  });
+
+  it('the kept weights are the averaged ones, and an interrupted run resumes to the same files', async () => {
+    const ds = await smallDataset();
+    const opts = smallOptions({ epochs: 2, dropout: 0.2, ema: 0.9, patience: 5 });
+    const straight = join(tmp, 'ema-straight');
+    await trainStudent({ ds, opts, outDir: straight, backend: 'wasm', log: quiet });
+    const cut = join(tmp, 'ema-cut');
+    const stop = trainStudent({ ds, opts, outDir: cut, backend: 'wasm', log: quiet, onEpoch: (e) => { if (e === 1) throw new Error('interrupted'); } });
+    await expect(stop).rejects.toThrow('interrupted');
+    // After epoch 1 (the best so far by construction): the kept copy is the shadow, not the raw weights.
+    const ck = tensorData(join(cut, 'checkpoint.safetensors'));
+    expect(ck['best/item_emb']).toEqual(ck['ema/item_emb']);
+    expect(ck['best/item_emb']).not.toEqual(ck['model/item_emb']);
+    await trainStudent({ ds, opts, outDir: cut, backend: 'wasm', log: quiet });
+    for (const f of ['model.safetensors', 'checkpoint.safetensors']) expect(tensorData(join(cut, f))).toEqual(tensorData(join(straight, f)));
   }, 120_000);
 });
 

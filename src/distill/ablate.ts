@@ -23,6 +23,9 @@ export interface RunResult {
   /** Parameters of the trained model. */
   params?: number;
   runDir?: string;
+  /** Training cost: seconds per epoch (validation included) and memory, MiB (src/student/finish.ts RunMemory). */
+  secondsPerEpoch?: number;
+  memory?: { peakRssMiB: number; wasmHeapMiB?: number; estimateMiB?: number };
 }
 
 export interface AblationConfig {
@@ -120,7 +123,16 @@ export interface ConfigSummary {
   params?: number;
   /** Single-request serving latency (onnxruntime-node, p50 ms) of the configuration's first run; see ablate-latency.ts. */
   'p50.ms'?: number;
-  runs: Array<{ seed: number; valid: Metrics; test: Metrics; seconds: number; bestEpoch?: number; runDir?: string }>;
+  /** Training cost, when the trainer reports it: mean seconds per epoch; the up-front memory estimate (MiB). */
+  'secondsPerEpoch.mean'?: number;
+  estimateMiB?: number;
+  /**
+   * Process high-water marks (MiB) when the configuration's last run finished: maxima over its runs. Runs share
+   * the ablation's process, so a row shows the largest peak of itself and the rows before it.
+   */
+  'peakRssMiB.max'?: number;
+  'wasmHeapMiB.max'?: number;
+  runs: Array<{ seed: number; valid: Metrics; test: Metrics; seconds: number; bestEpoch?: number; runDir?: string; secondsPerEpoch?: number; memory?: RunResult['memory'] }>;
 }
 
 export function summarizeConfig(cfg: AblationConfig, runs: ConfigSummary['runs'], params?: number): ConfigSummary {
@@ -138,8 +150,24 @@ export function summarizeConfig(cfg: AblationConfig, runs: ConfigSummary['runs']
     'seconds.mean': meanStd(runs.map((r) => r.seconds)).mean,
     'epochs.mean': meanStd(runs.map((r) => r.bestEpoch ?? NaN)).mean,
     ...(params !== undefined ? { params } : {}),
+    ...costOf(runs),
     runs,
   };
+}
+
+/** The cost keys of a configuration's summary, from the runs that report them. */
+function costOf(runs: ConfigSummary['runs']): Partial<ConfigSummary> {
+  const spe = runs.map((r) => r.secondsPerEpoch).filter((x): x is number => x !== undefined);
+  const mem = runs.map((r) => r.memory).filter((m): m is NonNullable<RunResult['memory']> => m !== undefined);
+  const max = (xs: Array<number | undefined>) => (xs.some((x) => x !== undefined) ? Math.max(...xs.filter((x): x is number => x !== undefined)) : undefined);
+  const out: Partial<ConfigSummary> = {};
+  if (spe.length) out['secondsPerEpoch.mean'] = meanStd(spe).mean;
+  const est = max(mem.map((m) => m.estimateMiB));
+  if (est !== undefined) out.estimateMiB = est;
+  if (mem.length) out['peakRssMiB.max'] = max(mem.map((m) => m.peakRssMiB));
+  const heap = max(mem.map((m) => m.wasmHeapMiB));
+  if (heap !== undefined) out['wasmHeapMiB.max'] = heap;
+  return out;
 }
 
 /** The distilled configuration with the best mean VALIDATION NDCG@10 (ties: the earlier one). */
@@ -172,7 +200,7 @@ export async function runAblation(plan: AblationPlan, distillBase: Record<string
     for (const seed of plan.seeds) {
       const distill = cfg.name === 'ce' ? undefined : { ...distillBase, ...cfg.overrides, ...lambdaFlags(cfg.lambdas) };
       const r = await deps.train(cfg, seed, distill);
-      runs.push({ seed, valid: r.valid, test: r.test, seconds: r.seconds, bestEpoch: r.bestEpoch, runDir: r.runDir });
+      runs.push({ seed, valid: r.valid, test: r.test, seconds: r.seconds, bestEpoch: r.bestEpoch, runDir: r.runDir, ...(r.secondsPerEpoch !== undefined ? { secondsPerEpoch: r.secondsPerEpoch } : {}), ...(r.memory ? { memory: r.memory } : {}) });
       params = r.params ?? params;
       done++;
       const secs = (performance.now() - t0) / 1000;
@@ -223,7 +251,8 @@ export function ablationMarkdown(r: AblationResult, header: ReportHeader): strin
     const lam = Object.entries(s.lambdas).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
     const rel = s.name === 'ce' ? '' : `${((s['ndcg@10.mean'] / r.ce['ndcg@10.mean'] - 1) * 100).toFixed(1)}%`;
     const ofT = tN ? `${((100 * s['ndcg@10.mean']) / tN).toFixed(0)}%` : '-';
-    return `| ${s.name}${mark} | ${lam} | ${s.params ?? '-'}${pct(s.params)} | ${fmt(s['valid.ndcg@10.mean'])} | ${fmt(s['ndcg@10.mean'])} ± ${fmt(s['ndcg@10.std'])} | ${fmt(s['hr@10.mean'])} ± ${fmt(s['hr@10.std'])} | ${rel} | ${ofT} | ${fmt(s['epochs.mean'], 1)} | ${formatSeconds(s['seconds.mean'])} | ${ms(s['p50.ms'])} |`;
+    const mem = s['peakRssMiB.max'] !== undefined ? `${s['peakRssMiB.max']} MiB${s['wasmHeapMiB.max'] !== undefined ? ` / ${s['wasmHeapMiB.max']} MiB` : ''}` : '-';
+    return `| ${s.name}${mark} | ${lam} | ${s.params ?? '-'}${pct(s.params)} | ${fmt(s['valid.ndcg@10.mean'])} | ${fmt(s['ndcg@10.mean'])} ± ${fmt(s['ndcg@10.std'])} | ${fmt(s['hr@10.mean'])} ± ${fmt(s['hr@10.std'])} | ${rel} | ${ofT} | ${fmt(s['epochs.mean'], 1)} | ${formatSeconds(s['seconds.mean'])} | ${fmt(s['secondsPerEpoch.mean'], 1)} | ${s.estimateMiB !== undefined ? `${s.estimateMiB} MiB` : '-'} | ${mem} | ${ms(s['p50.ms'])} |`;
   });
   const teacher = header.teacher ? `\nTeacher (test): NDCG@10 ${fmt(header.teacher['ndcg@10'])}, HR@10 ${fmt(header.teacher['hr@10'])}${header.teacherParams ? `, ${header.teacherParams} parameters` : ''}${header.teacherP50Ms !== undefined ? `, single-request p50 ${ms(header.teacherP50Ms)}` : ''}.\n` : '';
   return [
@@ -231,9 +260,11 @@ export function ablationMarkdown(r: AblationResult, header: ReportHeader): strin
     '',
     ...header.lines,
     teacher,
-    '| config | lambdas | params (% of teacher) | valid NDCG@10 | test NDCG@10 | test HR@10 | vs CE (test NDCG@10) | of teacher | epochs to best | train time | p50 latency (1 request) |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| config | lambdas | params (% of teacher) | valid NDCG@10 | test NDCG@10 | test HR@10 | vs CE (test NDCG@10) | of teacher | epochs to best | train time | s/epoch | memory estimate | peak RSS / wasm heap | p50 latency (1 request) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
+    '',
+    'Memory: the up-front estimate of the largest training step (src/student/memory.ts) and the process\'s high-water marks when the row\'s last run finished; the runs share one process, so a row\'s peak is at least the peaks of the rows above it.',
     '',
     r.distilled
       ? `Chosen on validation: **${r.distilled.name}**; relative test NDCG@10 gain over CE-only: **${(r.gain * 100).toFixed(1)}%**.`

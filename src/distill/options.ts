@@ -50,6 +50,14 @@ export const distillOptions = defineOptions({
   // reference implementation's ML settings (hw-du/EMKD templates.py / options.py): mask 0.15, tau 1, lambda 0.01
   // for both contrastive terms, mu 0.001 for the KL, weight 1 for the masked-item and attribute losses.
   emkd: { type: 'int', help: 'EMKD: number K of parallel networks (network 1 is the served student; 0 = off)', default: 0, group: 'EMKD' },
+  // Not part of the run's identity: it changes what the finished folder serves, never training (src/distill/emkd/ensemble.ts).
+  serve: {
+    type: 'string',
+    help: 'EMKD: what the run folder serves: member (network 1 alone, its model.safetensors) or ensemble (the K networks\' scores averaged, through serve.json); metrics.json reports both',
+    default: 'member',
+    choices: ['member', 'ensemble'],
+    group: 'EMKD',
+  },
   emkdMaskRatio: { type: 'number', help: 'EMKD: fraction of each sequence\'s non-padding items replaced by the mask token in a masked view', default: 0.15, group: 'EMKD' },
   emkdTemperature: { type: 'number', help: 'EMKD: temperature of the contrastive (InfoNCE, cosine) and KL terms', default: 1, group: 'EMKD' },
   emkdViews: { type: 'int', help: 'EMKD: masked views per sequence and step (the reference code uses 8; each costs K extra forward passes)', default: 1, group: 'EMKD' },

@@ -3,6 +3,7 @@
  * items with raw ids, titles and scores out. Unknown ids are reported, never dropped silently. The model
  * runs on onnxruntime-node (the exported graph, default: the fastest here) or on TensorFlow.js.
  */
+import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import type { LogFn } from '../util/progress.js';
 import { loadItemMap, type ItemMap } from '../student/items.js';
@@ -39,16 +40,39 @@ export async function loadRecommender(dir: string, o: { runtime?: Runtime; threa
   let info: { dataset: string; fingerprint: string; config: import('../student/model.js').ModelConfig };
   let dense: Recommender['recommendDense'];
   let close: () => Promise<void>;
+  // Networks whose scores are averaged: a run whose serve.json names an ensemble (EMKD --serve ensemble) serves its members' mean.
+  let networks = 1;
   if (runtime === 'onnx') {
     const { loadStudentOnnx } = await import('../student/onnx.js');
-    const onnx = await loadStudentOnnx(dir, { threads: o.threads });
-    info = onnx;
-    dense = (h, k) => onnx.recommend(h, k);
-    close = () => onnx.dispose();
+    const { averageScoresAsync, readServePlan } = await import('../student/serve-plan.js');
+    const plan = readServePlan(dir);
+    if (plan.serve === 'ensemble') {
+      const { topK } = await import('../student/serve.js');
+      const members: Array<Awaited<ReturnType<typeof loadStudentOnnx>>> = [];
+      try {
+        for (const m of plan.members) members.push(await loadStudentOnnx(join(dir, m), { threads: o.threads }));
+      } catch (e) {
+        for (const m of members) await m.dispose();
+        throw e;
+      }
+      const scoreFns = members.map((m) => (h: Int32Array[]) => m.scoreBatch(h));
+      info = members[0]!;
+      networks = members.length;
+      dense = async (h, k) => topK(await averageScoresAsync(scoreFns, [h]), k, new Set(h));
+      close = async () => {
+        for (const m of members) await m.dispose();
+      };
+    } else {
+      const onnx = await loadStudentOnnx(dir, { threads: o.threads });
+      info = onnx;
+      dense = (h, k) => onnx.recommend(h, k);
+      close = () => onnx.dispose();
+    }
   } else {
     const { loadStudent } = await import('../student/serve.js');
     const tf = await loadStudent(dir);
     info = { ...tf.info };
+    networks = tf.info.members?.length ?? 1;
     dense = async (h, k) => tf.recommend(h, k);
     close = async () => tf.dispose();
   }
@@ -72,7 +96,7 @@ export async function loadRecommender(dir: string, o: { runtime?: Runtime; threa
     return out;
   };
   return {
-    info: { dir, runtime, dataset: info.dataset, fingerprint: info.fingerprint, items: config.numItems, maxLen: config.maxLen, dims: config.dims, blocks: config.blocks, parameters: sasrecParams(config) },
+    info: { dir, runtime, dataset: info.dataset, fingerprint: info.fingerprint, items: config.numItems, maxLen: config.maxLen, dims: config.dims, blocks: config.blocks, parameters: networks * sasrecParams(config) },
     itemMap,
     toDense,
     recommendDense: dense,

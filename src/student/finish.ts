@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { isObject } from './run-folder.js';
 import type { PreparedDataset } from '../data/types.js';
 import { DEFAULT_KS, evaluateRanking, popularityScorer, type RankingMetrics, type ScoreBatch } from '../eval/evaluate.js';
 import { writeJsonAtomic } from '../util/atomic.js';
@@ -25,6 +26,23 @@ export interface TrainResult {
   resumedFrom?: number;
   /** Set when training diverged: the run ended early with the best weights validated before. */
   diverged?: Divergence;
+  memory: RunMemory;
+}
+
+/** Memory of the run, MiB: the process's high-water marks when the run finished, and the up-front estimate. */
+export interface RunMemory {
+  /** Peak resident set size of the process (getrusage maxRSS) since it started: the run's when one process trains one run. */
+  peakRssMiB: number;
+  /** The wasm backend's linear memory, which only grows: the process's wasm heap high-water mark (wasm backend only). */
+  wasmHeapMiB?: number;
+  /** The up-front estimate the run was checked against (src/student/memory.ts). */
+  estimateMiB?: number;
+}
+
+/** The process's memory high-water marks now (RunMemory without the estimate). */
+export function memoryHighWater(): RunMemory {
+  const heap = (tf.engine().backendName === 'wasm' ? (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.buffer.byteLength : undefined);
+  return { peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), ...(heap ? { wasmHeapMiB: Math.round(heap / 2 ** 20) } : {}) };
 }
 
 /** Why and where training diverged (non-finite or exploding loss, non-finite weights). */
@@ -62,7 +80,7 @@ export function timeToQuality(history: ReadonlyArray<Record<string, unknown>>, l
 export async function finishRun(a: {
   ds: PreparedDataset; opts: StudentOptions; outDir: string; backend: string; model: Sasrec; best: Map<string, Float32Array>;
   state: RunState; log: (l: string) => void; scorer: ScoreBatch; validUsers: number[]; resumedFrom?: number; hooks?: TrainHooks;
-  diverged?: Divergence;
+  diverged?: Divergence; estimateBytes?: number;
 }): Promise<TrainResult> {
   const { ds, opts: o, outDir, model, best, state, scorer, validUsers } = a;
   for (const [n, data] of best) {
@@ -81,6 +99,8 @@ export async function finishRun(a: {
   const pop = popularityScorer(ds);
   const popularityTest = await evaluateRanking(ds, pop, { ...common, split: 'test' });
   const popularityValid = await evaluateRanking(ds, pop, { ...common, split: 'valid' });
+  // The hooks' own evaluation of what they trained (EMKD: the K-network ensemble), merged into `distill` below.
+  const report = (await a.hooks?.report?.({ outDir, ds, excludeHistory: o.excludeHistory, evalBatch: o.evalBatch, student: { valid: pick(valid), test: pick(test) }, log: a.log })) ?? {};
   const msPerStep = (state.stepSeconds * 1000) / Math.max(1, state.stepsTimed);
   const secondsPerEpoch = state.trainSeconds / Math.max(1, state.epoch);
   const result: TrainResult = {
@@ -97,16 +117,25 @@ export async function finishRun(a: {
     popularityTest: pick(popularityTest),
     ...(a.resumedFrom !== undefined ? { resumedFrom: a.resumedFrom } : {}),
     ...(a.diverged ? { diverged: { ...a.diverged, loss: Object.fromEntries(Object.entries(a.diverged.loss).map(([k, v]) => [k, Number.isFinite(v) ? v : String(v)])) } as unknown as Divergence } : {}),
+    memory: { ...memoryHighWater(), ...(a.estimateBytes !== undefined ? { estimateMiB: Math.round(a.estimateBytes / 2 ** 20) } : {}) },
   };
   writeJsonAtomic(join(outDir, 'metrics.json'), {
     ...result,
     popularityValid: pick(popularityValid),
     protocol: { ranking: 'full', excludeHistory: o.excludeHistory, ties: 'pessimistic (equal scores rank above the target)', selection: 'best validation ndcg@10' },
     dataset: { name: ds.name, fingerprint: ds.fingerprint, users: ds.users.length, items: ds.items.length - 1 },
-    distill: a.hooks?.provenance?.() ?? null,
+    distill: withReport(a.hooks?.provenance?.() ?? null, report),
     timeToQuality: timeToQuality(state.history),
     note: 'trainSeconds is the wall-clock time of the training epochs including per-epoch validation; shared machines slow it down.',
   });
-  a.log(`student:train: best epoch ${state.bestEpoch}; valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)}; test ndcg@10 ${test['ndcg@10']!.toFixed(4)} hr@10 ${test['hr@10']!.toFixed(4)} (popularity ${popularityTest['ndcg@10']!.toFixed(4)}); ${result.trainSeconds}s, ${result.secondsPerEpoch} s/epoch, ${result.msPerStep} ms/step`);
+  a.log(`student:train: best epoch ${state.bestEpoch}; valid ndcg@10 ${valid['ndcg@10']!.toFixed(4)}; test ndcg@10 ${test['ndcg@10']!.toFixed(4)} hr@10 ${test['hr@10']!.toFixed(4)} (popularity ${popularityTest['ndcg@10']!.toFixed(4)}); ${result.trainSeconds}s, ${result.secondsPerEpoch} s/epoch, ${result.msPerStep} ms/step; peak RSS ${result.memory.peakRssMiB} MiB${result.memory.wasmHeapMiB ? `, wasm heap ${result.memory.wasmHeapMiB} MiB` : ''}`);
   return result;
+}
+
+/** The provenance with the hooks' report merged in key by key (report.emkd joins provenance.emkd). */
+function withReport(provenance: Record<string, unknown> | null, report: Record<string, unknown>): Record<string, unknown> | null {
+  if (Object.keys(report).length === 0) return provenance;
+  const out: Record<string, unknown> = { ...provenance };
+  for (const [k, v] of Object.entries(report)) out[k] = isObject(out[k]) && isObject(v) ? { ...out[k], ...v } : v;
+  return out;
 }

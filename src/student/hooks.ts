@@ -1,5 +1,6 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
+import type { LogFn } from '../util/progress.js';
 
 /**
  * Extension point of the student training step (used by distillation, src/distill).
@@ -41,6 +42,17 @@ export interface StepContext {
   encode?(items: Int32Array, extraRows?: tf.Tensor): tf.Tensor3D[];
 }
 
+/** What TrainHooks.report gets: the finished run and the student's own metrics (its model.safetensors). */
+export interface RunReportContext {
+  outDir: string;
+  ds: PreparedDataset;
+  excludeHistory: boolean;
+  evalBatch: number;
+  /** The student's full-ranking metrics, as in metrics.json's valid / test. */
+  student: { valid: Record<string, number>; test: Record<string, number> };
+  log: LogFn;
+}
+
 export interface TrainHooks {
   /** Extra trainable variables (projections, adapters) optimised with the student's. */
   variables(): tf.Variable[];
@@ -73,6 +85,13 @@ export interface TrainHooks {
   epochInfo?(): Record<string, unknown>;
   /** Provenance recorded in the run folder (cache dir, cache key, lambdas). */
   provenance?(): Record<string, unknown>;
+  /**
+   * Called once the run's model.safetensors and last checkpoint are written (src/student/finish.ts): evaluate or
+   * export what the hooks trained besides the student (EMKD: its K-network ensemble). The record is merged into
+   * metrics.json's `distill` key by key (`{ emkd: {...} }` joins the provenance's `emkd`); not part of the run's
+   * identity.
+   */
+  report?(run: RunReportContext): Promise<Record<string, unknown>>;
   dispose?(): void;
 }
 

@@ -10,7 +10,10 @@ import { RecdistillError } from '../errors.js';
  * - the loss: full softmax materialises [P, N + 1] logits, their softmax and the logits' gradient (3 copies),
  *   P = positions of the largest batch; sampled softmax [P, negatives + 1]; BCE [P, 2];
  * - activations: [B, L, D] and [B, L, F] per block (a few copies) and attention [B, H, L, L];
- * - evaluation: [evalBatch, N + 1] scores (device + host copy).
+ * - evaluation: [evalBatch, N + 1] scores (device + host copy);
+ * - EMKD (`emkd`, src/distill/emkd): what its hooks keep alive in the step's tape, counted per op from
+ *   hooks.ts / losses.ts and checked against tf.profile on ML-100K shapes (live tensor bytes of one step, K = 1..4,
+ *   1-2 views, batch 8-32: every part within 2% of the measured one): see estimateEmkd.
  */
 export interface TrainMemoryInput {
   numItems: number;
@@ -27,6 +30,25 @@ export interface TrainMemoryInput {
   /** Longest window (positions per sequence, <= maxLen). */
   batchLen: number;
   backend: string;
+  /** An EMKD run (--emkd K): emkdMemoryInput reads it from the hooks' provenance. */
+  emkd?: EmkdMemoryInput;
+}
+
+export interface EmkdMemoryInput {
+  /** Networks K (network 1 is the trainer's model). */
+  K: number;
+  /** Masked views per step. */
+  views: number;
+  maskRatio: number;
+  /** The EMKD terms that are on (the provenance's lambdas keys: emkd_ce, emkd_mask, emkd_intra, emkd_inter, emkd_kl, ...). */
+  terms: string[];
+}
+
+/** The EMKD part of the estimate's input, from the hooks' provenance (`{ emkd: { K, views, maskRatio, lambdas } }`). */
+export function emkdMemoryInput(provenance: unknown): EmkdMemoryInput | undefined {
+  const e = (provenance as { emkd?: { K?: unknown; views?: unknown; maskRatio?: unknown; lambdas?: unknown } } | null | undefined)?.emkd;
+  if (!e || typeof e.K !== 'number' || typeof e.views !== 'number' || typeof e.maskRatio !== 'number') return undefined;
+  return { K: e.K, views: e.views, maskRatio: e.maskRatio, terms: Object.keys((e.lambdas ?? {}) as Record<string, unknown>) };
 }
 
 export interface MemoryEstimate {
@@ -50,18 +72,64 @@ export function estimateTrainMemory(a: TrainMemoryInput, ram = totalmem()): Memo
   const F = 4;
   const N1 = a.numItems + 1;
   const D = a.dims;
-  const params = N1 * D + a.maxLen * D + a.blocks * (3 * D * D + 3 * D + D * D + D + 2 * D * a.ffnDims + a.ffnDims + D + 4 * D) + 2 * D;
   const P = a.batchRows * a.batchLen;
   const lossCols = a.loss === 'ce' ? N1 : a.loss === 'sampled' ? a.negatives + 1 : 2;
   const parts: Record<string, number> = {
-    parameters: params * F * 7,
+    parameters: sasrecFloats(a) * F * 7,
     loss: P * lossCols * F * 3,
     activations: a.blocks * (P * (8 * D + 3 * a.ffnDims) + a.batchRows * a.heads * a.batchLen * a.batchLen * 3) * F,
     evaluation: Math.min(a.evalBatch, Number.MAX_SAFE_INTEGER) * N1 * F * 2,
   };
-  const bytes = parts.parameters! + Math.max(parts.loss! + parts.activations!, parts.evaluation!);
+  const emkd = a.emkd ? estimateEmkd(a, a.emkd) : {};
+  Object.assign(parts, emkd);
+  const step = parts.loss! + parts.activations! + (emkd['emkd passes'] ?? 0) + (emkd['emkd next-item'] ?? 0) + (emkd['emkd kl'] ?? 0) + (emkd['emkd masked'] ?? 0) + (emkd['emkd contrast'] ?? 0);
+  const bytes = parts.parameters! + (emkd['emkd networks'] ?? 0) + Math.max(step, parts.evaluation!);
   const { limit, why } = memoryLimit(a.backend, ram);
   return { bytes, parts, limit, limitWhy: why };
+}
+
+/** Parameters of one SASRec network (floats). */
+function sasrecFloats(a: TrainMemoryInput): number {
+  const D = a.dims;
+  return (a.numItems + 1) * D + a.maxLen * D + a.blocks * (3 * D * D + 3 * D + D * D + D + 2 * D * a.ffnDims + a.ffnDims + D + 4 * D) + 2 * D;
+}
+
+/**
+ * EMKD's parts (bytes; P = batchRows x batchLen positions, N1 = items + 1). Its terms are plain tfjs ops inside the
+ * step's gradient tape, so every intermediate lives until the step ends, and most are full-softmax [P, N1]:
+ * - emkd networks: networks 2..K's weights, gradients, Adam moments and host copies (7 copies, as network 1);
+ * - emkd passes: one encoder pass (forward + backward) per network 2..K on the batch and per network and view on the
+ *   masked views: per position 34 D + blocks (11 H L + 58 D + 8 F) floats (embeddings, attention rows, LayerNorms,
+ *   dropout masks and their gradients; the measured figure, about 5x the trainer's own activation count above);
+ * - emkd next-item: networks 2..K's next-item CE, 12 [P, N1] each (the logits, their item slice, the log-softmax
+ *   and its shifted / exponentiated inputs, the one-hot targets, their product, and the gradients of these);
+ * - emkd kl: L5, 39 [P, N1] per pair of networks (the tempered logits, two log-softmaxes, their exponentials and
+ *   stop-gradient copies, each direction's clamp / log / difference / product, and gradients), plus network 1's
+ *   logits once (4), K (K - 1) / 2 pairs: the part that grows fastest with K;
+ * - emkd masked: L1, the next-item CE's 13 matrices on the masked slots [M, N1] per network and view, M = rows x
+ *   max(1, round(maskRatio x batchLen));
+ * - emkd contrast: L3 / L4 InfoNCE, 10 [B, B] per (anchor network, positive network, view): K intra, K (K - 1) inter.
+ */
+export function estimateEmkd(a: TrainMemoryInput, e: EmkdMemoryInput): Record<string, number> {
+  const F = 4;
+  const N1 = a.numItems + 1;
+  const { K, views: V } = e;
+  const L = a.batchLen;
+  const P = a.batchRows * L;
+  const on = (t: string) => e.terms.includes(t);
+  const maskedViews = on('emkd_mask') || on('emkd_intra') || (on('emkd_inter') && K > 1);
+  const pass = P * (34 * a.dims + a.blocks * (11 * a.heads * L + 58 * a.dims + 8 * a.ffnDims));
+  const M = a.batchRows * Math.min(L, Math.max(1, Math.round(e.maskRatio * L)));
+  const pairs = (K * (K - 1)) / 2;
+  const contrasts = (on('emkd_intra') ? K : 0) + (on('emkd_inter') ? K * (K - 1) : 0);
+  return {
+    'emkd networks': (K - 1) * sasrecFloats(a) * F * 7,
+    'emkd passes': (K - 1 + (maskedViews ? K * V : 0)) * pass * F,
+    'emkd next-item': (K - 1) * 12 * P * N1 * F,
+    'emkd kl': on('emkd_kl') && K > 1 ? (39 * pairs + 4) * P * N1 * F : 0,
+    'emkd masked': on('emkd_mask') ? K * V * 13 * M * N1 * F : 0,
+    'emkd contrast': contrasts * V * 10 * a.batchRows * a.batchRows * F,
+  };
 }
 
 export function formatBytes(n: number): string {
@@ -78,13 +146,16 @@ export function checkTrainMemory(a: TrainMemoryInput, ram = totalmem()): MemoryE
   const P = a.batchRows * a.batchLen;
   const hints: string[] = [];
   if (a.loss === 'ce' && e.parts.loss! > e.limit / 4) hints.push(`--loss sampled (sampled softmax over --negatives ${a.negatives} items instead of all ${a.numItems})`);
-  if (e.parts.loss! + e.parts.activations! > e.limit / 4) hints.push(`a smaller --batch-size (now ${a.batchRows} rows per batch) or --max-len (longest window ${a.batchLen})`);
+  const emkdStep = Object.entries(e.parts).filter(([k]) => k.startsWith('emkd ') && k !== 'emkd networks').reduce((s, [, v]) => s + v, 0);
+  if (a.emkd && a.emkd.K > 1 && emkdStep > e.limit / 4) hints.push(`fewer networks (--emkd, now ${a.emkd.K}: each network adds its full-softmax passes, each of the ${(a.emkd.K * (a.emkd.K - 1)) / 2} pairs its KL)`);
+  if (e.parts.loss! + e.parts.activations! + emkdStep > e.limit / 4) hints.push(`a smaller --batch-size (now ${a.batchRows} rows per batch) or --max-len (longest window ${a.batchLen})`);
   if (e.parts.evaluation! > e.limit / 4) hints.push(`a smaller --eval-batch (now ${a.evalBatch})`);
   if (e.parts.parameters! > e.limit / 2) hints.push(`a smaller --dims (now ${a.dims}): the item table alone is ${N1} x ${a.dims} floats`);
-  const parts = Object.entries(e.parts).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ');
+  const parts = Object.entries(e.parts).filter(([k, v]) => v > 0 || !k.startsWith('emkd ')).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ');
   const lossWhat = a.loss === 'ce' ? `full-softmax logits ${P} positions x ${N1} items` : a.loss === 'sampled' ? `sampled logits ${P} x ${a.negatives + 1}` : `BCE logits ${P} x 2`;
+  const emkdWhat = a.emkd ? `; --emkd ${a.emkd.K} adds full-softmax ${P} x ${N1} matrices per network and per pair of networks` : '';
   throw new RecdistillError(
     'E_USAGE',
-    `student:train would need about ${formatBytes(e.bytes)} (${parts}; ${lossWhat}, x3 for softmax and gradient), more than ${formatBytes(e.limit)} (${e.limitWhy}). Use ${hints.join(', or ') || '--loss sampled'}.`,
+    `student:train would need about ${formatBytes(e.bytes)} (${parts}; ${lossWhat}, x3 for softmax and gradient${emkdWhat}), more than ${formatBytes(e.limit)} (${e.limitWhy}). Use ${hints.join(', or ') || '--loss sampled'}.`,
   );
 }

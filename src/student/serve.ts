@@ -7,6 +7,7 @@ import { padHistories } from './batches.js';
 import { assignFrom, readTensors } from './checkpoint.js';
 import { createSasrec, encode as encodeModel, encodeLast, paramShapes, type ModelConfig, type Sasrec } from './model.js';
 import { isObject, parseJson, readJsonFile } from './run-folder.js';
+import { averageScores, readServePlan, SERVE_FILE } from './serve-plan.js';
 import type { STTensor } from '../util/safetensors.js';
 
 /**
@@ -23,6 +24,8 @@ export interface StudentInfo {
   bestEpoch: number;
   backend: string;
   parameters: number;
+  /** A run that serves an ensemble (serve.json): the member folders whose scores are averaged; the rest of info is the first member's. */
+  members?: string[];
 }
 
 export interface EncodedHistory {
@@ -74,7 +77,58 @@ export function topK(s: ArrayLike<number>, k: number, skip?: Set<number>): { ite
   return { items, scores: vals };
 }
 
+/**
+ * Load a run folder for serving. A folder whose serve.json names an ensemble (an EMKD run trained with `--serve
+ * ensemble`, src/student/serve-plan.ts) serves the average of its members' scores: `scores`, `scoreBatch` and
+ * `recommend` average them; `model` and `encode` are the first member's (an EMKD run's network 1, the run's own
+ * model.safetensors), and `info` is the first member's with the run folder as `dir`, `members`, and `parameters`
+ * summed over the members.
+ */
 export async function loadStudent(dir: string, opts: { backend?: BackendName } = {}): Promise<LoadedStudent> {
+  const plan = readServePlan(dir);
+  return plan.serve === 'ensemble' ? loadEnsemble(dir, plan.members, opts) : loadOne(dir, opts);
+}
+
+/** scores and recommend over a scoreBatch of N items. */
+function scoring(N: number, scoreBatch: (histories: Int32Array[]) => Float32Array): Pick<LoadedStudent, 'scores' | 'scoreBatch' | 'recommend'> {
+  return {
+    scoreBatch,
+    scores: (history) => scoreBatch([toInt32(history, N)]),
+    recommend(history, k, o = {}) {
+      const h = toInt32(history, N);
+      return topK(scoreBatch([h]), k, o.excludeHistory === false ? undefined : new Set(h));
+    },
+  };
+}
+
+async function loadEnsemble(dir: string, names: string[], opts: { backend?: BackendName }): Promise<LoadedStudent> {
+  const members: LoadedStudent[] = [];
+  try {
+    for (const name of names) members.push(await loadOne(join(dir, name), opts));
+    const a = members[0]!.info;
+    for (const { info: b } of members.slice(1)) {
+      if (b.fingerprint !== a.fingerprint || b.config.numItems !== a.config.numItems) {
+        throw new RecdistillError('E_MISMATCH', `${join(dir, SERVE_FILE)}: member ${b.dir} (dataset fingerprint ${b.fingerprint.slice(0, 12)}, ${b.config.numItems} items) does not match ${a.dir} (${a.fingerprint.slice(0, 12)}, ${a.config.numItems} items).`);
+      }
+    }
+  } catch (e) {
+    for (const m of members) m.dispose();
+    throw e;
+  }
+  const first = members[0]!;
+  const scoreFns = members.map((m) => m.scoreBatch);
+  return {
+    info: { ...first.info, dir, parameters: members.reduce((s, m) => s + m.info.parameters, 0), members: members.map((m) => m.info.dir) },
+    model: first.model,
+    ...scoring(first.info.config.numItems, (histories) => averageScores(scoreFns, histories)),
+    encode: (history) => first.encode(history),
+    dispose() {
+      for (const m of members) m.dispose();
+    },
+  };
+}
+
+async function loadOne(dir: string, opts: { backend?: BackendName }): Promise<LoadedStudent> {
   const path = join(dir, 'model.safetensors');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: is ${dir} a finished student run folder?`);
   const backend = opts.backend ? await initBackend(opts.backend) : tf.engine().backendName ? activeBackend() : await initBackend('auto');
@@ -99,17 +153,10 @@ export async function loadStudent(dir: string, opts: { backend?: BackendName } =
     out.dispose();
     return data;
   };
-  const scores = (history: ArrayLike<number>) => scoreBatch([toInt32(history, N)]);
   return {
     info,
     model,
-    scores,
-    scoreBatch,
-    recommend(history, k, o = {}) {
-      const h = toInt32(history, N);
-      const s = scoreBatch([h]);
-      return topK(s, k, o.excludeHistory === false ? undefined : new Set(h));
-    },
+    ...scoring(N, scoreBatch),
     encode(history) {
       const h = toInt32(history, N);
       const { items, B, L } = padHistories([h], config.maxLen);

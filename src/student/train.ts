@@ -13,7 +13,7 @@ import { formatSeconds, type LogFn } from '../util/progress.js';
 import { buildWindows, epochBatches, makeBatch } from './batches.js';
 import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
 import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
-import { checkTrainMemory } from './memory.js';
+import { checkTrainMemory, emkdMemoryInput } from './memory.js';
 import { checkRunOut, isObject, parseJson, type RunState } from './run-folder.js';
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import type { TrainHooks } from './hooks.js';
@@ -102,7 +102,8 @@ export function runIdentity(ds: PreparedDataset, o: StudentOptions, hooks?: Trai
 
 /**
  * The wasm runtime aborts (RuntimeError "Aborted()") when an allocation does not fit its 4 GiB heap; the up-front
- * estimate (memory.ts) does not cover every training setup (e.g. --emkd K holds K networks' full-softmax passes).
+ * estimate (memory.ts) counts the live tensors, not the allocator's fragmentation, so a run close to the limit can
+ * still abort.
  * Turned into an error that says what happened and what to change; the last epoch's checkpoint is kept.
  */
 export function wasmAbortError(e: unknown, backend: string, epoch: number, o: StudentOptions, hooks?: TrainHooks): RecdistillError | undefined {
@@ -302,7 +303,8 @@ export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
     throw new RecdistillError('E_EMPTY', `${ds.name}: no training step (every user has at most 3 interactions: after holding out the validation and test items, no training history has 2 items).`);
   }
   const longest = windows.reduce((m, w) => Math.max(m, w.length), 1);
-  checkTrainMemory({
+  const estimate = checkTrainMemory({
+    emkd: emkdMemoryInput(hooks?.provenance?.()),
     numItems: ds.items.length - 1, dims: o.dims, maxLen: o.maxLen, blocks: o.blocks, heads: o.heads, ffnDims: o.ffnDims,
     loss: o.loss, negatives: o.negatives, evalBatch: o.evalBatch, batchRows: Math.min(o.batchSize, windows.length), batchLen: o.padKeys === 'attend' ? o.maxLen : longest, backend: setup.backend,
   });
@@ -314,13 +316,13 @@ export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
   // One writer per run folder (the teacher cache's lock: pid@host, stale locks of killed runs are taken over).
   const unlock = lockCacheDir(outDir);
   try {
-    return await trainLocked(setup, windows, validUsers);
+    return await trainLocked(setup, windows, validUsers, estimate.bytes);
   } finally {
     unlock();
   }
 }
 
-async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWindows>, validUsers: number[]): Promise<TrainResult> {
+async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWindows>, validUsers: number[], estimateBytes: number): Promise<TrainResult> {
   const { ds, opts: o, outDir, hooks, log } = setup;
   const identity = runIdentity(ds, o, hooks);
   const model = createSasrec(modelConfigFrom(ds, o), mixSeed(o.seed, 1));
@@ -424,10 +426,10 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
         throw new RecdistillError('E_NUMERIC', `${diverged.reason} No epoch was validated before the divergence, so there are no weights worth keeping: ${join(outDir, 'model.safetensors')} was not written${existsSync(checkpointPath(outDir)) ? ` (the last good checkpoint, ${checkpointPath(outDir)}, is kept)` : ''}. ${lower}`);
       }
       const bestEpoch = state.bestEpoch;
-      await finishRun({ ds, opts: o, outDir, backend: setup.backend, model, best, state, log, scorer, validUsers, resumedFrom, hooks, diverged });
+      await finishRun({ ds, opts: o, outDir, backend: setup.backend, model, best, state, log, scorer, validUsers, resumedFrom, hooks, diverged, estimateBytes });
       throw new RecdistillError('E_NUMERIC', `${diverged.reason} The run stopped; the best weights so far (epoch ${bestEpoch}, valid ndcg@10 ${state.best.toFixed(4)}) are in ${join(outDir, 'model.safetensors')}, their metrics in ${join(outDir, 'metrics.json')}; the last good checkpoint is kept. ${lower}`);
     }
-    return await finishRun({ ds, opts: o, outDir, backend: setup.backend, model, best, state, log, scorer, validUsers, resumedFrom, hooks });
+    return await finishRun({ ds, opts: o, outDir, backend: setup.backend, model, best, state, log, scorer, validUsers, resumedFrom, hooks, estimateBytes });
   } finally {
     adam.dispose();
     disposeEma(ema);

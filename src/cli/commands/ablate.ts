@@ -15,12 +15,14 @@ import { distillOptions } from '../../distill/options.js';
 import type { StudentOptions } from '../../student/config.js';
 import { sasrecParams } from '../../student/model.js';
 import { presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/presets.js';
+import { readRunMetrics } from '../../student/serve.js';
 import { trainStudent } from '../../student/train.js';
 import type { LogFn } from '../../util/progress.js';
 import { defineCommand } from '../command.js';
 
-// Distillation flags other than the cache and the lambdas pass through to every distilled run.
-const { cache: _c, lambdaCos: _a, lambdaL2: _b, lambdaMs: _m, lambdaKd: _k, lambdaEmb: _e, lambdaRel: _r, ...distillPassThrough } = distillOptions;
+// Distillation flags other than the cache and the lambdas pass through to every distilled run (not --serve: the EMKD
+// rows report both the member and the ensemble).
+const { cache: _c, lambdaCos: _a, lambdaL2: _b, lambdaMs: _m, lambdaKd: _k, lambdaEmb: _e, lambdaRel: _r, serve: _s, ...distillPassThrough } = distillOptions;
 // Every student:train option reaches every student run; `out` is the ablation's folder here, `epochs` its budget.
 const { out: _o, epochs: _ep, ...studentRunOptions } = presetStudentOptions();
 
@@ -102,6 +104,13 @@ function runParams(dir: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** An EMKD run's ensemble test NDCG@10 as its metrics.json reports it (distill.emkd.serving), or undefined. */
+function ensembleTestNdcg(dir: string): number | undefined {
+  const serving = (readRunMetrics(dir)?.distill as { emkd?: { serving?: { ensemble?: { test?: Record<string, number> } } } } | null | undefined)?.emkd?.serving;
+  const v = serving?.ensemble?.test?.['ndcg@10'];
+  return typeof v === 'number' ? v : undefined;
 }
 
 /** Train (or resume / reuse) the seqrec teacher unless --teacher-run names one, then build (or reuse) the cache. */
@@ -216,11 +225,12 @@ export default defineCommand({
           const quiet: LogFn = (l) => (l.startsWith('epoch ') || l.startsWith('  epoch') ? undefined : ctx.log(l));
           const r = await trainStudent({ ds, opts: so, outDir: so.out!, backend, hooks, log: ctx.verbose ? ctx.log : quiet });
           if (Number(distill?.emkd) > 0) {
-            const e = await evaluateEnsemble(r.run, ds);
-            (ensembleTest[cfg.name] ??= []).push(e.test['ndcg@10']!);
-            ctx.log(`ablate: ${cfg.name} seed ${seed}: ensemble of ${Number(distill!.emkd)} test ndcg@10 ${e.test['ndcg@10']!.toFixed(4)}`);
+            // The trainer's finish step evaluated the ensemble (metrics.json distill.emkd.serving).
+            const e = ensembleTestNdcg(r.run) ?? (await evaluateEnsemble(r.run, ds)).test['ndcg@10']!;
+            (ensembleTest[cfg.name] ??= []).push(e);
+            ctx.log(`ablate: ${cfg.name} seed ${seed}: ensemble of ${Number(distill!.emkd)} test ndcg@10 ${e.toFixed(4)}`);
           }
-          return { valid: r.valid, test: r.test, seconds: r.trainSeconds, bestEpoch: r.bestEpoch, params: runParams(r.run), runDir: r.run };
+          return { valid: r.valid, test: r.test, seconds: r.trainSeconds, bestEpoch: r.bestEpoch, params: runParams(r.run), runDir: r.run, secondsPerEpoch: r.secondsPerEpoch, memory: r.memory };
         } finally {
           hooks?.dispose?.();
         }

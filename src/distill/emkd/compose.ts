@@ -27,6 +27,7 @@ export function withEmkd(distill: TrainHooks | undefined, emkd: TrainHooks): Tra
     saveState: distill?.saveState ? () => distill.saveState!() : undefined,
     restoreState: distill?.restoreState ? (s) => distill.restoreState!(s) : undefined,
     epochInfo: distill?.epochInfo ? () => distill.epochInfo!() : undefined,
+    report: async (run) => ({ ...(await distill?.report?.(run)), ...(await emkd.report?.(run)) }),
     provenance: () => ({ ...(distill?.provenance?.() ?? {}), emkd: { ...(emkd.provenance?.() ?? {}), firstHookVariable: variables().a.length } }),
     dispose() {
       emkd.dispose?.();

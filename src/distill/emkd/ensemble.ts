@@ -8,17 +8,27 @@ import type { STTensor } from '../../util/safetensors.js';
 import { readTensors, writeTensors } from '../../student/checkpoint.js';
 import { isObject, readRunConfig } from '../../student/run-folder.js';
 import { usersByLength } from '../../student/scorer.js';
+import type { RunReportContext } from '../../student/hooks.js';
 import { loadStudent, type LoadedStudent } from '../../student/serve.js';
+import { averageScores, writeServePlan } from '../../student/serve-plan.js';
+
+export { averageScores };
 
 /**
- * Serving an EMKD run, as one member or as the ensemble (library functions; no CLI flag yet):
- * - member: the run folder's model.safetensors, network 1 at its best validation epoch (the trainer's own file);
+ * Serving an EMKD run, as one member or as the ensemble (`student:train --emkd K --serve member|ensemble`):
+ * - member (the default): the run folder's model.safetensors, network 1 at its best validation epoch (the
+ *   trainer's own file);
  * - ensemble: the K networks' scores averaged. Each network is written as <run>/ensemble-<n>/model.safetensors in
  *   the student's format (so loadStudent / readStudentFile read each one as a run folder's model), from the run's
  *   checkpoint: network 1 from its model/ tensors, networks 2..K from the hook variables the EMKD provenance in
  *   config.json locates. The weights are those of the best validated epoch (network 1's best/ tensors; the EMKD
  *   hooks ask the trainer to keep best/hook.<i> copies of networks 2..K, `keepBest`), so member and ensemble come
  *   from the same epoch; a checkpoint without best/hook.* tensors gives every network's final-epoch weights.
+ * student:train does both when an EMKD run finishes (reportEnsemble, the hooks' `report`): the members are exported
+ * and evaluated, metrics.json reports member and ensemble side by side (distill.emkd.serving), and serve.json
+ * (src/student/serve-plan.ts) says which one the folder serves, so loadStudent(run), `eval --student`, bench and the
+ * HTTP server serve the ensemble with `--serve ensemble`. `--serve` is not part of the run's identity (it changes
+ * no training step): rerunning a finished run with the other value resumes it and only redoes this finish step.
  */
 
 interface EmkdLayout {
@@ -44,7 +54,8 @@ function layoutOf(runDir: string): { layout: EmkdLayout; model: Record<string, u
   return { layout: { K, firstHookVariable: first, networkParams: lay.networkParams as string[] }, model: cfg.model, dataset: cfg.dataset, fingerprint: cfg.fingerprint };
 }
 
-export const memberDir = (runDir: string, n: number) => join(runDir, `ensemble-${n}`);
+const memberName = (n: number) => `ensemble-${n}`;
+export const memberDir = (runDir: string, n: number) => join(runDir, memberName(n));
 
 /** Write <run>/ensemble-<n>/model.safetensors for n = 1..K from the run's checkpoint; returns the folders. */
 export function exportEnsemble(runDir: string): string[] {
@@ -78,18 +89,6 @@ export function exportEnsemble(runDir: string): string[] {
   return dirs;
 }
 
-/** The average of several scorers' [B, N + 1] scores (the ensemble's scores). */
-export function averageScores(scoreFns: Array<(histories: Int32Array[]) => Float32Array>, histories: Int32Array[]): Float32Array {
-  let sum: Float32Array | undefined;
-  for (const f of scoreFns) {
-    const s = f(histories);
-    if (!sum) sum = Float32Array.from(s);
-    else for (let i = 0; i < s.length; i++) sum[i]! += s[i]!;
-  }
-  if (!sum) throw new RecdistillError('E_INTERNAL', 'averageScores: no scorer.');
-  for (let i = 0; i < sum.length; i++) sum[i]! /= scoreFns.length;
-  return sum;
-}
 
 /** The evaluation contract (src/eval/evaluate.ts) for loaded members: their scores averaged. */
 export function ensembleScorer(members: LoadedStudent[], ds: PreparedDataset): ScoreBatch {
@@ -101,7 +100,7 @@ export interface EnsembleResult {
   K: number;
   valid: RankingMetrics;
   test: RankingMetrics;
-  /** Each network alone (final-epoch weights), test split. */
+  /** Each network alone (the weights exportEnsemble wrote), test split. */
   members: RankingMetrics[];
 }
 
@@ -129,4 +128,29 @@ export async function evaluateEnsemble(runDir: string, ds: PreparedDataset, o: {
   } finally {
     for (const m of members) m.dispose();
   }
+}
+
+/**
+ * The finish step of an EMKD run (its hooks' `report`, called by src/student/finish.ts once model.safetensors and
+ * the last checkpoint are written): the members exported afresh and the ensemble evaluated on the trainer's
+ * protocol (ensemble.json), serve.json written for `serve`, and both ways of serving reported for metrics.json's
+ * distill.emkd.serving: member = network 1 (the student's metrics), ensemble = the K networks' scores averaged.
+ * The run's identity does not include `serve`: rerunning a finished run with the other --serve only redoes this.
+ */
+export async function reportEnsemble(run: RunReportContext, serve: 'member' | 'ensemble'): Promise<Record<string, unknown>> {
+  const r = await evaluateEnsemble(run.outDir, run.ds, { excludeHistory: run.excludeHistory, batchSize: run.evalBatch, refresh: true });
+  writeServePlan(run.outDir, serve === 'ensemble' ? { serve, members: Array.from({ length: r.K }, (_, i) => memberName(i + 1)) } : { serve });
+  const f = (m: Record<string, number>) => m['ndcg@10']!.toFixed(4);
+  run.log(`student:train: EMKD K=${r.K}: test ndcg@10 member (network 1) ${f(run.student.test)}, ensemble ${f(r.test)}; the run serves ${serve === 'ensemble' ? `the ensemble (${join(run.outDir, 'serve.json')})` : 'network 1 (model.safetensors)'}`);
+  return {
+    emkd: {
+      serving: {
+        serve,
+        member: { network: 1, ...run.student },
+        ensemble: { K: r.K, valid: r.valid, test: r.test },
+        // Each network alone, test NDCG@10 (network 1 first).
+        networksTestNdcg10: r.members.map((m) => m['ndcg@10']),
+      },
+    },
+  };
 }

@@ -8,6 +8,7 @@ import { makeRng, mixSeed } from '../../util/rng.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
 import { crossEntropy } from '../losses.js';
 import { lookupTeacherBatch } from '../teacher-batch.js';
+import { reportEnsemble } from './ensemble.js';
 import { attributeCE, infoNCE, maskedItemCE, mutualKL, teacherKL, zeroOf } from './losses.js';
 import { createNetworks, encodeWithRows, type EmkdNetworks } from './networks.js';
 import { attributeTable, maskView, type MaskedView } from './views.js';
@@ -40,6 +41,8 @@ import { attributeTable, maskView, type MaskedView } from './views.js';
  */
 export interface EmkdFlags {
   emkd: number;
+  /** What the finished run serves: 'member' (network 1, the default) or 'ensemble' (the K networks' average). */
+  serve?: string;
   emkdMaskRatio: number;
   emkdTemperature: number;
   emkdViews: number;
@@ -59,6 +62,9 @@ export function checkEmkdFlags(f: EmkdFlags): void {
     throw new RecdistillError('E_USAGE', `--${flag} must be ${want}, got ${v}.`);
   };
   if (!Number.isInteger(f.emkd) || f.emkd < 0 || f.emkd > 16) bad('emkd', 'an integer in 0..16 (the number of parallel networks; 0 = off)', f.emkd);
+  const serve = f.serve ?? 'member';
+  if (serve !== 'member' && serve !== 'ensemble') throw new RecdistillError('E_USAGE', `--serve must be one of member, ensemble; got ${JSON.stringify(serve)}.`);
+  if (serve === 'ensemble' && f.emkd === 0) throw new RecdistillError('E_USAGE', '--serve ensemble serves the average of the networks EMKD trains: it needs --emkd K (K >= 1; got --emkd 0). Add --emkd K, or drop --serve (one network serves by default).');
   if (!(f.emkdMaskRatio > 0 && f.emkdMaskRatio <= 1)) bad('emkd-mask-ratio', 'in (0, 1]', f.emkdMaskRatio);
   if (!(f.emkdTemperature > 0)) bad('emkd-temperature', '> 0', f.emkdTemperature);
   if (!Number.isInteger(f.emkdViews) || f.emkdViews < 1 || f.emkdViews > 64) bad('emkd-views', 'an integer in 1..64', f.emkdViews);
@@ -211,6 +217,9 @@ export function buildEmkdHooks(f: EmkdFlags, ds: PreparedDataset, config: ModelC
     variables: () => nets.variables,
     extraTerms,
     weights: () => weights,
+    // After training (src/student/finish.ts): the ensemble exported and evaluated, serve.json written.
+    report: (run) => reportEnsemble(run, (f.serve ?? 'member') as 'member' | 'ensemble'),
+    // --serve is left out: it does not change training, so it is not part of the run's identity.
     provenance: () => ({
       K,
       maskRatio: f.emkdMaskRatio,

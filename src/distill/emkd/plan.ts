@@ -44,28 +44,43 @@ export function planEmkdConfigs(o: EmkdPlanOptions = {}): AblationConfig[] {
   return rows;
 }
 
+/** Training cost of a row (ConfigSummary's cost keys, when the trainer reported them). */
+export type EmkdCost = Pick<ConfigSummary, 'secondsPerEpoch.mean' | 'estimateMiB' | 'peakRssMiB.max' | 'wasmHeapMiB.max'>;
+
 export interface EmkdSuiteSummary {
-  single: { 'ndcg@10.mean': number; 'ndcg@10.std': number };
-  member: { 'ndcg@10.mean': number; 'ndcg@10.std': number; config: string };
+  single: { 'ndcg@10.mean': number; 'ndcg@10.std': number } & EmkdCost;
+  member: { 'ndcg@10.mean': number; 'ndcg@10.std': number; config: string } & EmkdCost;
   ensemble: { 'ndcg@10.mean': number; 'ndcg@10.std': number; config: string };
   /** member over single, relative: member / single - 1. */
   gain: number;
+  /** Training time per epoch of the main EMKD row over the single network's (both from the trainer's metrics). */
+  epochTimeRatio?: number;
 }
+
+const costOf = (c: ConfigSummary): EmkdCost => {
+  const out: EmkdCost = {};
+  for (const k of ['secondsPerEpoch.mean', 'estimateMiB', 'peakRssMiB.max', 'wasmHeapMiB.max'] as const) if (c[k] !== undefined) out[k] = c[k];
+  return out;
+};
 
 /**
  * The `--suite emkd` summary keys: `single` = the ce row, `member` = the main EMKD row served by network 1
  * (its runs' test NDCG@10, the trainer's metrics), `ensemble` = the same runs served by the K-network average
- * (evaluateEnsemble(runDir, ds).test['ndcg@10'] per seed, in `ensembleTest[config]`), `gain` = member / single - 1.
+ * (their metrics.json distill.emkd.serving.ensemble.test['ndcg@10'] per seed, in `ensembleTest[config]`), `gain` =
+ * member / single - 1; single and member carry their training cost (s/epoch, memory) and `epochTimeRatio` compares
+ * the two.
  */
 export function emkdSummary(configs: ConfigSummary[], ensembleTest: Record<string, number[]>, main = 'emkd3'): EmkdSuiteSummary {
   const single = configs.find((c) => c.name === 'ce');
   const member = configs.find((c) => c.name === main);
   if (!single || !member) throw new Error(`emkdSummary: need the ce and ${main} rows (have ${configs.map((c) => c.name).join(', ')}).`);
   const ens = meanStd(ensembleTest[main] ?? []);
+  const [a, b] = [single['secondsPerEpoch.mean'], member['secondsPerEpoch.mean']];
   return {
-    single: { 'ndcg@10.mean': single['ndcg@10.mean'], 'ndcg@10.std': single['ndcg@10.std'] },
-    member: { 'ndcg@10.mean': member['ndcg@10.mean'], 'ndcg@10.std': member['ndcg@10.std'], config: main },
+    single: { 'ndcg@10.mean': single['ndcg@10.mean'], 'ndcg@10.std': single['ndcg@10.std'], ...costOf(single) },
+    member: { 'ndcg@10.mean': member['ndcg@10.mean'], 'ndcg@10.std': member['ndcg@10.std'], config: main, ...costOf(member) },
     ensemble: { 'ndcg@10.mean': ens.mean, 'ndcg@10.std': ens.std, config: main },
     gain: member['ndcg@10.mean'] / single['ndcg@10.mean'] - 1,
+    ...(a && b ? { epochTimeRatio: b / a } : {}),
   };
 }

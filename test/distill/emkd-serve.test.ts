@@ -1,0 +1,153 @@
+/**
+ * `student:train --emkd K --serve member|ensemble`: a K = 3 run of the small synthetic model reports both ways of
+ * serving in metrics.json; with `ensemble`, loadStudent(run) (hence eval, bench and the HTTP server) scores with
+ * the mean of the K member folders' own scores, computed here member by member; with `member` (also after
+ * re-finishing the same run, which --serve does not retrain) it is network 1; --serve ensemble without --emkd is a
+ * usage error.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/backend/index.js';
+import { buildDistillHooks } from '../../src/distill/index.js';
+import { memberDir } from '../../src/distill/emkd/ensemble.js';
+import { evaluableUsers, historyFor } from '../../src/eval/evaluate.js';
+import { loadStudentOnnx } from '../../src/student/onnx.js';
+import { loadStudent, topK } from '../../src/student/serve.js';
+import { readServePlan } from '../../src/student/serve-plan.js';
+import { trainStudent } from '../../src/student/train.js';
+import { loadRecommender } from '../../src/serve/recommender.js';
+import { smallDataset, smallOptions } from '../student/fixtures/small.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'recdistill-emkd-serve-'));
+const run = join(tmp, 'run');
+const K = 3;
+
+async function train(serve?: string) {
+  const ds = await smallDataset();
+  const opts = smallOptions({ epochs: 2 });
+  const hooks = await buildDistillHooks({ ...opts, emkd: K, ...(serve ? { serve } : {}), seed: 42 }, ds, { dims: opts.dims, blocks: opts.blocks });
+  try {
+    return await trainStudent({ ds, opts, outDir: run, backend: 'wasm', hooks, log: () => {} });
+  } finally {
+    hooks?.dispose?.();
+  }
+}
+
+const metrics = () => JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8'));
+
+beforeAll(async () => {
+  await initBackend('wasm');
+  await train('ensemble');
+}, 120_000);
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('--serve ensemble', () => {
+  it('loadStudent(run) scores with the mean of the K members\' own scores; model and encode are network 1\'s', async () => {
+    const ds = await smallDataset();
+    expect(readServePlan(run)).toEqual({ serve: 'ensemble', members: ['ensemble-1', 'ensemble-2', 'ensemble-3'] });
+    const histories = evaluableUsers(ds).slice(0, 9).map((u) => historyFor(ds, u, 'test'));
+    // Each member loaded on its own (a member folder has no serve.json: one network).
+    const h = histories[4]!;
+    const each: Float32Array[] = [];
+    const eachOne: Float32Array[] = []; // one history alone (padded to its own length, not the batch's)
+    for (let n = 1; n <= K; n++) {
+      const m = await loadStudent(memberDir(run, n));
+      expect(m.info.members).toBeUndefined();
+      each.push(m.scoreBatch(histories));
+      eachOne.push(m.scores(h));
+      m.dispose();
+    }
+    expect(each[1]).not.toEqual(each[0]); // three different networks
+    const meanOf = (xs: Float32Array[]) => Float32Array.from(xs[0]!, (_, i) => (xs[0]![i]! + xs[1]![i]! + xs[2]![i]!) / 3);
+    const mean = meanOf(each);
+    const meanOne = meanOf(eachOne);
+    const ens = await loadStudent(run);
+    try {
+      expect(ens.info.members).toEqual([1, 2, 3].map((n) => memberDir(run, n)));
+      expect(ens.info.dir).toBe(run);
+      expect(Array.from(ens.scoreBatch(histories))).toEqual(Array.from(mean));
+      expect(Array.from(ens.scores(h))).toEqual(Array.from(meanOne));
+      expect(ens.recommend(h, 10)).toEqual(topK(meanOne, 10, new Set(h)));
+      expect(ens.recommend(h, 10, { excludeHistory: false })).toEqual(topK(meanOne, 10));
+      // encode: network 1's states, the run's own model.safetensors.
+      const one = await loadStudent(memberDir(run, 1));
+      expect(ens.encode(histories[0]!)).toEqual(one.encode(histories[0]!));
+      expect(ens.info.parameters).toBe(3 * one.info.parameters);
+      one.dispose();
+    } finally {
+      ens.dispose();
+    }
+  });
+
+  it('the HTTP serving path on onnxruntime averages the members\' ONNX scores too', async () => {
+    const ds = await smallDataset();
+    const h = historyFor(ds, evaluableUsers(ds)[3]!, 'test');
+    const sum = new Float64Array(ds.items.length);
+    for (let n = 1; n <= K; n++) {
+      const m = await loadStudentOnnx(memberDir(run, n));
+      (await m.scoreBatch([h])).forEach((v, i) => (sum[i]! += v));
+      await m.dispose();
+    }
+    const want = topK(Float32Array.from(sum, (x) => x / K), 5, new Set(h));
+    const rec = await loadRecommender(run, { runtime: 'onnx' });
+    try {
+      expect(await rec.recommendDense(h, 5)).toEqual(want);
+      const one = await loadStudent(memberDir(run, 1));
+      expect(rec.info.parameters).toBe(3 * one.info.parameters);
+      one.dispose();
+    } finally {
+      await rec.dispose();
+    }
+  });
+
+  it('metrics.json reports both: member = network 1 (the top-level metrics), ensemble = ensemble.json\'s', () => {
+    const m = metrics();
+    const serving = m.distill.emkd.serving;
+    expect(serving.serve).toBe('ensemble');
+    expect(serving.member).toEqual({ network: 1, valid: m.valid, test: m.test });
+    const ensembleJson = JSON.parse(readFileSync(join(run, 'ensemble.json'), 'utf8'));
+    expect(serving.ensemble).toEqual({ K, valid: ensembleJson.valid, test: ensembleJson.test });
+    expect(serving.networksTestNdcg10).toEqual(ensembleJson.members.map((x: Record<string, number>) => x['ndcg@10']));
+    expect(serving.networksTestNdcg10[0]).toBeCloseTo(m.test['ndcg@10'], 12); // network 1 alone is the member
+    expect(m.memory.peakRssMiB).toBeGreaterThan(0);
+    expect(m.memory.estimateMiB).toBeGreaterThan(0);
+  });
+});
+
+describe('--serve member', () => {
+  it('re-finishing the run with --serve member (the default) changes what it serves, not its training', async () => {
+    const before = readFileSync(join(run, 'checkpoint.safetensors'));
+    const history = readFileSync(join(run, 'history.jsonl'), 'utf8');
+    await train(); // same identity: the finished run resumes and only re-finishes
+    expect(readFileSync(join(run, 'checkpoint.safetensors')).equals(before)).toBe(true);
+    expect(readFileSync(join(run, 'history.jsonl'), 'utf8')).toBe(history);
+    expect(readServePlan(run)).toEqual({ serve: 'member' });
+    expect(metrics().distill.emkd.serving.serve).toBe('member');
+    expect(metrics().distill.emkd).not.toHaveProperty('serve'); // provenance (the identity) has no serve key
+    const ds = await smallDataset();
+    const histories = evaluableUsers(ds).slice(0, 5).map((u) => historyFor(ds, u, 'test'));
+    const served = await loadStudent(run);
+    const net1 = await loadStudent(memberDir(run, 1));
+    expect(served.info.members).toBeUndefined();
+    expect(Array.from(served.scoreBatch(histories))).toEqual(Array.from(net1.scoreBatch(histories)));
+    served.dispose();
+    net1.dispose();
+    expect(existsSync(join(run, 'model.safetensors'))).toBe(true);
+  }, 120_000);
+});
+
+describe('--serve without EMKD', () => {
+  it('--serve ensemble with --emkd 0 (or absent) is a usage error naming both flags', async () => {
+    const ds = await smallDataset();
+    const opts = smallOptions();
+    for (const flags of [{ serve: 'ensemble' }, { serve: 'ensemble', emkd: 0 }]) {
+      const p = buildDistillHooks({ ...opts, ...flags }, ds, { dims: opts.dims, blocks: opts.blocks });
+      await expect(p).rejects.toMatchObject({ code: 'E_USAGE' });
+      await expect(p).rejects.toThrow(/--serve ensemble .*needs --emkd K .*got --emkd 0/);
+    }
+    await expect(buildDistillHooks({ ...opts, serve: 'both' }, ds, { dims: opts.dims, blocks: opts.blocks })).rejects.toThrow(/"serve" must be one of member, ensemble/);
+    expect(await buildDistillHooks({ ...opts, serve: 'member' }, ds, { dims: opts.dims, blocks: opts.blocks })).toBeUndefined();
+  });
+});

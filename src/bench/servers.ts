@@ -7,6 +7,7 @@ import type { ItemInfo, PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { sasrecParams } from '../student/model.js';
 import { loadStudent, topK } from '../student/serve.js';
+import { averageScoresAsync, readServePlan } from '../student/serve-plan.js';
 import { resolveIndex } from '../util/layers.js';
 import type { LogFn } from '../util/progress.js';
 import { countOnnxParams } from './onnx-params.js';
@@ -56,7 +57,7 @@ export async function studentServer(dir: string, kind: 'student' | 'seqrec' = 's
       return hs.map((h, b) => topK(scores.subarray(b * (N + 1), (b + 1) * (N + 1)), k, new Set(h)).items);
     },
     params: s.info.parameters,
-    files: [fileOf(join(dir, 'model.safetensors'))],
+    files: (s.info.members ?? [dir]).map((d) => fileOf(join(d, 'model.safetensors'))),
     runtime: `tfjs-${s.info.backend}`,
     async dispose() {
       s.dispose();
@@ -65,26 +66,41 @@ export async function studentServer(dir: string, kind: 'student' | 'seqrec' = 's
 }
 
 /** The cache's soft-label head: W [N+1, H], b [N+1]. */
-/** The student through onnxruntime-node: the exported graph (student:export), built in memory from the run. */
+/**
+ * The student through onnxruntime-node: the exported graph (student:export), built in memory from the run; a run
+ * whose serve.json names an ensemble (EMKD --serve ensemble) answers with the mean of its members' scores.
+ */
 export async function studentOnnxServer(dir: string): Promise<Server> {
   const { loadStudentOnnx } = await import('../student/onnx.js');
-  const s = await loadStudentOnnx(dir);
+  const plan = readServePlan(dir);
+  const dirs = plan.serve === 'ensemble' ? plan.members.map((m) => join(dir, m)) : [dir];
+  const ms: Array<Awaited<ReturnType<typeof loadStudentOnnx>>> = [];
+  try {
+    for (const d of dirs) ms.push(await loadStudentOnnx(d));
+  } catch (e) {
+    for (const m of ms) await m.dispose();
+    throw e;
+  }
+  const s = ms[0]!;
   const N = s.config.numItems;
-  const params = sasrecParams(s.config);
+  const scoreFns = ms.map((m) => (hs: Int32Array[]) => m.scoreBatch(hs));
+  const scoreBatch = (hs: Int32Array[]) => (ms.length === 1 ? s.scoreBatch(hs) : averageScoresAsync(scoreFns, hs)); // [B, N + 1]
   return {
     kind: 'student',
     recommend() {
       throw new RecdistillError('E_INTERNAL', 'the onnx student answers asynchronously: use recommendAsync.');
     },
-    recommendAsync: async (h, k) => (await s.recommend(h, k)).items,
+    recommendAsync: async (h, k) => (ms.length === 1 ? (await s.recommend(h, k)).items : topK(await scoreBatch([h]), k, new Set(h)).items),
     async recommendBatch(hs, k) {
-      const scores = await s.scoreBatch(hs); // [B, N + 1]
+      const scores = await scoreBatch(hs);
       return hs.map((h, b) => topK(scores.subarray(b * (N + 1), (b + 1) * (N + 1)), k, new Set(h)).items);
     },
-    params,
-    files: [fileOf(join(dir, 'model.safetensors'))],
+    params: ms.length * sasrecParams(s.config),
+    files: dirs.map((d) => fileOf(join(d, 'model.safetensors'))),
     runtime: 'onnxruntime-node',
-    dispose: () => s.dispose(),
+    async dispose() {
+      for (const m of ms) await m.dispose();
+    },
   };
 }
 

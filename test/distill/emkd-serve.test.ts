@@ -18,6 +18,7 @@ import { loadStudent, topK } from '../../src/student/serve.js';
 import { readServePlan } from '../../src/student/serve-plan.js';
 import { trainStudent } from '../../src/student/train.js';
 import { loadRecommender } from '../../src/serve/recommender.js';
+import { studentOnnxServer, studentServer } from '../../src/bench/servers.js';
 import { smallDataset, smallOptions } from '../student/fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-emkd-serve-'));
@@ -92,13 +93,22 @@ describe('--serve ensemble', () => {
     }
     const want = topK(Float32Array.from(sum, (x) => x / K), 5, new Set(h));
     const rec = await loadRecommender(run, { runtime: 'onnx' });
+    const bench = await studentOnnxServer(run);
     try {
       expect(await rec.recommendDense(h, 5)).toEqual(want);
+      // bench's onnxruntime server too, one request and a batch; its files are the members'.
+      expect(await bench.recommendAsync(h, 5)).toEqual(want.items);
+      expect((await bench.recommendBatch([h, h], 5))[1]).toEqual(want.items);
+      expect(bench.files.map((f) => f.path)).toEqual([1, 2, 3].map((n) => join(memberDir(run, n), 'model.safetensors')));
+      const tfBench = await studentServer(run, 'student', 'wasm');
+      expect(tfBench.files).toHaveLength(3);
+      await tfBench.dispose();
       const one = await loadStudent(memberDir(run, 1));
       expect(rec.info.parameters).toBe(3 * one.info.parameters);
       one.dispose();
     } finally {
       await rec.dispose();
+      await bench.dispose();
     }
   });
 

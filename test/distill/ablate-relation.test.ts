@@ -79,6 +79,10 @@ describe('ablate --suite relation (tiny synthetic, cpu)', () => {
       expect(lambdasOf('emkd3-seed42').emkd_intra).toBe(0.01);
       expect(lambdasOf('emkd3-L3-seed42').emkd_intra ?? 0).toBe(0);
       expect(lambdasOf('emkd3-L3-seed42').emkd_inter).toBe(0.01);
+      // Without --batch-size every row, CE included, trains at the suite's batch 64 (not the preset's 128).
+      const batchOf = (run: string) => JSON.parse(readFileSync(join(dir, 'out', 'runs', run, 'config.json'), 'utf8')).options.batchSize;
+      expect([batchOf('ce-seed42'), batchOf('emkd3-seed42')]).toEqual([64, 64]);
+      expect(logs.some((l) => /--suite emkd trains every row at batch 64/.test(l))).toBe(true);
       expect(cmd.format!(s)).toMatch(/^ensemble \(emkd3, K-network average\) test ndcg@10 /m);
     } finally {
       rmSync(dir, { recursive: true, force: true });

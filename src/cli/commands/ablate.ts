@@ -35,6 +35,11 @@ const SUITES = ['relation', 'emkd'] as const;
 const RELATION_CONFIGS = 'rel,all+rel';
 /** The EMKD row the suite's member/ensemble/gain keys report (K = 3, every term on). */
 const EMKD_MAIN = 'emkd3';
+/**
+ * --suite emkd's batch size when --batch-size is not given: K = 3 networks at the small preset's 128 do not fit
+ * the wasm 4 GiB heap on ML-100K (the memory estimate refuses them), and every row, CE included, must share one.
+ */
+export const EMKD_SUITE_BATCH = 64;
 
 const options = defineOptions({
   ...datasetOptions,
@@ -144,7 +149,9 @@ function relationSummary(r: AblationResult): Record<string, unknown> {
 export default defineCommand({
   description: 'CE-only vs each distillation term alone vs all terms, same small student and seeds; best distilled config chosen on validation',
   options,
-  async run(opts, ctx) {
+  async run(given, ctx) {
+    const opts = given.suite === 'emkd' && given.batchSize === undefined ? { ...given, batchSize: EMKD_SUITE_BATCH } : given;
+    if (opts !== given) ctx.log(`ablate: --suite emkd trains every row at batch ${EMKD_SUITE_BATCH} (K = 3 networks at the preset's batch do not fit the wasm heap; --batch-size overrides)`);
     if (opts.seeds < 1) throw new RecdistillError('E_USAGE', `--seeds must be >= 1, got ${opts.seeds}.`);
     // The student every run shares (seed and folder aside), resolved and range-checked before anything runs.
     const student = ablateStudentOptions(opts, opts.seed, '');

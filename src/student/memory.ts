@@ -4,16 +4,32 @@ import { RecdistillError } from '../errors.js';
 /**
  * Up-front memory estimate of a training run, so a configuration that cannot fit is refused with figures
  * instead of dying in the middle of an epoch (wasm: "memory access out of bounds"; JS: heap limit).
- * Float32 everywhere; the figures are deliberately rough upper bounds of the largest live buffers:
+ * Float32 everywhere; upper bounds of what is live at a training step's peak as tf.profile counts it (a reshape's
+ * view counts as a tensor of its own: the wasm heap grew by 65-90% of that count). P = batchRows x batchLen:
  * - parameters: weights, gradients, Adam m and v on the device, plus the host copies (best weights, the
  *   checkpoint's tensor copy and its encoded buffer): 7 copies;
- * - the loss: full softmax materialises [P, N + 1] logits, their softmax and the logits' gradient (3 copies),
- *   P = positions of the largest batch; sampled softmax [P, negatives + 1]; BCE [P, 2];
- * - activations: [B, L, D] and [B, L, F] per block (a few copies) and attention [B, H, L, L];
+ * - the step's forward and backward pass (on wasm every tensor a kernel saves for the gradient is a copy, and every
+ *   gradient lives until the backward pass ends, so the peak is at its end):
+ *   - activations: per position 52 D + 64 + blocks (96 D + 10 F + 13 H L + 16) floats (F = ffnDims; 13 H L = 13
+ *     attention [B, H, L, L] matrices per block: scores, scaled, biased, softmax, dropout mask and product, their
+ *     saved copies and gradients); measured 47 D + 69 + blocks (91.4 D + 9.2 F + 12 H L), rounded up by ~5%;
+ *   - the loss: full softmax 2 [P, N + 1] (the logits and their softmax in the forward pass, the softmax's
+ *     gradient and its transpose in the backward one; 1.6-1.8 measured above a BCE step); sampled softmax
+ *     12 [P, negatives + 1] (corrected logits, hit mask, concatenation, softmax, copies and gradients; 6.6-10.4
+ *     measured, 64-1024 negatives); BCE 3 [P, 2];
+ *   - embedding gradients: 7 [N + 1, D] (the loss's and the input gather's item-table gradients, their pieces and
+ *     their sum: 6.1-6.6 measured beyond the gradient in parameters), what a large catalogue adds at small batches;
+ * - update: Adam keeps every parameter's temporaries until its tidy ends, after the activations are freed:
+ *   10 copies of the parameters (measured above the weights and moments: 10.6 distinct buffers, 13 in tf.profile's
+ *   count, which counts the 3 new values twice; 7 + 10 copies bound its 16);
  * - evaluation: [evalBatch, N + 1] scores (device + host copy);
  * - EMKD (`emkd`, src/distill/emkd): what its hooks keep alive in the step's tape, counted per op from
  *   hooks.ts / losses.ts and checked against tf.profile on ML-100K shapes (live tensor bytes of one step, K = 1..4,
  *   1-2 views, batch 8-32: every part within 2% of the measured one): see estimateEmkd.
+ * The single-network constants are tf.profile peaks of one real trainStep (forward, backward and Adam update;
+ * counted above the weights and moments) on the wasm backend over D 16-128, F 16-128, H 1-4, L 10-200, 1-3 blocks,
+ * 100-20,000 items and the three losses; the estimate came out at 1.06-1.15x the measured peak on each (the default
+ * student and --preset small on 1682 items among them). test/student/memory-single.test.ts checks three tiny shapes.
  */
 export interface TrainMemoryInput {
   numItems: number;
@@ -69,23 +85,32 @@ export function memoryLimit(backend: string, ram = totalmem()): { limit: number;
 }
 
 export function estimateTrainMemory(a: TrainMemoryInput, ram = totalmem()): MemoryEstimate {
-  const F = 4;
+  const f32 = 4;
   const N1 = a.numItems + 1;
-  const D = a.dims;
   const P = a.batchRows * a.batchLen;
-  const lossCols = a.loss === 'ce' ? N1 : a.loss === 'sampled' ? a.negatives + 1 : 2;
+  const [lossCols, lossCopies] = a.loss === 'ce' ? [N1, 2] : a.loss === 'sampled' ? [a.negatives + 1, 12] : [2, 3];
+  const networks = a.emkd?.K ?? 1; // every network's parameters go through the same Adam update
   const parts: Record<string, number> = {
-    parameters: sasrecFloats(a) * F * 7,
-    loss: P * lossCols * F * 3,
-    activations: a.blocks * (P * (8 * D + 3 * a.ffnDims) + a.batchRows * a.heads * a.batchLen * a.batchLen * 3) * F,
-    evaluation: Math.min(a.evalBatch, Number.MAX_SAFE_INTEGER) * N1 * F * 2,
+    parameters: sasrecFloats(a) * f32 * 7,
+    loss: P * lossCols * lossCopies * f32,
+    activations: P * activationFloats(a) * f32,
+    'embedding gradients': networks * 7 * N1 * a.dims * f32,
+    update: networks * 10 * sasrecFloats(a) * f32,
+    evaluation: Math.min(a.evalBatch, Number.MAX_SAFE_INTEGER) * N1 * f32 * 2,
   };
   const emkd = a.emkd ? estimateEmkd(a, a.emkd) : {};
   Object.assign(parts, emkd);
-  const step = parts.loss! + parts.activations! + (emkd['emkd passes'] ?? 0) + (emkd['emkd next-item'] ?? 0) + (emkd['emkd kl'] ?? 0) + (emkd['emkd masked'] ?? 0) + (emkd['emkd contrast'] ?? 0);
-  const bytes = parts.parameters! + (emkd['emkd networks'] ?? 0) + Math.max(step, parts.evaluation!);
+  const emkdStep = (emkd['emkd passes'] ?? 0) + (emkd['emkd next-item'] ?? 0) + (emkd['emkd kl'] ?? 0) + (emkd['emkd masked'] ?? 0) + (emkd['emkd contrast'] ?? 0);
+  const step = parts.loss! + parts.activations! + parts['embedding gradients']! + emkdStep;
+  const bytes = parts.parameters! + (emkd['emkd networks'] ?? 0) + Math.max(step, parts.update!, parts.evaluation!);
   const { limit, why } = memoryLimit(a.backend, ram);
   return { bytes, parts, limit, limitWhy: why };
+}
+
+/** Live floats per position of one network's training step (forward + backward), without the loss: see the file comment. */
+function activationFloats(a: Pick<TrainMemoryInput, 'dims' | 'ffnDims' | 'heads' | 'blocks' | 'batchLen'>): number {
+  const { dims: D, ffnDims: F, heads: H, batchLen: L } = a;
+  return 52 * D + 64 + a.blocks * (96 * D + 10 * F + 13 * H * L + 16);
 }
 
 /** Parameters of one SASRec network (floats). */
@@ -100,7 +125,8 @@ function sasrecFloats(a: TrainMemoryInput): number {
  * - emkd networks: networks 2..K's weights, gradients, Adam moments and host copies (7 copies, as network 1);
  * - emkd passes: one encoder pass (forward + backward) per network 2..K on the batch and per network and view on the
  *   masked views: per position 34 D + blocks (11 H L + 58 D + 8 F) floats (embeddings, attention rows, LayerNorms,
- *   dropout masks and their gradients; the measured figure, about 5x the trainer's own activation count above);
+ *   dropout masks and their gradients; the measured figure, in distinct buffers: network 1's activationFloats,
+ *   which bounds tf.profile's count of the same pass (reshape views counted again), is about 1.5x it);
  * - emkd next-item: networks 2..K's next-item CE, 12 [P, N1] each (the logits, their item slice, the log-softmax
  *   and its shifted / exponentiated inputs, the one-hot targets, their product, and the gradients of these);
  * - emkd kl: L5, 39 [P, N1] per pair of networks (the tempered logits, two log-softmaxes, their exponentials and
@@ -109,6 +135,9 @@ function sasrecFloats(a: TrainMemoryInput): number {
  * - emkd masked: L1, the next-item CE's 13 matrices on the masked slots [M, N1] per network and view, M = rows x
  *   max(1, round(maskRatio x batchLen));
  * - emkd contrast: L3 / L4 InfoNCE, 10 [B, B] per (anchor network, positive network, view): K intra, K (K - 1) inter.
+ * A whole EMKD step (--preset small, 1682 items, all terms, K = 1-4, batch 8-32) measured against the total: 0.83-0.94
+ * of tf.profile's peak, 0.97-1.02 of the distinct buffers and of the wasm heap's growth (K = 3, batch 32: 1728 MiB
+ * estimated; tf.profile 2047, distinct 1691, heap 1759 MiB). So the EMKD parts bound the heap, not tf.profile's count.
  */
 export function estimateEmkd(a: TrainMemoryInput, e: EmkdMemoryInput): Record<string, number> {
   const F = 4;
@@ -150,12 +179,12 @@ export function checkTrainMemory(a: TrainMemoryInput, ram = totalmem()): MemoryE
   if (a.emkd && a.emkd.K > 1 && emkdStep > e.limit / 4) hints.push(`fewer networks (--emkd, now ${a.emkd.K}: each network adds its full-softmax passes, each of the ${(a.emkd.K * (a.emkd.K - 1)) / 2} pairs its KL)`);
   if (e.parts.loss! + e.parts.activations! + emkdStep > e.limit / 4) hints.push(`a smaller --batch-size (now ${a.batchRows} rows per batch) or --max-len (longest window ${a.batchLen})`);
   if (e.parts.evaluation! > e.limit / 4) hints.push(`a smaller --eval-batch (now ${a.evalBatch})`);
-  if (e.parts.parameters! > e.limit / 2) hints.push(`a smaller --dims (now ${a.dims}): the item table alone is ${N1} x ${a.dims} floats`);
+  if (e.parts.parameters! + Math.max(e.parts.update!, e.parts['embedding gradients']!) > e.limit / 2) hints.push(`a smaller --dims (now ${a.dims}): the item table alone is ${N1} x ${a.dims} floats`);
   const parts = Object.entries(e.parts).filter(([k, v]) => v > 0 || !k.startsWith('emkd ')).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ');
-  const lossWhat = a.loss === 'ce' ? `full-softmax logits ${P} positions x ${N1} items` : a.loss === 'sampled' ? `sampled logits ${P} x ${a.negatives + 1}` : `BCE logits ${P} x 2`;
+  const lossWhat = a.loss === 'ce' ? `full-softmax logits ${P} positions x ${N1} items, x2 for their softmax and its gradient` : a.loss === 'sampled' ? `sampled logits ${P} x ${a.negatives + 1}, x12 for their corrections, softmax and gradients` : `BCE logits ${P} x 2`;
   const emkdWhat = a.emkd ? `; --emkd ${a.emkd.K} adds full-softmax ${P} x ${N1} matrices per network and per pair of networks` : '';
   throw new RecdistillError(
     'E_USAGE',
-    `student:train would need about ${formatBytes(e.bytes)} (${parts}; ${lossWhat}, x3 for softmax and gradient${emkdWhat}), more than ${formatBytes(e.limit)} (${e.limitWhy}). Use ${hints.join(', or ') || '--loss sampled'}.`,
+    `student:train would need about ${formatBytes(e.bytes)} (${parts}; ${lossWhat}${emkdWhat}), more than ${formatBytes(e.limit)} (${e.limitWhy}). Use ${hints.join(', or ') || '--loss sampled'}.`,
   );
 }

@@ -238,7 +238,7 @@ function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): strin
 }
 
 /** One optimiser step; returns the unweighted term values. Throws E_NUMERIC before touching weights on NaN/Inf. */
-function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined, state: RunState, lr: number): Record<string, number> {
+export function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined, state: RunState, lr: number): Record<string, number> {
   const weights = hooks?.weights(step) ?? {};
   const rngFor = () => makeRng(mixSeed(seed, epoch, step, 0x5eed));
   if (hooks?.balance && step % hooks.balance.every === 0) {

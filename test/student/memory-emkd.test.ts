@@ -28,7 +28,9 @@ describe('estimateTrainMemory with EMKD, by hand', () => {
   const tiny: TrainMemoryInput = { numItems: 9, dims: 2, maxLen: 4, blocks: 1, heads: 1, ffnDims: 3, loss: 'ce', negatives: 0, evalBatch: 1, batchRows: 2, batchLen: 4, backend: 'wasm' };
   // One network: 10*2 + 4*2 + (3*4 + 3*2 + 4 + 2 + 2*2*3 + 3 + 2 + 4*2 = 49) + 2*2 = 81 floats, x4 bytes x7 copies.
   const params = 81 * 4 * 7; // 2268
-  const base = { parameters: params, loss: 8 * 10 * 4 * 3, activations: (8 * (8 * 2 + 3 * 3) + 2 * 1 * 16 * 3) * 4, evaluation: 1 * 10 * 4 * 2 }; // 2268, 960, 1184, 80
+  // Full-softmax loss: 2 [8, 10] matrices; activations per position 52*2 + 64 + (96*2 + 10*3 + 13*1*4 + 16 = 290) = 458
+  // floats; the item table's gradient pieces 7 x 10 x 2 and Adam's update 10 x 81 floats per network.
+  const base = { parameters: params, loss: 8 * 10 * 2 * 4, activations: 8 * 458 * 4, 'embedding gradients': 7 * 10 * 2 * 4, update: 10 * 81 * 4, evaluation: 1 * 10 * 4 * 2 }; // 2268, 640, 14656, 560, 3240, 80
   // One encoder pass: 8 positions x (34*2 + (11*1*4 + 58*2 + 8*3)) = 8 x 252 floats; masked slots 2 rows x round(0.5*4).
   const pass = 8 * 252 * 4; // 8064 bytes
   const logits = 8 * 10 * 4; // one [P, N1] matrix: 320 bytes
@@ -37,18 +39,18 @@ describe('estimateTrainMemory with EMKD, by hand', () => {
   it('K = 1, 2, 3: each part and the total', () => {
     const e0 = estimateTrainMemory(tiny, RAM);
     expect(e0.parts).toEqual(base);
-    expect(e0.bytes).toBe(2268 + 960 + 1184); // parameters + the training step (above the evaluation)
+    expect(e0.bytes).toBe(2268 + 640 + 14656 + 560); // parameters + the training step (above the update and the evaluation)
 
     const e2 = estimateTrainMemory({ ...tiny, emkd: { K: 2, views: 1, maskRatio: 0.5, terms: ALL } }, RAM);
     const p2 = { 'emkd networks': params, 'emkd passes': 3 * pass, 'emkd next-item': 12 * logits, 'emkd kl': (39 + 4) * logits, 'emkd masked': 2 * 13 * masked, 'emkd contrast': (2 + 2) * 10 * 4 * 4 };
     expect(p2).toEqual({ 'emkd networks': 2268, 'emkd passes': 24192, 'emkd next-item': 3840, 'emkd kl': 13760, 'emkd masked': 4160, 'emkd contrast': 640 });
-    expect(e2.parts).toEqual({ ...base, ...p2 });
-    expect(e2.bytes).toBe(2268 + 2268 + (960 + 1184 + 24192 + 3840 + 13760 + 4160 + 640)); // 53272
+    expect(e2.parts).toEqual({ ...base, 'embedding gradients': 2 * 560, update: 2 * 3240, ...p2 }); // both networks' tables and Adam updates
+    expect(e2.bytes).toBe(2268 + 2268 + (640 + 14656 + 1120 + 24192 + 3840 + 13760 + 4160 + 640)); // 67544
 
     const e3 = estimateTrainMemory({ ...tiny, emkd: { K: 3, views: 1, maskRatio: 0.5, terms: ALL } }, RAM);
     // 2 more networks, 2 + 3 passes, 3 pairs of KL, 3 networks' masked CE, 3 intra + 6 inter contrasts.
-    expect(e3.parts).toEqual({ ...base, 'emkd networks': 4536, 'emkd passes': 40320, 'emkd next-item': 7680, 'emkd kl': 38720, 'emkd masked': 6240, 'emkd contrast': 1440 });
-    expect(e3.bytes).toBe(103348);
+    expect(e3.parts).toEqual({ ...base, 'embedding gradients': 1680, update: 9720, 'emkd networks': 4536, 'emkd passes': 40320, 'emkd next-item': 7680, 'emkd kl': 38720, 'emkd masked': 6240, 'emkd contrast': 1440 });
+    expect(e3.bytes).toBe(2268 + 4536 + (640 + 14656 + 1680 + 40320 + 7680 + 38720 + 6240 + 1440)); // 118180
     expect(e0.bytes).toBeLessThan(e2.bytes);
     expect(e2.bytes).toBeLessThan(e3.bytes);
   });

@@ -52,5 +52,13 @@ describe('planEmkdConfigs', () => {
     expect(s.ensemble['ndcg@10.mean']).toBeCloseTo(0.14, 10);
     expect(s.ensemble['ndcg@10.std']).toBeCloseTo(Math.SQRT2 * 0.01, 10); // sample std of 0.13, 0.15
     expect(s.gain).toBeCloseTo(0.1215 / 0.1015 - 1, 10);
+    // chosen: the K = 3 row with the best validation mean; here emkd3 itself (0.1215 against 0.1065 for the L rows).
+    expect(s.chosen).toMatchObject({ config: 'emkd3', 'ndcg@10.mean': s.member['ndcg@10.mean'], gain: s.gain });
+    // A removal row that validates better is the one chosen (its own test figure, ensemble and gain; emkd2 is not a K = 3 row).
+    const configs = result.configs.map((c) => (c.name === 'emkd3-L1' ? { ...c, 'valid.ndcg@10.mean': 0.2, 'ndcg@10.mean': 0.125, 'ndcg@10.std': 0.002 } : c.name === 'emkd2' ? { ...c, 'valid.ndcg@10.mean': 0.3 } : c));
+    const t = emkdSummary(configs, { emkd3: [0.13, 0.15], 'emkd3-L1': [0.12, 0.14] });
+    expect(t.chosen).toEqual({ config: 'emkd3-L1', 'valid.ndcg@10.mean': 0.2, 'ndcg@10.mean': 0.125, 'ndcg@10.std': 0.002, ensemble: { 'ndcg@10.mean': 0.13, 'ndcg@10.std': t.chosen!.ensemble!['ndcg@10.std'] }, gain: 0.125 / 0.1015 - 1 });
+    expect(t.chosen!.ensemble!['ndcg@10.std']).toBeCloseTo(Math.SQRT2 * 0.01, 10);
+    expect(t.member['ndcg@10.mean']).toBeCloseTo(0.1215, 10); // member stays the all-terms row
   });
 });

@@ -264,6 +264,7 @@ export default defineCommand({
     const rel = s.relation as Record<string, unknown> | undefined;
     const member = s.member as Record<string, unknown> | undefined;
     const ensemble = s.ensemble as Record<string, unknown> | undefined;
+    const chosen = s.chosen as Record<string, unknown> | undefined;
     const line = (label: string, c: Record<string, unknown>) => `${label} test ndcg@10 ${f(c['ndcg@10.mean'])} ± ${f(c['ndcg@10.std'])} hr@10 ${f(c['hr@10.mean'])}`;
     return [
       ...(s.teacher ? [`teacher test ndcg@10 ${f(t?.['ndcg@10'])} hr@10 ${f(t?.['hr@10'])}`] : []),
@@ -272,6 +273,7 @@ export default defineCommand({
         ? [`member   (${String(member.config)}, network 1) test ndcg@10 ${f(member['ndcg@10.mean'])} ± ${f(member['ndcg@10.std'])}`, `ensemble (${String(ensemble.config)}, K-network average) test ndcg@10 ${f(ensemble['ndcg@10.mean'])} ± ${f(ensemble['ndcg@10.std'])}`]
         : [rel ? line('relation ', rel) : d ? line(`distilled (${String(d.name)}, chosen on valid)`, d) : 'no distilled config']),
       `gain ${(Number(s.gain) * 100).toFixed(1)}% relative test NDCG@10${member ? ' (member over single)' : ''}`,
+      ...(chosen ? [`chosen on valid: ${String(chosen.config)} (valid ndcg@10 ${f(chosen['valid.ndcg@10.mean'])}), member test ndcg@10 ${f(chosen['ndcg@10.mean'])} ± ${f(chosen['ndcg@10.std'])}, gain ${(Number(chosen.gain) * 100).toFixed(1)}%`] : []),
       `report ${(s.report as { markdown: string }).markdown}`,
     ].join('\n');
   },

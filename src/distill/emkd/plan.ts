@@ -55,6 +55,12 @@ export interface EmkdSuiteSummary {
   gain: number;
   /** Training time per epoch of the main EMKD row over the single network's (both from the trainer's metrics). */
   epochTimeRatio?: number;
+  /**
+   * The K = 3 row (every term, or one removed) with the best mean validation NDCG@10, served by one member: its
+   * test figure, its ensemble's and its gain over the single network (the rows are variants of one method, so
+   * the choice among them is made on validation like the distillation ablation's).
+   */
+  chosen?: { config: string; 'valid.ndcg@10.mean': number; 'ndcg@10.mean': number; 'ndcg@10.std': number; ensemble?: { 'ndcg@10.mean': number; 'ndcg@10.std': number }; gain: number };
 }
 
 const costOf = (c: ConfigSummary): EmkdCost => {
@@ -76,11 +82,20 @@ export function emkdSummary(configs: ConfigSummary[], ensembleTest: Record<strin
   if (!single || !member) throw new Error(`emkdSummary: need the ce and ${main} rows (have ${configs.map((c) => c.name).join(', ')}).`);
   const ens = meanStd(ensembleTest[main] ?? []);
   const [a, b] = [single['secondsPerEpoch.mean'], member['secondsPerEpoch.mean']];
+  const k3 = configs.filter((c) => c.name === main || c.name.startsWith(`${main}-`));
+  const best = k3.reduce((x, c) => (c['valid.ndcg@10.mean'] > x['valid.ndcg@10.mean'] ? c : x), member);
+  const bestEns = ensembleTest[best.name]?.length ? meanStd(ensembleTest[best.name]!) : undefined;
+  const chosen = {
+    config: best.name, 'valid.ndcg@10.mean': best['valid.ndcg@10.mean'], 'ndcg@10.mean': best['ndcg@10.mean'], 'ndcg@10.std': best['ndcg@10.std'],
+    ...(bestEns ? { ensemble: { 'ndcg@10.mean': bestEns.mean, 'ndcg@10.std': bestEns.std } } : {}),
+    gain: best['ndcg@10.mean'] / single['ndcg@10.mean'] - 1,
+  };
   return {
     single: { 'ndcg@10.mean': single['ndcg@10.mean'], 'ndcg@10.std': single['ndcg@10.std'], ...costOf(single) },
     member: { 'ndcg@10.mean': member['ndcg@10.mean'], 'ndcg@10.std': member['ndcg@10.std'], config: main, ...costOf(member) },
     ensemble: { 'ndcg@10.mean': ens.mean, 'ndcg@10.std': ens.std, config: main },
     gain: member['ndcg@10.mean'] / single['ndcg@10.mean'] - 1,
     ...(a && b ? { epochTimeRatio: b / a } : {}),
+    chosen,
   };
 }

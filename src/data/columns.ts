@@ -158,8 +158,11 @@ export interface Grouped {
   sequences: Int32Array[];
 }
 
-/** Kept rows grouped by user (counting sort keeps file order), each sorted by time, stable. */
-export function groupColumns(c: RawColumns, mask: Uint8Array, maxHistory: number): Grouped {
+/**
+ * Kept rows grouped by user (counting sort keeps file order), each sorted by time; same-time rows stay in file
+ * order (tieOrder 'file') or go by raw item id (tieOrder 'item'), then file order.
+ */
+export function groupColumns(c: RawColumns, mask: Uint8Array, maxHistory: number, tieOrder: 'file' | 'item' = 'file'): Grouped {
   const U = c.userIds.length;
   const count = new Int32Array(U + 1);
   for (let i = 0; i < c.length; i++) {
@@ -181,7 +184,9 @@ export function groupColumns(c: RawColumns, mask: Uint8Array, maxHistory: number
   codes.sort((a, b) => compareRawIds(c.userIds[a]!, c.userIds[b]!));
   const sequences = codes.map((u) => {
     const seg = rows.subarray(count[u]!, count[u + 1]!);
-    seg.sort((a, b) => c.time[a]! - c.time[b]! || a - b);
+    seg.sort(tieOrder === 'item'
+      ? (a, b) => c.time[a]! - c.time[b]! || compareRawIds(c.itemIds[c.item[a]!]!, c.itemIds[c.item[b]!]!) || a - b
+      : (a, b) => c.time[a]! - c.time[b]! || a - b);
     const kept = maxHistory > 0 && seg.length > maxHistory ? seg.subarray(seg.length - maxHistory) : seg;
     return Int32Array.from(kept, (r) => c.item[r]!);
   });

@@ -23,6 +23,8 @@ export interface PrepareOptions {
   kCore: number;
   /** Keep at most this many most recent items per user (0 = all). */
   maxHistory: number;
+  /** Order of one user's interactions with the same timestamp: 'file' (default) = as read; 'item' = by raw item id. */
+  tieOrder?: 'file' | 'item';
   /** What to do with a malformed row. */
   onBadRow: BadRowPolicy;
   /** Item texts file (amazon meta, generic items table). */
@@ -82,7 +84,7 @@ export function buildPrepared(
   const c = rawColumns(raw);
   const mask = ratingMask(c, opts.minRating);
   kCoreMask(c, mask, opts.kCore);
-  const g = groupColumns(c, mask, opts.maxHistory);
+  const g = groupColumns(c, mask, opts.maxHistory, opts.tieOrder ?? 'file');
   // Dense item ids 1..N over the items that survived, in raw-id order.
   const present = new Uint8Array(c.itemIds.length);
   for (const seq of g.sequences) for (const code of seq) present[code] = 1;
@@ -106,7 +108,8 @@ export function buildPrepared(
     items.push(info);
   }
   const users: UserSequence[] = g.userIds.map((u, i) => ({ rawId: u, items: g.sequences[i]!.map((code) => dense[code]!) }));
-  const options = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow, ...(format ? { format } : {}) };
+  // tieOrder is recorded only when it is not the file order, so every dataset prepared before it keeps its fingerprint.
+  const options = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow, ...(opts.tieOrder === 'item' ? { tieOrder: 'item' } : {}), ...(format ? { format } : {}) };
   // onBadRow is left out: a run that succeeds with 'error' read no bad row, so 'skip' gives the same data.
   const fingerprint = sha256(stableStringify({ name, rawHash: raw.rawHash, options: { ...options, onBadRow: undefined } }));
   return { name, fingerprint, options, items, users, stats: computeStats(users, items.length - 1) };
@@ -121,7 +124,7 @@ export function prepareDataset(opts: PrepareOptions, log?: LogFn): PreparedDatas
   const input = loaderInput(opts, resolveLocalSource(spec, opts.source, opts.itemsFile));
   const raw = spec.load(input, ctx);
   log?.(`${opts.dataset}: read ${raw.columns?.length ?? raw.interactions.length} interactions from ${raw.files.join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)}s${ctx.skipped.count ? ` (${ctx.skipped.count} bad rows skipped)` : ''}${raw.duplicateRows ? ` (${raw.duplicateRows} duplicate (user, item, timestamp) rows dropped, the first of each kept)` : ''}`);
-  const rest = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow };
+  const rest = { minRating: opts.minRating, kCore: opts.kCore, maxHistory: opts.maxHistory, onBadRow: opts.onBadRow, tieOrder: opts.tieOrder };
   const d = buildPrepared(opts.dataset, raw, rest, input.source, spec.fingerprintOptions?.(input));
   return { ...d, skippedRows: ctx.skipped.count, files: raw.files };
 }
@@ -132,8 +135,8 @@ export function prepareDataset(opts: PrepareOptions, log?: LogFn): PreparedDatas
  */
 function loadExport(opts: PrepareOptions, spec: DatasetSpec, log?: LogFn): PreparedDataset & { skippedRows: number; files: string[] } {
   const dir = resolveLocalSource(spec, opts.source, opts.itemsFile);
-  if (opts.minRating !== 0 || opts.kCore !== 0 || opts.maxHistory !== 0) {
-    throw new RecdistillError('E_USAGE', `--dataset prepared reads ${dir} as exported; its filters are fixed (see dataset.json "options"), so --min-rating/--k-core/--max-history must stay 0.`);
+  if (opts.minRating !== 0 || opts.kCore !== 0 || opts.maxHistory !== 0 || (opts.tieOrder ?? 'file') !== 'file') {
+    throw new RecdistillError('E_USAGE', `--dataset prepared reads ${dir} as exported; its filters are fixed (see dataset.json "options"), so --min-rating/--k-core/--max-history must stay 0 and --tie-order file.`);
   }
   const d = readPrepared(dir);
   log?.(`prepared: read ${d.name} (${d.stats.interactions} interactions, fingerprint ${d.fingerprint.slice(0, 12)}) from ${dir}`);

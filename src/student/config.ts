@@ -66,7 +66,7 @@ export const RUN_KEYS = [
  */
 export const LEGACY_RUN_VALUES: Readonly<Record<string, unknown>> = Object.freeze({
   norm: 'pre', init: 'default', embScale: true, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, labelSmoothing: 0,
-  padKeys: 'mask', attnOutDropout: true, ema: 0,
+  padKeys: 'mask', attnOutDropout: true, ema: 0, tieOrder: 'file',
 });
 
 /**

@@ -31,6 +31,18 @@ describe('time order and leave-one-out split', () => {
     expect(s.test).toBe(1);
   });
 
+  it('--tie-order item: same-time rows go by raw item id (numeric ids as numbers), whatever the file order; the fingerprint records it', () => {
+    // File order: p9(t5) x10(t3) x2(t3) s(t1) -> by time then item id: s, x2, x10, p9 (10 after 2: numeric ids compare as numbers).
+    const xs = rows([['u', '9', 5], ['u', '10', 3], ['u', '2', 3], ['u', '1', 1]]);
+    const byItem = buildPrepared('t', raw(xs), { ...OPTS, tieOrder: 'item' }, 't');
+    expect(Array.from(byItem.users[0]!.items, (id) => byItem.items[id]!.rawId)).toEqual(['1', '2', '10', '9']);
+    const byFile = buildPrepared('t', raw(xs), OPTS, 't');
+    expect(Array.from(byFile.users[0]!.items, (id) => byFile.items[id]!.rawId)).toEqual(['1', '10', '2', '9']);
+    expect(byItem.fingerprint).not.toBe(byFile.fingerprint);
+    // tieOrder 'file' given explicitly is the default: same data, same fingerprint as before the option existed.
+    expect(buildPrepared('t', raw(xs), { ...OPTS, tieOrder: 'file' }, 't').fingerprint).toBe(byFile.fingerprint);
+  });
+
   it('users with fewer than 3 items keep everything for training and have no targets', () => {
     expect(splitUser(Int32Array.from([7, 8]))).toEqual({ train: Int32Array.from([7, 8]), valid: 0, test: 0 });
     expect(splitUser(Int32Array.from([7]))).toEqual({ train: Int32Array.from([7]), valid: 0, test: 0 });

@@ -23,6 +23,7 @@ describe('prepared dataset export', () => {
     const again = prepareDataset({ ...PREPARE_DEFAULTS, dataset: 'prepared', source: out });
     expect([again.name, again.fingerprint, again.stats]).toEqual([d.name, d.fingerprint, d.stats]);
     expect(() => prepareDataset({ ...PREPARE_DEFAULTS, dataset: 'prepared', source: out, kCore: 2 })).toThrow(/--k-core\/--max-history must stay 0/);
+    expect(() => prepareDataset({ ...PREPARE_DEFAULTS, dataset: 'prepared', source: out, tieOrder: 'item' })).toThrow(/its filters are fixed .* and --tie-order file/);
     expect(() => prepareDataset({ ...PREPARE_DEFAULTS, dataset: 'prepared', source: root })).toThrow(/dataset\.json not found/);
     // A second write replaces the export; a foreign non-empty directory is refused.
     writePrepared(d, out);

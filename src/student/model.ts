@@ -143,10 +143,6 @@ export function dropout(x: tf.Tensor, rate: number, rng: Rng | undefined): tf.Te
   return tf.mul(x, tf.tensor(mask, x.shape, 'float32'));
 }
 
-/**
- * Additive attention bias [B, 1, L, L]: -1e9 on future keys and on padding keys, else 0. Built as a causal
- * [1, 1, L, L] constant plus a per-row padding-key bias [B, 1, 1, L], so the JS work is O(L^2 + B L), not O(B L^2).
- */
 /** Causal mask only, [1, 1, L, L] (padKeys 'attend': padding keys are attended like any other). */
 export function causalBias(L: number): tf.Tensor4D {
   const causal = new Float32Array(L * L);
@@ -154,12 +150,14 @@ export function causalBias(L: number): tf.Tensor4D {
   return tf.tensor4d(causal, [1, 1, L, L]);
 }
 
+/**
+ * Additive attention bias [B, 1, L, L]: -1e9 on future keys and on padding keys, else 0. Built as a causal
+ * [1, 1, L, L] constant plus a per-row padding-key bias [B, 1, 1, L], so the JS work is O(L^2 + B L), not O(B L^2).
+ */
 export function attentionBias(items: Int32Array, B: number, L: number): tf.Tensor4D {
-  const causal = new Float32Array(L * L);
-  for (let i = 0; i < L; i++) for (let j = i + 1; j < L; j++) causal[i * L + j] = -1e9;
   const pad = new Float32Array(B * L);
   for (let b = 0; b < B; b++) for (let j = 0; j < L && items[b * L + j] === 0; j++) pad[b * L + j] = -1e9; // left padding
-  return tf.add(tf.tensor4d(causal, [1, 1, L, L]), tf.tensor4d(pad, [B, 1, 1, L]));
+  return tf.add(causalBias(L), tf.tensor4d(pad, [B, 1, 1, L]));
 }
 
 export interface EncodeOptions {

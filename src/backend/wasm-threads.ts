@@ -110,6 +110,14 @@ function makeWorkerClass(paths: Paths, state: StartState, fault: string | undefi
       this.unref();
       state.workers.add(this);
       this.once('exit', () => state.workers.delete(this));
+      // An 'error' event with no listener is an uncaught exception. The glue only listens once it loads the
+      // module into the worker, so a worker that fails sooner (during the start) would crash the process instead
+      // of failing the start: this listener is there from construction. Once running, with no glue listener, the
+      // error is rethrown as before.
+      this.on('error', (e) => {
+        if (state.phase !== 'running') state.fail(e);
+        else if (this.listenerCount('error') === 1) throw e;
+      });
     }
     /** Kept unref'd: see the file comment. */
     override ref(): void {}

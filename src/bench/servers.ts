@@ -7,7 +7,6 @@ import type { ItemInfo, PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { sasrecParams } from '../student/model.js';
 import { loadStudent, topK } from '../student/serve.js';
-import { averageScoresAsync, readServePlan } from '../student/serve-plan.js';
 import { resolveIndex } from '../util/layers.js';
 import type { LogFn } from '../util/progress.js';
 import { countOnnxParams } from './onnx-params.js';
@@ -71,36 +70,23 @@ export async function studentServer(dir: string, kind: 'student' | 'seqrec' = 's
  * whose serve.json names an ensemble (EMKD --serve ensemble) answers with the mean of its members' scores.
  */
 export async function studentOnnxServer(dir: string): Promise<Server> {
-  const { loadStudentOnnx } = await import('../student/onnx.js');
-  const plan = readServePlan(dir);
-  const dirs = plan.serve === 'ensemble' ? plan.members.map((m) => join(dir, m)) : [dir];
-  const ms: Array<Awaited<ReturnType<typeof loadStudentOnnx>>> = [];
-  try {
-    for (const d of dirs) ms.push(await loadStudentOnnx(d));
-  } catch (e) {
-    for (const m of ms) await m.dispose();
-    throw e;
-  }
-  const s = ms[0]!;
+  const { loadServedOnnx } = await import('../student/onnx.js');
+  const s = await loadServedOnnx(dir);
   const N = s.config.numItems;
-  const scoreFns = ms.map((m) => (hs: Int32Array[]) => m.scoreBatch(hs));
-  const scoreBatch = (hs: Int32Array[]) => (ms.length === 1 ? s.scoreBatch(hs) : averageScoresAsync(scoreFns, hs)); // [B, N + 1]
   return {
     kind: 'student',
     recommend() {
       throw new RecdistillError('E_INTERNAL', 'the onnx student answers asynchronously: use recommendAsync.');
     },
-    recommendAsync: async (h, k) => (ms.length === 1 ? (await s.recommend(h, k)).items : topK(await scoreBatch([h]), k, new Set(h)).items),
+    recommendAsync: async (h, k) => (await s.recommend(h, k)).items,
     async recommendBatch(hs, k) {
-      const scores = await scoreBatch(hs);
+      const scores = await s.scoreBatch(hs); // [B, N + 1]
       return hs.map((h, b) => topK(scores.subarray(b * (N + 1), (b + 1) * (N + 1)), k, new Set(h)).items);
     },
-    params: ms.length * sasrecParams(s.config),
-    files: dirs.map((d) => fileOf(join(d, 'model.safetensors'))),
+    params: s.members.length * sasrecParams(s.config),
+    files: s.members.map((d) => fileOf(join(d, 'model.safetensors'))),
     runtime: 'onnxruntime-node',
-    async dispose() {
-      for (const m of ms) await m.dispose();
-    },
+    dispose: () => s.dispose(),
   };
 }
 

@@ -3,7 +3,6 @@
  * items with raw ids, titles and scores out. Unknown ids are reported, never dropped silently. The model
  * runs on onnxruntime-node (the exported graph, default: the fastest here) or on TensorFlow.js.
  */
-import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import type { LogFn } from '../util/progress.js';
 import { loadItemMap, type ItemMap } from '../student/items.js';
@@ -43,31 +42,12 @@ export async function loadRecommender(dir: string, o: { runtime?: Runtime; threa
   // Networks whose scores are averaged: a run whose serve.json names an ensemble (EMKD --serve ensemble) serves its members' mean.
   let networks = 1;
   if (runtime === 'onnx') {
-    const { loadStudentOnnx } = await import('../student/onnx.js');
-    const { averageScoresAsync, readServePlan } = await import('../student/serve-plan.js');
-    const plan = readServePlan(dir);
-    if (plan.serve === 'ensemble') {
-      const { topK } = await import('../student/serve.js');
-      const members: Array<Awaited<ReturnType<typeof loadStudentOnnx>>> = [];
-      try {
-        for (const m of plan.members) members.push(await loadStudentOnnx(join(dir, m), { threads: o.threads }));
-      } catch (e) {
-        for (const m of members) await m.dispose();
-        throw e;
-      }
-      const scoreFns = members.map((m) => (h: Int32Array[]) => m.scoreBatch(h));
-      info = members[0]!;
-      networks = members.length;
-      dense = async (h, k) => topK(await averageScoresAsync(scoreFns, [h]), k, new Set(h));
-      close = async () => {
-        for (const m of members) await m.dispose();
-      };
-    } else {
-      const onnx = await loadStudentOnnx(dir, { threads: o.threads });
-      info = onnx;
-      dense = (h, k) => onnx.recommend(h, k);
-      close = () => onnx.dispose();
-    }
+    const { loadServedOnnx } = await import('../student/onnx.js');
+    const onnx = await loadServedOnnx(dir, { threads: o.threads });
+    info = onnx;
+    networks = onnx.members.length;
+    dense = (h, k) => onnx.recommend(h, k);
+    close = () => onnx.dispose();
   } else {
     const { loadStudent } = await import('../student/serve.js');
     const tf = await loadStudent(dir);

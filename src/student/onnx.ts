@@ -18,7 +18,8 @@ import { RecdistillError } from '../errors.js';
 import { DataType, eagerTensor, encodeOnnxModel, writeOnnxModel, type GraphDesc } from '../util/onnx-file.js';
 import { GraphBuilder, tensorProto, valueInfo } from '../util/onnx-graph.js';
 import { padHistories } from './batches.js';
-import { readStudentFile } from './serve.js';
+import { readStudentFile, topK } from './serve.js';
+import { averageScoresAsync, readServePlan } from './serve-plan.js';
 import type { ModelConfig } from './model.js';
 
 export const ONNX_OPSET = 17;
@@ -153,6 +154,36 @@ export interface OnnxStudent {
   /** Top-k after one history, history items and padding excluded (in the graph). */
   recommend(history: Int32Array, k: number): Promise<{ items: number[]; scores: number[] }>;
   dispose(): Promise<void>;
+}
+
+/**
+ * What a run folder serves, through onnxruntime-node: its own graph, or (serve.json naming an ensemble: an EMKD
+ * run trained with --serve ensemble) its members' graphs with their scores averaged; then `recommend` ranks the
+ * averaged scores (history excluded) and `session`, `config`, `dataset`, `fingerprint` are the first member's.
+ * `members`: the folders served (the run folder itself for one network).
+ */
+export async function loadServedOnnx(dir: string, opts: { threads?: number } = {}): Promise<OnnxStudent & { members: string[] }> {
+  const plan = readServePlan(dir);
+  if (plan.serve !== 'ensemble') return { ...(await loadStudentOnnx(dir, opts)), members: [dir] };
+  const dirs = plan.members.map((m) => join(dir, m));
+  const ms: OnnxStudent[] = [];
+  try {
+    for (const d of dirs) ms.push(await loadStudentOnnx(d, opts));
+  } catch (e) {
+    for (const m of ms) await m.dispose();
+    throw e;
+  }
+  const fns = ms.map((m) => (hs: Int32Array[]) => m.scoreBatch(hs));
+  const scoreBatch = (hs: Int32Array[]) => averageScoresAsync(fns, hs);
+  return {
+    ...ms[0]!,
+    members: dirs,
+    scoreBatch,
+    recommend: async (history, k) => topK(await scoreBatch([history]), k, new Set(history)),
+    async dispose() {
+      for (const m of ms) await m.dispose();
+    },
+  };
 }
 
 /** Serve a run through onnxruntime-node: the exported graph, built in memory from model.safetensors. */

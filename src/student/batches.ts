@@ -63,12 +63,20 @@ export function makeBatch(ds: PreparedDataset, windows: Window[]): Batch {
 }
 
 /**
- * Batches for one epoch: shuffle, then sort by length inside groups of 16 batches (so each batch pads to
- * a similar length and attention cost follows the real lengths), then shuffle the batch order.
+ * Batches for one epoch. 'length': shuffle, then sort by length inside groups of 16 batches (so each batch
+ * pads to a similar length and attention cost follows the real lengths), then shuffle the batch order.
+ * 'random': shuffle and cut, so a batch is a random mix of lengths. The loss is a mean over a batch's
+ * steps, so the two weight steps differently: with 'length' a batch of short windows weighs as much as a
+ * batch of long ones; with 'random' every step weighs about the same.
  */
-export function epochBatches(windows: Window[], batchSize: number, rng: Rng): Window[][] {
+export function epochBatches(windows: Window[], batchSize: number, rng: Rng, batching: 'length' | 'random' = 'length'): Window[][] {
   const order = windows.slice();
   shuffle(order, rng);
+  if (batching === 'random') {
+    const batches: Window[][] = [];
+    for (let i = 0; i < order.length; i += batchSize) batches.push(order.slice(i, i + batchSize));
+    return batches;
+  }
   const group = batchSize * 16;
   const batches: Window[][] = [];
   for (let g = 0; g < order.length; g += group) {

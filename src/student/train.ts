@@ -358,7 +358,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
     while (!state.done && state.epoch < o.epochs) {
       const epoch = state.epoch + 1;
       const t0 = performance.now();
-      const batches = epochBatches(windows, o.batchSize, makeRng(mixSeed(o.seed, epoch)));
+      const batches = epochBatches(windows, o.batchSize, makeRng(mixSeed(o.seed, epoch)), o.batching as 'length' | 'random');
       const sums: Record<string, number> = {};
       let lastLog = t0;
       for (let i = 0; i < batches.length; i++) {

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { bceLoss, drawFrom, proposal, sampledSoftmaxCE } from '../../src/student/losses.js';
-import { makeRng } from '../../src/util/rng.js';
+import { makeRng, shuffle } from '../../src/util/rng.js';
 import { buildWindows, epochBatches, makeBatch, padHistories } from '../../src/student/batches.js';
 import type { PreparedDataset } from '../../src/data/types.js';
 import { benchStudent } from '../../src/student/bench.js';
@@ -66,6 +66,23 @@ describe('batches', () => {
     const a = epochBatches(w, 8, makeRng(5));
     expect(a.flat().map((x) => x.user).sort((x, y) => x - y)).toEqual(w.map((x) => x.user));
     expect(epochBatches(w, 8, makeRng(5))).toEqual(a);
+  });
+
+  it('random batching is a plain shuffle cut into batches; length batching sorts lengths within a batch group', () => {
+    const w = Array.from({ length: 50 }, (_, i) => ({ user: i, start: 0, length: 1 + (i % 7) }));
+    const random = epochBatches(w, 8, makeRng(5), 'random');
+    expect(random.map((b) => b.length)).toEqual([8, 8, 8, 8, 8, 8, 2]);
+    expect(random.flat().map((x) => x.user).sort((x, y) => x - y)).toEqual(w.map((x) => x.user));
+    // The same shuffle as the first step of 'length' batching: the users in shuffled order, in order.
+    const order = w.slice();
+    shuffle(order, makeRng(5));
+    expect(random.flat()).toEqual(order);
+    // 'length': 50 windows < one group of 16 batches, so the concatenation of the batches sorted by their
+    // first length is sorted by length.
+    const byLength = epochBatches(w, 8, makeRng(5), 'length');
+    for (const b of byLength) expect(b.map((x) => x.length)).toEqual(b.map((x) => x.length).sort((x, y) => x - y));
+    const spread = (bs: typeof w[]) => bs.reduce((s, b) => s + Math.max(...b.map((x) => x.length)) - Math.min(...b.map((x) => x.length)), 0);
+    expect(spread(byLength)).toBeLessThan(spread(random));
   });
 
   it('pads histories on the left, keeping the most recent maxLen items', () => {

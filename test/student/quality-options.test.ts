@@ -25,9 +25,9 @@ import { smallDataset, smallOptions } from './fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-quality-options-'));
 const quiet = () => {};
-const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps', 'padKeys', 'attnOutDropout', 'ema'];
+const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps', 'padKeys', 'attnOutDropout', 'ema', 'batching'];
 /** The new options written out at their default values. */
-const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true, ema: 0 };
+const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true, ema: 0, batching: 'length' };
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -402,6 +402,10 @@ describe('defaults and old run folders', () => {
     await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, norm: 'post' }), outDir: post, backend: 'wasm', log: quiet });
     expect(tensorData(join(post, 'model.safetensors'))['item_emb']).not.toEqual(tensorData(join(defaults, 'model.safetensors'))['item_emb']);
     expect(readStudentFile(post).config).toMatchObject({ norm: 'post', init: 'default', embScale: true });
+    const random = join(tmp, 'random-batching');
+    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, batching: 'random' }), outDir: random, backend: 'wasm', log: quiet });
+    expect(tensorData(join(random, 'model.safetensors'))['item_emb']).not.toEqual(tensorData(join(defaults, 'model.safetensors'))['item_emb']);
+    expect(JSON.parse(readTensors(join(random, 'checkpoint.safetensors')).metadata.identity!).options).toMatchObject({ batching: 'random' });
   }, 120_000);
 
   it('a model file without the new config fields loads as pre-LN, default init, scaled embeddings', async () => {

@@ -28,6 +28,7 @@ export const trainOptions = defineOptions({
   sampler: { type: 'string', help: 'negative sampler for --loss sampled', default: 'uniform', choices: ['uniform', 'popularity'] },
   windows: { type: 'string', help: 'training windows per user: last = the most recent maxLen steps; all = every maxLen chunk of the history', default: 'last', choices: ['last', 'all'] },
   batching: { type: 'string', help: 'length = shuffle, then sort by length inside groups of 16 batches (each batch pads to similar lengths: faster); random = plain shuffle (every batch a random mix of lengths, as in pmixer SASRec.pytorch)', default: 'length', choices: ['length', 'random'] },
+  stepWeight: { type: 'string', help: 'batch = a batch\'s loss is the mean over its steps (every batch weighs the same, so with --batching length the steps of short histories weigh more); token = that mean times the batch\'s steps over the epoch\'s mean steps per batch (every step weighs the same, as random batches do)', default: 'batch', choices: ['batch', 'token'] },
   epochs: { type: 'int', help: 'maximum number of epochs', default: 100 },
   batchSize: { type: 'int', help: 'sequences per training step', default: 32 },
   lr: { type: 'number', help: 'Adam learning rate', default: 0.002 },
@@ -56,7 +57,7 @@ export type StudentOptions = Resolved<typeof studentOptions>;
 export const RUN_KEYS = [
   ...Object.keys(datasetOptions), ...Object.keys(modelOptions),
   'loss', 'negatives', 'sampler', 'windows', 'batchSize', 'lr', 'beta2', 'weightDecay', 'seed',
-  'beta1', 'lrSchedule', 'warmupSteps', 'labelSmoothing', 'ema', 'batching',
+  'beta1', 'lrSchedule', 'warmupSteps', 'labelSmoothing', 'ema', 'batching', 'stepWeight',
 ] as const;
 
 /**
@@ -67,7 +68,7 @@ export const RUN_KEYS = [
  */
 export const LEGACY_RUN_VALUES: Readonly<Record<string, unknown>> = Object.freeze({
   norm: 'pre', init: 'default', embScale: true, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, labelSmoothing: 0,
-  padKeys: 'mask', attnOutDropout: true, ema: 0, tieOrder: 'file', batching: 'length',
+  padKeys: 'mask', attnOutDropout: true, ema: 0, tieOrder: 'file', batching: 'length', stepWeight: 'batch',
 });
 
 /**
@@ -123,7 +124,7 @@ export function validateStudentOptions(o: Partial<StudentOptions>): void {
   if (typeof o.dims === 'number' && typeof o.heads === 'number' && o.dims % o.heads !== 0) {
     throw new RecdistillError('E_USAGE', `--heads (${o.heads}) must divide --dims (${o.dims}).`);
   }
-  for (const key of ['norm', 'init', 'padKeys', 'lrSchedule', 'loss', 'batching'] as const) {
+  for (const key of ['norm', 'init', 'padKeys', 'lrSchedule', 'loss', 'batching', 'stepWeight'] as const) {
     const choices = ((modelOptions as Record<string, { choices?: readonly string[] }>)[key] ?? (trainOptions as Record<string, { choices?: readonly string[] }>)[key])!.choices!;
     const v = rec[key];
     if (v !== undefined && !choices.includes(v as string)) throw new RecdistillError('E_USAGE', `--${kebab(key)} must be one of ${choices.join(', ')}; got ${JSON.stringify(v)}.`);

@@ -10,7 +10,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { writeItemMap } from './items.js';
 import { stableStringify } from '../util/hash.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
-import { buildWindows, epochBatches, makeBatch } from './batches.js';
+import { buildWindows, epochBatches, makeBatch, type Window } from './batches.js';
 import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
 import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
 import { checkTrainMemory, emkdMemoryInput } from './memory.js';
@@ -238,7 +238,11 @@ function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): strin
 }
 
 /** One optimiser step; returns the unweighted term values. Throws E_NUMERIC before touching weights on NaN/Inf. */
-export function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined, state: RunState, lr: number): Record<string, number> {
+/**
+ * One optimiser step on `batch`. `scale` multiplies the gradients (the loss): --step-weight token passes the
+ * batch's steps over the epoch's mean steps per batch. Returns the unscaled loss terms.
+ */
+export function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined, state: RunState, lr: number, scale = 1): Record<string, number> {
   const weights = hooks?.weights(step) ?? {};
   const rngFor = () => makeRng(mixSeed(seed, epoch, step, 0x5eed));
   if (hooks?.balance && step % hooks.balance.every === 0) {
@@ -288,7 +292,7 @@ export function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch:
         throw new Diverged({ epoch, step, loss: values, reason: `training diverged at epoch ${epoch}, step ${step}: loss ${k} = ${x.toPrecision(4)}, more than ${LOSS_EXPLOSION}x its first-step value ${ref.toPrecision(4)} (${shown()}); weights were not updated.` });
       }
     }
-    adam.apply(vars, grads, lr);
+    adam.apply(vars, scale === 1 ? grads : grads.map((g) => tf.mul(g, scale)), lr);
   });
   return values;
 }
@@ -351,6 +355,8 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   const lrAt = (step: number) => scheduledLr((o.lrSchedule ?? 'constant') as LrSchedule, o.lr, step, o.warmupSteps ?? 0, o.epochs * Math.ceil(windows.length / o.batchSize));
   const scorer = studentScorer(model, ds);
   const positions = windows.reduce((s, w) => s + w.length, 0);
+  const batchSteps = (b: Window[]) => b.reduce((s, w) => s + w.length, 0);
+  const meanStepsPerBatch = positions / Math.ceil(windows.length / o.batchSize);
   log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}${setup.backend === 'wasm' && wasmThreads() ? ` (${wasmThreads()} thread${wasmThreads() === 1 ? '' : 's'})` : ''}; loss ${o.loss}`);
 
   let diverged: Divergence | undefined;
@@ -363,7 +369,9 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       let lastLog = t0;
       for (let i = 0; i < batches.length; i++) {
         const s0 = performance.now();
-        const values = trainStep(model, vars, adam, makeBatch(ds, batches[i]!), loss, o.seed, epoch, state.step, hooks, state, lrAt(state.step));
+        const batch = makeBatch(ds, batches[i]!);
+        const scale = o.stepWeight === 'token' ? batchSteps(batches[i]!) / meanStepsPerBatch : 1;
+        const values = trainStep(model, vars, adam, batch, loss, o.seed, epoch, state.step, hooks, state, lrAt(state.step), scale);
         if (ema) updateEma(ema, modelVars);
         state.step += 1;
         state.stepsTimed += 1;

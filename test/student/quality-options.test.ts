@@ -14,20 +14,25 @@ import { RecdistillError } from '../../src/errors.js';
 import { readTensors, writeTensors } from '../../src/student/checkpoint.js';
 import { validateStudentOptions } from '../../src/student/config.js';
 import { fullSoftmaxCE, fullSoftmaxCEValue } from '../../src/student/losses.js';
-import { createSasrec, disposeModel, encode, encodeLast, type ModelConfig } from '../../src/student/model.js';
+import { createSasrec, disposeModel, encode, encodeLast, modelVariables, type ModelConfig } from '../../src/student/model.js';
 import { createEma, disposeEma, updateEma, withShadow } from '../../src/student/ema.js';
 import { createAdam, scheduledLr } from '../../src/student/optim.js';
 import { checkModelConfig, loadStudent, readStudentFile } from '../../src/student/serve.js';
-import { runIdentity, trainStudent } from '../../src/student/train.js';
+import { modelConfigFrom, runIdentity, trainStep, trainStudent } from '../../src/student/train.js';
+import { buildWindows, makeBatch } from '../../src/student/batches.js';
+import type { RunState } from '../../src/student/run-folder.js';
+import { lossSetup } from '../../src/student/step.js';
+import { datasetFromFlags } from '../../src/data/options.js';
+import type { PreparedDataset } from '../../src/data/types.js';
 import { makeRng } from '../../src/util/rng.js';
 import { maxAbsDiff } from '../helpers/compare.js';
-import { smallDataset, smallOptions } from './fixtures/small.js';
+import { SMALL_DATA, smallDataset, smallOptions } from './fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-quality-options-'));
 const quiet = () => {};
-const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps', 'padKeys', 'attnOutDropout', 'ema', 'batching'];
+const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps', 'padKeys', 'attnOutDropout', 'ema', 'batching', 'stepWeight'];
 /** The new options written out at their default values. */
-const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true, ema: 0, batching: 'length' };
+const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true, ema: 0, batching: 'length', stepWeight: 'batch' };
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -442,5 +447,49 @@ describe('defaults and old run folders', () => {
     expect(logs.some((l) => /resuming .* after epoch 2/.test(l))).toBe(true);
     await expect(trainStudent({ ds: await ds, opts: smallOptions({ epochs: 4, dropout: 0.2, beta1: 0.8, labelSmoothing: 0.1 }), outDir: dir, backend: 'wasm', log: quiet }))
       .rejects.toThrow(/beta1: checkpoint 0\.9 vs now 0\.8; labelSmoothing: checkpoint 0 vs now 0\.1/);
+  }, 120_000);
+});
+
+describe('--step-weight token', () => {
+  it('scales the step\'s gradients: Adam\'s first moment after one step is scale times that of scale 1', async () => {
+    const ds = await smallDataset();
+    const o = smallOptions();
+    const moments = (scale: number) => {
+      const model = createSasrec(modelConfigFrom(ds, o), 1);
+      const vars = modelVariables(model);
+      const adam = createAdam(vars, { lr: o.lr, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0 });
+      const batch = makeBatch(ds, buildWindows(ds, o.maxLen, 'last').slice(0, 8));
+      const state: RunState = { epoch: 0, step: 0, best: -Infinity, bestEpoch: 0, sinceBest: 0, trainSeconds: 0, stepsTimed: 0, stepSeconds: 0, history: [], done: false };
+      const values = trainStep(model, vars, adam, batch, lossSetup(ds, 'ce', 0, 'uniform'), o.seed, 1, 0, undefined, state, o.lr, scale);
+      const m = adam.m.map((t) => Float32Array.from(t.dataSync() as Float32Array));
+      adam.dispose();
+      disposeModel(model);
+      return { m, values };
+    };
+    const one = moments(1);
+    const scaled = moments(2.5);
+    expect(scaled.values).toEqual(one.values); // the reported loss is the unscaled mean
+    let checked = 0;
+    one.m.forEach((m1, i) => m1.forEach((x, j) => {
+      if (Math.abs(x) < 1e-6) return;
+      expect(scaled.m[i]![j]! / x).toBeCloseTo(2.5, 4);
+      checked++;
+    }));
+    expect(checked).toBeGreaterThan(1000);
+  });
+
+  it('trains what batch weighting trains when every batch has the same number of steps, and something else otherwise', async () => {
+    // 192 users whose histories exceed maxLen + 3: every window has maxLen steps, 6 full batches of 32.
+    const even = { syntheticUsers: 192, syntheticMinLen: 30, syntheticMaxLen: 30 };
+    const evenDs = await datasetFromFlags({ ...SMALL_DATA, ...even });
+    const train = async (name: string, ds: PreparedDataset, flags: Record<string, unknown>) => {
+      const dir = join(tmp, name);
+      await trainStudent({ ds, opts: smallOptions({ epochs: 2, ...flags }), outDir: dir, backend: 'wasm', log: quiet });
+      return tensorData(join(dir, 'model.safetensors'));
+    };
+    expect(await train('even-token', evenDs, { ...even, stepWeight: 'token' })).toEqual(await train('even-batch', evenDs, even));
+    const ds = await smallDataset();
+    expect((await train('uneven-token', ds, { stepWeight: 'token' }))['item_emb']).not.toEqual((await train('uneven-batch', ds, {}))['item_emb']);
+    expect(() => validateStudentOptions({ stepWeight: 'step' } as never)).toThrow(/--step-weight must be one of batch, token/);
   }, 120_000);
 });

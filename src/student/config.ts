@@ -28,7 +28,7 @@ export const trainOptions = defineOptions({
   sampler: { type: 'string', help: 'negative sampler for --loss sampled', default: 'uniform', choices: ['uniform', 'popularity'] },
   windows: { type: 'string', help: 'training windows per user: last = the most recent maxLen steps; all = every maxLen chunk of the history', default: 'last', choices: ['last', 'all'] },
   batching: { type: 'string', help: 'length = shuffle, then sort by length inside groups of 16 batches (each batch pads to similar lengths: faster); random = plain shuffle (every batch a random mix of lengths, as in pmixer SASRec.pytorch)', default: 'length', choices: ['length', 'random'] },
-  stepWeight: { type: 'string', help: 'batch = a batch\'s loss is the mean over its steps (every batch weighs the same, so with --batching length the steps of short histories weigh more); token = that mean times the batch\'s steps over the epoch\'s mean steps per batch (every step weighs the same, as random batches do)', default: 'batch', choices: ['batch', 'token'] },
+  stepWeight: { type: 'string', help: 'batch = a batch\'s loss is the mean over its steps (every batch weighs the same, so with --batching length the steps of short histories weigh more); token = that mean times the batch\'s steps over the epoch\'s mean steps per batch (every step weighs the same, as random batches do)', default: 'token', choices: ['batch', 'token'] },
   epochs: { type: 'int', help: 'maximum number of epochs', default: 100 },
   batchSize: { type: 'int', help: 'sequences per training step', default: 32 },
   lr: { type: 'number', help: 'Adam learning rate', default: 0.002 },

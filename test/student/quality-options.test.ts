@@ -32,7 +32,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'recdistill-quality-options-'));
 const quiet = () => {};
 const NEW_KEYS = ['norm', 'init', 'embScale', 'labelSmoothing', 'beta1', 'lrSchedule', 'warmupSteps', 'padKeys', 'attnOutDropout', 'ema', 'batching', 'stepWeight'];
 /** The new options written out at their default values. */
-const EXPLICIT_DEFAULTS = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true, ema: 0, batching: 'length', stepWeight: 'batch' };
+const OLD_VALUES = { norm: 'pre', init: 'default', embScale: true, labelSmoothing: 0, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, padKeys: 'mask', attnOutDropout: true, ema: 0, batching: 'length', stepWeight: 'batch' };
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -395,22 +395,31 @@ describe('defaults and old run folders', () => {
   const ds = smallDataset();
   const defaults = join(tmp, 'defaults');
 
-  it('defaults train the same weights as the new options written out at their defaults; the identity has no new key', async () => {
+  // The one option whose default moved away from the behaviour of old runs (--step-weight token): given at its
+  // old value, the run is the old run. Everything else is at its default.
+  const OLD = { stepWeight: 'batch' };
+
+  it('the options written out at their old values train what runs from before them trained; the identity has none of them', async () => {
     const explicit = join(tmp, 'explicit');
-    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2 }), outDir: defaults, backend: 'wasm', log: quiet });
-    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, ...EXPLICIT_DEFAULTS }), outDir: explicit, backend: 'wasm', log: quiet });
+    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, ...OLD }), outDir: defaults, backend: 'wasm', log: quiet });
+    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, ...OLD_VALUES }), outDir: explicit, backend: 'wasm', log: quiet });
     for (const f of ['model.safetensors', 'checkpoint.safetensors']) expect(tensorData(join(explicit, f))).toEqual(tensorData(join(defaults, f)));
     const identity = JSON.parse(readTensors(join(defaults, 'checkpoint.safetensors')).metadata.identity!);
     for (const k of NEW_KEYS) expect(identity.options, k).not.toHaveProperty(k);
     // ... while any new option away from its default trains something else
     const post = join(tmp, 'post');
-    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, norm: 'post' }), outDir: post, backend: 'wasm', log: quiet });
+    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, ...OLD, norm: 'post' }), outDir: post, backend: 'wasm', log: quiet });
     expect(tensorData(join(post, 'model.safetensors'))['item_emb']).not.toEqual(tensorData(join(defaults, 'model.safetensors'))['item_emb']);
     expect(readStudentFile(post).config).toMatchObject({ norm: 'post', init: 'default', embScale: true });
     const random = join(tmp, 'random-batching');
-    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, batching: 'random' }), outDir: random, backend: 'wasm', log: quiet });
+    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, ...OLD, batching: 'random' }), outDir: random, backend: 'wasm', log: quiet });
     expect(tensorData(join(random, 'model.safetensors'))['item_emb']).not.toEqual(tensorData(join(defaults, 'model.safetensors'))['item_emb']);
     expect(JSON.parse(readTensors(join(random, 'checkpoint.safetensors')).metadata.identity!).options).toMatchObject({ batching: 'random' });
+    // Today's defaults weigh every step the same: their identity says so, and they train something else.
+    const today = join(tmp, 'today');
+    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2 }), outDir: today, backend: 'wasm', log: quiet });
+    expect(JSON.parse(readTensors(join(today, 'checkpoint.safetensors')).metadata.identity!).options).toMatchObject({ stepWeight: 'token' });
+    expect(tensorData(join(today, 'model.safetensors'))['item_emb']).not.toEqual(tensorData(join(defaults, 'model.safetensors'))['item_emb']);
   }, 120_000);
 
   it('a model file without the new config fields loads as pre-LN, default init, scaled embeddings', async () => {
@@ -443,9 +452,9 @@ describe('defaults and old run folders', () => {
     }
     writeFileSync(cfgPath, JSON.stringify(cfg));
     const logs: string[] = [];
-    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 3, dropout: 0.2 }), outDir: dir, backend: 'wasm', log: (l) => logs.push(l) });
+    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 3, dropout: 0.2, ...OLD }), outDir: dir, backend: 'wasm', log: (l) => logs.push(l) });
     expect(logs.some((l) => /resuming .* after epoch 2/.test(l))).toBe(true);
-    await expect(trainStudent({ ds: await ds, opts: smallOptions({ epochs: 4, dropout: 0.2, beta1: 0.8, labelSmoothing: 0.1 }), outDir: dir, backend: 'wasm', log: quiet }))
+    await expect(trainStudent({ ds: await ds, opts: smallOptions({ epochs: 4, dropout: 0.2, ...OLD, beta1: 0.8, labelSmoothing: 0.1 }), outDir: dir, backend: 'wasm', log: quiet }))
       .rejects.toThrow(/beta1: checkpoint 0\.9 vs now 0\.8; labelSmoothing: checkpoint 0 vs now 0\.1/);
   }, 120_000);
 });
@@ -487,9 +496,9 @@ describe('--step-weight token', () => {
       await trainStudent({ ds, opts: smallOptions({ epochs: 2, ...flags }), outDir: dir, backend: 'wasm', log: quiet });
       return tensorData(join(dir, 'model.safetensors'));
     };
-    expect(await train('even-token', evenDs, { ...even, stepWeight: 'token' })).toEqual(await train('even-batch', evenDs, even));
+    expect(await train('even-token', evenDs, { ...even, stepWeight: 'token' })).toEqual(await train('even-batch', evenDs, { ...even, stepWeight: 'batch' }));
     const ds = await smallDataset();
-    expect((await train('uneven-token', ds, { stepWeight: 'token' }))['item_emb']).not.toEqual((await train('uneven-batch', ds, {}))['item_emb']);
+    expect((await train('uneven-token', ds, { stepWeight: 'token' }))['item_emb']).not.toEqual((await train('uneven-batch', ds, { stepWeight: 'batch' }))['item_emb']);
     expect(() => validateStudentOptions({ stepWeight: 'step' } as never)).toThrow(/--step-weight must be one of batch, token/);
   }, 120_000);
 });

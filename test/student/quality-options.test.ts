@@ -395,9 +395,9 @@ describe('defaults and old run folders', () => {
   const ds = smallDataset();
   const defaults = join(tmp, 'defaults');
 
-  // The one option whose default moved away from the behaviour of old runs (--step-weight token): given at its
+  // The one option whose default moved away from the behaviour of old runs (--batching random): given at its
   // old value, the run is the old run. Everything else is at its default.
-  const OLD = { stepWeight: 'batch' };
+  const OLD = { batching: 'length' };
 
   it('the options written out at their old values train what runs from before them trained; the identity has none of them', async () => {
     const explicit = join(tmp, 'explicit');
@@ -412,14 +412,14 @@ describe('defaults and old run folders', () => {
     expect(tensorData(join(post, 'model.safetensors'))['item_emb']).not.toEqual(tensorData(join(defaults, 'model.safetensors'))['item_emb']);
     expect(readStudentFile(post).config).toMatchObject({ norm: 'post', init: 'default', embScale: true });
     const random = join(tmp, 'random-batching');
-    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, ...OLD, batching: 'random' }), outDir: random, backend: 'wasm', log: quiet });
+    await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2, batching: 'random' }), outDir: random, backend: 'wasm', log: quiet });
     expect(tensorData(join(random, 'model.safetensors'))['item_emb']).not.toEqual(tensorData(join(defaults, 'model.safetensors'))['item_emb']);
     expect(JSON.parse(readTensors(join(random, 'checkpoint.safetensors')).metadata.identity!).options).toMatchObject({ batching: 'random' });
-    // Today's defaults weigh every step the same: their identity says so, and they train something else.
+    // Today's defaults are random batches: the identity says so, and they train the run above.
     const today = join(tmp, 'today');
     await trainStudent({ ds: await ds, opts: smallOptions({ epochs: 2, dropout: 0.2 }), outDir: today, backend: 'wasm', log: quiet });
-    expect(JSON.parse(readTensors(join(today, 'checkpoint.safetensors')).metadata.identity!).options).toMatchObject({ stepWeight: 'token' });
-    expect(tensorData(join(today, 'model.safetensors'))['item_emb']).not.toEqual(tensorData(join(defaults, 'model.safetensors'))['item_emb']);
+    expect(JSON.parse(readTensors(join(today, 'checkpoint.safetensors')).metadata.identity!).options).toMatchObject({ batching: 'random' });
+    expect(tensorData(join(today, 'model.safetensors'))).toEqual(tensorData(join(random, 'model.safetensors')));
   }, 120_000);
 
   it('a model file without the new config fields loads as pre-LN, default init, scaled embeddings', async () => {
@@ -496,9 +496,9 @@ describe('--step-weight token', () => {
       await trainStudent({ ds, opts: smallOptions({ epochs: 2, ...flags }), outDir: dir, backend: 'wasm', log: quiet });
       return tensorData(join(dir, 'model.safetensors'));
     };
-    expect(await train('even-token', evenDs, { ...even, stepWeight: 'token' })).toEqual(await train('even-batch', evenDs, { ...even, stepWeight: 'batch' }));
+    expect(await train('even-token', evenDs, { ...even, batching: 'length', stepWeight: 'token' })).toEqual(await train('even-batch', evenDs, { ...even, batching: 'length', stepWeight: 'batch' }));
     const ds = await smallDataset();
-    expect((await train('uneven-token', ds, { stepWeight: 'token' }))['item_emb']).not.toEqual((await train('uneven-batch', ds, { stepWeight: 'batch' }))['item_emb']);
+    expect((await train('uneven-token', ds, { batching: 'length', stepWeight: 'token' }))['item_emb']).not.toEqual((await train('uneven-batch', ds, { batching: 'length', stepWeight: 'batch' }))['item_emb']);
     expect(() => validateStudentOptions({ stepWeight: 'step' } as never)).toThrow(/--step-weight must be one of batch, token/);
   }, 120_000);
 });

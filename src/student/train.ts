@@ -237,10 +237,10 @@ function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): strin
   return keys.map((k) => `${k}: checkpoint ${stableStringify(fa[k])} vs now ${stableStringify(fb[k])}`).join('; ') || 'unknown difference';
 }
 
-/** One optimiser step; returns the unweighted term values. Throws E_NUMERIC before touching weights on NaN/Inf. */
 /**
- * One optimiser step on `batch`. `scale` multiplies the gradients (the loss): --step-weight token passes the
- * batch's steps over the epoch's mean steps per batch. Returns the unscaled loss terms.
+ * One optimiser step on `batch`; returns the unweighted, unscaled term values. Throws E_NUMERIC before touching
+ * weights on NaN/Inf. `scale` multiplies the gradients (the loss): --step-weight token passes the batch's steps
+ * over the epoch's mean steps per batch.
  */
 export function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined, state: RunState, lr: number, scale = 1): Record<string, number> {
   const weights = hooks?.weights(step) ?? {};

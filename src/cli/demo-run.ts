@@ -5,6 +5,7 @@ import { runBench } from '../bench/run.js';
 import { resolveOptions, type OptionSpecs } from '../config/options.js';
 import type { Command, CommandContext } from './command.js';
 import { sha256, stableStringify } from '../util/hash.js';
+import { studentOptions } from '../student/config.js';
 import type { LogFn } from '../util/progress.js';
 
 /**
@@ -89,7 +90,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   // 3-4. Students: CE only (the baseline), then distilled from the cache (soft labels + hidden alignment).
   const train = async (name: string, extra: Record<string, unknown>) => {
     const flags = { ...data, epochs: o.epochs, patience: 5, ...extra };
-    const out = join(o.root, 'student', `${name}-${sha256(stableStringify(flags)).slice(0, 8)}`);
+    // The folder name covers student:train's defaults too, so a finished run from before a default changed is not reused.
+    const defaults = Object.fromEntries(Object.entries(studentOptions).map(([k, spec]) => [k, (spec as { default?: unknown }).default]));
+    const out = join(o.root, 'student', `${name}-${sha256(stableStringify({ flags, defaults })).slice(0, 8)}`);
     if (existsSync(join(out, 'model.safetensors')) && existsSync(join(out, 'metrics.json'))) {
       log(`demo: reusing finished run ${out}`);
       return { out, metrics: JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, unknown> };

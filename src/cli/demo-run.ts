@@ -88,10 +88,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   const cache = String(cacheSummary.cache);
 
   // 3-4. Students: CE only (the baseline), then distilled from the cache (soft labels + hidden alignment).
+  // A run folder's name covers student:train's defaults too, so a run finished before a default changed is not reused.
+  const defaults = Object.fromEntries(Object.entries(studentOptions).map(([k, spec]) => [k, (spec as { default?: unknown }).default]));
   const train = async (name: string, extra: Record<string, unknown>) => {
     const flags = { ...data, epochs: o.epochs, patience: 5, ...extra };
-    // The folder name covers student:train's defaults too, so a finished run from before a default changed is not reused.
-    const defaults = Object.fromEntries(Object.entries(studentOptions).map(([k, spec]) => [k, (spec as { default?: unknown }).default]));
     const out = join(o.root, 'student', `${name}-${sha256(stableStringify({ flags, defaults })).slice(0, 8)}`);
     if (existsSync(join(out, 'model.safetensors')) && existsSync(join(out, 'metrics.json'))) {
       log(`demo: reusing finished run ${out}`);

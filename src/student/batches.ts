@@ -69,7 +69,7 @@ export function makeBatch(ds: PreparedDataset, windows: Window[]): Batch {
  * steps, so the two weight steps differently: with 'length' a batch of short windows weighs as much as a
  * batch of long ones; with 'random' every step weighs about the same.
  */
-export function epochBatches(windows: Window[], batchSize: number, rng: Rng, batching: 'length' | 'random' = 'length'): Window[][] {
+export function epochBatches(windows: Window[], batchSize: number, rng: Rng, batching: 'length' | 'random'): Window[][] {
   const order = windows.slice();
   shuffle(order, rng);
   if (batching === 'random') {

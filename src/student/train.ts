@@ -352,11 +352,12 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   writeItemMap(outDir, ds); // raw ids, titles, texts: what a served model answers with
   const loss = lossSetup(ds, o.loss as LossSetup['kind'], o.negatives, o.sampler as 'uniform' | 'popularity', o.labelSmoothing ?? 0);
   // epochBatches makes ceil(windows / batchSize) batches every epoch: the schedule's step budget.
-  const lrAt = (step: number) => scheduledLr((o.lrSchedule ?? 'constant') as LrSchedule, o.lr, step, o.warmupSteps ?? 0, o.epochs * Math.ceil(windows.length / o.batchSize));
+  const batchesPerEpoch = Math.ceil(windows.length / o.batchSize);
+  const lrAt = (step: number) => scheduledLr((o.lrSchedule ?? 'constant') as LrSchedule, o.lr, step, o.warmupSteps ?? 0, o.epochs * batchesPerEpoch);
   const scorer = studentScorer(model, ds);
   const positions = windows.reduce((s, w) => s + w.length, 0);
   const batchSteps = (b: Window[]) => b.reduce((s, w) => s + w.length, 0);
-  const meanStepsPerBatch = positions / Math.ceil(windows.length / o.batchSize);
+  const meanStepsPerBatch = positions / batchesPerEpoch; // --step-weight token divides by it
   log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}${setup.backend === 'wasm' && wasmThreads() ? ` (${wasmThreads()} thread${wasmThreads() === 1 ? '' : 's'})` : ''}; loss ${o.loss}`);
 
   let diverged: Divergence | undefined;

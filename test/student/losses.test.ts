@@ -63,9 +63,9 @@ describe('batches', () => {
 
   it('epoch batches cover every window once, reproducibly', () => {
     const w = Array.from({ length: 50 }, (_, i) => ({ user: i, start: 0, length: 1 + (i % 7) }));
-    const a = epochBatches(w, 8, makeRng(5));
+    const a = epochBatches(w, 8, makeRng(5), 'length');
     expect(a.flat().map((x) => x.user).sort((x, y) => x - y)).toEqual(w.map((x) => x.user));
-    expect(epochBatches(w, 8, makeRng(5))).toEqual(a);
+    expect(epochBatches(w, 8, makeRng(5), 'length')).toEqual(a);
   });
 
   it('random batching is a plain shuffle cut into batches; length batching sorts lengths within a batch group', () => {

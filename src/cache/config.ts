@@ -168,6 +168,7 @@ export async function runCacheStage(c: CacheConfig, ds: PreparedDataset, env: Ca
       await t.encoder.dispose();
     }
   }
+  requireItemText(ds);
   const llm = await import('../teacher/llm/index.js');
   const lo = llm.llmOptionsFromFlags({ ...c.llm!, layers: c.layers });
   const encoder = await llm.loadLlmTeacher({ ...lo, revision: c.llm!.revision, log: env.log }, ds);
@@ -184,6 +185,21 @@ export async function runCacheStage(c: CacheConfig, ds: PreparedDataset, env: Ca
     return { ...summary, device: encoder.device };
   } finally {
     await encoder.dispose();
+  }
+}
+
+/**
+ * An LLM teacher reads item texts; a dataset whose titles all fell back to the raw ids (S3Rec's Amazon files,
+ * sequences/pairs files) has none, and its prompts would be lists of numbers.
+ */
+export function requireItemText(ds: PreparedDataset): void {
+  const items = ds.items.slice(1);
+  if (items.length > 0 && items.every((it) => it.title === it.rawId)) {
+    throw new RecdistillError(
+      'E_USAGE',
+      `dataset ${ds.name} has no item text (every item's title is its id, e.g. "${items[0]!.rawId}"): the LLM teacher reads item titles. ` +
+        'Give the items a text file (--items-file, for datasets that take one) or use --teacher seqrec --student-run RUN.',
+    );
   }
 }
 

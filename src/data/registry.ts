@@ -3,6 +3,7 @@ import { loadAmazon } from './formats/amazon.js';
 import type { LoadContext } from './formats/common.js';
 import { GENERIC_DEFAULTS, loadGeneric, type GenericOptions } from './formats/generic.js';
 import { loadMl100k, loadMlCsv, loadMlDat } from './formats/movielens.js';
+import { loadPairsFile, loadS3RecDir, loadSequencesFile } from './formats/sequences.js';
 import { generateSynthetic, type SyntheticOptions } from './synthetic.js';
 import type { RawDataset } from './types.js';
 
@@ -81,6 +82,34 @@ export const DATASETS: Record<string, DatasetSpec> = {
     needsSource: true,
     usesItemsFile: true,
     load: (i, c) => loadAmazon('2023', i.source, i.itemsFile, c),
+  },
+  'amazon-beauty': {
+    name: 'amazon-beauty',
+    description: 'Amazon Beauty 5-core as S3Rec/ICLRec/EMKD publish it: --source DIR with Beauty.txt (and Beauty_item2attributes.json, the items\' categories)',
+    needsSource: true,
+    load: (i, c) => loadS3RecDir(i.source, 'Beauty', 'Amazon Beauty (S3Rec layout)', c),
+  },
+  'amazon-toys': {
+    name: 'amazon-toys',
+    description: 'Amazon Toys and Games 5-core as S3Rec/ICLRec/EMKD publish it: --source DIR with Toys_and_Games.txt (and Toys_and_Games_item2attributes.json)',
+    needsSource: true,
+    load: (i, c) => loadS3RecDir(i.source, 'Toys_and_Games', 'Amazon Toys and Games (S3Rec layout)', c),
+  },
+  sequences: {
+    name: 'sequences',
+    description: 'one line per user, "user item item ..." oldest first (S3Rec layout): --source FILE, optional --items-file attributes JSON {"item": [ids]}',
+    needsSource: true,
+    usesItemsFile: true,
+    load: (i, c) => loadSequencesFile(i.source, i.itemsFile, c),
+    fingerprintOptions: (i) => ({ hasItemsFile: i.itemsFile !== undefined && i.itemsFile !== '' }),
+  },
+  pairs: {
+    name: 'pairs',
+    description: 'one "user item" line per interaction, a user\'s lines in time order (SASRec layout): --source FILE, optional --items-file attributes JSON',
+    needsSource: true,
+    usesItemsFile: true,
+    load: (i, c) => loadPairsFile(i.source, i.itemsFile, c),
+    fingerprintOptions: (i) => ({ hasItemsFile: i.itemsFile !== undefined && i.itemsFile !== '' }),
   },
   generic: {
     name: 'generic',

@@ -61,7 +61,7 @@ describe('Amazon reviews', () => {
     expect([d.stats.interactions, d.skippedRows]).toEqual([2, 1]);
     expect(() => prep({ dataset: 'amazon-2018', source: f })).toThrow(/line 1: expected a JSON object with "reviewerID"/);
     expect(() => prep({ dataset: 'amazon-2023', source: '' })).toThrow(/--source is required for dataset "amazon-2023"/);
-    expect(() => prep({ dataset: 'ml-1m', source: dir, itemsFile: f })).toThrow(/--items-file is not used by dataset "ml-1m"; it is read by amazon-2018, amazon-2023, generic/);
+    expect(() => prep({ dataset: 'ml-1m', source: dir, itemsFile: f })).toThrow(/--items-file is not used by dataset "ml-1m"; it is read by amazon-2018, amazon-2023, sequences, pairs, generic/);
     expect(() => prep({ dataset: 'synthetic', source: f })).toThrow(/"synthetic" is generated and takes no --source/);
     expect(() => prep({ dataset: 'ml-2m', source: dir })).toThrow(/unknown dataset "ml-2m"\. Valid: ml-100k, ml-1m, .*synthetic/);
   });

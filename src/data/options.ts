@@ -8,7 +8,7 @@ import type { PreparedDataset } from './types.js';
 
 /** Dataset options shared by every command that reads a dataset (data:prepare, teacher:cache, student:train, ...). */
 export const datasetOptions = defineOptions({
-  dataset: { type: 'string', help: 'dataset: synthetic, ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-32m, ml-latest, ml-latest-small, amazon-2018, amazon-2023, generic, prepared (a data:prepare --out dir)', default: 'synthetic' },
+  dataset: { type: 'string', help: 'dataset: synthetic, ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-32m, ml-latest, ml-latest-small, amazon-beauty, amazon-toys (S3Rec 5-core files), amazon-2018, amazon-2023, sequences ("user item item ..." lines), pairs ("user item" lines), generic, prepared (a data:prepare --out dir)', default: 'synthetic' },
   source: { type: 'string', help: 'directory, file or URL with the raw data (empty: download the official archive / generate)' },
   itemsFile: { type: 'string', help: 'item texts file: Amazon meta JSON lines, or a CSV/TSV for generic (path or URL)' },
   sha256: { type: 'string', help: 'expected sha256 of the downloaded archive (overrides the built-in one; pins ml-10m/ml-32m/ml-latest)' },

@@ -36,7 +36,7 @@ function dotWith(h: tf.Tensor2D, itemEmb: tf.Tensor, ids: tf.Tensor1D): tf.Tenso
 /**
  * Full softmax CE over items 1..N (row 0 of the embeddings, padding, is not a class), as one custom-gradient op
  * over (h [P, D], itemEmb [N + 1, D]) so that the [P, N] tensors are touched as few times as possible:
- * forward = one matmul, one softmax, two row maxes; backward = one scale of the saved softmax and two matmuls.
+ * forward = one matmul, one softmax, two row maxes; backward = two matmuls that read the saved softmax as is.
  * (Generic autodiff here costs ~3x: clones of saved tensors, max-gradient masks, broadcasting sums.)
  * The softmax and two small tensors are kept across the tape without `save` (which clones them) and freed by
  * the gradient; call this
@@ -62,11 +62,13 @@ export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.
     const value = tf.mean(tf.sub(lse, tf.sum(tf.mul(hIn, tgtEmb), -1)));
     const gradFunc = (dy: tf.Tensor) => {
       const scale = tf.div(dy, P); // d mean
-      const G = tf.mul(sm, scale); // [P, N] = softmax / P
+      // The [P, N] softmax is used as is: the scale goes on the small [P, D] / [D, N] sides, and dOut is computed
+      // as (hK^T sm)^T, so no [P, N] tensor is scaled or transposed (each such pass costs about as much as a matmul).
+      const hs = tf.mul(hK, scale); // [P, D]
+      const dh = tf.mul(tf.sub(tf.matMul(sm, out), tgtEmb), scale); // [P, D]
+      const dOut = tf.transpose(tf.matMul(tf.transpose(hs), sm)); // [D, N] -> [N, D]
       sm.dispose();
-      const dh = tf.sub(tf.matMul(G, out), tf.mul(tgtEmb, scale)); // [P, D]
-      const dOut = tf.matMul(tf.transpose(G), hK); // [N, D]; transpose G: fast path (see backend/gradients.ts)
-      const dTgt = tf.unsortedSegmentSum(tf.mul(hK, scale), tK, N1); // [N + 1, D]
+      const dTgt = tf.unsortedSegmentSum(hs, tK, N1); // [N + 1, D]
       const dE = tf.sub(tf.concat([tf.zeros([1, D]), dOut], 0), dTgt);
       for (const t of [out, tgtEmb, hK, tK]) t.dispose();
       return [dh, dE];
@@ -99,12 +101,12 @@ function smoothedSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Ten
     const value = tf.mean(tf.sub(tf.sub(lse, tf.mul(tgtLogit, 1 - e)), tf.mul(meanLogit, e)));
     const gradFunc = (dy: tf.Tensor) => {
       const scale = tf.div(dy, P);
-      const G = tf.mul(sm, scale); // [P, N]
-      sm.dispose();
-      const dh = tf.sub(tf.matMul(G, out), tf.mul(tf.add(tf.mul(tgtEmb, 1 - e), tf.mul(meanOut, e)), scale)); // [P, D]
+      // As in fullSoftmaxCE: no [P, N] tensor is scaled or transposed.
+      const dh = tf.mul(tf.sub(tf.matMul(sm, out), tf.add(tf.mul(tgtEmb, 1 - e), tf.mul(meanOut, e))), scale); // [P, D]
       const hs = tf.mul(hK, scale); // [P, D]
       const uniform = tf.mul(tf.sum(hs, 0, true), e / N); // [1, D]: the e / N share of every real item
-      const dOut = tf.sub(tf.matMul(tf.transpose(G), hK), uniform); // [N, D]
+      const dOut = tf.sub(tf.transpose(tf.matMul(tf.transpose(hs), sm)), uniform); // [N, D]
+      sm.dispose();
       const dTgt = tf.mul(tf.unsortedSegmentSum(hs, tK, N1), 1 - e); // [N + 1, D]
       const dE = tf.sub(tf.concat([tf.zeros([1, D]), dOut], 0), dTgt);
       for (const t of [out, tgtEmb, meanOut, hK, tK]) t.dispose();

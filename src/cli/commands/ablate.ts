@@ -82,18 +82,18 @@ const CONVERGED_EPOCHS = 500;
  * The options of one student run: what `student:train --preset <preset>` resolves from the same flags (defaults <
  * preset < --config file < flags), with this run's seed and folder, and --until-converged's epoch bound.
  */
-export function ablateStudentOptions(o: AblateOptions, seed: number, out: string): StudentOptions {
-  return resolveStudentPreset(o.preset, { ...o, seed, out, epochs: o.untilConverged ? CONVERGED_EPOCHS : o.epochs });
+export function ablateStudentOptions(o: AblateOptions, seed: number, out: string, ds?: Pick<PreparedDataset, 'stats' | 'name'>): StudentOptions {
+  return resolveStudentPreset(o.preset, { ...o, seed, out, epochs: o.untilConverged ? CONVERGED_EPOCHS : o.epochs }, ds);
 }
 
 /**
  * The seqrec teacher trained when no --teacher-run is given: what `student:train` (no preset) resolves from the
  * same dataset flags and seed, with --teacher-dims/-blocks/-epochs/-lr on top when given.
  */
-export function ablateTeacherOptions(o: AblateOptions, out: string): StudentOptions {
+export function ablateTeacherOptions(o: AblateOptions, out: string, ds?: Pick<PreparedDataset, 'stats' | 'name'>): StudentOptions {
   const dataset: Record<string, unknown> = {};
   for (const k of Object.keys(datasetOptions)) dataset[k] = o[k as keyof AblateOptions];
-  return resolveStudentPreset('none', { ...dataset, seed: o.seed, out, dims: o.teacherDims, ffnDims: o.teacherDims, blocks: o.teacherBlocks, epochs: o.teacherEpochs, lr: o.teacherLr });
+  return resolveStudentPreset('auto', { ...dataset, seed: o.seed, out, dims: o.teacherDims, ffnDims: o.teacherDims, blocks: o.teacherBlocks, epochs: o.teacherEpochs, lr: o.teacherLr }, ds);
 }
 
 /** The cache the ablation builds: teacher:cache's resolution of the same cache flags (teacherRun = --student-run). */
@@ -123,7 +123,7 @@ async function teacherCache(o: AblateOptions, ds: PreparedDataset, out: string, 
   let run = o.teacherRun;
   if (o.teacher === 'seqrec' && !run) {
     run = join(out, 'teacher');
-    const t = ablateTeacherOptions(o, run);
+    const t = ablateTeacherOptions(o, run, ds);
     log(`ablate: teacher: SASRec D=${t.dims} blocks=${t.blocks} (student:train, no preset) -> ${run}`);
     await trainStudent({ ds, opts: t, outDir: run, backend, log });
   }
@@ -225,7 +225,7 @@ export default defineCommand({
       log: ctx.log,
       onConfig: (r) => writeAblationReport(out, r, summaryOf(r, true), { ...header, lines: [...header.lines, `PARTIAL: ${r.configs.length}/${plan.configs.length} configurations done.`] }),
       async train(cfg, seed, distill) {
-        const so = ablateStudentOptions(opts, seed, join(out, 'runs', `${configSlug(cfg.name)}-seed${seed}`));
+        const so = ablateStudentOptions(opts, seed, join(out, 'runs', `${configSlug(cfg.name)}-seed${seed}`), ds);
         // As student:train: the hooks get the run's student options with the distillation flags.
         const hooks = distill ? await buildDistillHooks({ ...so, ...distill, seed }, ds, { dims: so.dims, blocks: so.blocks }) : undefined;
         try {

@@ -3,7 +3,7 @@ import { initBackend, type BackendName } from '../../backend/index.js';
 import { datasetFromFlags } from '../../data/options.js';
 import { buildDistillHooks } from '../../distill/index.js';
 import { distillOptions } from '../../distill/options.js';
-import { presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/presets.js';
+import { autoPreset, presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/presets.js';
 import { trainStudent, runIdentity } from '../../student/train.js';
 import { sha256, stableStringify } from '../../util/hash.js';
 import { setCacheVerifyDefault } from '../../cache/reader.js';
@@ -13,19 +13,25 @@ export default defineCommand({
   description: 'train the SASRec student (full-softmax CE by default; optionally distilled from a teacher cache)',
   options: {
     ...presetStudentOptions(),
-    preset: presetOption('none'),
+    preset: presetOption('auto'),
     ...distillOptions,
     verify: { type: 'boolean', help: 'check each teacher-cache file against its manifest sha256 when first loaded (--no-verify skips it; sizes, ranges and finite values are always checked)', default: true },
   },
   async run(opts, ctx) {
     // defaults < --preset < --config file < flags; ranges checked before the dataset or the backend load.
-    const o = resolveStudentPreset(opts.preset, opts);
+    // --preset auto is checked as `none` first, then resolved against the dataset.
+    let o = resolveStudentPreset(opts.preset, opts);
     if (opts.cache && !opts.verify) ctx.log(`student:train: --no-verify: the files of teacher cache ${opts.cache} are NOT checked against their manifest sha256 (sizes, ranges and finite values still are)`);
     // The distillation hooks open the cache; the flag reaches them as the reader's default (restored after).
     const prevVerify = setCacheVerifyDefault(opts.verify);
     try {
       const backend = await initBackend(o.backend as BackendName, { threads: o.threads || undefined });
       const ds = await datasetFromFlags(o);
+      if (opts.preset === 'auto') {
+        const auto = autoPreset(ds);
+        ctx.log(`student:train: --preset auto: ${auto.reason}`);
+        o = resolveStudentPreset(opts.preset, opts, ds);
+      }
       // The hooks read the distillation flags and the resolved student options (EMKD builds networks like the student).
       const hooks = await buildDistillHooks({ ...opts, ...o }, ds, { dims: o.dims, blocks: o.blocks });
       const outDir = o.out ?? join('student', `${ds.name}-${sha256(stableStringify(runIdentity(ds, o, hooks))).slice(0, 10)}`);

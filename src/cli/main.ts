@@ -16,6 +16,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ default:
   'student:train': { summary: 'train the SASRec student (optionally distilled from a teacher cache)', load: () => import('./commands/student-train.js') },
   'student:export': { summary: 'export a trained student as an ONNX graph (scores and top-k, history excluded)', load: () => import('./commands/student-export.js') },
   'student:bench': { summary: 'ms per training step for each tfjs backend available', load: () => import('./commands/student-bench.js') },
+  'student:speed': { summary: 'ms per step and seconds per epoch of student:train on a real dataset, configurations timed in turns', load: () => import('./commands/student-speed.js') },
   recommend: { summary: 'recommend the next items for one history of raw item ids', load: () => import('./commands/recommend.js') },
   serve: { summary: 'serve a student over HTTP (POST /recommend, GET /health, GET /info)', load: () => import('./commands/serve.js') },
   'serve:bench': { summary: 'load-test serve from concurrent clients on 127.0.0.1 (latency, throughput, lost/wrong answers)', load: () => import('./commands/serve-bench.js') },

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { BACKEND_CHOICES } from '../backend/index.js';
 import { defineOptions, resolveOptions, type Resolved } from '../config/options.js';
 import type { PreparedDataset } from '../data/types.js';
+import { requireEvaluableUsers } from '../eval/evaluate.js';
 import { RecdistillError } from '../errors.js';
 import { readStudentFile } from '../student/serve.js';
 import { HEAD_DEFAULTS } from '../teacher/head.js';
@@ -168,6 +169,7 @@ export async function runCacheStage(c: CacheConfig, ds: PreparedDataset, env: Ca
       await t.encoder.dispose();
     }
   }
+  requireEvaluableUsers(ds, 'fit the soft-label head on or evaluate the teacher with'); // the more basic problem first
   requireItemText(ds);
   const llm = await import('../teacher/llm/index.js');
   const lo = llm.llmOptionsFromFlags({ ...c.llm!, layers: c.layers });

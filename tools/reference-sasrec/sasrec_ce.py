@@ -186,6 +186,8 @@ def main():
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--popularity', action='store_true', help='only print the popularity baseline (checks the evaluation)')
     p.add_argument('--json', action='store_true', help='print one JSON summary as the last line')
+    p.add_argument('--time-steps', dest='time_steps', type=int, default=0,
+                   help='only time this many training steps (after 2 untimed ones) of the first epoch and print ms/step, steps/epoch and train s/epoch (for alternating speed comparisons with `npm run student:speed`)')
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -212,10 +214,18 @@ def main():
     best = {'epoch': 0, 'valid': -1.0}
     best_state = None
     t0 = time.time()
+    steps_per_epoch = (len(train_users) + args.batch_size - 1) // args.batch_size
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(train_users)
         total = 0.0
-        for start in range(0, len(order), args.batch_size):
+        t_train = time.time()
+        for step, start in enumerate(range(0, len(order), args.batch_size)):
+            if args.time_steps and step == 2:
+                t_steps = time.time()
+            if args.time_steps and step == 2 + args.time_steps:
+                ms = (time.time() - t_steps) * 1000 / args.time_steps
+                print(json.dumps({'msPerStep': ms, 'stepsPerEpoch': steps_per_epoch, 'trainSecondsPerEpoch': ms * steps_per_epoch / 1000}))
+                return
             seqs, poss = [], []
             for u in order[start:start + args.batch_size]:
                 items = users[u]
@@ -231,12 +241,13 @@ def main():
             loss.backward()
             opt.step()
             total += loss.item()
+        train_s = time.time() - t_train
         valid = evaluate(model, users, n_items, 'valid', args.maxlen)
         improved = valid[0] > best['valid']
         if improved:
             best = {'epoch': epoch, 'valid': valid[0], 'validHr': valid[1], 'secondsToBest': time.time() - t0}
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        print(f'epoch {epoch} loss {total:.3f} valid ndcg@10 {valid[0]:.4f} hr@10 {valid[1]:.4f}{" *" if improved else ""} ({time.time() - t0:.0f} s)', flush=True)
+        print(f'epoch {epoch} loss {total:.3f} valid ndcg@10 {valid[0]:.4f} hr@10 {valid[1]:.4f}{" *" if improved else ""} ({time.time() - t0:.0f} s; epoch train {train_s:.1f} s)', flush=True)
     model.load_state_dict(best_state)
     test = evaluate(model, users, n_items, 'test', args.maxlen)
     summary = {

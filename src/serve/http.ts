@@ -12,7 +12,7 @@
  * close() is a shutdown with a deadline: stop accepting, answer requests in flight with `Connection: close`,
  * close idle and half-sent connections, and after `shutdownGrace` seconds close everything.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename } from 'node:path';
 import pLimit from 'p-limit';
@@ -67,6 +67,8 @@ export const SERVE_DEFAULTS: Omit<ServeOptions, 'port' | 'host'> = {
 
 export interface RunningServer {
   url: string;
+  /** The node:http server, for listeners ('connection', 'request') that watch traffic. */
+  http: Server;
   /** Requests answered (any status) since start, requests in flight, open connections. */
   stats(): { answered: number; inFlight: number; connections: number; pipelinedPeak: number; unreadBytesPeak: number };
   /** Shutdown with a deadline; resolves once every connection is closed and the model is idle. */
@@ -188,6 +190,7 @@ export async function startServer(rec: Recommender, o: ServeOptions): Promise<Ru
   };
   return {
     url: `http://${host}:${addr.port}`,
+    http: server,
     stats: () => ({ answered, inFlight, connections: conns.open(), pipelinedPeak: conns.peaks().waiting, unreadBytesPeak: conns.peaks().unreadBytes }),
     close: () => (closing ??= close()),
   };

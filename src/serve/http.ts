@@ -173,6 +173,9 @@ export async function startServer(rec: Recommender, o: ServeOptions): Promise<Ru
   const server = createServer();
   const conns = trackConnections(server, o, onRequest, send);
   server.keepAliveTimeout = 5000;
+  // A connection on which nothing moves either way for --read-timeout (a client that stopped reading its answers
+  // holds a slot and an answer otherwise) is closed; Node applies this to every socket, draining or not.
+  server.timeout = o.readTimeout * 1000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(new RecdistillError('E_USAGE', `cannot listen on ${o.host}:${o.port}: ${e.code ?? e.message}.`)));
     server.listen(o.port, o.host, resolve);

@@ -38,7 +38,7 @@ export default defineCommand({
   async run(o, ctx) {
     const maxRequestHistory = requestHistoryFlag(o.maxRequestHistory, o.maxHistory, ctx.log);
     const rec = await loadRecommender(o.student, { runtime: o.runtime as Runtime, threads: o.threads, log: ctx.log });
-    let server;
+    let server: Awaited<ReturnType<typeof startServer>>;
     try {
       server = await startServer(rec, { ...o, maxRequestHistory });
     } catch (e) {
@@ -47,9 +47,17 @@ export default defineCommand({
     }
     // The line a supervisor (or the load test) waits for.
     ctx.log(`serve: listening on ${server.url} (${rec.info.items} items, runtime ${rec.info.runtime}); POST /recommend, GET /health, GET /info; SIGTERM stops`);
+    // After the first signal neither listener stays: a second SIGTERM or SIGINT ends the process at once.
     const sig = await new Promise<string>((resolve) => {
-      process.once('SIGTERM', () => resolve('SIGTERM'));
-      process.once('SIGINT', () => resolve('SIGINT'));
+      const on = (name: string) => () => {
+        process.off('SIGTERM', term);
+        process.off('SIGINT', int);
+        resolve(name);
+      };
+      const term = on('SIGTERM');
+      const int = on('SIGINT');
+      process.once('SIGTERM', term);
+      process.once('SIGINT', int);
     });
     const s = server.stats();
     ctx.log(`serve: ${sig}: finishing ${s.inFlight} request(s) in flight on ${s.connections} connection(s), at most ${o.shutdownGrace} s`);

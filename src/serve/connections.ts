@@ -49,6 +49,8 @@ export interface Connections {
 }
 
 const RETRY_AFTER = '1';
+/** How long a connection refused at the cap may still send before it is closed. */
+const LINGER_MS = 1000;
 
 /** A 503 written on a raw socket: the connection is over the cap, so no HTTP machinery is spent on it. */
 function rawBusy(max: number): string {
@@ -103,7 +105,9 @@ export function trackConnections(server: Server, limits: ConnectionLimits, handl
   server.on('connection', (socket: Socket) => {
     if (draining) return void socket.destroy();
     if (conns.size >= limits.maxConnections) {
-      socket.end(rawBusy(limits.maxConnections), () => socket.destroy());
+      // Half-close after the 503 and let the client's own bytes drain for a moment: closing with its request unread
+      // would reset the connection and could lose the 503 on the way.
+      socket.end(rawBusy(limits.maxConnections), () => setTimeout(() => socket.destroy(), LINGER_MS).unref());
       return;
     }
     const c: Conn = { socket, active: null, waiting: [], deadline: null };
@@ -121,7 +125,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits, handl
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const c = conns.get(req.socket);
-    if (!c) return void res.destroy(); // a connection refused at the cap
+    if (!c) return; // a connection refused at the cap: its 503 is written, it closes soon
     if (!c.active) return start(c, { req, res });
     // Pipelined: wait for the answer before it, and read no more from this client meanwhile.
     c.waiting.push({ req, res });

@@ -4,8 +4,9 @@
  * - a read deadline: a client has `readTimeout` seconds to send a whole request (headers and body), counted from
  *   the connection or the end of the previous answer; it stays on while draining (Node's own header and request
  *   timeouts stop when server.close() is called);
- * - one request per connection at a time: pipelined requests wait, and the socket stops being read until the
- *   answer before them has left the process (`maxUnreadBytes` of it may sit unread in the socket's buffer);
+ * - one request per connection at a time: pipelined requests wait, and the socket is not read until the answer
+ *   before them has left the process (a response finishes only once the operating system took its last byte, so a
+ *   client that does not read its answers holds at most one of them in the process);
  * - drain(): answers in flight get `Connection: close`, idle and half-sent connections are closed; destroyAll()
  *   ends the rest (the shutdown deadline).
  */
@@ -16,8 +17,6 @@ export interface ConnectionLimits {
   maxConnections: number;
   /** Seconds a client has to send a whole request. */
   readTimeout: number;
-  /** Answer bytes a client may leave unread in the process before its next request is handled. */
-  maxUnreadBytes: number;
 }
 
 /** Sends an error answer ({"error": message}) with the given headers. */
@@ -44,8 +43,8 @@ export interface Connections {
   draining(): boolean;
   drain(): void;
   destroyAll(): void;
-  /** Most pipelined requests seen waiting on one connection, and most answer bytes seen buffered on one. */
-  peaks(): { waiting: number; unreadBytes: number };
+  /** Most pipelined requests seen waiting on one connection. */
+  pipelinedPeak(): number;
 }
 
 const RETRY_AFTER = '1';
@@ -61,7 +60,7 @@ function rawBusy(max: number): string {
 export function trackConnections(server: Server, limits: ConnectionLimits, handle: (req: IncomingMessage, res: ServerResponse) => void, refuse: Refuse): Connections {
   const conns = new Map<Socket, Conn>();
   let draining = false;
-  const peak = { waiting: 0, unreadBytes: 0 };
+  let peak = 0;
 
   const arm = (c: Conn) => {
     if (c.deadline) clearTimeout(c.deadline);
@@ -87,15 +86,10 @@ export function trackConnections(server: Server, limits: ConnectionLimits, handl
     t.res.once('close', () => next(c));
     handle(t.req, t.res);
   };
-  // The answer is out of the response object; the next pipelined request runs once the socket's buffer drained.
+  // The answer has left the process (the response closes after the socket's write callback): the next one may run.
   const next = (c: Conn) => {
     c.active = null;
     if (c.socket.destroyed) return;
-    peak.unreadBytes = Math.max(peak.unreadBytes, c.socket.writableLength);
-    if (c.socket.writableLength > limits.maxUnreadBytes) {
-      c.socket.once('drain', () => next(c));
-      return;
-    }
     const t = c.waiting.shift();
     if (!c.waiting.length) c.socket.resume();
     if (t) return start(c, t);
@@ -129,7 +123,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits, handl
     if (!c.active) return start(c, { req, res });
     // Pipelined: wait for the answer before it, and read no more from this client meanwhile.
     c.waiting.push({ req, res });
-    peak.waiting = Math.max(peak.waiting, c.waiting.length);
+    peak = Math.max(peak, c.waiting.length);
     c.socket.pause();
   });
 
@@ -155,6 +149,6 @@ export function trackConnections(server: Server, limits: ConnectionLimits, handl
     destroyAll() {
       for (const c of conns.values()) c.socket.destroy();
     },
-    peaks: () => ({ ...peak }),
+    pipelinedPeak: () => peak,
   };
 }

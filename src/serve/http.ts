@@ -7,7 +7,7 @@
  *
  * Every bad request gets a 4xx with {"error": "..."} (and "unknown": [...] for ids not in the catalogue). Every
  * resource a client can hold is bounded (connections.ts, request.ts): connections, the time to send a request,
- * body bytes per request and in total, unread answer bytes per connection. At most `concurrency` requests run the
+ * body bytes per request and in total, answers a client leaves unread (one per connection). At most `concurrency` requests run the
  * model at once (p-limit) and at most `queue` wait; beyond that, and for every other 503, a Retry-After.
  * close() is a shutdown with a deadline: stop accepting, answer requests in flight with `Connection: close`,
  * close idle and half-sent connections, and after `shutdownGrace` seconds close everything.
@@ -43,8 +43,6 @@ export interface ServeOptions {
   maxConnections: number;
   /** Seconds a client has to send a whole request (headers and body); 408 after. */
   readTimeout: number;
-  /** Answer bytes a client may leave unread before the server handles its next pipelined request. */
-  maxUnreadBytes: number;
   /** Seconds close() waits for requests in flight before it closes every connection. */
   shutdownGrace: number;
   /** GET /info shows the run folder's absolute path (else its name only). */
@@ -60,7 +58,6 @@ export const SERVE_DEFAULTS: Omit<ServeOptions, 'port' | 'host'> = {
   queue: 256,
   maxConnections: 512,
   readTimeout: 10,
-  maxUnreadBytes: 64 << 10,
   shutdownGrace: 5,
   infoPaths: false,
 };
@@ -70,7 +67,7 @@ export interface RunningServer {
   /** The node:http server, for listeners ('connection', 'request') that watch traffic. */
   http: Server;
   /** Requests answered (any status) since start, requests in flight, open connections. */
-  stats(): { answered: number; inFlight: number; connections: number; pipelinedPeak: number; unreadBytesPeak: number };
+  stats(): { answered: number; inFlight: number; connections: number; pipelinedPeak: number };
   /** Shutdown with a deadline; resolves once every connection is closed and the model is idle. */
   close(): Promise<void>;
 }
@@ -96,7 +93,7 @@ function modelGate(rec: Recommender, o: ServeOptions) {
   return {
     async recommend(history: (string | number)[], k: number) {
       if (stopped) throw new HttpError(503, 'the server is shutting down; try again.');
-      if (admitted >= Math.max(1, o.concurrency) + o.queue) throw new HttpError(503, `busy: ${admitted - o.concurrency} requests are waiting; try again.`);
+      if (admitted >= Math.max(1, o.concurrency) + o.queue) throw new HttpError(503, `busy: ${o.concurrency} requests are running the model and ${o.queue} waiting, the limits; try again.`);
       admitted++;
       try {
         // A request still queued when the shutdown deadline passes is refused, not run on a model being freed.
@@ -115,7 +112,7 @@ function modelGate(rec: Recommender, o: ServeOptions) {
 
 /** Limits that make no sense are refused with the flag that sets them. */
 function checkOptions(o: ServeOptions): void {
-  const ints: (keyof ServeOptions)[] = ['maxBodyBytes', 'maxBufferedBytes', 'maxRequestHistory', 'maxK', 'concurrency', 'maxConnections', 'maxUnreadBytes'];
+  const ints: (keyof ServeOptions)[] = ['maxBodyBytes', 'maxBufferedBytes', 'maxRequestHistory', 'maxK', 'concurrency', 'maxConnections'];
   for (const key of ints) {
     const v = o[key];
     if (!Number.isInteger(v) || (v as number) < 1) throw new RecdistillError('E_USAGE', `--${camelToKebab(key)} must be a positive integer, got ${String(v)}.`);
@@ -194,7 +191,7 @@ export async function startServer(rec: Recommender, o: ServeOptions): Promise<Ru
   return {
     url: `http://${host}:${addr.port}`,
     http: server,
-    stats: () => ({ answered, inFlight, connections: conns.open(), pipelinedPeak: conns.peaks().waiting, unreadBytesPeak: conns.peaks().unreadBytes }),
+    stats: () => ({ answered, inFlight, connections: conns.open(), pipelinedPeak: conns.pipelinedPeak() }),
     close: () => (closing ??= close()),
   };
 }

@@ -149,6 +149,20 @@ describe('serve: bounded per connection and in total', () => {
     sock.destroy();
   });
 
+  it('a client that stops reading its answers stops being answered, and is closed after --read-timeout with no traffic', async () => {
+    // Answers of about 480 KB: the operating system's socket buffers take a few dozen of 120 at most.
+    const padded: Recommender = { ...rec, recommend: async (h, k) => ({ items: (await rec.recommend(h, k)).items.map((it) => ({ ...it, title: it.title.padEnd(16_384) })) }) };
+    const s = await serve({ readTimeout: 0.5 }, padded);
+    const serverSide = new Promise<Socket>((resolve) => s.http.once('connection', resolve));
+    const sock = await connect(s.url);
+    sock.pause(); // never reads
+    sock.write(Array.from({ length: 120 }, () => postBytes(body(['1'], 30))).join(''));
+    const closed = new Promise<void>((resolve) => void serverSide.then((x) => x.once('close', () => resolve())));
+    await closed;
+    expect(s.stats().answered).toBeLessThan(120);
+    sock.destroy();
+  });
+
   it('a chunked body over --max-body-bytes gets 413, not a reset, while the client is still sending', async () => {
     const s = await serve({ maxBodyBytes: 4096 });
     const sock = await connect(s.url);

@@ -26,7 +26,6 @@ const limits = defineOptions(
     maxBufferedBytes: { type: 'int', help: 'request body bytes held in memory by all connections together (a body that would pass it gets 503)', default: D.maxBufferedBytes },
     maxConnections: { type: 'int', help: 'open connections (one more gets 503 and is closed)', default: D.maxConnections },
     readTimeout: { type: 'number', help: 'seconds a client has to send a whole request, headers and body (408 after); also while shutting down', default: D.readTimeout },
-    maxUnreadBytes: { type: 'int', help: 'answer bytes a client may leave unread before its next pipelined request is handled', default: D.maxUnreadBytes },
     shutdownGrace: { type: 'number', help: 'seconds SIGTERM/SIGINT wait for requests in flight before every connection is closed and serve exits 0', default: D.shutdownGrace },
   },
   { group: 'Limits and shutdown' },

@@ -151,10 +151,16 @@ const probes = {
       await pause(200);
       peak = Math.max(peak, rssMiB(srv.child.pid));
     }
-    const end = rssMiB(srv.child.pid);
+    const at6 = rssMiB(srv.child.pid);
+    const seen6 = JSON.stringify(statuses);
+    for (let i = 0; i < 30; i++) {
+      await pause(200);
+      peak = Math.max(peak, rssMiB(srv.child.pid));
+    }
+    const at12 = rssMiB(srv.child.pid);
     for (const s of socks) s.destroy();
     const r = await stop(srv);
-    return `RSS idle ${idle.toFixed(0)} MiB, peak ${peak.toFixed(0)} MiB (+${(peak - idle).toFixed(0)}), after 6 s ${end.toFixed(0)} MiB; answers ${JSON.stringify(statuses)}; ${r}`;
+    return `RSS idle ${idle.toFixed(0)} MiB, peak ${peak.toFixed(0)} MiB (+${(peak - idle).toFixed(0)}), at 6 s ${at6.toFixed(0)}, at 12 s ${at12.toFixed(0)}; answers by 6 s ${seen6}, by 12 s ${JSON.stringify(statuses)}; ${r}`;
   },
   async p4_rss_unread_pipelined() {
     const srv = await serve();

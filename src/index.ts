@@ -25,7 +25,7 @@ export { trainStudent } from './student/train.js';
 export { loadStudent, topK, type LoadedStudent, type StudentInfo } from './student/serve.js';
 export { exportStudentOnnx, loadStudentOnnx, type OnnxStudent } from './student/onnx.js';
 export { loadRecommender, type Recommender, type Recommendation } from './serve/recommender.js';
-export { startServer, type RunningServer, type ServeOptions } from './serve/http.js';
+export { SERVE_DEFAULTS, startServer, type RunningServer, type ServeOptions } from './serve/http.js';
 
 // Evaluation and benchmark
 export { evaluateRanking, popularityScorer } from './eval/evaluate.js';

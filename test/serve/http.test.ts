@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVE_DEFAULTS, startServer, type RunningServer } from '../../src/serve/http.js';
 import { loadRecommender, type Recommender } from '../../src/serve/recommender.js';
 import { runCmd, TINY_DATA } from '../bench/fixtures.js';
+import { heldRecommender } from './clients.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recdistill-serve-'));
 const run = join(root, 'run');
@@ -20,7 +21,7 @@ const post = (body: string, headers: Record<string, string> = { 'content-type': 
 beforeAll(async () => {
   await runCmd(() => import('../../src/cli/commands/student-train.js'), { ...TINY_DATA, epochs: 1, dims: 16, blocks: 1, ffnDims: 16, maxLen: 8, out: run });
   rec = await loadRecommender(run, { runtime: 'onnx' });
-  server = await startServer(rec, { ...SERVE_DEFAULTS, port: 0, host: '127.0.0.1', maxHistory: 50, maxBodyBytes: 4096, maxK: 20 });
+  server = await startServer(rec, { ...SERVE_DEFAULTS, port: 0, host: '127.0.0.1', maxRequestHistory: 50, maxBodyBytes: 4096, maxK: 20 });
 });
 afterAll(async () => {
   await server?.close();
@@ -52,16 +53,19 @@ describe('serve', () => {
   });
 
   it.each([
-    ['not JSON', '{"history": [1,', 400, /not valid JSON/],
-    ['an array body', '[1, 2]', 400, /JSON object/],
-    ['history not an array', '{"history": "1,2"}', 400, /"history" must be an array/],
-    ['a wrong id type', '{"history": [1, {"id": 2}]}', 400, /"history"\[1\] must be a string or a finite number/],
-    ['an unknown field', '{"history": [1], "user": 5}', 400, /unknown field "user"/],
-    ['k out of range', '{"history": [1], "k": 0}', 400, /"k" must be an integer in 1\.\.20/],
-    ['k not an integer', '{"history": [1], "k": 2.5}', 400, /"k" must be an integer/],
-    ['too long a history', JSON.stringify({ history: Array.from({ length: 51 }, () => 1) }), 413, /at most 50/],
-    ['too large a body', JSON.stringify({ history: Array.from({ length: 40 }, () => 'x'.repeat(200)) }), 413, /larger than the limit/],
-  ])('%s -> %s', async (_what, body, status, message) => {
+    ['not JSON', 400, '{"history": [1,', /not valid JSON/],
+    ['an array body', 400, '[1, 2]', /JSON object/],
+    ['history not an array', 400, '{"history": "1,2"}', /"history" must be an array/],
+    ['a wrong id type', 400, '{"history": [1, {"id": 2}]}', /"history"\[1\] must be a string or a finite number/],
+    ['an unknown field', 400, '{"history": [1], "user": 5}', /unknown field "user"/],
+    ['k out of range', 400, '{"history": [1], "k": 0}', /"k" must be an integer in 1\.\.20/],
+    ['k not an integer', 400, '{"history": [1], "k": 2.5}', /"k" must be an integer/],
+    ['an empty history', 400, '{"history": []}', /"history" is empty: give at least one item id/],
+    ['a 2,000-deep history', 400, `{"history": ${'['.repeat(2000)}${']'.repeat(2000)}}`, /"history"\[0\] must be a string or a finite number, got an array of 1/],
+    ['too long a history', 413, JSON.stringify({ history: Array.from({ length: 51 }, () => 1) }), /at most 50/],
+    ['too large a body', 413, JSON.stringify({ history: Array.from({ length: 40 }, () => 'x'.repeat(200)) }), /larger than the limit/],
+    ['a huge key', 400, `{"${'k'.repeat(3000)}": 1}`, /unknown field "k{60}";/],
+  ] as const)('%s -> %i', async (_what, status, body, message) => {
     const res = await post(body);
     expect(res.status).toBe(status);
     expect(((await res.json()) as { error: string }).error).toMatch(message);
@@ -94,16 +98,18 @@ describe('serve', () => {
     expect(results.every(Boolean)).toBe(true);
   });
 
-  it('close() finishes requests in flight, then refuses new connections', async () => {
-    const s2 = await startServer(rec, { ...SERVE_DEFAULTS, port: 0, host: '127.0.0.1' });
+  it('close() finishes requests in flight with Connection: close, then refuses new connections', async () => {
+    // The model holds every call until released: the requests are in flight when close() starts, by construction.
+    const held = heldRecommender(rec);
+    const s2 = await startServer(held.rec, { ...SERVE_DEFAULTS, port: 0, host: '127.0.0.1', concurrency: 10 });
     const inFlight = Array.from({ length: 10 }, () => fetch(`${s2.url}/recommend`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ history: ['1', '2'] }) }));
-    await new Promise((r) => setTimeout(r, 5));
+    await held.entered(10);
     const closing = s2.close();
-    const statuses = await Promise.all(inFlight.map((p) => p.then((r) => r.status, () => 'lost')));
+    held.release();
+    const answers = await Promise.all(inFlight);
     await closing;
-    // Requests whose connection was accepted are answered; none gets an error status.
-    expect(statuses.filter((s) => s !== 200 && s !== 'lost')).toEqual([]);
-    expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(0);
+    expect(answers.map((r) => r.status)).toEqual(Array(10).fill(200));
+    expect(answers.map((r) => r.headers.get('connection'))).toEqual(Array(10).fill('close'));
     await expect(fetch(`${s2.url}/health`)).rejects.toThrow();
   });
 });

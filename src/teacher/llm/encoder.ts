@@ -3,6 +3,7 @@
  * item t's text, a state that depends only on items 0..t: the teacher vector for the prefix ending at t.
  * Long histories are split into passes by planWindows (see src/prompt/window.ts).
  */
+import type { PreparedDataset } from '../../data/types.js';
 import type { HistoryStates } from '../types.js';
 import { planWindows, type PromptCodec, type TruncateMode, type Window } from '../../prompt/index.js';
 import { RecdistillError } from '../../errors.js';
@@ -16,8 +17,21 @@ export interface ReadoutParts {
   numItems: number;
 }
 
-/** The passes for one history: windows plus their token ids and item-end indices. */
-export function planHistory(p: ReadoutParts, items: Int32Array): { windows: Window[]; inputs: { ids: number[]; ends: number[] }[] } {
+/**
+ * Why the budget cannot hold the fixed prompt plus the widest item line of `ds` (undefined: it can). Checked when a
+ * teacher loads and by --count-only, before anything is written.
+ */
+export function budgetError(codec: PromptCodec, maxPromptTokens: number, ds: Pick<PreparedDataset, 'items' | 'users'>): string | undefined {
+  const longest = ds.users.reduce((m, u) => Math.max(m, u.items.length), 1);
+  const widest = ds.items.slice(1).reduce((m, it) => Math.max(m, codec.lineTokens(it.id, longest)), 0);
+  const fixed = codec.head.length + codec.tail.length;
+  const room = maxPromptTokens - fixed;
+  if (widest <= room) return undefined;
+  return `--max-prompt-tokens ${maxPromptTokens} leaves ${room} tokens after the prompt's ${fixed} fixed tokens, but the widest item line needs ${widest}: raise --max-prompt-tokens to at least ${fixed + widest}.`;
+}
+
+/** The passes for one history: windows plus their token ids and item-end indices (no model needed). */
+export function planHistory(p: Pick<ReadoutParts, 'codec' | 'maxPromptTokens' | 'truncate'>, items: Int32Array): { windows: Window[]; inputs: { ids: number[]; ends: number[] }[] } {
   if (!items.length) return { windows: [], inputs: [] };
   const budget = p.maxPromptTokens - p.codec.head.length - p.codec.tail.length;
   const lines = Array.from(items, (id) => p.codec.lineTokens(id, items.length));

@@ -19,7 +19,7 @@ import { RecdistillError } from '../../errors.js';
 import { createPromptCodec, loadPromptTemplate, type PromptCodec, type TruncateMode, TRUNCATE_MODES } from '../../prompt/index.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
 import type { TeacherEncoder } from '../types.js';
-import { embedItems, encodeHistory, measureOverhead, measurePlainLoop, planHistory, type ReadoutParts } from './encoder.js';
+import { budgetError, embedItems, encodeHistory, measureOverhead, measurePlainLoop, planHistory, type ReadoutParts } from './encoder.js';
 import { hubCacheDir, loadTokenizer, readModelConfig, resolveDtype, resolveModelFiles, weightsHash } from './load.js';
 import { createRuntime, type RunStats } from './runtime.js';
 import { createTappedSession, planTaps, scanModel, type TapPlan } from './tap.js';
@@ -233,13 +233,11 @@ export async function loadLlmTeacher(requested: LlmTeacherOptions, dataset: Prep
   const rt = createRuntime(tapped.session, names, cfg, { concurrency: opts.concurrency ?? 1, batch: opts.batch ?? 1 });
   const parts: ReadoutParts = { rt, codec, maxPromptTokens: opts.maxPromptTokens, truncate, numItems: dataset.items.length - 1 };
   // The budget must hold the fixed prompt and the widest item line: say so now, before anything is written.
-  const longest = dataset.users.reduce((m, u) => Math.max(m, u.items.length), 1);
-  const widest = dataset.items.slice(1).reduce((m, it) => Math.max(m, codec.lineTokens(it.id, longest)), 0);
-  const room = opts.maxPromptTokens - codec.head.length - codec.tail.length;
-  if (widest > room) {
+  const tooWide = budgetError(codec, opts.maxPromptTokens, dataset);
+  if (tooWide) {
     await tapped.session.release();
     tapped.cleanup();
-    throw new RecdistillError('E_USAGE', `--max-prompt-tokens ${opts.maxPromptTokens} leaves ${room} tokens after the prompt's ${codec.head.length + codec.tail.length} fixed tokens, but the widest item line needs ${widest}: raise --max-prompt-tokens to at least ${codec.head.length + codec.tail.length + widest}.`);
+    throw new RecdistillError('E_USAGE', tooWide);
   }
   log(`teacher: ${opts.model} (${opts.dtype}, ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, device ${device}) tapping ${names.join(', ')} [${plan.how}${tapped.prunedNodes ? `; ${tapped.prunedNodes} nodes no tap needs left out` : ''}]; prompt ${template.path} (${codec.chat ? 'chat template' : 'plain'}, ${codec.head.length + codec.tail.length} fixed tokens)`);
   return {

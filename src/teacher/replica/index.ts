@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { RecdistillError } from '../../errors.js';
 import { writeJsonAtomic } from '../../util/atomic.js';
-import { buildTokenizerFiles, builtinCorpus, learnMerges } from '../tiny/bpe.js';
+import { replicaTokenizer, type ReplicaTokenizer } from '../tiny/tokenizer.js';
 import { buildGenaiGraph, genaiConfig } from './genai.js';
 import { buildMergedGraph } from './merged.js';
 import { writeOnnxModel, type GraphDesc } from '../../util/onnx-file.js';
@@ -40,6 +40,8 @@ export interface ReplicaOptions {
   kvHeads: number;
   merges: number;
   maxPositions: number;
+  /** bpe, qwen2.5 or a folder with tokenizer.json (src/teacher/tiny/tokenizer.ts); default defaultTokenizer(preset). */
+  tokenizer?: string;
   /** Write weights to onnx/model<suffix>.onnx_data (in this many files: Optimum writes _data, _data_1, …). 0 = inline. */
   externalDataChunks: number;
 }
@@ -51,6 +53,8 @@ export interface ReplicaSummary {
   files: string[];
   onnxBytes: number;
   vocabSize: number;
+  /** The tokenizer written (bpe, qwen2.5, folder) and where it came from. */
+  tokenizer: Pick<ReplicaTokenizer, 'kind' | 'source'>;
   spec: DecoderSpec;
   /** Ground truth: the tensor holding the residual stream after block i (undefined: not materialised). */
   blockOutputs: (string | undefined)[];
@@ -81,6 +85,11 @@ function graphFor(spec: DecoderSpec, o: ReplicaOptions): { desc: GraphDesc; bloc
   }
 }
 
+/** The Qwen2.5 preset gets Qwen2.5's real tokenizer (its token counts are the cost model's); the rest the small BPE. */
+export function defaultTokenizer(preset: PresetName | undefined): string {
+  return preset === 'qwen2.5-0.5b' ? 'qwen2.5' : 'bpe';
+}
+
 export function writeReplicaModel(o: ReplicaOptions): ReplicaSummary {
   if (!LAYOUTS.includes(o.layout)) throw new RecdistillError('E_USAGE', `model:tiny: --layout must be one of ${LAYOUTS.join(', ')}, gpt2; got "${o.layout}".`);
   if (!REPLICA_DTYPES.includes(o.dtype)) throw new RecdistillError('E_USAGE', `model:tiny: --dtype must be one of ${REPLICA_DTYPES.join(', ')}; got "${o.dtype}".`);
@@ -88,7 +97,7 @@ export function writeReplicaModel(o: ReplicaOptions): ReplicaSummary {
   if (o.preset && !preset) throw new RecdistillError('E_USAGE', `model:tiny: --preset must be one of ${Object.keys(PRESETS).join(', ')}; got "${o.preset}".`);
   if (!preset) checkSizes(o);
   else if (o.layout === 'merged') throw new RecdistillError('E_USAGE', 'model:tiny: --preset writes the optimum, optimum-fused or genai layout.');
-  const tok = buildTokenizerFiles(learnMerges(builtinCorpus(), o.merges), preset?.maxPositions ?? o.maxPositions);
+  const tok = replicaTokenizer(o.tokenizer ?? defaultTokenizer(o.preset), { merges: o.merges, maxLength: preset?.maxPositions ?? o.maxPositions });
   const spec: DecoderSpec = preset
     ? { ...preset, seed: o.seed }
     : {
@@ -105,20 +114,21 @@ export function writeReplicaModel(o: ReplicaOptions): ReplicaSummary {
         tieEmbeddings: true,
         seed: o.seed,
       };
-  if (tok.vocabSize > spec.vocabSize) throw new RecdistillError('E_USAGE', `model:tiny: the tokenizer has ${tok.vocabSize} tokens, more than the model's vocabulary ${spec.vocabSize}; lower --merges.`);
+  if (tok.vocabSize > spec.vocabSize) throw new RecdistillError('E_USAGE', `model:tiny: the ${tok.kind} tokenizer has ${tok.vocabSize} tokens, more than the model's vocabulary ${spec.vocabSize}${tok.kind === 'bpe' ? '; lower --merges' : `; the ${o.preset} preset needs a tokenizer of at most ${spec.vocabSize} tokens`}.`);
   const { desc, blockOutputs } = graphFor(spec, o);
   const onnxFile = `onnx/model${SUFFIX[o.dtype]}.onnx`;
-  const ids = { eos_token_id: tok.vocabSize - 1, pad_token_id: tok.vocabSize - 3 };
-  const config = hfConfig(spec, { ...ids, recdistill: { generator: 'model:tiny', layout: o.layout, dtype: o.dtype, seed: o.seed, preset: o.preset ?? null } });
+  const ids = tok.ids;
+  const provenance = { generator: 'model:tiny', layout: o.layout, dtype: o.dtype, seed: o.seed, preset: o.preset ?? null, ...(tok.kind === 'bpe' ? {} : { tokenizer: tok.kind }) };
+  const config = hfConfig(spec, { ...ids, recdistill: provenance });
   const files = ['config.json', 'tokenizer.json', 'tokenizer_config.json', onnxFile];
   writeJsonAtomic(join(o.out, 'config.json'), config);
   writeJsonAtomic(join(o.out, 'tokenizer.json'), tok.tokenizerJson);
   writeJsonAtomic(join(o.out, 'tokenizer_config.json'), tok.tokenizerConfig);
   if (o.layout === 'genai') {
-    writeJsonAtomic(join(o.out, 'genai_config.json'), genaiConfig(spec, { eos: ids.eos_token_id, pad: ids.pad_token_id }));
+    writeJsonAtomic(join(o.out, 'genai_config.json'), genaiConfig(spec, { bos: ids.bos_token_id, eos: ids.eos_token_id, pad: ids.pad_token_id }));
     files.push('genai_config.json');
   }
   const external = o.externalDataChunks > 0 ? { file: `model${SUFFIX[o.dtype]}.onnx_data`, chunks: o.externalDataChunks } : undefined;
   const onnxBytes = writeOnnxModel(join(o.out, onnxFile), desc, external ? { externalData: external } : {});
-  return { out: o.out, layout: o.layout, dtype: o.dtype, files, onnxBytes, vocabSize: tok.vocabSize, spec, blockOutputs };
+  return { out: o.out, layout: o.layout, dtype: o.dtype, files, onnxBytes, vocabSize: tok.vocabSize, tokenizer: { kind: tok.kind, source: tok.source }, spec, blockOutputs };
 }

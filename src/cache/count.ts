@@ -51,8 +51,10 @@ export interface PromptTokenCount {
   /** Forward passes (windows) and prompt tokens over them: the manifest's timings.tokens. */
   passes: number;
   tokens: number;
-  /** Tokens of the prompt around the history (chat template + instruction), in every pass. */
-  fixedTokens: number;
+  /** Tokens of the prompt before the history (chat template start + instruction), sent in every pass. */
+  headTokens: number;
+  /** Tokens after the history (rest of the instruction, generation prompt): reserved in the budget, never sent. */
+  tailTokens: number;
   tokensPerUser: Spread;
   passesPerUser: number;
   tokensPerEncodedItem: number;
@@ -154,7 +156,8 @@ export async function countPromptTokens(ds: PreparedDataset, o: CountOptions): P
     encodedItems: c.items,
     passes: c.passes,
     tokens: total,
-    fixedTokens: codec.head.length + codec.tail.length,
+    headTokens: codec.head.length,
+    tailTokens: codec.tail.length,
     tokensPerUser: spread(perUser),
     passesPerUser: c.encodedUsers ? c.passes / c.encodedUsers : 0,
     tokensPerEncodedItem: c.items ? total / c.items : 0,

@@ -3,6 +3,9 @@
  * item "k. <item text>\n", tail (rest of the instruction + generation prompt). Pieces are tokenised
  * separately and concatenated, so every item's tokens are the same in every prompt (cached once per item)
  * and the index of the last token of each item's text is exact, not recovered from offsets.
+ * The model is sent head + lines only: in a causal model the states at the items cannot see the tail, so
+ * running it would cost tokens and change nothing. The tail still counts against the budget (planHistory),
+ * so the whole message fits the model's window as a chat would send it.
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { ItemInfo } from '../data/types.js';

@@ -67,7 +67,7 @@ function formatCount(s: PromptTokenCount): string {
   return [
     `prompt tokens ${f(s.tokens)} over ${s.encodedUsers} users (${f(s.encodedItems)} encoded items, ${f(s.passes)} passes; tokenizer of ${f(s.tokenizerSize)} tokens${s.chatTemplate ? ', chat template' : ''})`,
     `per user: mean ${f(u.mean)}, median ${f(u.median)}, p90 ${f(u.p90)}, max ${f(u.max)}; ${s.passesPerUser.toFixed(2)} passes`,
-    `per encoded item ${s.tokensPerEncodedItem.toFixed(1)}; item line ${s.lineTokens.toFixed(1)}; item text mean ${s.itemTextTokens.mean.toFixed(1)} (max ${s.itemTextTokens.max}); fixed prompt ${s.fixedTokens}`,
+    `per encoded item ${s.tokensPerEncodedItem.toFixed(1)}; item line ${s.lineTokens.toFixed(1)}; item text mean ${s.itemTextTokens.mean.toFixed(1)} (max ${s.itemTextTokens.max}); prompt head ${s.headTokens} (sent every pass), tail ${s.tailTokens} (budgeted, not sent)`,
     `as whole strings: ${f(s.wholeTextTokens)} tokens (${((s.wholeTextTokens / Math.max(1, s.tokens) - 1) * 100).toFixed(1)}%)`,
   ].join('\n');
 }

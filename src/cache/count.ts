@@ -11,7 +11,7 @@ import { createPromptCodec, loadPromptTemplate, type PromptCodec, type TruncateM
 import { budgetError, planHistory } from '../teacher/llm/encoder.js';
 import { loadTokenizer, readModelConfig, resolveDtype, resolveModelFiles } from '../teacher/llm/load.js';
 import type { LogFn } from '../util/progress.js';
-import { numShardsFor, shardRange, sliceShards } from './format.js';
+import { sliceUsers } from './format.js';
 
 export interface CountOptions {
   model: string;
@@ -78,13 +78,6 @@ function spread(xs: number[]): Spread {
   const s = [...xs].sort((a, b) => a - b);
   const mean = s.length ? s.reduce((a, b) => a + b, 0) / s.length : 0;
   return { mean, median: s.length ? percentile(s, 50) : 0, p90: s.length ? percentile(s, 90) : 0, max: s.length ? s[s.length - 1]! : 0 };
-}
-
-/** Users [start, end) of slice i/N, as pass 1 assigns them (contiguous shards of usersPerShard users). */
-export function sliceUsers(users: number, usersPerShard: number, slice?: { index: number; count: number }): [number, number] {
-  if (!slice) return [0, users];
-  const [s0, s1] = sliceShards(slice.index, slice.count, numShardsFor(users, usersPerShard));
-  return s0 >= s1 ? [0, 0] : [shardRange(s0, usersPerShard, users)[0], shardRange(s1 - 1, usersPerShard, users)[1]];
 }
 
 /** The largest slice's share of the tokens when the users are split into N slices of whole shards. */

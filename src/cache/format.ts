@@ -91,6 +91,13 @@ export function sliceShards(index: number, count: number, numShards: number): [n
   return [Math.floor((index * numShards) / count), Math.floor(((index + 1) * numShards) / count)];
 }
 
+/** Users [start, end) of slice i/N (contiguous shards of usersPerShard users; empty when N exceeds the shards). */
+export function sliceUsers(users: number, usersPerShard: number, slice?: { index: number; count: number }): [number, number] {
+  if (!slice) return [0, users];
+  const [s0, s1] = sliceShards(slice.index, slice.count, numShardsFor(users, usersPerShard));
+  return s0 >= s1 ? [0, 0] : [shardRange(s0, usersPerShard, users)[0], shardRange(s1 - 1, usersPerShard, users)[1]];
+}
+
 /** Parse `--shard i/N` (0-based i). `--shard auto` (index and count from the environment) is src/cache/shard-env.ts. */
 export function parseSlice(s: string): { index: number; count: number } {
   const m = /^(\d+)\/(\d+)$/.exec(s.trim());

@@ -6,8 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { sliceUsers } from '../../src/cache/count.js';
-import { readManifest } from '../../src/cache/format.js';
+import { readManifest, sliceUsers } from '../../src/cache/format.js';
 import { main } from '../../src/cli/main.js';
 import { writeTinyModel, TINY_DEFAULTS } from '../../src/teacher/tiny/index.js';
 
@@ -76,5 +75,10 @@ describe('teacher:cache --count-only', () => {
     const b = await cli(['teacher:cache', ...DATA, '--model', join(tmp, 'tiny'), '--dtype', 'fp32', '--max-prompt-tokens', '30', '--count-only']);
     expect(b.code).not.toBe(0);
     expect(b.stderr).toMatch(/--max-prompt-tokens 30 leaves -?\d+ tokens after the prompt's \d+ fixed tokens/);
+    // More slices than shards: slice 0 of 10 over 4 shards of 8 users is empty, and the run says so.
+    const e = await cli(['teacher:cache', ...DATA, '--model', join(tmp, 'tiny'), '--dtype', 'fp32', '--users-per-shard', '8', '--shard', '0/10', '--count-only']);
+    expect(e.code).toBe(0);
+    expect(e.summary).toMatchObject({ users: 0, tokens: 0 });
+    expect(e.stderr).toMatch(/slice 0\/10 holds no users \(30 users in 4 shards of --users-per-shard 8\); with --users-per-shard 3 or less/);
   }, 60_000);
 });

@@ -1,6 +1,7 @@
 import { initBackend } from '../../backend/index.js';
 import { cacheOptions, resolveCacheConfig, runCacheStage } from '../../cache/config.js';
 import type { PromptTokenCount } from '../../cache/count.js';
+import { sliceUsers } from '../../cache/format.js';
 import type { CacheSummary } from '../../cache/run.js';
 import { expandSliceOut, shardFromEnv } from '../../cache/shard-env.js';
 import { defineOptions } from '../../config/options.js';
@@ -33,6 +34,7 @@ export default defineCommand({
     if (o.shardCount !== undefined && !o.shard) throw new RecdistillError('E_USAGE', '--shard-count goes with --shard auto (or i/N).');
     const assigned = o.shard ? shardFromEnv(o.shard, process.env, o.shardCount) : undefined;
     const slice = assigned ? { index: assigned.index, count: assigned.count } : undefined;
+    if (slice) warnIfEmpty(slice, ds.users.length, o.usersPerShard, ctx.log);
     if (assigned && assigned.source !== 'explicit') ctx.log(`teacher:cache: --shard auto: slice ${assigned.index}/${assigned.count} (${assigned.source}: ${assigned.detail})`);
     if (o.countOnly) {
       if (o.teacher !== 'llm') throw new RecdistillError('E_USAGE', '--count-only counts an llm teacher\'s prompt tokens; a seqrec teacher reads item ids, not text.');
@@ -56,6 +58,14 @@ export default defineCommand({
     return `${formatSummary(rest)}\nteacher valid: ${m(valid)}\nteacher test:  ${m(test)}`;
   },
 });
+
+/** A slice of whole shards can be empty (more slices than shards): say so before the run reports 0 tokens/s. */
+function warnIfEmpty(slice: { index: number; count: number }, users: number, perShard: number, log: (l: string) => void): void {
+  const [a, b] = sliceUsers(users, perShard, slice);
+  if (a < b) return;
+  const shards = Math.ceil(users / perShard);
+  log(`teacher:cache: warning: slice ${slice.index}/${slice.count} holds no users (${users} users in ${shards} shards of --users-per-shard ${perShard}); with --users-per-shard ${Math.max(1, Math.floor(users / slice.count))} or less every slice gets users.`);
+}
 
 function isCount(s: CacheSummary | PromptTokenCount): s is PromptTokenCount {
   return (s as PromptTokenCount).countOnly === true;

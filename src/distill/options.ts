@@ -49,11 +49,11 @@ export const distillOptions = defineOptions({
   // EMKD (Du et al., SIGIR 2023; src/distill/emkd): K parallel SASRec networks trained together. Defaults are the
   // reference implementation's ML settings (hw-du/EMKD templates.py / options.py): mask 0.15, tau 1, lambda 0.01
   // for both contrastive terms, mu 0.001 for the KL, weight 1 for the masked-item and attribute losses.
-  emkd: { type: 'int', help: 'EMKD: number K of parallel networks (network 1 is the served student; 0 = off)', default: 0, group: 'EMKD' },
-  // Not part of the run's identity: it changes what the finished folder serves, never training (src/distill/emkd/ensemble.ts).
+  emkd: { type: 'int', help: 'EMKD: number K of parallel networks (network 1 is the served student; 0 = off); with --attention bidirectional, the reference\'s cloze networks and loss set', default: 0, group: 'EMKD' },
+  // With K > 1, ensemble also selects the best epoch on the ensemble's validation (src/distill/emkd/ensemble.ts).
   serve: {
     type: 'string',
-    help: 'EMKD: what the run folder serves: member (network 1 alone, its model.safetensors) or ensemble (the K networks\' scores averaged, through serve.json); metrics.json reports both',
+    help: 'EMKD: what the run folder serves, and so what validation selects the best epoch on: member (network 1 alone, its model.safetensors) or ensemble (the K networks\' scores averaged, through serve.json); metrics.json reports both',
     default: 'member',
     choices: ['member', 'ensemble'],
     group: 'EMKD',
@@ -61,7 +61,9 @@ export const distillOptions = defineOptions({
   emkdMaskRatio: { type: 'number', help: 'EMKD: fraction of each sequence\'s non-padding items replaced by the mask token in a masked view', default: 0.15, group: 'EMKD' },
   emkdTemperature: { type: 'number', help: 'EMKD: temperature of the contrastive (InfoNCE, cosine) and KL terms', default: 1, group: 'EMKD' },
   emkdViews: { type: 'int', help: 'EMKD: masked views per sequence and step (the reference code uses 8; each costs K extra forward passes)', default: 1, group: 'EMKD' },
-  lambdaEmkdMask: { type: 'number', help: 'EMKD L1: weight of the masked-item cross-entropy (per network and view)', default: 1, group: 'EMKD' },
+  // 0 by default: on a causal network the state at a masked slot cannot see the item it must predict, so L1 is a
+  // second copy of the next-item loss (measured: removing it helped). Cloze networks do not use it (emkd_cloze).
+  lambdaEmkdMask: { type: 'number', help: 'EMKD L1 (causal networks only): weight of the masked-item cross-entropy (per network and view); off by default, since on a causal network it repeats the next-item loss', default: 0, group: 'EMKD' },
   lambdaEmkdAttr: { type: 'number', help: 'EMKD L2: weight of the next item\'s attribute-class (genre / category) cross-entropy', default: 1, group: 'EMKD' },
   lambdaEmkdIntra: { type: 'number', help: 'EMKD L3: weight of the intra-network InfoNCE (original vs its masked view, same network)', default: 0.01, group: 'EMKD' },
   lambdaEmkdInter: { type: 'number', help: 'EMKD L4: weight of the inter-network InfoNCE (original in network i vs masked view in network j, every ordered pair)', default: 0.01, group: 'EMKD' },

@@ -20,6 +20,7 @@ export const modelOptions = defineOptions({
   embScale: { type: 'boolean', help: 'multiply item embeddings by sqrt(dims) before adding positions (--no-emb-scale adds them unscaled)', default: true },
   padKeys: { type: 'string', help: 'mask = padding keys masked, each batch padded to its longest sequence; attend = pmixer SASRec.pytorch: every sequence padded to maxLen and its padding attended (a learned attention sink; slower on short histories)', default: 'mask', choices: ['mask', 'attend'] },
   attnOutDropout: { type: 'boolean', help: 'dropout (--dropout) on the attention sub-layer output (--no-attn-out-dropout: none there, as in pmixer)', default: true },
+  attention: { type: 'string', help: 'causal = SASRec (next-item training); bidirectional = BERT4Rec-style cloze network (every slot sees the whole sequence, a learned MASK token; trained by cloze, so it needs --emkd K: EMKD\'s reference networks; --emkd 1 is a single BERT4Rec-style network)', default: 'causal', choices: ['causal', 'bidirectional'] },
 }, { group: 'Model' });
 
 export const trainOptions = defineOptions({
@@ -68,7 +69,7 @@ export const RUN_KEYS = [
  */
 export const LEGACY_RUN_VALUES: Readonly<Record<string, unknown>> = Object.freeze({
   norm: 'pre', init: 'default', embScale: true, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, labelSmoothing: 0,
-  padKeys: 'mask', attnOutDropout: true, ema: 0, tieOrder: 'file', batching: 'length', stepWeight: 'batch',
+  padKeys: 'mask', attnOutDropout: true, ema: 0, tieOrder: 'file', batching: 'length', stepWeight: 'batch', attention: 'causal',
 });
 
 /**
@@ -124,13 +125,14 @@ export function validateStudentOptions(o: Partial<StudentOptions>): void {
   if (typeof o.dims === 'number' && typeof o.heads === 'number' && o.dims % o.heads !== 0) {
     throw new RecdistillError('E_USAGE', `--heads (${o.heads}) must divide --dims (${o.dims}).`);
   }
-  for (const key of ['norm', 'init', 'padKeys', 'lrSchedule', 'loss', 'batching', 'stepWeight'] as const) {
+  for (const key of ['norm', 'init', 'padKeys', 'attention', 'lrSchedule', 'loss', 'batching', 'stepWeight'] as const) {
     const choices = ((modelOptions as Record<string, { choices?: readonly string[] }>)[key] ?? (trainOptions as Record<string, { choices?: readonly string[] }>)[key])!.choices!;
     const v = rec[key];
     if (v !== undefined && !choices.includes(v as string)) throw new RecdistillError('E_USAGE', `--${kebab(key)} must be one of ${choices.join(', ')}; got ${JSON.stringify(v)}.`);
   }
   if (o.embScale !== undefined && typeof o.embScale !== 'boolean') throw new RecdistillError('E_USAGE', `--emb-scale must be a boolean; got ${JSON.stringify(o.embScale)}.`);
   if (o.attnOutDropout !== undefined && typeof o.attnOutDropout !== 'boolean') throw new RecdistillError('E_USAGE', `--attn-out-dropout must be a boolean; got ${JSON.stringify(o.attnOutDropout)}.`);
+  if (o.attention === 'bidirectional' && o.padKeys === 'attend') throw new RecdistillError('E_USAGE', '--attention bidirectional masks padding keys: use --pad-keys mask (attend is the causal pmixer variant).');
   if ((o.labelSmoothing ?? 0) > 0 && (o.loss ?? 'ce') !== 'ce') {
     throw new RecdistillError('E_USAGE', `--label-smoothing is implemented for the full-softmax CE only (--loss ce), not for --loss ${o.loss}.`);
   }

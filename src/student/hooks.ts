@@ -1,6 +1,8 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
 import type { LogFn } from '../util/progress.js';
+import type { ScoreBatch } from '../eval/evaluate.js';
+import type { Sasrec } from './model.js';
 
 /**
  * Extension point of the student training step (used by distillation, src/distill).
@@ -33,7 +35,7 @@ export interface StepContext {
   /** [B * L] row-major input item ids of the batch (0 = padding). Optional: contexts built by hand may omit it. */
   inputs?: Int32Array;
   /**
-   * The student's own encoder run again, in training mode, on other input ids [B * L] (same B, L; e.g. a masked
+   * The student's own encoder run again, in training mode, on other input ids [B * L'] (same B, any L' <= maxLen; e.g. a masked
    * view): per block [B, L, D] as `hidden`. Dropout continues this step's stream (after the main forward and the
    * loss's negatives), so every recomputation of the step draws the same masks. `extraRows` [R, D] are appended
    * to the item table for this pass only, as ids numItems + 1 .. numItems + R (e.g. a learned mask token); the
@@ -78,6 +80,11 @@ export interface TrainHooks {
    * networks 2..K, so what is served beside the student comes from the same epoch as its weights.
    */
   keepBest?: boolean;
+  /**
+   * The scorer validation selects the best epoch on, when it is not the student alone (EMKD serving its ensemble:
+   * the K networks' scores, so the kept epoch is the served model's best). Built once, given the student model.
+   */
+  selectionScorer?(model: Sasrec, ds: PreparedDataset): ScoreBatch;
   /** State that must survive a resume (e.g. the balancer's weights and moving averages): JSON in the checkpoint. */
   saveState?(): Record<string, unknown>;
   restoreState?(state: Record<string, unknown>): void;

@@ -29,7 +29,8 @@ export function xavierWeights(config: ModelConfig, seed: number): Map<string, Fl
     if (name === 'item_emb') {
       data = normal(rng, size, Math.sqrt(2 / (N + 1 + D)));
       data.fill(0, 0, D); // padding row
-    } else if (name === 'pos_emb') data = normal(rng, size, Math.sqrt(2 / (maxLen + 1 + D)));
+    } else if (name === 'mask_emb') data = normal(rng, size, Math.sqrt(2 / (N + 1 + D))); // an item row's scale
+    else if (name === 'pos_emb') data = normal(rng, size, Math.sqrt(2 / (maxLen + 1 + D)));
     else if (leaf === 'attn.wqkv') data = normal(rng, size, Math.sqrt(2 / (4 * D)));
     else if (leaf === 'attn.wo') data = normal(rng, size, Math.sqrt(2 / (2 * D)));
     else if (leaf === 'ffn.w1' || leaf === 'ffn.w2') data = normal(rng, size, Math.sqrt(2 / (D + F)));

@@ -151,6 +151,19 @@ export function estimateEmkd(a: TrainMemoryInput, e: EmkdMemoryInput): Record<st
   const M = a.batchRows * Math.min(L, Math.max(1, Math.round(e.maskRatio * L)));
   const pairs = (K * (K - 1)) / 2;
   const contrasts = (on('emkd_intra') ? K : 0) + (on('emkd_inter') ? K * (K - 1) : 0);
+  if (on('emkd_cloze')) {
+    // The cloze networks (src/distill/emkd/cloze.ts; an estimate by the same counts, not measured against the heap):
+    // K passes on the unmasked sequence and K per view; the cloze CE and every pair's KL on the selected slots
+    // (expected maskRatio x L per row) of every view; no next-item CE.
+    const Mc = a.batchRows * Math.max(1, Math.round(e.maskRatio * L));
+    return {
+      'emkd networks': (K - 1) * sasrecFloats(a) * F * 7,
+      'emkd passes': (K + K * V) * pass * F,
+      'emkd cloze': K * V * 13 * Mc * N1 * F,
+      'emkd kl': on('emkd_kl') && K > 1 ? V * (39 * pairs + 4) * Mc * N1 * F : 0,
+      'emkd contrast': contrasts * V * 10 * a.batchRows * a.batchRows * F,
+    };
+  }
   return {
     'emkd networks': (K - 1) * sasrecFloats(a) * F * 7,
     'emkd passes': (K - 1 + (maskedViews ? K * V : 0)) * pass * F,

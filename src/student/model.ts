@@ -18,6 +18,10 @@ export { paramShapes, sasrecParams, type ModelConfig } from './params.js';
  * is left-padded to maxLen, padding keys are attended (their input is zero, so they act as learned
  * attention sinks) and padding rows are not zeroed between blocks (only in the returned states).
  * attnOutDropout false drops the dropout on the attention sub-layer's output (pmixer has none there).
+ * attention 'bidirectional' is BERT4Rec's cloze network (Sun et al., CIKM 2019; the networks of EMKD, Du et al.,
+ * SIGIR 2023): the same blocks with padding keys masked but no causal mask, and a learned MASK row (`mask_emb`,
+ * id N + 1) appended to the item table for the input only; the output layer stays the [N + 1, D] item table. To
+ * score a history it is followed by MASK (the oldest item dropped at maxLen) and MASK's state is read.
  * This file only builds the network: losses, optimiser, schedule and checkpoints live elsewhere.
  */
 export interface BlockParams {
@@ -35,6 +39,8 @@ export interface Sasrec {
   posEmb: tf.Variable; // [maxLen, D]
   blocks: BlockParams[];
   lnfg: tf.Variable; lnfb: tf.Variable; // [D]
+  /** [1, D] the MASK row of a bidirectional (cloze) network; absent for a causal one. */
+  maskEmb?: tf.Variable;
   /** Stable logical names -> variables (checkpoint keys). */
   params: Map<string, tf.Variable>;
 }
@@ -84,7 +90,9 @@ export function createSasrec(config: ModelConfig, seed: number): Sasrec {
   }
   const lnfg = v('final_ln.g', [D], 'ones');
   const lnfb = v('final_ln.b', [D], 'zeros');
-  return { config, itemEmb, posEmb, blocks, lnfg, lnfb, params };
+  // Drawn after every other parameter: a causal model's initial weights do not depend on the cloze family existing.
+  const maskEmb = config.attention === 'bidirectional' ? v('mask_emb', [1, D], 'glorot') : undefined;
+  return { config, itemEmb, posEmb, blocks, lnfg, lnfb, params, ...(maskEmb ? { maskEmb } : {}) };
 }
 
 export function modelVariables(m: Sasrec): tf.Variable[] {
@@ -160,6 +168,31 @@ export function attentionBias(items: Int32Array, B: number, L: number): tf.Tenso
   return tf.add(causalBias(L), tf.tensor4d(pad, [B, 1, 1, L]));
 }
 
+/** Padding-key bias only [B, 1, 1, L] (a bidirectional network: every real slot sees every real slot). */
+export function paddingBias(items: Int32Array, B: number, L: number): tf.Tensor4D {
+  const pad = new Float32Array(B * L);
+  for (let b = 0; b < B; b++) for (let j = 0; j < L; j++) if (items[b * L + j] === 0) pad[b * L + j] = -1e9;
+  return tf.tensor4d(pad, [B, 1, 1, L]);
+}
+
+/** The MASK id of a bidirectional network (N + 1: the row after the item table). */
+export const maskId = (config: ModelConfig): number => config.numItems + 1;
+
+/**
+ * A bidirectional network's scoring input: each left-padded row [B, L] followed by MASK, as [B, L'] with
+ * L' = min(L + 1, maxLen) (at maxLen the oldest slot gives way).
+ */
+export function appendMask(items: Int32Array, B: number, L: number, config: ModelConfig): { items: Int32Array; L: number } {
+  const L2 = Math.min(L + 1, config.maxLen);
+  const out = new Int32Array(B * L2);
+  const keep = L2 - 1;
+  for (let b = 0; b < B; b++) {
+    out.set(items.subarray(b * L + L - keep, (b + 1) * L), b * L2);
+    out[b * L2 + keep] = maskId(config);
+  }
+  return { items: out, L: L2 };
+}
+
 export interface EncodeOptions {
   /** Dropout RNG; undefined = inference (no dropout). */
   rng?: Rng;
@@ -180,6 +213,11 @@ export function encode(m: Sasrec, items: Int32Array, B: number, L: number, opts:
  * (the serving and evaluation path; equals encode(...)[last][:, L - 1]).
  */
 export function encodeLast(m: Sasrec, items: Int32Array, B: number, L: number): tf.Tensor2D {
+  if (m.config.attention === 'bidirectional') {
+    // Cloze scoring: the state of a MASK after the history (its slot is the last one).
+    const q = appendMask(items, B, L, m.config);
+    return run(m, q.items, B, q.L, {}, true) as tf.Tensor2D;
+  }
   return run(m, items, B, L, {}, true) as tf.Tensor2D;
 }
 
@@ -187,6 +225,8 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
   const { dims: D, heads: H, maxLen, dropout: p, attnDropout } = m.config;
   const post = m.config.norm === 'post';
   const attend = m.config.padKeys === 'attend';
+  const bidirectional = m.config.attention === 'bidirectional';
+  if (bidirectional && attend) throw new Error('a bidirectional network masks padding keys (padKeys "mask"); padKeys "attend" is causal only.');
   if (L > maxLen) throw new Error(`sequence length ${L} exceeds maxLen ${maxLen}.`);
   if (attend && L < maxLen) {
     // Padding is part of the computation (pmixer): run at maxLen, hand back the last L slots.
@@ -200,9 +240,11 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
   const rng = opts.rng;
   const ids = tf.tensor2d(items, [B, L], 'int32');
   const keep = tf.expandDims(tf.cast(tf.notEqual(ids, 0), 'float32'), -1); // [B, L, 1]
-  const bias = attend ? causalBias(L) : attentionBias(items, B, L); // [B or 1, 1, L, L]
+  const bias = attend ? causalBias(L) : bidirectional ? paddingBias(items, B, L) : attentionBias(items, B, L); // [B or 1, 1, L or 1, L]
   const pos = tf.slice(m.posEmb, [maxLen - L, 0], [L, D]); // [L, D]
-  const emb = tf.reshape(tf.gather(m.itemEmb, tf.reshape(ids, [B * L])), [B, L, D]);
+  // A cloze network's inputs may hold MASK (id N + 1): its row follows the item table for the input only.
+  const table = bidirectional && m.maskEmb ? tf.concat([m.itemEmb, m.maskEmb], 0) : m.itemEmb;
+  const emb = tf.reshape(tf.gather(table, tf.reshape(ids, [B * L])), [B, L, D]);
   let x = tf.add(m.config.embScale === false ? emb : tf.mul(emb, Math.sqrt(D)), pos);
   x = tf.mul(dropout(x, p, rng), keep); // [B, L, D]
   const out: tf.Tensor3D[] = [];
@@ -217,7 +259,8 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
     let bb: tf.Tensor = bias;
     if (lastOnly && last) {
       q = tf.slice(q, [0, 0, L - 1, 0], [B, H, 1, dh]); // [B, H, 1, dh]
-      bb = tf.slice(bias, [0, 0, L - 1, 0], [bias.shape[0], 1, 1, L]);
+      // (a padding-only bias [B, 1, 1, L] is the same for every query)
+      bb = bias.shape[2] === 1 ? bias : tf.slice(bias, [0, 0, L - 1, 0], [bias.shape[0], 1, 1, L]);
     }
     const Lq = q.shape[2]!;
     let att = tf.add(tf.mul(bmm(q, k, true), 1 / Math.sqrt(dh)), bb); // [B, H, Lq, L]

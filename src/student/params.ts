@@ -28,6 +28,12 @@ export interface ModelConfig {
   padKeys?: 'mask' | 'attend';
   /** Dropout on the attention sub-layer's output (the residual branch); pmixer has none there. */
   attnOutDropout?: boolean;
+  /**
+   * 'causal' = SASRec (a slot attends to itself and earlier slots); 'bidirectional' = BERT4Rec's cloze network
+   * (every slot attends to every non-padding slot; a learned MASK row, id numItems + 1, is the `mask_emb`
+   * parameter; scoring appends MASK to the history and reads its slot). Trained by cloze only (EMKD's reference).
+   */
+  attention?: 'causal' | 'bidirectional';
 }
 
 /** The parameter names and shapes createSasrec would allocate for `config` (allocates nothing). Same order. */
@@ -43,12 +49,15 @@ export function paramShapes(config: ModelConfig): Map<string, number[]> {
   }
   out.set('final_ln.g', [D]);
   out.set('final_ln.b', [D]);
+  // The cloze family's MASK row, last so a causal model's parameters (and its seeded initialisation) are unchanged.
+  if (config.attention === 'bidirectional') out.set('mask_emb', [1, D]);
   return out;
 }
 
 /** Parameter count of a configuration (the tensors createSasrec makes), without building it. */
-export function sasrecParams(c: Pick<ModelConfig, 'numItems' | 'maxLen' | 'dims' | 'blocks' | 'ffnDims'>): number {
+export function sasrecParams(c: Pick<ModelConfig, 'numItems' | 'maxLen' | 'dims' | 'blocks' | 'ffnDims' | 'attention'>): number {
   const D = c.dims;
+  const mask = c.attention === 'bidirectional' ? D : 0;
   const block = 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + 2 * D + (D * c.ffnDims + c.ffnDims) + (c.ffnDims * D + D);
-  return (c.numItems + 1) * D + c.maxLen * D + c.blocks * block + 2 * D;
+  return (c.numItems + 1) * D + c.maxLen * D + c.blocks * block + 2 * D + mask;
 }

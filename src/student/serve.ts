@@ -231,9 +231,12 @@ export function checkModelConfig(v: unknown, where: string): ModelConfig {
   const { padKeys = 'mask', attnOutDropout = true } = v as Partial<ModelConfig>;
   if (padKeys !== 'mask' && padKeys !== 'attend') bad(`"padKeys" must be "mask" or "attend", got ${JSON.stringify(padKeys)}`);
   if (typeof attnOutDropout !== 'boolean') bad(`"attnOutDropout" must be a boolean, got ${JSON.stringify(attnOutDropout)}`);
+  const { attention = 'causal' } = v as Partial<ModelConfig>;
+  if (attention !== 'causal' && attention !== 'bidirectional') bad(`"attention" must be "causal" or "bidirectional", got ${JSON.stringify(attention)}`);
+  if (attention === 'bidirectional' && padKeys === 'attend') bad('"attention" "bidirectional" needs "padKeys" "mask"');
   const { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout } = v as unknown as ModelConfig;
   // The later fields are written only when they differ from the old behaviour (files stay byte-identical).
-  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale, ...(padKeys === 'attend' ? { padKeys } : {}), ...(attnOutDropout ? {} : { attnOutDropout }) };
+  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale, ...(padKeys === 'attend' ? { padKeys } : {}), ...(attnOutDropout ? {} : { attnOutDropout }), ...(attention === 'bidirectional' ? { attention } : {}) };
 }
 
 /**

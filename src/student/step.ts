@@ -74,7 +74,7 @@ export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rn
       step,
       scores: (h) => scores(model, h),
       inputs: batch.inputs,
-      encode: (items, extraRows) => encode(extraRows ? { ...model, itemEmb: tf.concat([model.itemEmb, extraRows], 0) as tf.Variable } : model, items, B, L, { rng }),
+      encode: (items, extraRows) => encode(extraRows ? { ...model, itemEmb: tf.concat([model.itemEmb, extraRows], 0) as tf.Variable } : model, items, B, items.length / B, { rng }),
     };
     for (const [k, v] of Object.entries(hooks.extraTerms(ctx))) {
       if (k in terms) throw new Error(`distillation hook returned a term named "${k}", which is reserved.`);

@@ -81,6 +81,7 @@ export function modelConfigFrom(ds: PreparedDataset, o: StudentOptions): ModelCo
     norm: (o.norm ?? legacy.norm) as 'pre' | 'post', init: (o.init ?? legacy.init) as 'default' | 'xavier', embScale: o.embScale ?? legacy.embScale,
     ...((o.padKeys ?? legacy.padKeys) === legacy.padKeys ? {} : { padKeys: o.padKeys as 'attend' }),
     ...((o.attnOutDropout ?? legacy.attnOutDropout) === legacy.attnOutDropout ? {} : { attnOutDropout: false }),
+    ...(o.attention === 'bidirectional' ? { attention: 'bidirectional' as const } : {}),
   };
 }
 
@@ -272,7 +273,8 @@ export function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch:
     const kept: tf.Scalar[] = [];
     const termRef: Record<string, tf.Scalar> = {};
     const { value, grads } = gradientsOf(() => {
-      const terms = batchTerms(model, batch, loss, rngFor(), step, hooks);
+      // A hook that replaces the next-item loss (EMKD's cloze networks: ce weight 0) skips its full softmax.
+      const terms = batchTerms(model, batch, loss, rngFor(), step, hooks, { withCe: weights.ce !== 0 });
       for (const [k, t] of Object.entries(terms)) kept.push((termRef[k] = tf.keep(t)));
       return combine(terms, weights);
     }, vars);
@@ -329,6 +331,10 @@ export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
 async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWindows>, validUsers: number[], estimateBytes: number): Promise<TrainResult> {
   const { ds, opts: o, outDir, hooks, log } = setup;
   const identity = runIdentity(ds, o, hooks);
+  if (o.attention === 'bidirectional' && (hooks?.weights(0).ce ?? 1) !== 0) {
+    // A bidirectional network sees the next item: next-item training would teach it to copy its input.
+    throw new RecdistillError('E_USAGE', '--attention bidirectional trains by cloze (masked items), not by next-item prediction: add --emkd K (K >= 1; --emkd 1 trains a single BERT4Rec-style network), or use --attention causal.');
+  }
   const model = createSasrec(modelConfigFrom(ds, o), mixSeed(o.seed, 1));
   const hookVars = hooks?.variables() ?? [];
   const vars = [...modelVariables(model), ...hookVars];
@@ -355,6 +361,9 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   const batchesPerEpoch = Math.ceil(windows.length / o.batchSize);
   const lrAt = (step: number) => scheduledLr((o.lrSchedule ?? 'constant') as LrSchedule, o.lr, step, o.warmupSteps ?? 0, o.epochs * batchesPerEpoch);
   const scorer = studentScorer(model, ds);
+  // What validation selects the best epoch on: what the run serves (hooks.selectionScorer, e.g. an EMKD ensemble),
+  // else the student itself.
+  const selectScorer = hooks?.selectionScorer?.(model, ds) ?? scorer;
   const positions = windows.reduce((s, w) => s + w.length, 0);
   const batchSteps = (b: Window[]) => b.reduce((s, w) => s + w.length, 0);
   const meanStepsPerBatch = positions / batchesPerEpoch; // --step-weight token divides by it
@@ -381,7 +390,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
         if (performance.now() - lastLog > 10000) {
           lastLog = performance.now();
           const rate = (i + 1) / ((lastLog - t0) / 1000);
-          log(`  epoch ${epoch}: step ${i + 1}/${batches.length} ${rate.toFixed(2)} steps/s ETA ${formatSeconds((batches.length - i - 1) / rate)} ce ${(sums.ce! / (i + 1)).toFixed(4)}`);
+          log(`  epoch ${epoch}: step ${i + 1}/${batches.length} ${rate.toFixed(2)} steps/s ETA ${formatSeconds((batches.length - i - 1) / rate)}${Object.entries(sums).slice(0, 2).map(([k, v]) => ` ${k} ${(v / (i + 1)).toFixed(4)}`).join('')}`);
         }
       }
       const trainSecs = (performance.now() - t0) / 1000;
@@ -395,7 +404,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       }
       let valid: RankingMetrics | undefined;
       if (epoch % o.evalEvery === 0 || epoch === o.epochs) {
-        const validate = () => evaluateRanking(ds, scorer, { split: 'valid', ks: DEFAULT_KS, excludeHistory: o.excludeHistory, batchSize: o.evalBatch, users: validUsers });
+        const validate = () => evaluateRanking(ds, selectScorer, { split: 'valid', ks: DEFAULT_KS, excludeHistory: o.excludeHistory, batchSize: o.evalBatch, users: validUsers });
         valid = ema ? await withShadow(ema, modelVars, validate) : await validate();
         const score = valid['ndcg@10']!;
         if (score > state.best) {

@@ -27,8 +27,9 @@ export { averageScores };
  * student:train does both when an EMKD run finishes (reportEnsemble, the hooks' `report`): the members are exported
  * and evaluated, metrics.json reports member and ensemble side by side (distill.emkd.serving), and serve.json
  * (src/student/serve-plan.ts) says which one the folder serves, so loadStudent(run), `eval --student`, bench and the
- * HTTP server serve the ensemble with `--serve ensemble`. `--serve` is not part of the run's identity (it changes
- * no training step): rerunning a finished run with the other value resumes it and only redoes this finish step.
+ * HTTP server serve the ensemble with `--serve ensemble`. With K > 1, `--serve ensemble` also makes validation
+ * select the best epoch (and early stopping) on the ensemble (TrainHooks.selectionScorer), so it is part of the run's
+ * identity then; `--serve member` is not (runs written before keep their identity).
  */
 
 interface EmkdLayout {

@@ -8,6 +8,7 @@ import { makeRng, mixSeed } from '../../util/rng.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
 import { crossEntropy } from '../losses.js';
 import { lookupTeacherBatch } from '../teacher-batch.js';
+import { buildClozeHooks, selectionScorerFor } from './cloze.js';
 import { reportEnsemble } from './ensemble.js';
 import { attributeCE, infoNCE, maskedItemCE, mutualKL, teacherKL, zeroOf } from './losses.js';
 import { createNetworks, encodeWithRows, type EmkdNetworks } from './networks.js';
@@ -83,6 +84,10 @@ export function buildEmkdHooks(f: EmkdFlags, ds: PreparedDataset, config: ModelC
   checkEmkdFlags(f);
   const K = f.emkd;
   if (K < 1) throw new RecdistillError('E_USAGE', 'buildEmkdHooks: --emkd must be >= 1.');
+  if (config.attention === 'bidirectional') {
+    if (o.teacher && f.lambdaEmkdKl > 0) throw new RecdistillError('E_USAGE', 'EMKD with --attention bidirectional (the reference\'s cloze networks) has no teacher member: drop --cache, or use --attention causal.');
+    return buildClozeHooks(f, ds, config, seed, { log: o.log });
+  }
   const log = o.log ?? stderrLog;
   const T = f.emkdTemperature;
   const on = (t: keyof typeof EMKD_TERMS) => f[EMKD_TERMS[t]] > 0;
@@ -219,9 +224,13 @@ export function buildEmkdHooks(f: EmkdFlags, ds: PreparedDataset, config: ModelC
     weights: () => weights,
     // After training (src/student/finish.ts): the ensemble exported and evaluated, serve.json written.
     report: (run) => reportEnsemble(run, (f.serve ?? 'member') as 'member' | 'ensemble'),
-    // --serve is left out: it does not change training, so it is not part of the run's identity.
+    // With --serve ensemble the best epoch is chosen on the ensemble's validation NDCG@10 (what is served).
+    selectionScorer: selectionScorerFor(f, nets),
+    // --serve member is left out (runs written before selection followed --serve keep their identity).
     provenance: () => ({
       K,
+      // Selecting the epoch on the ensemble changes the kept weights: part of the identity (absent = network 1).
+      ...(selectionScorerFor(f, nets) ? { selection: 'ensemble' } : {}),
       maskRatio: f.emkdMaskRatio,
       temperature: T,
       views: f.emkdViews,

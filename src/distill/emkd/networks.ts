@@ -26,7 +26,7 @@ export interface EmkdNetworks {
   config: ModelConfig;
   /** Networks 2..K. */
   extra: Sasrec[];
-  /** K mask rows [1, D]: maskRows[0] is network 1's. */
+  /** K mask rows [1, D]: maskRows[0] is network 1's (causal networks; empty for cloze networks, which own theirs). */
   maskRows: tf.Variable[];
   /** K attribute heads, or empty when the dataset has no attributes. */
   attrHeads: Array<{ w: tf.Variable; b: tf.Variable }>;
@@ -72,7 +72,8 @@ export function createNetworks(config: ModelConfig, K: number, seed: number, att
   };
   // Mask rows start like an item row (Glorot-uniform scale of the item table: sqrt(6 / (N + 1 + D))).
   const a = Math.sqrt(6 / (config.numItems + 1 + D));
-  const maskRows = Array.from({ length: K }, (_, i) => own(`mask${i + 1}`, tf.randomUniform([1, D], -a, a, 'float32', networkSeed(seed, 100 + i))));
+  // A bidirectional (cloze) network has its own MASK row (the model's mask_emb): no hook row then.
+  const maskRows = config.attention === 'bidirectional' ? [] : Array.from({ length: K }, (_, i) => own(`mask${i + 1}`, tf.randomUniform([1, D], -a, a, 'float32', networkSeed(seed, 100 + i))));
   const attrHeads = attrClasses > 0
     ? Array.from({ length: K }, (_, i) => ({
         w: own(`attr${i + 1}/w`, tf.randomNormal([D, attrClasses], 0, 1 / Math.sqrt(D), 'float32', networkSeed(seed, 200 + i))),

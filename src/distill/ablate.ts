@@ -35,11 +35,18 @@ export interface AblationConfig {
   lambdas: Partial<Record<TermName, number>>;
   /** Other distillation flags of this configuration (e.g. kd: 'ranking'). */
   overrides?: Record<string, unknown>;
+  /** Student options of this configuration over the ablation's (e.g. attention: 'bidirectional'). */
+  student?: Record<string, unknown>;
 }
 
 export interface AblationPlan {
   configs: AblationConfig[];
   seeds: number[];
+  /**
+   * Configurations that depend on results: called once the listed ones are done, with their summaries; what it
+   * returns runs next (e.g. --suite emkd's removal rows from the better K = 3 row).
+   */
+  extend?(done: ConfigSummary[]): AblationConfig[];
 }
 
 export interface AblationDeps {
@@ -190,11 +197,21 @@ export interface AblationResult {
 
 /** Run every configuration for every seed (seeds inner: a killed run still has whole configurations). */
 export async function runAblation(plan: AblationPlan, distillBase: Record<string, unknown>, deps: AblationDeps): Promise<AblationResult> {
-  const total = plan.configs.length * plan.seeds.length;
+  const configs = [...plan.configs];
+  let total = configs.length * plan.seeds.length;
   const summaries: ConfigSummary[] = [];
   const t0 = performance.now();
   let done = 0;
-  for (const cfg of plan.configs) {
+  let extended = !plan.extend;
+  for (let i = 0; i < configs.length || !extended; i++) {
+    if (i === configs.length) {
+      extended = true;
+      const more = plan.extend!(summaries);
+      configs.push(...more);
+      total += more.length * plan.seeds.length;
+      if (i === configs.length) break;
+    }
+    const cfg = configs[i]!;
     const runs: ConfigSummary['runs'] = [];
     let params: number | undefined;
     for (const seed of plan.seeds) {

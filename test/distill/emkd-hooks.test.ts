@@ -279,7 +279,7 @@ describe('the teacher cache as L5\'s fixed member', () => {
   });
 
   it('composes with the distillation hooks: their variables first, EMKD\'s located by the provenance', async () => {
-    const hooks = (await buildDistillHooks({ ...student, cache: dir, lambdaCos: 1, emkd: 3, lambdaEmkdAttr: 0, seed: SEED }, ds, { dims: 4, blocks: 1 }))!;
+    const hooks = (await buildDistillHooks({ ...student, cache: dir, lambdaCos: 1, emkd: 3, lambdaEmkdAttr: 0, lambdaEmkdMask: 1, seed: SEED }, ds, { dims: 4, blocks: 1 }))!;
     const plain = (await buildDistillHooks({ ...student, cache: dir, lambdaCos: 1, seed: SEED }, ds, { dims: 4, blocks: 1 }))!;
     const nDistill = plain.variables().length;
     const prov = hooks.provenance!() as { emkd: { firstHookVariable: number; layout: { variables: number; networkParams: string[] } }; lambdas: unknown };

@@ -19,7 +19,7 @@ import { smallDataset } from '../student/fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-emkd-resume-'));
 const script = join(import.meta.dirname, '..', 'student', 'fixtures', 'train-child.ts');
-const EMKD2 = JSON.stringify({ emkd: 2 });
+const EMKD2 = JSON.stringify({ emkd: 2, lambdaEmkdMask: 1 }); // every causal term (L1 is off by default)
 const killed = join(tmp, 'killed');
 const straight = join(tmp, 'straight');
 

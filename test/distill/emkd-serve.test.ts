@@ -1,9 +1,9 @@
 /**
  * `student:train --emkd K --serve member|ensemble`: a K = 3 run of the small synthetic model reports both ways of
  * serving in metrics.json; with `ensemble`, loadStudent(run) (hence eval, bench and the HTTP server) scores with
- * the mean of the K member folders' own scores, computed here member by member; with `member` (also after
- * re-finishing the same run, which --serve does not retrain) it is network 1; --serve ensemble without --emkd is a
- * usage error.
+ * the mean of the K member folders' own scores, computed here member by member, and validation selects the epoch
+ * on the ensemble (so --serve ensemble is part of the run's identity); --serve ensemble without --emkd is a usage
+ * error.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -126,25 +126,18 @@ describe('--serve ensemble', () => {
   });
 });
 
-describe('--serve member', () => {
-  it('re-finishing the run with --serve member (the default) changes what it serves, not its training', async () => {
+describe('--serve selects what validation chooses the epoch on', () => {
+  it('--serve ensemble: the validation in history.jsonl at the best epoch is the ensemble\'s (ensemble.json)', () => {
+    const history = readFileSync(join(run, 'history.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const ensembleJson = JSON.parse(readFileSync(join(run, 'ensemble.json'), 'utf8'));
+    expect(history[metrics().bestEpoch - 1].valid['ndcg@10']).toBeCloseTo(ensembleJson.valid['ndcg@10'], 6);
+    expect(metrics().distill.emkd.selection).toBe('ensemble');
+  });
+
+  it('so rerunning the run with --serve member is another run: the checkpoint is refused, naming the difference', async () => {
     const before = readFileSync(join(run, 'checkpoint.safetensors'));
-    const history = readFileSync(join(run, 'history.jsonl'), 'utf8');
-    await train(); // same identity: the finished run resumes and only re-finishes
+    await expect(train()).rejects.toThrow(/was written by a different run .*selection/);
     expect(readFileSync(join(run, 'checkpoint.safetensors')).equals(before)).toBe(true);
-    expect(readFileSync(join(run, 'history.jsonl'), 'utf8')).toBe(history);
-    expect(readServePlan(run)).toEqual({ serve: 'member' });
-    expect(metrics().distill.emkd.serving.serve).toBe('member');
-    expect(metrics().distill.emkd).not.toHaveProperty('serve'); // provenance (the identity) has no serve key
-    const ds = await smallDataset();
-    const histories = evaluableUsers(ds).slice(0, 5).map((u) => historyFor(ds, u, 'test'));
-    const served = await loadStudent(run);
-    const net1 = await loadStudent(memberDir(run, 1));
-    expect(served.info.members).toBeUndefined();
-    expect(Array.from(served.scoreBatch(histories))).toEqual(Array.from(net1.scoreBatch(histories)));
-    served.dispose();
-    net1.dispose();
-    expect(existsSync(join(run, 'model.safetensors'))).toBe(true);
   }, 120_000);
 });
 

@@ -68,7 +68,7 @@ describe('estimateTrainMemory with EMKD, by hand', () => {
   it('reads K, views, mask ratio and the terms that are on from the EMKD hooks\' own provenance', async () => {
     const ds = await smallDataset();
     const opts = smallOptions();
-    const hooks = (await buildDistillHooks({ ...opts, emkd: 3, emkdViews: 2, emkdMaskRatio: 0.2, lambdaEmkdIntra: 0, seed: 1 }, ds, { dims: opts.dims, blocks: opts.blocks }))!;
+    const hooks = (await buildDistillHooks({ ...opts, emkd: 3, emkdViews: 2, emkdMaskRatio: 0.2, lambdaEmkdIntra: 0, lambdaEmkdMask: 1, seed: 1 }, ds, { dims: opts.dims, blocks: opts.blocks }))!;
     try {
       expect(emkdMemoryInput(hooks.provenance!())).toEqual({ K: 3, views: 2, maskRatio: 0.2, terms: ['emkd_ce', 'emkd_mask', 'emkd_attr', 'emkd_inter', 'emkd_kl'] });
     } finally {
@@ -103,7 +103,7 @@ describe('the ML-100K data point (--preset small)', () => {
     const ds = await datasetFromFlags(flags);
     expect(ds.items.length - 1).toBe(1682);
     const opts = resolveStudentPreset('small', { ...flags, batchSize: 128, backend: 'wasm' });
-    const hooks = await buildDistillHooks({ ...opts, emkd: 3, seed: 1 }, ds, { dims: opts.dims, blocks: opts.blocks });
+    const hooks = await buildDistillHooks({ ...opts, emkd: 3, lambdaEmkdMask: 1, seed: 1 }, ds, { dims: opts.dims, blocks: opts.blocks });
     const tmp = mkdtempSync(join(tmpdir(), 'recdistill-emkd-memory-'));
     try {
       const out = join(tmp, 'run');

@@ -9,7 +9,7 @@ import type { PreparedDataset } from '../../data/types.js';
 import { RecdistillError } from '../../errors.js';
 import { configSlug, runAblation, planConfigs, writeAblationReport, type AblationConfig, type AblationResult, type ConfigSummary, type Metrics } from '../../distill/ablate.js';
 import { measureRunLatencies } from '../../distill/ablate-latency.js';
-import { emkdSummary, evaluateEnsemble, planEmkdConfigs } from '../../distill/emkd/index.js';
+import { betterMain, emkdSummary, evaluateEnsemble, planEmkdConfigs, planEmkdRemovals, type EnsembleFigures } from '../../distill/emkd/index.js';
 import { buildDistillHooks } from '../../distill/hooks.js';
 import { distillOptions } from '../../distill/options.js';
 import type { StudentOptions } from '../../student/config.js';
@@ -29,12 +29,10 @@ const { out: _o, epochs: _ep, ...studentRunOptions } = presetStudentOptions();
 /**
  * --suite: a named set of configurations with its own summary keys. relation: rel alone and with the other
  * distillation terms; emkd: the EMKD rows of src/distill/emkd/plan.ts (no teacher needed; with --cache one more
- * row where the teacher's soft labels join the ensemble's KL).
+ * row where the teacher's soft labels join the causal ensemble's KL).
  */
 const SUITES = ['relation', 'emkd'] as const;
 const RELATION_CONFIGS = 'rel,all+rel';
-/** The EMKD row the suite's member/ensemble/gain keys report (K = 3, every term on). */
-const EMKD_MAIN = 'emkd3';
 /**
  * --suite emkd's batch size when --batch-size is not given: K = 3 networks at the small preset's 128 do not fit
  * the wasm 4 GiB heap on ML-100K (the memory estimate refuses them), and every row, CE included, must share one.
@@ -61,7 +59,7 @@ const options = defineOptions({
   seeds: { type: 'int', help: 'seeds per configuration (seed, seed+1, ...)', default: 3 },
   seed: { type: 'int', help: 'first seed (also the seed of the teacher trained here and of the cache head)', default: 42 },
   configs: { type: 'string', help: 'configurations besides CE-only: terms alone (cos,l2,ms,kd,emb,rel), all (every term but rel; all+rel adds it), or +-joined sets', default: 'cos,l2,ms,kd,emb,all' },
-  suite: { type: 'string', help: `relation: CE vs relational distillation (--configs ${RELATION_CONFIGS}), summary keys ce, relation, gain; emkd: CE vs EMKD with K = 2, 3 and each of L1-L5 removed (plus the teacher as a member with --cache), summary keys single, member, ensemble, gain`, default: 'none', choices: ['none', ...SUITES] },
+  suite: { type: 'string', help: `relation: CE vs relational distillation (--configs ${RELATION_CONFIGS}), summary keys ce, relation, gain; emkd: one causal and one bidirectional network, EMKD K = 3 with the reference's cloze networks and with causal ones, then each term removed from the better (plus the teacher as a member with --cache), summary keys single, ensemble, ensembleGain, member, memberGain, chosen`, default: 'none', choices: ['none', ...SUITES] },
   latency: { type: 'boolean', help: 'measure each configuration\'s single-request p50 latency (onnxruntime-node) beside the teacher\'s at the end', default: true },
   lambdaCos: { type: 'number', help: 'λcos when the term is on', default: 1 },
   lambdaL2: { type: 'number', help: 'λl2 when the term is on', default: 0.1 },
@@ -111,11 +109,21 @@ function runParams(dir: string): number | undefined {
   }
 }
 
-/** An EMKD run's ensemble test NDCG@10 as its metrics.json reports it (distill.emkd.serving), or undefined. */
-function ensembleTestNdcg(dir: string): number | undefined {
-  const serving = (readRunMetrics(dir)?.distill as { emkd?: { serving?: { ensemble?: { test?: Record<string, number> } } } } | null | undefined)?.emkd?.serving;
-  const v = serving?.ensemble?.test?.['ndcg@10'];
-  return typeof v === 'number' ? v : undefined;
+/** An EMKD run's ensemble validation and test NDCG@10 as its metrics.json reports them (distill.emkd.serving). */
+function ensembleNdcg(dir: string): { valid: number; test: number } | undefined {
+  type Split = Record<string, number> | undefined;
+  const serving = (readRunMetrics(dir)?.distill as { emkd?: { serving?: { ensemble?: { valid?: Split; test?: Split } } } } | null | undefined)?.emkd?.serving;
+  const [v, t] = [serving?.ensemble?.valid?.['ndcg@10'], serving?.ensemble?.test?.['ndcg@10']];
+  return typeof v === 'number' && typeof t === 'number' ? { valid: v, test: t } : undefined;
+}
+
+/** Whether a run folder's model is a bidirectional (cloze) network (no ONNX export: no latency row). */
+function isBidirectional(dir: string): boolean {
+  try {
+    return (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { model?: { attention?: string } }).model?.attention === 'bidirectional';
+  } catch {
+    return false;
+  }
 }
 
 /** Train (or resume / reuse) the seqrec teacher unless --teacher-run names one, then build (or reuse) the cache. */
@@ -166,7 +174,18 @@ export default defineCommand({
     }
     const configs: AblationConfig[] =
       suite === 'emkd' ? planEmkdConfigs({ teacherRow: Boolean(opts.cache) }) : planConfigs(suite === 'relation' ? RELATION_CONFIGS : opts.configs, lambdas);
-    const plan = { configs, seeds: Array.from({ length: opts.seeds }, (_, i) => opts.seed + i) };
+    /** --suite emkd: each EMKD run's ensemble (K-network average) validation and test NDCG@10, per configuration. */
+    const ensemble: EnsembleFigures = {};
+    const plan = {
+      configs,
+      seeds: Array.from({ length: opts.seeds }, (_, i) => opts.seed + i),
+      // --suite emkd: each term removed from the better K = 3 row, once both have run.
+      ...(suite === 'emkd' ? { extend: (done: ConfigSummary[]) => {
+        const main = betterMain(done, ensemble);
+        if (main) ctx.log(`ablate: ${main} validates better (its ensemble's mean validation ndcg@10): each term is removed from it next`);
+        return main ? planEmkdRemovals(main) : [];
+      } } : {}),
+    };
     const t0 = performance.now();
     // The EMKD suite needs no teacher: its networks teach each other (a given --cache adds the teacher row).
     const cache = opts.cache ?? (suite === 'emkd' ? undefined : await teacherCache(opts, ds, out, backend, ctx.log));
@@ -177,8 +196,6 @@ export default defineCommand({
     const teacherRunDir = manifest?.teacher.kind === 'seqrec' ? (opts.teacherRun ?? manifest.teacher.model) : undefined;
     const teacherParams = teacherRunDir ? runParams(teacherRunDir) : undefined;
     const distillBase: Record<string, unknown> = { cache };
-    /** --suite emkd: each EMKD run's ensemble (K-network average) test NDCG@10, per configuration. */
-    const ensembleTest: Record<string, number[]> = {};
     for (const k of Object.keys(distillPassThrough)) distillBase[k] = opts[k as keyof AblateOptions];
 
     const header = {
@@ -217,7 +234,7 @@ export default defineCommand({
       ceOfTeacher: teacherTest?.['ndcg@10'] ? r.ce['ndcg@10.mean'] / teacherTest['ndcg@10'] : undefined,
       chosenOn: 'validation ndcg@10 (mean over seeds)',
       ...(suite === 'relation' ? relationSummary(r) : {}),
-      ...(suite === 'emkd' && r.configs.some((c) => c.name === EMKD_MAIN) ? emkdSummary(r.configs, ensembleTest, EMKD_MAIN) : {}),
+      ...(suite === 'emkd' ? (emkdSummary(r.configs, ensemble) ?? {}) : {}),
       ...(partial ? { partial: true, configsDone: r.configs.map((c) => c.name) } : {}),
       seconds: (performance.now() - t0) / 1000,
     });
@@ -225,7 +242,8 @@ export default defineCommand({
       log: ctx.log,
       onConfig: (r) => writeAblationReport(out, r, summaryOf(r, true), { ...header, lines: [...header.lines, `PARTIAL: ${r.configs.length}/${plan.configs.length} configurations done.`] }),
       async train(cfg, seed, distill) {
-        const so = ablateStudentOptions(opts, seed, join(out, 'runs', `${configSlug(cfg.name)}-seed${seed}`), ds);
+        // A row's own student options (the EMKD suite's network family) over the ablation's.
+        const so = ablateStudentOptions({ ...opts, ...cfg.student } as AblateOptions, seed, join(out, 'runs', `${configSlug(cfg.name)}-seed${seed}`), ds);
         // As student:train: the hooks get the run's student options with the distillation flags.
         const hooks = distill ? await buildDistillHooks({ ...so, ...distill, seed }, ds, { dims: so.dims, blocks: so.blocks }) : undefined;
         try {
@@ -233,9 +251,12 @@ export default defineCommand({
           const r = await trainStudent({ ds, opts: so, outDir: so.out!, backend, hooks, log: ctx.verbose ? ctx.log : quiet });
           if (Number(distill?.emkd) > 0) {
             // The trainer's finish step evaluated the ensemble (metrics.json distill.emkd.serving).
-            const e = ensembleTestNdcg(r.run) ?? (await evaluateEnsemble(r.run, ds)).test['ndcg@10']!;
-            (ensembleTest[cfg.name] ??= []).push(e);
-            ctx.log(`ablate: ${cfg.name} seed ${seed}: ensemble of ${Number(distill!.emkd)} test ndcg@10 ${e.toFixed(4)}`);
+            const ev = async () => evaluateEnsemble(r.run, ds).then((x) => ({ valid: x.valid['ndcg@10']!, test: x.test['ndcg@10']! }));
+            const e: { valid: number; test: number } = ensembleNdcg(r.run) ?? (await ev());
+            const f = (ensemble[cfg.name] ??= { valid: [], test: [] });
+            f.valid.push(e.valid);
+            f.test.push(e.test);
+            ctx.log(`ablate: ${cfg.name} seed ${seed}: ensemble of ${Number(distill!.emkd)} valid ndcg@10 ${e.valid.toFixed(4)} test ndcg@10 ${e.test.toFixed(4)}`);
           }
           return { valid: r.valid, test: r.test, seconds: r.trainSeconds, bestEpoch: r.bestEpoch, params: runParams(r.run), runDir: r.run, secondsPerEpoch: r.secondsPerEpoch, memory: r.memory };
         } finally {
@@ -245,7 +266,8 @@ export default defineCommand({
     });
     if (opts.latency) {
       // Every configuration's first run and the seqrec teacher, interleaved in one process (ablate-latency.ts).
-      const dirs = result.configs.map((c) => c.runs[0]?.runDir).filter((d): d is string => Boolean(d));
+      // Bidirectional networks have no ONNX graph yet: their rows show no latency.
+      const dirs = result.configs.map((c) => c.runs[0]?.runDir).filter((d): d is string => Boolean(d) && !isBidirectional(d!));
       const lat = await measureRunLatencies(teacherRunDir ? [teacherRunDir, ...dirs] : dirs);
       for (const c of result.configs) if (c.runs[0]?.runDir) c['p50.ms'] = lat.get(c.runs[0].runDir)?.p50Ms;
       if (teacherRunDir) header.teacherP50Ms = lat.get(teacherRunDir)?.p50Ms;
@@ -264,16 +286,26 @@ export default defineCommand({
     const rel = s.relation as Record<string, unknown> | undefined;
     const member = s.member as Record<string, unknown> | undefined;
     const ensemble = s.ensemble as Record<string, unknown> | undefined;
-    const chosen = s.chosen as Record<string, unknown> | undefined;
+    const single = s.single as Record<string, unknown> | undefined;
+    const chosen = s.chosen as { config: string; 'valid.ndcg@10.mean': number; ensemble: Record<string, number>; member: Record<string, number>; ensembleGain: number } | undefined;
     const line = (label: string, c: Record<string, unknown>) => `${label} test ndcg@10 ${f(c['ndcg@10.mean'])} ± ${f(c['ndcg@10.std'])} hr@10 ${f(c['hr@10.mean'])}`;
+    const pm = (c: Record<string, unknown>) => `${f(c['ndcg@10.mean'])} ± ${f(c['ndcg@10.std'])}`;
+    const pct = (x: unknown) => `${(Number(x) * 100).toFixed(1)}%`;
+    const emkd = member && ensemble && single
+      ? [
+          `single   (${String(single.config)}) test ndcg@10 ${pm(single)}`,
+          `ensemble (${String(ensemble.config)}, K-network average) test ndcg@10 ${pm(ensemble)}, ${pct(s.ensembleGain)} over single`,
+          `member   (${String(member.config)}, network 1) test ndcg@10 ${pm(member)}, ${pct(s.memberGain)} over single`,
+          ...(chosen ? [`chosen on valid: ${chosen.config} (ensemble valid ndcg@10 ${f(chosen['valid.ndcg@10.mean'])}), ensemble test ndcg@10 ${pm(chosen.ensemble)}, ${pct(chosen.ensembleGain)} over its single network`] : []),
+        ]
+      : undefined;
     return [
       ...(s.teacher ? [`teacher test ndcg@10 ${f(t?.['ndcg@10'])} hr@10 ${f(t?.['hr@10'])}`] : []),
-      line(member ? 'single   ' : 'ce       ', ce),
-      ...(member && ensemble
-        ? [`member   (${String(member.config)}, network 1) test ndcg@10 ${f(member['ndcg@10.mean'])} ± ${f(member['ndcg@10.std'])}`, `ensemble (${String(ensemble.config)}, K-network average) test ndcg@10 ${f(ensemble['ndcg@10.mean'])} ± ${f(ensemble['ndcg@10.std'])}`]
-        : [rel ? line('relation ', rel) : d ? line(`distilled (${String(d.name)}, chosen on valid)`, d) : 'no distilled config']),
-      `gain ${(Number(s.gain) * 100).toFixed(1)}% relative test NDCG@10${member ? ' (member over single)' : ''}`,
-      ...(chosen ? [`chosen on valid: ${String(chosen.config)} (valid ndcg@10 ${f(chosen['valid.ndcg@10.mean'])}), member test ndcg@10 ${f(chosen['ndcg@10.mean'])} ± ${f(chosen['ndcg@10.std'])}, gain ${(Number(chosen.gain) * 100).toFixed(1)}%`] : []),
+      ...(emkd ?? [
+        line('ce       ', ce),
+        rel ? line('relation ', rel) : d ? line(`distilled (${String(d.name)}, chosen on valid)`, d) : 'no distilled config',
+        `gain ${pct(s.gain)} relative test NDCG@10`,
+      ]),
       `report ${(s.report as { markdown: string }).markdown}`,
     ].join('\n');
   },

@@ -18,4 +18,6 @@ export { attributeCE, infoNCE, maskedItemCE, mutualKL, teacherKL } from './losse
 export { attributeTable, maskView, type AttributeTable, type MaskedView } from './views.js';
 export { createNetworks, encodeWithRows, networkSeed, studentModelConfig, type EmkdNetworks } from './networks.js';
 export { averageScores, ensembleScorer, evaluateEnsemble, exportEnsemble, memberDir, reportEnsemble, type EnsembleResult } from './ensemble.js';
-export { EMKD_DEFAULT_LAMBDAS, EMKD_REMOVED, emkdSummary, planEmkdConfigs, type EmkdCost, type EmkdLambdas, type EmkdPlanOptions, type EmkdSuiteSummary } from './plan.js';
+export { betterMain, EMKD_DEFAULT_LAMBDAS, EMKD_MAIN_ROWS, EMKD_REMOVED, emkdSummary, planEmkdConfigs, planEmkdRemovals, SINGLE_OF, type EmkdCost, type EmkdLambdas, type EmkdPlanOptions, type EmkdSuiteSummary, type EnsembleFigures } from './plan.js';
+export { buildClozeHooks, trainingSequences } from './cloze.js';
+export { attributeBCE, clozeView, contrastive } from './reference-losses.js';

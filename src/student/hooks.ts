@@ -76,6 +76,11 @@ export interface TrainHooks {
     update(grads: Record<string, tf.Tensor[]>, step: number): void;
   };
   /**
+   * The hooks run every forward pass they need through `ctx.encode` and set `ce`'s weight to 0: the trainer then
+   * skips its own forward pass and next-item loss (ctx.hidden is empty). EMKD's cloze networks.
+   */
+  ownForward?: boolean;
+  /**
    * Keep the hook variables of the best validated epoch too (checkpoint tensors best/hook.<i>), e.g. EMKD's
    * networks 2..K, so what is served beside the student comes from the same epoch as its weights.
    */

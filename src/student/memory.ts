@@ -190,6 +190,7 @@ export function checkTrainMemory(a: TrainMemoryInput, ram = totalmem()): MemoryE
   if (a.loss === 'ce' && e.parts.loss! > e.limit / 4) hints.push(`--loss sampled (sampled softmax over --negatives ${a.negatives} items instead of all ${a.numItems})`);
   const emkdStep = Object.entries(e.parts).filter(([k]) => k.startsWith('emkd ') && k !== 'emkd networks').reduce((s, [, v]) => s + v, 0);
   if (a.emkd && a.emkd.K > 1 && emkdStep > e.limit / 4) hints.push(`fewer networks (--emkd, now ${a.emkd.K}: each network adds its full-softmax passes, each of the ${(a.emkd.K * (a.emkd.K - 1)) / 2} pairs its KL)`);
+  if (a.emkd && a.emkd.views > 1 && emkdStep > e.limit / 4) hints.push(`fewer masked views (--emkd-views, now ${a.emkd.views}: each view adds K encoder passes and its CE / KL matrices)`);
   if (e.parts.loss! + e.parts.activations! + emkdStep > e.limit / 4) hints.push(`a smaller --batch-size (now ${a.batchRows} rows per batch) or --max-len (longest window ${a.batchLen})`);
   if (e.parts.evaluation! > e.limit / 4) hints.push(`a smaller --eval-batch (now ${a.evalBatch})`);
   if (e.parts.parameters! + Math.max(e.parts.update!, e.parts['embedding gradients']!) > e.limit / 2) hints.push(`a smaller --dims (now ${a.dims}): the item table alone is ${N1} x ${a.dims} floats`);

@@ -43,6 +43,8 @@ export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rn
   const { B, L } = batch;
   const D = model.config.dims;
   const N = model.config.numItems;
+  // Hooks that replace the next-item loss and run every pass themselves (EMKD's cloze networks): no main forward.
+  if (opts.withCe === false && hooks?.ownForward) return hookTerms({}, model, batch, [], rng, step, hooks);
   const hidden = encode(model, batch.inputs, B, L, { rng }); // per block [B, L, D]
   const idx: number[] = [];
   const tg: number[] = [];
@@ -63,7 +65,12 @@ export function batchTerms(model: Sasrec, batch: Batch, loss: LossSetup, rng: Rn
     }
     ce = bceLoss(hP, targets, negs, model.itemEmb);
   }
-  const terms: Record<string, tf.Scalar> = ce ? { ce } : {};
+  return hookTerms(ce ? { ce } : {}, model, batch, hidden, rng, step, hooks);
+}
+
+/** `terms` plus the hooks' terms for this batch (the step context built from the main forward's `hidden`). */
+function hookTerms(terms: Record<string, tf.Scalar>, model: Sasrec, batch: Batch, hidden: tf.Tensor3D[], rng: Rng, step: number, hooks?: TrainHooks): Record<string, tf.Scalar> {
+  const { B, L } = batch;
   if (hooks) {
     const ctx: StepContext = {
       users: batch.users,

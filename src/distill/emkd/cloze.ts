@@ -127,6 +127,8 @@ export function buildClozeHooks(f: EmkdFlags, ds: PreparedDataset, config: Model
     variables: () => nets.variables,
     extraTerms,
     weights: () => weights,
+    // Every pass is run here (on the training sequences, not the trainer's inputs): the trainer skips its own.
+    ownForward: true,
     report: (run) => reportEnsemble(run, (f.serve ?? 'member') as 'member' | 'ensemble'),
     selectionScorer: selectionScorerFor(f, nets),
     provenance: () => ({

@@ -24,6 +24,8 @@ export function withEmkd(distill: TrainHooks | undefined, emkd: TrainHooks): Tra
     balance: distill?.balance,
     // Networks 2..K are served (ensemble) from the epoch network 1 is: the trainer keeps their best-epoch copies.
     keepBest: true,
+    // Only without distillation hooks (they read the trainer's forward pass).
+    ownForward: !distill && emkd.ownForward,
     // Validation follows what is served (the ensemble with --serve ensemble).
     selectionScorer: emkd.selectionScorer,
     saveState: distill?.saveState ? () => distill.saveState!() : undefined,

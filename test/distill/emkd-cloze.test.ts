@@ -12,6 +12,7 @@ import { initBackend } from '../../src/backend/index.js';
 import { buildDistillHooks } from '../../src/distill/index.js';
 import { trainingSequences } from '../../src/distill/emkd/cloze.js';
 import { evaluateEnsemble } from '../../src/distill/emkd/ensemble.js';
+import { readTensors } from '../../src/student/checkpoint.js';
 import { loadStudent } from '../../src/student/serve.js';
 import { trainStudent } from '../../src/student/train.js';
 import { smallDataset, smallOptions } from '../student/fixtures/small.js';
@@ -63,6 +64,24 @@ describe('--emkd 2 --attention bidirectional --serve ensemble', () => {
     } finally {
       served.dispose();
     }
+  }, 300_000);
+
+  it('--emkd 1 (one cloze network, no hook variables): its "ensemble" is network 1 at the best epoch, not the last', async () => {
+    const ds = await smallDataset();
+    const opts = smallOptions({ epochs: 3, attention: 'bidirectional' });
+    const out = join(tmp, 'one');
+    const hooks = await buildDistillHooks({ ...opts, emkd: 1, lambdaEmkdAttr: 0, lambdaEmkdIntra: 0, seed: 42 }, ds, { dims: opts.dims, blocks: opts.blocks });
+    try {
+      expect(hooks!.variables()).toHaveLength(0);
+      await trainStudent({ ds, opts, outDir: out, backend: 'wasm', hooks, log: () => {} });
+    } finally {
+      hooks?.dispose?.();
+    }
+    const metrics = JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8'));
+    const meta = readTensors(join(out, 'ensemble-1', 'model.safetensors')).metadata;
+    expect(meta.weights).toBe('best validated epoch');
+    expect(Number(meta.bestEpoch)).toBe(metrics.bestEpoch);
+    expect(metrics.distill.emkd.serving.ensemble.valid['ndcg@10']).toBeCloseTo(metrics.valid['ndcg@10'], 9);
   }, 300_000);
 
   it('refuses next-item training (no --emkd)', async () => {

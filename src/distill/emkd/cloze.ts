@@ -14,7 +14,7 @@ import { mutualKL, zeroOf } from './losses.js';
 import { createNetworks, encodeWithRows, type EmkdNetworks } from './networks.js';
 import { attributeBCE, clozeView, contrastive } from './reference-losses.js';
 import { attributeTable, type MaskedView } from './views.js';
-import type { EmkdFlags } from './hooks.js';
+import type { EmkdFlags } from './flags.js';
 
 /**
  * EMKD as the reference code writes it (hw-du/EMKD commit 984d46c): K bidirectional cloze networks (BERT4Rec,

@@ -73,7 +73,8 @@ export function exportEnsemble(runDir: string): string[] {
   // The best validated epoch's weights of every network when the checkpoint has them (the trainer keeps hook
   // variables' best copies for EMKD); a checkpoint without them (written before) gives the final epoch's.
   const state = JSON.parse(metadata.state ?? '{}') as { epoch?: number; bestEpoch?: number };
-  const hasBest = Object.keys(tensors).some((k) => k.startsWith('best/hook.'));
+  // Networks 2..K need their best/hook.* copies; a run of one network (no hook variables) needs network 1's only.
+  const hasBest = layout.K > 1 ? Object.keys(tensors).some((k) => k.startsWith('best/hook.')) : Object.keys(tensors).some((k) => k.startsWith('best/') && !k.startsWith('best/hook.'));
   const prefix = hasBest ? 'best/' : 'model/';
   const dirs: string[] = [];
   for (let n = 1; n <= layout.K; n++) {

@@ -9,6 +9,7 @@ import { stderrLog, type LogFn } from '../../util/progress.js';
 import { crossEntropy } from '../losses.js';
 import { lookupTeacherBatch } from '../teacher-batch.js';
 import { buildClozeHooks, selectionScorerFor } from './cloze.js';
+import { EMKD_TERMS, type EmkdFlags, type EmkdTerm } from './flags.js';
 import { reportEnsemble } from './ensemble.js';
 import { attributeCE, infoNCE, maskedItemCE, mutualKL, teacherKL, zeroOf } from './losses.js';
 import { createNetworks, encodeWithRows, type EmkdNetworks } from './networks.js';
@@ -40,22 +41,7 @@ import { attributeTable, maskView, type MaskedView } from './views.js';
  *              teacher cache sum_n teacherKL(teacher top-K soft labels -> network n): the teacher is a member whose
  *              distribution does not move.
  */
-export interface EmkdFlags {
-  emkd: number;
-  /** What the finished run serves: 'member' (network 1, the default) or 'ensemble' (the K networks' average). */
-  serve?: string;
-  emkdMaskRatio: number;
-  emkdTemperature: number;
-  emkdViews: number;
-  lambdaEmkdMask: number;
-  lambdaEmkdAttr: number;
-  lambdaEmkdIntra: number;
-  lambdaEmkdInter: number;
-  lambdaEmkdKl: number;
-}
-
-export const EMKD_TERMS = { emkd_mask: 'lambdaEmkdMask', emkd_attr: 'lambdaEmkdAttr', emkd_intra: 'lambdaEmkdIntra', emkd_inter: 'lambdaEmkdInter', emkd_kl: 'lambdaEmkdKl' } as const;
-export type EmkdTerm = keyof typeof EMKD_TERMS | 'emkd_ce';
+export { EMKD_TERMS, type EmkdFlags, type EmkdTerm } from './flags.js';
 
 /** Range checks of the EMKD flags (E_USAGE naming the flag). */
 export function checkEmkdFlags(f: EmkdFlags): void {

@@ -74,7 +74,7 @@ describe('--device: executionProvidersFor', () => {
     const m = fail(() => executionProvidersFor('cuda', linux()));
     expect(m).toMatch(/CUDA execution provider is not in this onnxruntime-node install/);
     expect(m).toMatch(/libonnxruntime_providers_cuda\.so/);
-    expect(m).toMatch(/ONNXRUNTIME_NODE_INSTALL=skip or \.npmrc onnxruntime-node-install=skip/);
+    expect(m).toMatch(/ONNXRUNTIME_NODE_INSTALL=skip, or no network/);
     expect(m).toMatch(/CUDA 12/);
     expect(fail(() => executionProvidersFor('tensorrt', linux(['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so'])))).toMatch(/libonnxruntime_providers_tensorrt\.so missing/);
   });

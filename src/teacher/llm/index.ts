@@ -116,7 +116,7 @@ export function executionProvidersFor(device: string, build: OrtBuild = ortBuild
     throw new RecdistillError(
       'E_USAGE',
       `--device ${d}: the ${name} execution provider is not in this onnxruntime-node install: ${missing.join(', ')} missing from ${build.binDir}. ` +
-        `onnxruntime-node downloads them at install time (from NuGet: Microsoft.ML.OnnxRuntime.Gpu.Linux), which was skipped here (ONNXRUNTIME_NODE_INSTALL=skip or .npmrc onnxruntime-node-install=skip, or no network). ` +
+        `onnxruntime-node downloads them at install time (from NuGet: Microsoft.ML.OnnxRuntime.Gpu.Linux), which was skipped here (ONNXRUNTIME_NODE_INSTALL=skip, or no network). ` +
         `To get it, on a linux x64 machine with an NVIDIA driver, CUDA 12 and cuDNN 9${d === 'tensorrt' ? ' and TensorRT 10' : ''}: \`ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node\` with network access ` +
         `(or \`npm ci\` without the skip setting). Or use --device cpu.`,
     );

@@ -53,11 +53,26 @@ export function runDatasetFlags(dir: string): Partial<DatasetFlags> & Pick<Datas
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: pass --dataset (and --source) explicitly, or point --student at a student:train run folder.`);
   const cfg = readJsonFile(path, 'student run config');
   if (!isObject(cfg)) throw new RecdistillError('E_INPUT', `${path}: expected a JSON object (a student:train run's config.json).`);
-  const train = [cfg.options, cfg.train].find(isObject) ?? {};
+  // "train" holds the resolved options with absolute paths; "options" (the identity) of older runs holds them as typed.
+  const train = { ...(isObject(cfg.options) ? cfg.options : {}), ...(isObject(cfg.train) ? cfg.train : {}) };
   if (typeof train.dataset !== 'string') throw new RecdistillError('E_INPUT', `${path}: field "options.dataset" missing; pass --dataset explicitly.`);
   const out: Record<string, unknown> = {};
   for (const k of Object.keys(datasetOptions)) if (train[k] !== undefined) out[k] = train[k];
   return out as Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
+}
+
+/**
+ * The dataset a student run was trained on, read where its config.json says (`source` overrides that location).
+ * Data that moved is an E_NOT_FOUND that says so and names --source.
+ */
+export async function loadRunDataset(dir: string, source?: string, log?: LogFn): Promise<PreparedDataset> {
+  const flags = { ...runDatasetFlags(dir), ...(source ? { source } : {}) };
+  try {
+    return await datasetFromFlags(flags, log);
+  } catch (e) {
+    if (!(e instanceof RecdistillError) || e.code !== 'E_NOT_FOUND' || source) throw e;
+    throw new RecdistillError('E_NOT_FOUND', `${e.message} That is the ${flags.dataset} data student run ${dir} was trained on (its config.json); if the data moved, pass --source <its new location>.`, { cause: e });
+  }
 }
 
 /** `count` test requests from users spread evenly over the evaluable users: history = train + validation item. */
@@ -115,8 +130,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const { executionProvidersFor } = await import('../teacher/llm/index.js');
     executionProvidersFor(o.device); // a missing provider fails here, before the dataset and the student are loaded
   }
-  const flags = o.dataset ?? runDatasetFlags(o.student);
-  const ds = await datasetFromFlags(flags, log);
+  const ds = o.dataset ? await datasetFromFlags(o.dataset, log) : await loadRunDataset(o.student, undefined, log);
   if (manifest.dataset.fingerprint !== ds.fingerprint) {
     throw new RecdistillError('E_MISMATCH', `teacher cache ${o.cache} was built on dataset ${manifest.dataset.name} ${manifest.dataset.fingerprint.slice(0, 12)}, the student's dataset is ${ds.name} ${ds.fingerprint.slice(0, 12)}: bench compares models on the same test users.`);
   }

@@ -7,6 +7,8 @@ export interface CommandContext {
   log: LogFn;
   json: boolean;
   verbose: boolean;
+  /** The --config file the options came from, if any (student:train continues a run named by its config.json). */
+  configFile?: string;
 }
 
 /**

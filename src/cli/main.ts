@@ -80,7 +80,7 @@ export async function main(argv: string[]): Promise<number> {
     const file = typeof config === 'string' ? readConfigFile(config) : undefined;
     const opts = resolveOptions(cmd.options, { file, filePath: typeof config === 'string' ? config : undefined, flags });
     const log = (line: string) => process.stderr.write(line + '\n');
-    const summary = await cmd.run(opts, { log, json: json === true, verbose });
+    const summary = await cmd.run(opts, { log, json: json === true, verbose, ...(typeof config === 'string' ? { configFile: config } : {}) });
     if (json === true) {
       process.stdout.write(JSON.stringify(summary) + '\n');
     } else {

@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { RecdistillError } from '../errors.js';
+import { stableStringify } from '../util/hash.js';
 
 /**
  * A student run folder: config.json (written first), history.jsonl, curves.svg, checkpoint.safetensors,
@@ -110,4 +111,56 @@ export function checkRunOut(dir: string): void {
   } catch (e) {
     throw new RecdistillError('E_USAGE', `--out ${dir} is not a student run folder: ${(e as Error).message} Refusing to write into it; choose another --out.`);
   }
+}
+
+/** A local path made absolute (URLs and empty strings stay as they are), so a run's files work from any folder. */
+export function absPath(p: unknown): unknown {
+  return typeof p === 'string' && p !== '' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(p) ? resolve(p) : p;
+}
+
+/** The option keys that name files or folders: stored absolute in a run's identity and config.json. */
+export const PATH_KEYS = ['source', 'itemsFile', 'cache'] as const;
+
+/** `o` with every path option made absolute. */
+export function withAbsolutePaths<T extends Record<string, unknown>>(o: T): T {
+  const out: Record<string, unknown> = { ...o };
+  for (const k of PATH_KEYS) if (k in out) out[k] = absPath(out[k]);
+  return out as T;
+}
+
+/**
+ * A run identity written before paths were stored absolute holds them as typed (relative to the folder the run
+ * was started from): resolved against the current folder, such a checkpoint still resumes from that folder.
+ */
+export function absoluteIdentity(identity: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...identity };
+  if (isObject(out.options)) out.options = withAbsolutePaths(out.options);
+  if (isObject(out.distill)) out.distill = withAbsolutePaths(out.distill);
+  return out;
+}
+
+/**
+ * The folder `student:train --config FILE` continues: FILE's folder when FILE is a run's config.json whose
+ * identity equals `identity` (same data, options and teacher cache), else undefined (a new run) with the reason.
+ */
+export function runToContinue(configFile: string, identity: Record<string, unknown>): { dir?: string; differs?: string } {
+  let cfg: unknown;
+  try {
+    cfg = JSON.parse(readFileSync(configFile, 'utf8'));
+  } catch {
+    return {};
+  }
+  if (!isObject(cfg) || typeof cfg.fingerprint !== 'string' || !isObject(cfg.train)) return {};
+  const have = absoluteIdentity({ format: cfg.format, dataset: cfg.dataset, fingerprint: cfg.fingerprint, options: cfg.options, distill: cfg.distill ?? null });
+  const want = absoluteIdentity(identity);
+  const differs = Object.keys({ ...have, ...want, ...(isObject(have.options) ? have.options : {}), ...(isObject(want.options) ? want.options : {}) })
+    .filter((k) => k !== 'options')
+    .filter((k) => stableStringify(pick(have, k)) !== stableStringify(pick(want, k)));
+  return differs.length ? { differs: differs.join(', ') } : { dir: dirname(resolve(configFile)) };
+}
+
+/** A top-level identity key, or else an option's value. */
+function pick(identity: Record<string, unknown>, k: string): unknown {
+  if (k in identity) return identity[k];
+  return isObject(identity.options) ? identity.options[k] : undefined;
 }

@@ -14,7 +14,7 @@ import { buildWindows, epochBatches, makeBatch, type Window } from './batches.js
 import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
 import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
 import { checkTrainMemory, emkdMemoryInput } from './memory.js';
-import { checkRunOut, isObject, parseJson, type RunState } from './run-folder.js';
+import { absoluteIdentity, checkRunOut, isObject, parseJson, withAbsolutePaths, type RunState } from './run-folder.js';
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import type { TrainHooks } from './hooks.js';
 import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
@@ -43,6 +43,8 @@ export interface TrainSetup {
   backend: string;
   hooks?: TrainHooks;
   log: LogFn;
+  /** Options recorded in config.json's "train" beside the student's (e.g. the distillation flags), so --config reruns it. */
+  recordOptions?: Record<string, unknown>;
   /** Test hook: called after each finished epoch (checkpoint written). */
   onEpoch?(epoch: number): void;
 }
@@ -98,7 +100,7 @@ export function runIdentity(ds: PreparedDataset, o: StudentOptions, hooks?: Trai
     keys[k] = v;
   }
   if (o.lrSchedule === 'cosine') keys.epochs = o.epochs;
-  return { format: 1, dataset: ds.name, fingerprint: ds.fingerprint, options: keys, distill: hooks?.provenance?.() ?? null };
+  return absoluteIdentity({ format: 1, dataset: ds.name, fingerprint: ds.fingerprint, options: keys, distill: hooks?.provenance?.() ?? null });
 }
 
 /**
@@ -147,12 +149,12 @@ function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
   const path = checkpointPath(dir);
   const { tensors, metadata } = readTensors(path);
   const want = stableStringify(identity);
-  if (metadata.identity !== want) {
-    let have: Record<string, unknown> = {};
-    if (typeof metadata.identity === 'string') {
-      const parsed = parseJson(metadata.identity, `${path} (metadata "identity")`, 'run identity');
-      if (isObject(parsed)) have = parsed;
-    }
+  let have: Record<string, unknown> = {};
+  if (metadata.identity !== want && typeof metadata.identity === 'string') {
+    const parsed = parseJson(metadata.identity, `${path} (metadata "identity")`, 'run identity');
+    if (isObject(parsed)) have = absoluteIdentity(parsed); // paths stored as typed by older versions
+  }
+  if (metadata.identity !== want && stableStringify(have) !== want) {
     const diff = diffKeys(have, identity);
     throw new RecdistillError('E_MISMATCH', `${path} was written by a different run (${diff}). Use another --out, or --no-resume to start over.`);
   }
@@ -352,9 +354,10 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
     resumedFrom = state.epoch;
     log(`student:train: resuming ${outDir} after epoch ${state.epoch} (best valid ndcg@10 ${state.best.toFixed(4)} at epoch ${state.bestEpoch})`);
   }
-  // Data paths absolute, so the run's config.json reads the same data from any folder (and works as --config).
-  const abs = (p: unknown) => (typeof p === 'string' && p !== '' && !/^[a-z]+:\/\//i.test(p) ? resolve(p) : p);
-  writeJsonAtomic(join(outDir, 'config.json'), { ...identity, model: model.config, train: { ...o, source: abs(o.source), itemsFile: abs(o.itemsFile) }, backend: setup.backend });
+  // Paths absolute, so the run's config.json reads the same data and cache from any folder and works as --config;
+  // no --out: `--config RUN/config.json` continues RUN itself when nothing else changed (student-train.ts).
+  const { out: _out, ...train } = withAbsolutePaths({ ...o, ...setup.recordOptions });
+  writeJsonAtomic(join(outDir, 'config.json'), { ...identity, model: model.config, train, backend: setup.backend });
   writeItemMap(outDir, ds); // raw ids, titles, texts: what a served model answers with
   const loss = lossSetup(ds, o.loss as LossSetup['kind'], o.negatives, o.sampler as 'uniform' | 'popularity', o.labelSmoothing ?? 0);
   // epochBatches makes ceil(windows / batchSize) batches every epoch: the schedule's step budget.

@@ -2,7 +2,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { BACKEND_CHOICES, type BackendName } from '../../backend/index.js';
 import { defineOptions } from '../../config/options.js';
-import { datasetFromFlags, type DatasetFlags } from '../../data/options.js';
+import { loadRunDataset } from '../../bench/run.js';
 import { RecdistillError } from '../../errors.js';
 import { DEFAULT_KS, evaluableUsers, evaluateRanking, popularityScorer, type RankingMetrics, type ScoreBatch } from '../../eval/evaluate.js';
 import { metricsTable } from '../../eval/report.js';
@@ -34,8 +34,7 @@ export default defineCommand({
     if (opts.batchSize < 1) throw new RecdistillError('E_USAGE', `--batch-size must be an integer >= 1, got ${opts.batchSize}.`);
     const student = await loadStudent(opts.student, { backend: opts.backend as BackendName });
     try {
-      const flags = { ...(cfg.options as unknown as DatasetFlags), ...(opts.source ? { source: opts.source } : {}) };
-      const ds = await datasetFromFlags(flags);
+      const ds = await loadRunDataset(opts.student, opts.source);
       if (ds.fingerprint !== student.info.fingerprint) {
         throw new RecdistillError('E_MISMATCH', `dataset fingerprint ${ds.fingerprint.slice(0, 12)} differs from the model's ${student.info.fingerprint.slice(0, 12)}: the data or its preprocessing changed since training.`);
       }

@@ -5,6 +5,8 @@ import { buildDistillHooks } from '../../distill/index.js';
 import { distillOptions } from '../../distill/options.js';
 import { autoPreset, presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/presets.js';
 import { trainStudent, runIdentity } from '../../student/train.js';
+import { runToContinue } from '../../student/run-folder.js';
+import type { LogFn } from '../../util/progress.js';
 import { sha256, stableStringify } from '../../util/hash.js';
 import { setCacheVerifyDefault } from '../../cache/reader.js';
 import { defineCommand } from '../command.js';
@@ -34,10 +36,11 @@ export default defineCommand({
       }
       // The hooks read the distillation flags and the resolved student options (EMKD builds networks like the student).
       const hooks = await buildDistillHooks({ ...opts, ...o }, ds, { dims: o.dims, blocks: o.blocks });
-      const outDir = o.out ?? join('student', `${ds.name}-${sha256(stableStringify(runIdentity(ds, o, hooks))).slice(0, 10)}`);
+      const outDir = o.out ?? defaultRunFolder(runIdentity(ds, o, hooks), ds.name, ctx.configFile, ctx.log);
       const t0 = performance.now();
       try {
-        const r = await trainStudent({ ds, opts: o, outDir, backend, hooks, log: ctx.log });
+        const recordOptions = Object.fromEntries(Object.keys(distillOptions).map((k) => [k, (opts as Record<string, unknown>)[k]]));
+        const r = await trainStudent({ ds, opts: o, outDir, backend, hooks, log: ctx.log, recordOptions });
         ctx.log(`student:train: wall clock ${((performance.now() - t0) / 1000).toFixed(1)}s (backend ${backend})`);
         return { ...r };
       } finally {
@@ -48,3 +51,19 @@ export default defineCommand({
     }
   },
 });
+
+/**
+ * Without --out: `--config RUN/config.json` continues RUN itself when the options resolve to the same run (a
+ * finished run is reported again, more --epochs continue it); any change makes a new run, named by its identity.
+ */
+function defaultRunFolder(identity: Record<string, unknown>, dataset: string, configFile: string | undefined, log: LogFn): string {
+  const fresh = join('student', `${dataset}-${sha256(stableStringify(identity)).slice(0, 10)}`);
+  if (!configFile) return fresh;
+  const { dir, differs } = runToContinue(configFile, identity);
+  if (dir) {
+    log(`student:train: --config ${configFile} is that run's own config.json and nothing differs: continuing ${dir} (--out elsewhere trains a new copy)`);
+    return dir;
+  }
+  if (differs) log(`student:train: ${differs} differ from the run of --config ${configFile}: training a new run in ${fresh}`);
+  return fresh;
+}

@@ -109,3 +109,14 @@ export interface TrainHooks {
 
 /** Builds hooks from resolved options (e.g. distillation flags); undefined = plain training. */
 export type HooksFactory = (opts: Record<string, unknown>, dataset: PreparedDataset, model: { dims: number; blocks: number }) => Promise<TrainHooks | undefined>;
+
+/**
+ * The loss the run trains, as the training header prints it: the student's own loss, then each extra term with
+ * its weight at the first step (e.g. "ce + 1 kd + 0.5 cos"), so a distilled run never reads as plain CE.
+ */
+export function lossLine(base: string, hooks?: TrainHooks): string {
+  const w = hooks?.weights(0) ?? {};
+  const terms = Object.entries(w).filter(([k, v]) => k !== 'ce' && v > 0).map(([k, v]) => ` + ${Number(v.toPrecision(4))} ${k}`);
+  const ce = w.ce !== undefined && w.ce !== 1 ? `${Number(w.ce.toPrecision(4))} ` : '';
+  return `${ce}${base}${terms.join('')}`;
+}

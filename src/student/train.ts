@@ -16,7 +16,7 @@ import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOption
 import { checkTrainMemory, emkdMemoryInput } from './memory.js';
 import { absoluteIdentity, checkRunOut, isObject, parseJson, withAbsolutePaths, type RunState } from './run-folder.js';
 import { learningCurveSvg, type CurvePoint } from './curves.js';
-import type { TrainHooks } from './hooks.js';
+import { lossLine, type TrainHooks } from './hooks.js';
 import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
 import { createEma, disposeEma, updateEma, withShadow, type Ema } from './ema.js';
 import { createAdam, scheduledLr, type Adam, type LrSchedule } from './optim.js';
@@ -370,7 +370,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   const positions = windows.reduce((s, w) => s + w.length, 0);
   const batchSteps = (b: Window[]) => b.reduce((s, w) => s + w.length, 0);
   const meanStepsPerBatch = positions / batchesPerEpoch; // --step-weight token divides by it
-  log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}${setup.backend === 'wasm' && wasmThreads() ? ` (${wasmThreads()} thread${wasmThreads() === 1 ? '' : 's'})` : ''}; loss ${o.loss}`);
+  log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}${setup.backend === 'wasm' && wasmThreads() ? ` (${wasmThreads()} thread${wasmThreads() === 1 ? '' : 's'})` : ''}; loss ${lossLine(o.loss, hooks)}`);
 
   let diverged: Divergence | undefined;
   try {

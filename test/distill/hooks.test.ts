@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/backend/index.js';
 import { buildDistillHooks } from '../../src/distill/index.js';
-import type { StepContext, TrainHooks } from '../../src/student/hooks.js';
+import { lossLine, type StepContext, type TrainHooks } from '../../src/student/hooks.js';
 import { compareGrads, numericGrads, toF64 } from '../backend/fd.js';
 import { teacherState, teacherTopK, twoUserDataset, writeTinyCache } from './fixtures.js';
 
@@ -56,6 +56,17 @@ async function hooksFor(flags: Record<string, unknown>): Promise<TrainHooks> {
 describe('buildDistillHooks', () => {
   it('no --cache: plain training', async () => {
     expect(await buildDistillHooks({ lambdaKd: 1 }, ds, { dims: 2, blocks: 2 })).toBeUndefined();
+  });
+
+  it('--cache with every weight at 0 is refused, naming the weights (it would train plain CE)', async () => {
+    await expect(buildDistillHooks({ cache: dir }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/every distillation weight is 0 \(--lambda-cos.*--lambda-kd.*leave --cache out/);
+  });
+
+  it("the training header's loss line names every active term with its weight", async () => {
+    expect(lossLine('ce')).toBe('ce');
+    const h = await hooksFor({ lambdaCos: 0.5, lambdaL2: 2 });
+    expect(lossLine('ce', h)).toBe('ce + 0.5 cos + 2 l2');
+    h.dispose?.();
   });
 
   it("refuses another dataset's cache, naming both fingerprints", async () => {

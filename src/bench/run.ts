@@ -1,3 +1,4 @@
+import { datasetDifference } from '../data/differ.js';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -132,7 +133,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
   const ds = o.dataset ? await datasetFromFlags(o.dataset, log) : await loadRunDataset(o.student, undefined, log);
   if (manifest.dataset.fingerprint !== ds.fingerprint) {
-    throw new RecdistillError('E_MISMATCH', `teacher cache ${o.cache} was built on dataset ${manifest.dataset.name} ${manifest.dataset.fingerprint.slice(0, 12)}, the student's dataset is ${ds.name} ${ds.fingerprint.slice(0, 12)}: bench compares models on the same test users.`);
+    throw new RecdistillError('E_MISMATCH', `teacher cache ${o.cache} was built on dataset ${manifest.dataset.name} ${manifest.dataset.fingerprint.slice(0, 12)}, the student's dataset is ${ds.name} ${ds.fingerprint.slice(0, 12)} (${datasetDifference(manifest.dataset, ds, 'the cache')}): bench compares models on the same test users.`);
   }
   const load0 = loadavg()[0]!;
   const req = pickRequests(ds, o.requests);

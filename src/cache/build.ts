@@ -2,6 +2,7 @@ import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, renameSync,
 import { dirname, join, resolve } from 'node:path';
 import pLimit from 'p-limit';
 import { RecdistillError } from '../errors.js';
+import { datasetDifference } from '../data/differ.js';
 import type { PreparedDataset } from '../data/types.js';
 import type { TeacherEncoder, TeacherInfo } from '../teacher/types.js';
 import { tempPathFor, writeJsonAtomic } from '../util/atomic.js';
@@ -85,7 +86,8 @@ export function initialManifest(encoder: TeacherEncoder, ds: PreparedDataset, o:
   if (existsSync(join(dir, MANIFEST_FILE))) {
     const m = readManifest(dir);
     if (m.key !== key) {
-      throw new RecdistillError('E_MISMATCH', `${dir} holds a teacher cache with key ${m.key}; this run's options give key ${key} (dataset, teacher or cache options differ). Use another --out.`);
+      const why = m.dataset.fingerprint !== ds.fingerprint ? datasetDifference(m.dataset, ds, 'that cache') : 'the teacher or cache options differ';
+      throw new RecdistillError('E_MISMATCH', `${dir} holds a teacher cache with key ${m.key}; this run's options give key ${key}: ${why}. Use another --out.`);
     }
     for (const [f, want] of [['users', ds.users.length], ['items', ds.items.length - 1]] as const) {
       if (m.dataset[f] !== want) throw new RecdistillError('E_MISMATCH', `${join(dir, MANIFEST_FILE)}: field "dataset.${f}" is ${m.dataset[f]}, but the dataset (same fingerprint) has ${want}; use another --out.`);
@@ -103,7 +105,7 @@ export function initialManifest(encoder: TeacherEncoder, ds: PreparedDataset, o:
     key,
     complete: false,
     stage: 'hidden',
-    dataset: { name: ds.name, fingerprint: ds.fingerprint, users: ds.users.length, items: ds.items.length - 1, interactions: ds.stats.interactions },
+    dataset: { name: ds.name, fingerprint: ds.fingerprint, users: ds.users.length, items: ds.items.length - 1, interactions: ds.stats.interactions, options: ds.options, ...(ds.flags ? { flags: ds.flags } : {}) },
     teacher,
     layout: {
       usersPerShard: o.usersPerShard,

@@ -35,7 +35,7 @@ export function compareCaches(a: string, b: string): CacheComparison {
     throw new RecdistillError('E_INPUT', `${a} and ${b} tap different layers or sizes (${ma.teacher.layers} / ${ma.teacher.hiddenSize} vs ${mb.teacher.layers} / ${mb.teacher.hiddenSize}).`);
   }
   const ra = openCache(a, { fingerprint: ma.dataset.fingerprint, requireComplete: false, maxShards: 2 });
-  const rb = openCache(b, { fingerprint: ma.dataset.fingerprint, requireComplete: false, maxShards: 2 });
+  const rb = openCache(b, { fingerprint: ma.dataset.fingerprint, datasetRecord: ma.dataset, requireComplete: false, maxShards: 2 });
   const L = ra.layers.length;
   const H = ra.hiddenSize;
   const acc = ra.layers.map((layer) => ({ layer, maxAbsDiff: 0, maxAbs: 0, cosSum: 0, minCosine: 1 }));

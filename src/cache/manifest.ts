@@ -52,7 +52,13 @@ export interface CacheManifest {
   complete: boolean;
   /** 'hidden': pass 1 still running or done for this slice; 'complete': everything written. */
   stage: 'hidden' | 'complete';
-  dataset: { name: string; fingerprint: string; users: number; items: number; interactions: number };
+  dataset: {
+    name: string; fingerprint: string; users: number; items: number; interactions: number;
+    /** The preprocessing options in the fingerprint (mismatch messages name the one that differs). */
+    options?: Record<string, unknown>;
+    /** The dataset flags that load it again, paths absolute (teacher:merge reads them). */
+    flags?: Record<string, unknown>;
+  };
   teacher: TeacherInfo & { options: Record<string, unknown> };
   layout: { usersPerShard: number; numShards: number; hiddenDtype: HiddenDtype; positions: string };
   softLabels: SoftLabelSpec;

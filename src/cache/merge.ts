@@ -1,3 +1,4 @@
+import { datasetDifference } from '../data/differ.js';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { RecdistillError } from '../errors.js';
@@ -21,7 +22,7 @@ export function mergeSlices(out: string, from: string[], log: LogFn): CacheManif
   const first = ms[0]!;
   for (const { dir, m } of ms) {
     if (m.key !== first.m.key) throw new RecdistillError('E_MISMATCH', `${dir} has cache key ${m.key}, ${first.dir} has ${first.m.key}: they are slices of different caches (dataset, teacher or options differ).`);
-    if (m.dataset.fingerprint !== first.m.dataset.fingerprint) throw new RecdistillError('E_MISMATCH', `${dir} was built for dataset fingerprint ${m.dataset.fingerprint}, ${first.dir} for ${first.m.dataset.fingerprint}.`);
+    if (m.dataset.fingerprint !== first.m.dataset.fingerprint) throw new RecdistillError('E_MISMATCH', `${dir} was built for dataset fingerprint ${m.dataset.fingerprint}, ${first.dir} for ${first.m.dataset.fingerprint}: ${datasetDifference(first.m.dataset, m.dataset, first.dir, `${dir} uses`)}.`);
     if (!m.slice) throw new RecdistillError('E_INPUT', `${dir} is not a --shard slice (its manifest has no "slice"); merge joins slices only.`);
     if (m.slice.count !== first.m.slice!.count) throw new RecdistillError('E_MISMATCH', `${dir} is slice ${m.slice.index}/${m.slice.count}, ${first.dir} is ${first.m.slice!.index}/${first.m.slice!.count}: N differs.`);
     for (const f of ['users', 'items', 'interactions'] as const) {

@@ -1,3 +1,4 @@
+import { datasetDifference, type DatasetRecord } from '../data/differ.js';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
@@ -45,6 +46,8 @@ export interface CacheReader {
 export interface OpenCacheOptions {
   /** Fingerprint of the prepared dataset the caller trains on; a cache of any other dataset is refused. */
   fingerprint: string;
+  /** That dataset's name and preprocessing options, when known: a mismatch then names the option that differs. */
+  datasetRecord?: DatasetRecord;
   /** Users and items (N, without padding) of that dataset, when known: the manifest's counts must equal them. */
   dataset?: { users: number; items: number };
   /** Decoded shards kept in memory (LRU); a user's rows are in one shard. */
@@ -91,7 +94,7 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
     throw new RecdistillError(
       'E_MISMATCH',
       `teacher cache ${dir} was built for dataset "${manifest.dataset.name}" with fingerprint ${manifest.dataset.fingerprint}, ` +
-        `but the dataset in use has fingerprint ${opts.fingerprint}; rebuild the cache with teacher:cache for this dataset.`,
+        `but the dataset in use has fingerprint ${opts.fingerprint}${opts.datasetRecord ? ` (${datasetDifference(manifest.dataset, opts.datasetRecord, 'the cache')})` : ''}; rebuild the cache with teacher:cache for this dataset, or use the cache's dataset flags.`,
     );
   }
   if (opts.dataset) {

@@ -1,3 +1,4 @@
+import { datasetDifference } from '../data/differ.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -37,7 +38,7 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
   if (manifest.complete) return manifest;
   const mpath = join(dir, MANIFEST_FILE);
   if (manifest.dataset.fingerprint !== ds.fingerprint) {
-    throw new RecdistillError('E_MISMATCH', `${mpath}: field "dataset.fingerprint" is ${manifest.dataset.fingerprint}, the dataset in use has ${ds.fingerprint}.`);
+    throw new RecdistillError('E_MISMATCH', `${mpath}: field "dataset.fingerprint" is ${manifest.dataset.fingerprint}, the dataset in use has ${ds.fingerprint}: ${datasetDifference(manifest.dataset, ds, 'the cache')}.`);
   }
   for (const [f, want] of [['users', ds.users.length], ['items', ds.items.length - 1]] as const) {
     if (manifest.dataset[f] !== want) throw new RecdistillError('E_MISMATCH', `${mpath}: field "dataset.${f}" is ${manifest.dataset[f]}, the dataset in use (same fingerprint) has ${want}.`);

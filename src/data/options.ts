@@ -3,6 +3,7 @@ import type { LogFn } from '../util/progress.js';
 import { GENERIC_DEFAULTS } from './formats/generic.js';
 import { prepareDataset, type PrepareOptions } from './prepare.js';
 import { fetchSources } from './source.js';
+import { absPath } from '../util/paths.js';
 import { SYNTHETIC_DEFAULTS } from './synthetic.js';
 import type { PreparedDataset } from './types.js';
 
@@ -89,5 +90,9 @@ export async function datasetFromFlags(
   o: Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>,
   log?: LogFn,
 ): Promise<PreparedDataset & { skippedRows: number; files: string[] }> {
-  return loadDataset(prepareOptionsFrom(o), log);
+  const ds = await loadDataset(prepareOptionsFrom(o), log);
+  const flags: Record<string, unknown> = {};
+  for (const k of Object.keys(datasetOptions)) if (o[k as keyof DatasetFlags] !== undefined) flags[k] = o[k as keyof DatasetFlags];
+  for (const k of ['source', 'itemsFile'] as const) if (k in flags) flags[k] = absPath(flags[k]);
+  return { ...ds, flags };
 }

@@ -43,6 +43,8 @@ export interface PreparedDataset {
   fingerprint: string;
   /** The preprocessing options that produced it (for reports and provenance). */
   options: Record<string, unknown>;
+  /** The dataset flags that load it again (paths absolute), when it was loaded from flags: artifacts record them. */
+  flags?: Record<string, unknown>;
   /** items[0] is the padding placeholder; items[i].id === i. */
   items: ItemInfo[];
   /** Users in raw-id order (numeric when ids are integers, else lexicographic); index = dense user id. */

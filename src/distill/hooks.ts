@@ -58,7 +58,7 @@ export const buildDistillHooks: HooksFactory = async (opts, dataset, model) => {
     // A cache with every weight at 0 would train plain CE while the user believes it distils.
     throw new RecdistillError('E_USAGE', `--cache ${f.cache} is given but every distillation weight is 0 (--lambda-cos, --lambda-l2, --lambda-ms, --lambda-kd, --lambda-emb, --lambda-rel), so the run would train plain CE. Give at least one, e.g. --lambda-kd 1 --lambda-cos 0.5, or leave --cache out for a CE-only run.`);
   }
-  const reader = openCache(f.cache, { fingerprint: dataset.fingerprint, dataset: { users: dataset.users.length, items: dataset.items.length - 1 }, maxShards: shardsInBudget(f.cache, f.cacheMemoryMb) });
+  const reader = openCache(f.cache, { fingerprint: dataset.fingerprint, datasetRecord: dataset, dataset: { users: dataset.users.length, items: dataset.items.length - 1 }, maxShards: shardsInBudget(f.cache, f.cacheMemoryMb) });
   let distill: TrainHooks | undefined;
   try {
     distill = buildWithReader(reader, f, dataset, model, seed);

@@ -2,6 +2,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { stableStringify } from '../util/hash.js';
+import { absPath } from '../util/paths.js';
+import { datasetOptions } from '../data/options.js';
+import type { DatasetRecord } from '../data/differ.js';
 
 /**
  * A student run folder: config.json (written first), history.jsonl, curves.svg, checkpoint.safetensors,
@@ -113,11 +116,6 @@ export function checkRunOut(dir: string): void {
   }
 }
 
-/** A local path made absolute (URLs and empty strings stay as they are), so a run's files work from any folder. */
-export function absPath(p: unknown): unknown {
-  return typeof p === 'string' && p !== '' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(p) ? resolve(p) : p;
-}
-
 /** The option keys that name files or folders: stored absolute in a run's identity and config.json. */
 export const PATH_KEYS = ['source', 'itemsFile', 'cache'] as const;
 
@@ -163,4 +161,25 @@ export function runToContinue(configFile: string, identity: Record<string, unkno
 function pick(identity: Record<string, unknown>, k: string): unknown {
   if (k in identity) return identity[k];
   return isObject(identity.options) ? identity.options[k] : undefined;
+}
+
+/** The dataset a run was trained on, as its config.json records it (name and dataset flags), for mismatch messages. */
+export function runDatasetRecord(dir: string): DatasetRecord | undefined {
+  try {
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as unknown;
+    if (!isObject(cfg) || typeof cfg.dataset !== 'string') return undefined;
+    const all = { ...(isObject(cfg.options) ? cfg.options : {}), ...(isObject(cfg.train) ? cfg.train : {}) };
+    const options: Record<string, unknown> = {};
+    for (const k of Object.keys(datasetOptions)) if (k !== 'dataset' && all[k] !== undefined) options[k] = all[k];
+    return { name: cfg.dataset, options };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A dataset's flags as a record to compare with a run's (name and flags; undefined flags compare as unknown). */
+export function flagsRecord(ds: { name: string; flags?: Record<string, unknown> }): DatasetRecord {
+  if (!ds.flags) return { name: ds.name };
+  const { dataset: _d, ...options } = ds.flags;
+  return { name: ds.name, options };
 }

@@ -1,3 +1,5 @@
+import { datasetDifference } from '../data/differ.js';
+import { flagsRecord, runDatasetRecord } from '../student/run-folder.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
 import type { PreparedDataset } from '../data/types.js';
@@ -144,7 +146,8 @@ export async function loadSeqrecTeacher(dir: string, ds: PreparedDataset, o: { l
   const s = await loadStudent(dir);
   try {
     if (s.info.fingerprint && s.info.fingerprint !== ds.fingerprint) {
-      throw new RecdistillError('E_MISMATCH', `student run ${dir} was trained on dataset fingerprint ${s.info.fingerprint}, the dataset in use has ${ds.fingerprint}; train the seqrec teacher on this dataset.`);
+      const why = datasetDifference(runDatasetRecord(dir) ?? { name: s.info.dataset }, flagsRecord(ds), 'the teacher run');
+      throw new RecdistillError('E_MISMATCH', `student run ${dir} was trained on dataset fingerprint ${s.info.fingerprint}, the dataset in use has ${ds.fingerprint}: ${why}; train the seqrec teacher on this dataset.`);
     }
     if (s.info.config.numItems !== ds.items.length - 1) {
       throw new RecdistillError('E_MISMATCH', `student run ${dir} scores ${s.info.config.numItems} items, the dataset has ${ds.items.length - 1}.`);

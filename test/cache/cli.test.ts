@@ -60,7 +60,7 @@ describe('teacher:cache command, end to end (offline)', () => {
     expect(rows.hidden.length).toBe(rows.positions.length * 2 * 32);
   });
 
-  it('--shard 0/2 and 1/2, then teacher:merge (with the dataset flags) equal the full run byte for byte', async () => {
+  it('--shard 0/2 and 1/2, then teacher:merge (the dataset flags read from the slices) equal the full run byte for byte', async () => {
     const model = join(tmp, 'tiny');
     const common = [...DATA, '--model', model, '--dtype', 'fp32', '--layers', '0,-1', '--max-prompt-tokens', '512', '--top-k', '5', '--head-epochs', '2', '--users-per-shard', '16', '--backend', 'cpu', '--overhead-sample', '0'];
     const s0 = join(tmp, 'sl', 'a');
@@ -70,17 +70,24 @@ describe('teacher:cache command, end to end (offline)', () => {
     expect(first.summary).not.toHaveProperty('overhead'); // not measured with --overhead-sample 0
     expect((await cli(['teacher:cache', ...common, '--shard', '1/2', '--out', s1])).code).toBe(0);
     const out = join(tmp, 'merged');
-    const m = await cli(['teacher:merge', ...DATA, '--out', out, '--from', `${s0},${s1}`, '--backend', 'cpu']);
+    const m = await cli(['teacher:merge', '--out', out, '--from', `${s0},${s1}`, '--backend', 'cpu']);
     expect(m.code).toBe(0);
     expect(m.summary.complete).toBe(true);
     const full = join(tmp, 'llm-cache');
     const files = readdirSync(full).filter((f) => f.endsWith('.safetensors')).sort();
     expect(readdirSync(out).filter((f) => f.endsWith('.safetensors')).sort()).toEqual(files);
     for (const f of files) expect(readFileSync(join(out, f)).equals(readFileSync(join(full, f))), f).toBe(true);
-    // Wrong dataset flags for the slices: refused with both fingerprints.
+    // A dataset flag that contradicts the slices' record: refused, naming both values.
     const bad = await cli(['teacher:merge', '--dataset', 'synthetic', '--synthetic-users', '31', '--out', join(tmp, 'merged2'), '--from', `${s0},${s1}`, '--backend', 'cpu']);
-    expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/slices were built for dataset fingerprint [0-9a-f]+, the dataset flags give [0-9a-f]+/);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/the slices record --synthetic-users 30, the command line gives --synthetic-users 31/);
+  });
+
+  it('a cache used with other dataset options: the error names the option and both values', async () => {
+    const dir = join(tmp, 'llm-cache');
+    const r = await cli(['student:train', ...DATA, '--max-history', '5', '--cache', dir, '--lambda-kd', '1', '--epochs', '1', '--backend', 'cpu', '--out', join(tmp, 'mh')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/the cache was built with --max-history 0, this run uses 5/);
   });
 
   it('seqrec teacher: a student run folder as teacher, own soft labels; --shard with seqrec is refused', async () => {

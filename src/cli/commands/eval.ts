@@ -9,7 +9,8 @@ import { metricsTable } from '../../eval/report.js';
 import { historyFor } from '../../eval/evaluate.js';
 import { loadStudent } from '../../student/serve.js';
 import { usersByLength } from '../../student/scorer.js';
-import { readRunConfig } from '../../student/run-folder.js';
+import { flagsRecord, readRunConfig, runDatasetRecord } from '../../student/run-folder.js';
+import { datasetDifference } from '../../data/differ.js';
 import { writeFileAtomic, writeJsonAtomic } from '../../util/atomic.js';
 import { defineCommand } from '../command.js';
 
@@ -36,7 +37,8 @@ export default defineCommand({
     try {
       const ds = await loadRunDataset(opts.student, opts.source);
       if (ds.fingerprint !== student.info.fingerprint) {
-        throw new RecdistillError('E_MISMATCH', `dataset fingerprint ${ds.fingerprint.slice(0, 12)} differs from the model's ${student.info.fingerprint.slice(0, 12)}: the data or its preprocessing changed since training.`);
+        const why = datasetDifference(runDatasetRecord(opts.student) ?? { name: student.info.dataset }, flagsRecord(ds), 'the model');
+        throw new RecdistillError('E_MISMATCH', `dataset fingerprint ${ds.fingerprint.slice(0, 12)} differs from the model's ${student.info.fingerprint.slice(0, 12)}: ${why}.`);
       }
       if (student.info.config.numItems !== ds.items.length - 1) {
         throw new RecdistillError('E_MISMATCH', `${join(opts.student, 'model.safetensors')} scores ${student.info.config.numItems} items, the dataset ${ds.name} has ${ds.items.length - 1}.`);

@@ -1,4 +1,4 @@
-import { defineOptions, type Resolved } from '../config/options.js';
+import { defineOptions, resolveOptions, type Resolved } from '../config/options.js';
 
 /**
  * Distillation flags of student:train (all terms off unless --cache is given and a lambda > 0).
@@ -101,4 +101,14 @@ export function activeLambdas(o: Pick<DistillFlags, (typeof TERM_LAMBDAS)[TermNa
     if (v > 0) out[t] = v;
   }
   return out;
+}
+
+/**
+ * The distillation flags as a run's config.json records them (every key, defaults filled in), so that
+ * `student:train --config RUN/config.json` trains the same distilled run; `o` may hold other options too.
+ */
+export function distillRecord(o: Record<string, unknown>): Record<string, unknown> {
+  const picked: Record<string, unknown> = {};
+  for (const k of Object.keys(distillOptions)) if (o[k] !== undefined) picked[k] = o[k];
+  return { ...resolveOptions(distillOptions, { flags: picked }) };
 }

@@ -11,6 +11,7 @@ import { configSlug, runAblation, planConfigs, writeAblationReport, type Ablatio
 import { measureRunLatencies } from '../../distill/ablate-latency.js';
 import { betterMain, emkdSummary, evaluateEnsemble, planEmkdConfigs, planEmkdRemovals, type EnsembleFigures } from '../../distill/emkd/index.js';
 import { buildDistillHooks } from '../../distill/hooks.js';
+import { distillRecord } from '../../distill/options.js';
 import { distillOptions } from '../../distill/options.js';
 import type { StudentOptions } from '../../student/config.js';
 import { sasrecParams } from '../../student/model.js';
@@ -248,7 +249,7 @@ export default defineCommand({
         const hooks = distill ? await buildDistillHooks({ ...so, ...distill, seed }, ds, { dims: so.dims, blocks: so.blocks }) : undefined;
         try {
           const quiet: LogFn = (l) => (l.startsWith('epoch ') || l.startsWith('  epoch') ? undefined : ctx.log(l));
-          const r = await trainStudent({ ds, opts: so, outDir: so.out!, backend, hooks, log: ctx.verbose ? ctx.log : quiet });
+          const r = await trainStudent({ ds, opts: so, outDir: so.out!, backend, hooks, log: ctx.verbose ? ctx.log : quiet, recordOptions: distillRecord({ ...distill }) });
           if (Number(distill?.emkd) > 0) {
             // The trainer's finish step evaluated the ensemble (metrics.json distill.emkd.serving).
             const ev = async () => evaluateEnsemble(r.run, ds).then((x) => ({ valid: x.valid['ndcg@10']!, test: x.test['ndcg@10']! }));

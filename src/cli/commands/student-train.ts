@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { initBackend, type BackendName } from '../../backend/index.js';
 import { datasetFromFlags } from '../../data/options.js';
 import { buildDistillHooks } from '../../distill/index.js';
-import { distillOptions } from '../../distill/options.js';
+import { distillOptions, distillRecord } from '../../distill/options.js';
 import { autoPreset, presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/presets.js';
 import { trainStudent, runIdentity } from '../../student/train.js';
 import { runToContinue } from '../../student/run-folder.js';
@@ -39,8 +39,7 @@ export default defineCommand({
       const outDir = o.out ?? defaultRunFolder(runIdentity(ds, o, hooks), ds.name, ctx.configFile, ctx.log);
       const t0 = performance.now();
       try {
-        const recordOptions = Object.fromEntries(Object.keys(distillOptions).map((k) => [k, (opts as Record<string, unknown>)[k]]));
-        const r = await trainStudent({ ds, opts: o, outDir, backend, hooks, log: ctx.log, recordOptions });
+        const r = await trainStudent({ ds, opts: o, outDir, backend, hooks, log: ctx.log, recordOptions: distillRecord(opts) });
         ctx.log(`student:train: wall clock ${((performance.now() - t0) / 1000).toFixed(1)}s (backend ${backend})`);
         return { ...r };
       } finally {

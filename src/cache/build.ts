@@ -99,6 +99,15 @@ export function initialManifest(encoder: TeacherEncoder, ds: PreparedDataset, o:
     return { dir, manifest: m };
   }
   const numShards = numShardsFor(ds.users.length, o.usersPerShard);
+  if (o.slice && o.slice.count > numShards) {
+    // Slices beyond the shard count would have nothing to do (and report 0 tokens/s): refuse the whole split.
+    const per = Math.max(1, Math.floor(ds.users.length / o.slice.count));
+    throw new RecdistillError(
+      'E_USAGE',
+      `--shard ${o.slice.index}/${o.slice.count}: ${ds.name} makes only ${numShards} shard(s) (${ds.users.length} users, --users-per-shard ${o.usersPerShard}), so ${o.slice.count - numShards} of the ${o.slice.count} slices would have no users. ` +
+        `Use at most ${numShards} slices, or --users-per-shard ${per} (or less) on every slice for ${o.slice.count} of them.`,
+    );
+  }
   const manifest: CacheManifest = {
     format: CACHE_FORMAT,
     version: CACHE_VERSION,

@@ -36,7 +36,7 @@ export const cacheOptions = defineOptions({
   headPatience: { type: 'int', help: 'linear head: epochs without a better validation NDCG@10 before stopping', default: HEAD_DEFAULTS.patience },
   seed: { type: 'int', help: 'seed of the head training (shuffles)', default: 42 },
   backend: { type: 'string', help: 'tfjs backend for the head / seqrec teacher', default: 'auto', choices: BACKEND_CHOICES },
-  overheadSample: { type: 'int', help: 'llm teacher: users re-run as a plain session.run loop to measure pipeline overhead (0 = skip)', default: 32 },
+  overheadSample: { type: 'int', help: "llm teacher: after pass 1, re-run this many users twice as a plain session.run loop and twice through the pipeline to measure the tool's own overhead (0 = off; it adds minutes on a large model)", default: 0 },
 }, { group: 'Teacher cache' });
 
 export type CacheFlags = Resolved<typeof cacheOptions>;

@@ -138,6 +138,7 @@ async function measureOverhead(dir: string, m: CacheManifest, ds: PreparedDatase
   const step = Math.max(1, Math.floor(users.length / sample));
   const picked = users.filter((_, i) => i % step === 0).slice(0, sample);
   const histories = picked.map((u) => ds.users[u]!.items.subarray(0, ds.users[u]!.items.length - 1));
+  log(`teacher:cache: --overhead-sample ${sample}: measuring the pipeline's overhead on ${histories.length} users (2 rounds, each a plain session.run loop then the pipeline)`);
   const limit = pLimit(Math.max(1, o.concurrency));
   let plainSec = Infinity;
   let pipeSec = Infinity;
@@ -150,6 +151,7 @@ async function measureOverhead(dir: string, m: CacheManifest, ds: PreparedDatase
     const states = await Promise.all(histories.map((h, i) => limit(async () => ({ user: picked[i]!, ...(await encoder.encodeHistory(h)) }))));
     encodeHiddenShard(states, encoder.layers.length, encoder.hiddenSize, m.layout.hiddenDtype);
     pipeSec = Math.min(pipeSec, (performance.now() - t0) / 1000);
+    log(`teacher:cache: overhead round ${round + 1}/2: plain ${r.seconds.toFixed(2)}s, pipeline ${((performance.now() - t0) / 1000).toFixed(2)}s`);
   }
   const overhead = plainSec > 0 ? pipeSec / plainSec - 1 : 0;
   m.timings.plainTokensPerSec = plainSec > 0 ? tokens / plainSec : 0;

@@ -62,12 +62,18 @@ describe('teacher:cache command, end to end (offline)', () => {
 
   it('--shard 0/2 and 1/2, then teacher:merge (the dataset flags read from the slices) equal the full run byte for byte', async () => {
     const model = join(tmp, 'tiny');
-    const common = [...DATA, '--model', model, '--dtype', 'fp32', '--layers', '0,-1', '--max-prompt-tokens', '512', '--top-k', '5', '--head-epochs', '2', '--users-per-shard', '16', '--backend', 'cpu', '--overhead-sample', '0'];
+    // No --overhead-sample: by default the cache build does not re-run users to measure itself.
+    const common = [...DATA, '--model', model, '--dtype', 'fp32', '--layers', '0,-1', '--max-prompt-tokens', '512', '--top-k', '5', '--head-epochs', '2', '--users-per-shard', '16', '--backend', 'cpu'];
     const s0 = join(tmp, 'sl', 'a');
     const s1 = join(tmp, 'sl', 'b');
     const first = await cli(['teacher:cache', ...common, '--shard', '0/2', '--out', s0]);
     expect(first.code).toBe(0);
-    expect(first.summary).not.toHaveProperty('overhead'); // not measured with --overhead-sample 0
+    expect(first.summary).not.toHaveProperty('overhead'); // not measured by default
+    expect(first.stderr).not.toMatch(/overhead/);
+    // More slices than the 2 shards of 30 users at 16 per shard: refused, saying how to split instead.
+    const many = await cli(['teacher:cache', ...common, '--shard', '0/40', '--out', join(tmp, 'sl', 'many')]);
+    expect(many.code).toBe(2);
+    expect(many.stderr).toMatch(/--shard 0\/40: synthetic makes only 2 shard\(s\) \(30 users, --users-per-shard 16\), so 38 of the 40 slices would have no users/);
     expect((await cli(['teacher:cache', ...common, '--shard', '1/2', '--out', s1])).code).toBe(0);
     const out = join(tmp, 'merged');
     const m = await cli(['teacher:merge', '--out', out, '--from', `${s0},${s1}`, '--backend', 'cpu']);

@@ -74,10 +74,13 @@ export function summarize(dir: string, m: CacheManifest, seconds: number): Cache
   };
 }
 
-export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDataset, o: CacheRunOptions): Promise<CacheSummary> {
+export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDataset, given: CacheRunOptions): Promise<CacheSummary> {
   const t0 = performance.now();
   const N = ds.items.length - 1;
-  if (o.k < 1 || o.k > N) throw new RecdistillError('E_USAGE', `--top-k must be in 1..${N} (the number of items), got ${o.k}.`);
+  if (given.k < 1) throw new RecdistillError('E_USAGE', `--top-k must be >= 1, got ${given.k}.`);
+  // A catalogue smaller than --top-k (the default 50 on a small dataset): every item is kept, and the key says so.
+  if (given.k > N) given.log(`teacher:cache: --top-k ${given.k} is more than the ${N} items of ${ds.name}: keeping all ${N} (soft labels over the whole catalogue).`);
+  const o = given.k > N ? { ...given, k: N } : given;
   if (!(o.temperature > 0)) throw new RecdistillError('E_USAGE', `--temperature must be > 0, got ${o.temperature}.`);
   if (o.usersPerShard < 1) throw new RecdistillError('E_USAGE', `--users-per-shard must be >= 1, got ${o.usersPerShard}.`);
   requireEvaluableUsers(ds, 'fit the soft-label head on or evaluate the teacher with');

@@ -89,6 +89,14 @@ describe('teacher:cache command, end to end (offline)', () => {
     expect(bad.stderr).toMatch(/the slices record --synthetic-users 30, the command line gives --synthetic-users 31/);
   });
 
+  it('the default --top-k 50 on a 40-item catalogue keeps all 40, with a note', async () => {
+    const dir = join(tmp, 'topk-default');
+    const r = await cli(['teacher:cache', ...DATA, '--model', join(tmp, 'tiny'), '--dtype', 'fp32', '--max-prompt-tokens', '512', '--head-epochs', '1', '--backend', 'cpu', '--out', dir]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/--top-k 50 is more than the 40 items of synthetic: keeping all 40/);
+    expect(readManifest(dir).softLabels.k).toBe(40);
+  });
+
   it('a cache used with other dataset options: the error names the option and both values', async () => {
     const dir = join(tmp, 'llm-cache');
     const r = await cli(['student:train', ...DATA, '--max-history', '5', '--cache', dir, '--lambda-kd', '1', '--epochs', '1', '--backend', 'cpu', '--out', join(tmp, 'mh')]);

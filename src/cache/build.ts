@@ -258,7 +258,7 @@ export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: 
           const r = await encodeUser(encoder, ds, u);
           tokens += r.tokens;
           const secs = (performance.now() - t1) / 1000;
-          p.tick(1, `${(tokens / Math.max(secs, 1e-9)).toFixed(0)} tokens/s`);
+          p.tick(1, tokens > 0 ? `${(tokens / Math.max(secs, 1e-9)).toFixed(0)} tokens/s` : '');
           return r;
         }),
       ),
@@ -268,7 +268,8 @@ export async function runPass1(encoder: TeacherEncoder, ds: PreparedDataset, o: 
     shards.set(s, { index: s, userStart: u0, userEnd: u1, rows, file: shardFile(s), sha256: sha });
     save();
   }
-  const { seconds } = totalUsers ? p.done(`${(tokens / Math.max((performance.now() - t1) / 1000, 1e-9)).toFixed(0)} tokens/s`) : { seconds: 0 };
+  // A seqrec teacher reads item ids, not tokens: no tokens/s for it.
+  const { seconds } = totalUsers ? p.done(tokens > 0 ? `${(tokens / Math.max((performance.now() - t1) / 1000, 1e-9)).toFixed(0)} tokens/s` : '') : { seconds: 0 };
   // Rates describe the run that encoded users: a run with nothing left to encode keeps the earlier ones.
   if (totalUsers > 0) {
     Object.assign(manifest.timings, {

@@ -36,9 +36,21 @@ export interface DemoSummary extends Record<string, unknown> {
   artifacts: Record<string, string>;
 }
 
+/**
+ * wasm threads for the demo when neither --threads nor RECDISTILL_THREADS says: every core on an idle machine,
+ * one when the other processes already keep the cores busy (threads then wait on each other: one is faster).
+ */
+export function demoThreads(load: number, cores: number): { threads: number; why: string } {
+  const busy = load >= cores - 0.5;
+  return busy
+    ? { threads: 1, why: `load average ${load.toFixed(1)} on ${cores} cores: 1 wasm thread (faster than ${cores} on busy cores)` }
+    : { threads: cores, why: `load average ${load.toFixed(1)} on ${cores} cores: ${cores} wasm threads` };
+}
+
 /** Size presets: --quick is for tests and CI (well under a minute of training on 2 cores). */
 export function demoPreset(quick: boolean): { users: number; items: number; epochs: number; requests: number } {
-  return quick ? { users: 60, items: 40, epochs: 1, requests: 30 } : { users: 300, items: 200, epochs: 12, requests: 300 };
+  // quick: 10 epochs (2 steps each on 60 users): one epoch left the students at the popularity baseline.
+  return quick ? { users: 60, items: 40, epochs: 10, requests: 30 } : { users: 300, items: 200, epochs: 12, requests: 300 };
 }
 
 type AnyCommand = Command<OptionSpecs>;

@@ -65,9 +65,11 @@ export interface StepBreakdown {
   ffnMs: number;
   outputMs: number;
   optimizerMs: number;
-  /** stepMs minus the four parts (negative when the parts, timed alone, add up to more than the step). */
+  /** stepMs minus the four parts, 0 when the parts, timed alone, add up to more than the step. */
   otherMs: number;
-  /** Each part over stepMs; the five sum to 1. */
+  /** How much the four parts, timed alone, exceed the step (0 when they do not). */
+  partsOverStepMs: number;
+  /** Each part over stepMs (over the parts' sum when that is larger); the five sum to 1, none negative. */
   shares: { attention: number; ffn: number; output: number; optimizer: number; other: number };
 }
 
@@ -160,17 +162,23 @@ export function median(xs: number[]): number {
   return n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 }
 
-/** The breakdown from the step times and each part's times (medians); other = step - parts, not clamped. */
+/**
+ * The breakdown from the step times and each part's times (medians). Parts are timed one by one, so on a busy
+ * machine they can add up to more than a whole step: then other = 0 and the shares are of the parts' sum (so none
+ * is negative and they still add up to 1), and partsOverStepMs says by how much the parts exceeded the step.
+ */
 export function summarizeBreakdown(stepTimes: number[], partTimes: Record<PartName, number[]>): StepBreakdown {
   const stepMs = median(stepTimes);
   const attentionMs = median(partTimes.attention);
   const ffnMs = median(partTimes.ffn);
   const outputMs = median(partTimes.output);
   const optimizerMs = median(partTimes.optimizer);
-  const otherMs = stepMs - attentionMs - ffnMs - outputMs - optimizerMs;
-  const share = (v: number) => (stepMs > 0 ? v / stepMs : 0);
+  const parts = attentionMs + ffnMs + outputMs + optimizerMs;
+  const otherMs = Math.max(0, stepMs - parts);
+  const whole = Math.max(stepMs, parts);
+  const share = (v: number) => (whole > 0 ? v / whole : 0);
   return {
-    stepMs, attentionMs, ffnMs, outputMs, optimizerMs, otherMs,
+    stepMs, attentionMs, ffnMs, outputMs, optimizerMs, otherMs, partsOverStepMs: Math.max(0, parts - stepMs),
     shares: { attention: share(attentionMs), ffn: share(ffnMs), output: share(outputMs), optimizer: share(optimizerMs), other: share(otherMs) },
   };
 }

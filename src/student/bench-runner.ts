@@ -94,7 +94,7 @@ const r4 = (x: number) => Number(x.toFixed(4));
 function roundBreakdown(b: StepBreakdown): StepBreakdown {
   const s = b.shares;
   return {
-    stepMs: r2(b.stepMs), attentionMs: r2(b.attentionMs), ffnMs: r2(b.ffnMs), outputMs: r2(b.outputMs), optimizerMs: r2(b.optimizerMs), otherMs: r2(b.otherMs),
+    stepMs: r2(b.stepMs), attentionMs: r2(b.attentionMs), ffnMs: r2(b.ffnMs), outputMs: r2(b.outputMs), optimizerMs: r2(b.optimizerMs), otherMs: r2(b.otherMs), partsOverStepMs: r2(b.partsOverStepMs),
     shares: { attention: r4(s.attention), ffn: r4(s.ffn), output: r4(s.output), optimizer: r4(s.optimizer), other: r4(s.other) },
   };
 }

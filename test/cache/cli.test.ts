@@ -116,6 +116,9 @@ describe('teacher:cache command, end to end (offline)', () => {
     const { code, summary } = await cli(['teacher:cache', ...DATA, '--teacher', 'seqrec', '--student-run', run, '--layers', '0,-1', '--out', dir, '--top-k', '4', '--backend', 'cpu']);
     expect(code).toBe(0);
     expect(summary.complete).toBe(true);
+    // A seqrec teacher reads item ids, not tokens: no tokens/s in its summary (it printed "0 tokens/s").
+    expect(summary).not.toHaveProperty('tokensPerSec');
+    expect(summary).not.toHaveProperty('tokensPerSecond');
     const r = openCache(dir, { fingerprint: ds.fingerprint });
     expect(r.manifest.teacher.kind).toBe('seqrec');
     expect(r.manifest.softLabels.head).toBe('teacher');

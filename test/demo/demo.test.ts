@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { DemoSummary } from '../../src/cli/demo-run.js';
+import { demoThreads, type DemoSummary } from '../../src/cli/demo-run.js';
 import { runCmd } from '../bench/fixtures.js';
 
 describe('demo --quick', () => {
@@ -11,7 +11,7 @@ describe('demo --quick', () => {
 
   it('runs the whole pipeline offline and every artifact it names exists', async () => {
     const logs: string[] = [];
-    const s = (await runCmd(() => import('../../src/cli/commands/demo.js'), { root, quick: true, users: 40, items: 30, requests: 15 }, logs)) as DemoSummary;
+    const s = (await runCmd(() => import('../../src/cli/commands/demo.js'), { root, quick: true, requests: 15 }, logs)) as DemoSummary;
     expect(Object.keys(s.stages)).toEqual(['model:tiny', 'teacher:cache', 'student:train (CE only)', 'student:train (distilled)', 'eval', 'bench']);
     for (const [name, path] of Object.entries(s.artifacts)) expect(existsSync(resolve(path)), `${name}: ${path}`).toBe(true);
     expect(s.artifacts['bench report']).toMatch(/bench[/\\]report\.md$/);
@@ -27,5 +27,15 @@ describe('demo --quick', () => {
     expect(s.bench.speedup).toBe(bench.speedup);
     expect(s.bench.speedup).toBeCloseTo(bench.teacher.p50Ms / bench.student.p50Ms, 10);
     expect(logs.some((l) => l.startsWith('\ndemo [6/6] bench'))).toBe(true);
+    // The quick preset trains long enough for both students to beat the popularity baseline (1 epoch did not).
+    for (const st of ['student (CE only)', 'student (distilled)']) expect(s.accuracy[st]!['ndcg@10'], st).toBeGreaterThan(s.accuracy.popularity!['ndcg@10']);
   }, 240_000);
+
+  it('threads: every core when idle, one when the load average shows the cores busy', () => {
+    expect(demoThreads(0.3, 2).threads).toBe(2);
+    expect(demoThreads(1.4, 2).threads).toBe(2);
+    expect(demoThreads(1.5, 2).threads).toBe(1);
+    expect(demoThreads(7.2, 2)).toEqual({ threads: 1, why: 'load average 7.2 on 2 cores: 1 wasm thread (faster than 2 on busy cores)' });
+    expect(demoThreads(3, 8).threads).toBe(8);
+  });
 });

@@ -33,6 +33,9 @@ describe('ablate --suite relation (tiny synthetic, cpu)', () => {
       const hist = readFileSync(join(dir, 'out', 'runs', 'rel-seed42', 'history.jsonl'), 'utf8');
       expect(JSON.parse(hist.trim().split('\n')[0]!).loss.rel).toBeGreaterThan(0);
       expect(cmd.format!(s)).toMatch(/^relation  test ndcg@10 /m);
+      // One seed has no spread: printed '-', never 'NaN'.
+      expect(cmd.format!(s)).toMatch(/^ce        test ndcg@10 \d\.\d{4} ± - /m);
+      expect(cmd.format!(s)).not.toMatch(/NaN/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -45,7 +45,9 @@ function expectBreakdown(b: Row['breakdown'], tol: number): void {
   for (const k of ['stepMs', 'attentionMs', 'ffnMs', 'outputMs', 'optimizerMs', 'otherMs'] as const) expect(typeof b[k], k).toBe('number');
   expect(Object.keys(b.shares).sort()).toEqual([...PARTS].sort());
   expect(PARTS.reduce((s, k) => s + b.shares[k]!, 0)).toBeCloseTo(1, tol);
-  expect(b.otherMs).toBeCloseTo(b.stepMs - b.attentionMs - b.ffnMs - b.outputMs - b.optimizerMs, tol === 3 ? 1 : 6);
+  // other - partsOverStep = step - parts: one of the two is 0, neither negative (a negative share means nothing)
+  expect(b.otherMs - b.partsOverStepMs).toBeCloseTo(b.stepMs - b.attentionMs - b.ffnMs - b.outputMs - b.optimizerMs, tol === 3 ? 1 : 6);
+  expect(Math.min(b.otherMs, b.partsOverStepMs, ...Object.values(b.shares))).toBeGreaterThanOrEqual(0);
 }
 
 describe('student:bench breakdown', () => {
@@ -88,10 +90,15 @@ describe('student:bench breakdown', () => {
     expect(benchStudent({ numItems: 30, maxLen: 6, dims: 8, blocks: 1, heads: 1, ffnDims: 8, dropout: 0.2, attnDropout: 0, batchSize: 3, steps: 1, requests: 1 }).breakdown).toBeUndefined();
   });
 
-  it('summarizeBreakdown: medians, other not clamped when the parts add up to more than the step', () => {
+  it('summarizeBreakdown: medians; parts that add up to more than the step give other 0 and shares of their sum, none negative', () => {
     const b = summarizeBreakdown([10, 30, 20], { attention: [8, 9, 7], ffn: [6, 6, 6], output: [5, 50, 4], optimizer: [2, 1, 3] });
-    expect(b).toMatchObject({ stepMs: 20, attentionMs: 8, ffnMs: 6, outputMs: 5, optimizerMs: 2, otherMs: -1 });
-    expect(b.shares).toEqual({ attention: 0.4, ffn: 0.3, output: 0.25, optimizer: 0.1, other: -0.05 });
+    // parts 8 + 6 + 5 + 2 = 21 ms > the 20 ms step
+    expect(b).toMatchObject({ stepMs: 20, attentionMs: 8, ffnMs: 6, outputMs: 5, optimizerMs: 2, otherMs: 0, partsOverStepMs: 1 });
+    expect(b.shares).toEqual({ attention: 8 / 21, ffn: 6 / 21, output: 5 / 21, optimizer: 2 / 21, other: 0 });
+    // parts under the step: other is the rest, shares of the step
+    const u = summarizeBreakdown([40], { attention: [8], ffn: [6], output: [5], optimizer: [1] });
+    expect(u).toMatchObject({ otherMs: 20, partsOverStepMs: 0 });
+    expect(u.shares).toEqual({ attention: 0.2, ffn: 0.15, output: 0.125, optimizer: 0.025, other: 0.5 });
   });
 
   it('--threads: default $RECDISTILL_THREADS, else 1,<cores>; deduplicated, order kept, usage errors', () => {

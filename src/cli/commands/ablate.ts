@@ -280,7 +280,8 @@ export default defineCommand({
     return { ...summary, report: files };
   },
   format(s) {
-    const f = (x: unknown) => (typeof x === 'number' ? x.toFixed(4) : '-');
+    // One seed has no spread: its std is NaN (null in JSON), printed '-', never 'NaN'.
+    const f = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(4) : '-');
     const ce = s.ce as Record<string, unknown>;
     const d = s.distilled as Record<string, unknown> | undefined;
     const t = (s.teacher as { test?: Record<string, number> } | undefined)?.test;

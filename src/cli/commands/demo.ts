@@ -1,15 +1,18 @@
 import { rmSync } from 'node:fs';
 import { comparisonRows, textTable } from '../../bench/report.js';
 import { defineOptions } from '../../config/options.js';
-import { demoPreset, runDemo, type DemoSummary } from '../demo-run.js';
+import { loadavg } from 'node:os';
+import { availableCores, THREADS_ENV } from '../../backend/index.js';
+import { demoPreset, demoThreads, runDemo, type DemoSummary } from '../demo-run.js';
 import { defineCommand } from '../command.js';
 
 const options = defineOptions({
   root: { type: 'string', help: 'where every demo artifact goes (gitignored)', default: '.recdistill/demo' },
-  quick: { type: 'boolean', help: 'tiny sizes (tests, CI): 60 users, 40 items, 1 epoch', default: false },
+  quick: { type: 'boolean', help: 'tiny sizes (tests, CI): 60 users, 40 items, 10 epochs', default: false },
   users: { type: 'int', help: 'synthetic users (0 = preset: 300, quick 60)', default: 0 },
   items: { type: 'int', help: 'synthetic items (0 = preset: 200, quick 40)', default: 0 },
-  epochs: { type: 'int', help: 'student epochs (0 = preset: 12, quick 1)', default: 0 },
+  epochs: { type: 'int', help: 'student epochs (0 = preset: 12, quick 10)', default: 0 },
+  threads: { type: 'int', help: 'wasm threads (0 = RECDISTILL_THREADS, else 1 when the load average shows busy cores, else every core)', default: 0 },
   requests: { type: 'int', help: 'bench requests for the student (0 = preset: 300, quick 30)', default: 0 },
   fresh: { type: 'boolean', help: 'delete --root first and rebuild everything', default: false },
 });
@@ -20,7 +23,16 @@ export default defineCommand({
   async run(o, ctx) {
     if (o.fresh) rmSync(o.root, { recursive: true, force: true });
     const p = demoPreset(o.quick);
-    return runDemo({
+    // Every stage (and the bench's child processes) reads the thread count from the environment.
+    const before = process.env[THREADS_ENV];
+    if (o.threads > 0) process.env[THREADS_ENV] = String(o.threads);
+    else if (!before) {
+      const t = demoThreads(loadavg()[0]!, availableCores());
+      ctx.log(`demo: ${t.why}; --threads N or RECDISTILL_THREADS to choose`);
+      process.env[THREADS_ENV] = String(t.threads);
+    }
+    try {
+      return await runDemo({
       root: o.root,
       quick: o.quick,
       users: o.users || p.users,
@@ -28,7 +40,11 @@ export default defineCommand({
       epochs: o.epochs || p.epochs,
       requests: o.requests || p.requests,
       log: ctx.log,
-    });
+      });
+    } finally {
+      if (before === undefined) delete process.env[THREADS_ENV];
+      else process.env[THREADS_ENV] = before;
+    }
   },
   format(d: DemoSummary) {
     const acc = Object.entries(d.accuracy).map(([name, m]) => [name, m['ndcg@10'].toFixed(4), m['hr@10'].toFixed(4)]);

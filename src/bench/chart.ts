@@ -57,16 +57,19 @@ export interface Frame {
 export function chartFrame(o: {
   width: number; height: number; margin: Frame['m']; title: string; xLabel: string; yLabel: string;
   xTicks: number[]; yTicks: number[]; xTickLabel(t: number): string; xMin?: number;
+  /** 'log' (default) or 'linear' x axis. */
+  xScale?: 'log' | 'linear';
 }): Frame {
   const { width: W, height: H, margin: m, xTicks: xt, yTicks: yt } = o;
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
   const xMin = o.xMin ?? 1e-3;
-  const x0 = Math.log10(xt[0]!);
-  const x1 = Math.log10(xt[xt.length - 1]!);
+  const fx = o.xScale === 'linear' ? (v: number) => v : (v: number) => Math.log10(Math.max(v, xMin));
+  const x0 = fx(xt[0]!);
+  const x1 = fx(xt[xt.length - 1]!);
   const ya = yt[0]!;
   const yb = yt[yt.length - 1]!;
-  const sx = (v: number) => m.l + ((Math.log10(Math.max(v, xMin)) - x0) / Math.max(x1 - x0, 1e-9)) * pw;
+  const sx = (v: number) => m.l + ((fx(v) - x0) / Math.max(x1 - x0, 1e-9)) * pw;
   const sy = (v: number) => m.t + ph - ((v - ya) / Math.max(yb - ya, 1e-12)) * ph;
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);

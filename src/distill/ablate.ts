@@ -296,7 +296,7 @@ export function writeAblationReport(dir: string, r: AblationResult, summary: Rec
   const svg = join(dir, 'ablation.svg');
   writeJsonAtomic(json, { ...summary, configs: r.configs });
   writeFileAtomic(markdown, ablationMarkdown(r, header));
-  writeFileAtomic(svg, ablationChart(chartPoints(r, header), `${header.title}: test NDCG@10 vs parameters`));
+  writeFileAtomic(svg, ablationChart(chartPoints(r, header), `${header.title}: test NDCG@10 per configuration`));
   return { markdown, json, svg };
 }
 

@@ -8,6 +8,7 @@
 import { activeBackend, initBackend, wasmThreads } from '../backend/index.js';
 import { RecdistillError } from '../errors.js';
 import { benchStudent } from './bench.js';
+import { stderrLog } from '../util/progress.js';
 import type { BenchJob } from './bench-runner.js';
 
 async function childMain(): Promise<number> {
@@ -15,7 +16,7 @@ async function childMain(): Promise<number> {
     const job = JSON.parse(process.argv[2] ?? '') as BenchJob;
     await initBackend(job.backend, { threads: job.threads });
     const backend = activeBackend();
-    const r = benchStudent(job.config);
+    const r = benchStudent(job.config, stderrLog); // progress on stderr: the parent shows it, tagged with the row
     const threads = backend === 'wasm' ? (wasmThreads() ?? null) : null;
     process.stdout.write(`${JSON.stringify({ backend, threads, ...r })}\n`);
     return 0;

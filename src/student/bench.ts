@@ -1,3 +1,4 @@
+import { progress, type LogFn } from '../util/progress.js';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from './batches.js';
 import { createSasrec, disposeModel, encodeLast, modelVariables, type ModelConfig } from './model.js';
@@ -21,6 +22,8 @@ export interface BenchConfig extends ModelConfig {
   requests: number;
   /** Also time the parts of a step (attention, FFN, output layer, optimiser). */
   breakdown?: boolean;
+  /** Progress line interval in ms (default 5000; 0 = after every step): a slow backend (cpu) is not silent. */
+  progressMs?: number;
 }
 
 export interface BenchResult {
@@ -51,7 +54,7 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-export function benchStudent(c: BenchConfig): BenchResult {
+export function benchStudent(c: BenchConfig, log?: LogFn): BenchResult {
   const model = createSasrec(c, 1);
   const vars = modelVariables(model);
   const adam = createAdam(vars, ADAM);
@@ -69,11 +72,14 @@ export function benchStudent(c: BenchConfig): BenchResult {
   const partTimes = Object.fromEntries(PART_NAMES.map((p) => [p, [] as number[]])) as Record<PartName, number[]>;
   if (parts) for (const p of PART_NAMES) parts.time(p); // warm-up of each part
   const stepTimes: number[] = [];
+  // The last step prints nothing: the row's result follows at once.
+  const prog = log ? progress(`student:bench ${c.breakdown ? 'steps + parts' : 'steps'}`, c.steps, log, c.progressMs ?? 5000, 'steps') : undefined;
   for (let i = 1; i <= c.steps; i++) {
     const t = performance.now();
     step(i);
     stepTimes.push(performance.now() - t);
     if (parts) for (const p of PART_NAMES) partTimes[p].push(parts.time(p));
+    if (i < c.steps) prog?.tick();
   }
   parts?.dispose();
   const msPerStep = stepTimes.reduce((a, b) => a + b, 0) / c.steps;

@@ -90,6 +90,12 @@ describe('student:bench breakdown', () => {
     expect(benchStudent({ numItems: 30, maxLen: 6, dims: 8, blocks: 1, heads: 1, ffnDims: 8, dropout: 0.2, attnDropout: 0, batchSize: 3, steps: 1, requests: 1 }).breakdown).toBeUndefined();
   });
 
+  it('benchStudent prints progress while it times steps (every step with progressMs 0), not after the last', () => {
+    const logs: string[] = [];
+    benchStudent({ numItems: 30, maxLen: 6, dims: 8, blocks: 1, heads: 1, ffnDims: 8, dropout: 0, attnDropout: 0, batchSize: 3, steps: 3, requests: 1, progressMs: 0 }, (l) => logs.push(l));
+    expect(logs.map((l) => l.split(' steps/s')[0]!.replace(/ [\d.]+$/, ''))).toEqual(['student:bench steps: 1/3', 'student:bench steps: 2/3']);
+  });
+
   it('summarizeBreakdown: medians; parts that add up to more than the step give other 0 and shares of their sum, none negative', () => {
     const b = summarizeBreakdown([10, 30, 20], { attention: [8, 9, 7], ffn: [6, 6, 6], output: [5, 50, 4], optimizer: [2, 1, 3] });
     // parts 8 + 6 + 5 + 2 = 21 ms > the 20 ms step

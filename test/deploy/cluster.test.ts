@@ -93,9 +93,9 @@ describe('cluster runs: --shard auto from the engine environment', () => {
   }, 60_000);
 });
 
-describe('deploy/ files match the README', () => {
+describe('deploy/ files match docs/cluster.md', () => {
   const read = (p: string) => readFileSync(join(ROOT, p), 'utf8');
-  const readme = read('README.md');
+  const readme = read('docs/cluster.md');
   const job = parse(read('deploy/k8s/teacher-cache-job.yaml'));
   const merge = parse(read('deploy/k8s/teacher-merge-job.yaml'));
   const c = job.spec.template.spec.containers[0];

@@ -30,8 +30,11 @@ describe('teacher:cache without evaluable users', () => {
     const { writeFileSync } = await import('node:fs');
     const csv = join(root, 'two.csv');
     writeFileSync(csv, 'user_id,item_id,timestamp\n' + Array.from({ length: 30 }, (_, u) => `${u},${u % 10},1\n${u},${(u + 1) % 10},2\n`).join(''));
+    // Item titles, so the teacher has text to read (an LLM teacher refuses items without any) and the check reached is the split's.
+    const items = join(root, 'two-items.csv');
+    writeFileSync(items, 'item_id,title\n' + Array.from({ length: 10 }, (_, i) => `${i},Item ${i}\n`).join(''));
     const out = join(root, 'c3');
-    await expect(runCmd(() => import('../../src/cli/commands/teacher-cache.js'), { ...S, dataset: 'generic', source: csv, topK: 5, maxPromptTokens: 512, out })).rejects.toThrow(/no user has a validation item .* leave-one-out needs 3/);
+    await expect(runCmd(() => import('../../src/cli/commands/teacher-cache.js'), { ...S, dataset: 'generic', source: csv, itemsFile: items, topK: 5, maxPromptTokens: 512, out })).rejects.toThrow(/no user has a validation item .* leave-one-out needs 3/);
     expect(existsSync(out)).toBe(false);
   });
 });

@@ -29,7 +29,7 @@ describe('demo --quick', () => {
     expect(logs.some((l) => l.startsWith('\ndemo [6/6] bench'))).toBe(true);
     // The quick preset trains long enough for both students to beat the popularity baseline (1 epoch did not).
     for (const st of ['student (CE only)', 'student (distilled)']) expect(s.accuracy[st]!['ndcg@10'], st).toBeGreaterThan(s.accuracy.popularity!['ndcg@10']);
-  }, 240_000);
+  }, 900_000); // a safety net for a loaded machine (the demo took 345 s beside other jobs and two busy loops)
 
   it('threads: every core when idle, one when the load average shows the cores busy', () => {
     expect(demoThreads(0.3, 2).threads).toBe(2);

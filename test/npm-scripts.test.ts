@@ -60,7 +60,7 @@ function portFree(port: number): Promise<boolean> {
 }
 
 /** Polls until the port is free; gives up (false) only after a generous safety-net deadline. */
-async function waitPortFree(port: number, deadlineMs = 60_000): Promise<boolean> {
+async function waitPortFree(port: number, deadlineMs = 300_000): Promise<boolean> {
   const end = Date.now() + deadlineMs;
   while (Date.now() < end) {
     if (await portFree(port)) return true;

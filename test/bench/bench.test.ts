@@ -20,7 +20,7 @@ describe('bench end-to-end (tiny LM teacher vs one-epoch student, each in a chil
     root = mkdtempSync(join(tmpdir(), 'rd-bench-'));
     setup = await buildTinySetup(root);
     summary = await runCmd(() => import('../../src/cli/commands/bench.js'), { student: setup.student, cache: setup.cache, requests: 20, teacherRequests: 4, warmup: 2, batch: 8, batchRounds: 2, teacherMicroBatch: 4 }, logs);
-  }, 180_000);
+  }, 900_000);
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   it('prints the --json keys with finite, positive figures', () => {
@@ -102,5 +102,5 @@ describe('bench end-to-end (tiny LM teacher vs one-epoch student, each in a chil
     expect(rep.details.teacher.first).toEqual(rep.details.student.first);
     expect(rep.teacher.params).toBe(rep.student.params);
     expect(rep.teacher.bytes).toBe(rep.student.bytes);
-  }, 120_000);
+  }, 900_000);
 });

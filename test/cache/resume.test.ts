@@ -44,7 +44,7 @@ describe('kill, resume, merge, verify', () => {
     // 60 users x 120 ms / 2 concurrent ~ 3.6 s of encoding: kill once two shards are on disk.
     const child = spawn(NODE, [...LOADER, CHILD, dir, '120'], { stdio: 'ignore' });
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 400_000; // a safety net; the loop waits on the file
     while (Date.now() < deadline && !(existsSync(join(dir, 'hidden-00001.safetensors')))) await new Promise((r) => setTimeout(r, 50));
     child.kill('SIGKILL');
     expect(await exited).toBe(null); // killed, not finished

@@ -52,7 +52,7 @@ describe('cluster runs: --shard auto from the engine environment', () => {
     for (const r of await Promise.all(runs)) expect(r.code, r.stderr).toBe(0);
     const merges = ['k8s', 'slurm'].map((e) => cli(['teacher:merge', ...DATA, '--backend', 'cpu', '--out', join(tmp, e, 'merged'), '--from', Array.from({ length: N }, (_, i) => join(tmp, e, `slice-${i}-of-${N}`)).join(',')]));
     for (const r of await Promise.all(merges)) expect(r.code, r.stderr).toBe(0);
-  }, 120_000);
+  }, 900_000);
 
   for (const engine of ['k8s', 'slurm'] as const) {
     it(`${engine}: ${N} slices + teacher:merge equal the single run byte for byte`, () => {
@@ -83,14 +83,14 @@ describe('cluster runs: --shard auto from the engine environment', () => {
     const past = await cli(['teacher:cache', ...COMMON, '--shard', 'auto', '--shard-count', '3', '--out', join(tmp, 'past')], { SLURM_ARRAY_TASK_ID: '3', SLURM_ARRAY_TASK_COUNT: '4' });
     expect(past.code).not.toBe(0);
     expect(past.stderr).toMatch(/--shard-count 3 but the Slurm array has 4 tasks/);
-  }, 60_000);
+  }, 900_000);
 
   it.skipIf(ortBuild().exists(join(ortBuild().binDir, 'libonnxruntime_providers_cuda.so')))('--device cuda without the CUDA provider: a clear error naming what is missing and how to get it', async () => {
     const r = await cli(['teacher:cache', ...COMMON, '--device', 'cuda', '--out', join(tmp, 'cuda')]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--device cuda: the CUDA execution provider is not in this onnxruntime-node/);
     expect(r.stderr).toMatch(/ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node/);
-  }, 60_000);
+  }, 900_000);
 });
 
 describe('deploy/ files match docs/cluster.md', () => {

@@ -100,5 +100,5 @@ describe('ablate --suite relation (tiny synthetic, cpu)', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 600_000);
+  }, 900_000);
 });

@@ -322,7 +322,7 @@ describe('an EMKD run', () => {
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, 900_000);
 });
 
 /** Network 2 of a composed K = 2 hook set (no distillation variables): its parameters are the first hook variables. */

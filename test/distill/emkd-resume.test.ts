@@ -96,5 +96,5 @@ describe('EMKD ensemble serving', () => {
     expect(JSON.parse(readFileSync(join(straight, 'ensemble.json'), 'utf8')).test).toEqual(r.test);
     a.dispose();
     b.dispose();
-  }, 240_000);
+  }, 900_000);
 });

@@ -41,7 +41,7 @@ const metrics = () => JSON.parse(readFileSync(join(run, 'metrics.json'), 'utf8')
 beforeAll(async () => {
   await initBackend('wasm');
   await train('ensemble');
-}, 120_000);
+}, 900_000);
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('--serve ensemble', () => {
@@ -138,7 +138,7 @@ describe('--serve selects what validation chooses the epoch on', () => {
     const before = readFileSync(join(run, 'checkpoint.safetensors'));
     await expect(train()).rejects.toThrow(/was written by a different run .*selection/);
     expect(readFileSync(join(run, 'checkpoint.safetensors')).equals(before)).toBe(true);
-  }, 120_000);
+  }, 900_000);
 });
 
 describe('--serve without EMKD', () => {

@@ -20,7 +20,7 @@ let cache = '';
 beforeAll(async () => {
   const lm = writeReplicaModel({ out: join(tmp, 'lm'), layout: 'optimum', dtype: 'fp32', seed: 1, layers: 2, hidden: 32, heads: 2, kvHeads: 1, merges: 200, maxPositions: 512, externalDataChunks: 0 });
   cache = String((await runCmd(() => import('../../src/cli/commands/teacher-cache.js'), { ...SMALL_DATA, model: lm.out, dtype: 'fp32', layers: '-1', maxPromptTokens: 512, topK: 10, head: 'zeroshot', overheadSample: 0, offline: true, out: join(tmp, 'cache') })).cache);
-}, 120_000);
+}, 900_000);
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('training releases its tensors', () => {
@@ -35,5 +35,5 @@ describe('training releases its tensors', () => {
     const after = tf.memory();
     expect(after.numTensors - before.numTensors).toBe(0);
     expect(after.numBytes - before.numBytes).toBe(0);
-  }, 120_000);
+  }, 900_000);
 });

@@ -115,5 +115,5 @@ describe('the ML-100K data point (--preset small)', () => {
       hooks?.dispose?.();
       rmSync(tmp, { recursive: true, force: true });
     }
-  }, 60_000);
+  }, 900_000);
 });

@@ -52,14 +52,14 @@ describe('student:train on a small sequential dataset', () => {
     expect(ev.test['ndcg@10']).toBeCloseTo(r.test['ndcg@10']!, 6);
     expect(ev.valid['hr@10']).toBeCloseTo(r.valid['hr@10']!, 6);
     expect(existsSync(join(out, 'eval.md'))).toBe(true);
-  }, 120_000);
+  }, 900_000);
 
   it('refuses to resume a run with a different config', async () => {
     const ds = await smallDataset();
     const out = join(tmp, 'mismatch');
     await trainStudent({ ds, opts: smallOptions({ epochs: 1 }), outDir: out, backend: 'wasm', log: quiet });
     await expect(trainStudent({ ds, opts: smallOptions({ epochs: 2, lr: 0.01 }), outDir: out, backend: 'wasm', log: quiet })).rejects.toThrow(/lr: checkpoint 0.005 vs now 0.01/);
-  }, 60_000);
+  }, 900_000);
 
   it('stops on a non-finite loss with a clear error and leaves the last checkpoint intact', async () => {
     const ds = await smallDataset();
@@ -79,7 +79,7 @@ describe('student:train on a small sequential dataset', () => {
     const { metadata, tensors } = readTensors(join(out, 'checkpoint.safetensors'));
     expect(JSON.parse(metadata.state!).epoch).toBe(1);
     expect(Array.from(tensors['model/item_emb']!.data as Float32Array).every(Number.isFinite)).toBe(true);
-  }, 60_000);
+  }, 900_000);
 });
 
 describe('resume after SIGKILL', () => {
@@ -104,5 +104,5 @@ describe('resume after SIGKILL', () => {
     expect(ma.resumedFrom).toBe(2);
     expect(ma.test).toEqual(mb.test);
     expect(readFileSync(join(killed, 'history.jsonl'), 'utf8').trim().split('\n')).toHaveLength(4);
-  }, 180_000);
+  }, 900_000);
 });

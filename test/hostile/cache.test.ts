@@ -107,7 +107,8 @@ const read = (dir: string, opts: { verify?: boolean } = {}) => {
 };
 
 /** The CLI in a child process with a 256 MB V8 heap; resolves with exit code, stderr and wall time. */
-function cli(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stderr: string; ms: number }> {
+// timeoutMs: a safety net against a hang, generous for a machine under heavy load (20 s was exceeded there).
+function cli(args: string[], timeoutMs = 400_000): Promise<{ code: number | null; stderr: string; ms: number }> {
   const t0 = Date.now();
   return new Promise((resolve) => {
     const child = spawn(NODE, ['--max-old-space-size=256', '--import', 'tsx', MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });

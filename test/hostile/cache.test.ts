@@ -217,7 +217,8 @@ describe('2. a lying manifest is refused before anything is allocated', () => {
     const r = await cli(['student:train', ...DS_FLAGS, ...TRAIN_FLAGS, '--cache', dir, '--out', join(tmp, 'run-userend')]);
     expect(r.code, r.stderr).not.toBe(0);
     expect(r.stderr).toMatch(/E_INPUT.*manifest\.json: field "shards\[0\]\.userEnd" is 900000000, expected 16/);
-    expect(r.ms).toBeLessThan(15_000);
+    // Refused before allocating: the 256 MB heap would have run out otherwise (no wall-clock bound: the machine may be busy).
+    expect(r.stderr).not.toMatch(/heap out of memory/);
   }, 900_000);
 
   it('layout.numShards = 3e8: teacher:verify under a 256 MB heap exits non-zero naming the field', async () => {
@@ -227,7 +228,6 @@ describe('2. a lying manifest is refused before anything is allocated', () => {
     expect(r.code, r.stderr).not.toBe(0);
     expect(r.stderr).toMatch(/E_INPUT.*manifest\.json: field "layout\.numShards" is 300000000, expected 4/);
     expect(r.stderr).not.toMatch(/heap out of memory/);
-    expect(r.ms).toBeLessThan(15_000);
   }, 900_000);
 
   it('wrong JSON types and missing fields name manifest.json and the field, never a TypeError', () => {

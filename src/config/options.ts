@@ -125,6 +125,23 @@ export function readConfigFile(path: string): Record<string, unknown> {
 }
 
 /**
+ * The given options only (no defaults), keys camelCased and values coerced to their spec's type; an unknown key or
+ * a bad value is an error that names `where`.
+ */
+export function coerceOptions(specs: OptionSpecs, src: Record<string, unknown>, where: string): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  const valid = Object.keys(specs);
+  for (const [rawKey, raw] of Object.entries(src)) {
+    const key = kebabToCamel(rawKey);
+    // Own keys only: "constructor", "__proto__", "toString" ... are Object.prototype members, not options.
+    const spec = Object.hasOwn(specs, key) ? specs[key] : undefined;
+    if (!spec) throw new RecdistillError('E_USAGE', `${where}: unknown option "${rawKey}".${closest(key, valid.map(camelToKebab))}`);
+    out[key] = coerce(camelToKebab(key), spec, raw, where);
+  }
+  return out;
+}
+
+/**
  * Resolve options: defaults < file < flags. `flags` keys are option names (camelCase or kebab-case).
  */
 export function resolveOptions<O extends OptionSpecs>(
@@ -132,19 +149,9 @@ export function resolveOptions<O extends OptionSpecs>(
   sources: { file?: Record<string, unknown>; filePath?: string; flags?: Record<string, unknown> },
 ): Resolved<O> {
   const out: Record<string, unknown> = {};
-  const valid = Object.keys(specs);
   for (const [k, spec] of Object.entries(specs)) if (spec.default !== undefined) out[k] = spec.default;
-  const apply = (src: Record<string, unknown>, where: string) => {
-    for (const [rawKey, raw] of Object.entries(src)) {
-      const key = kebabToCamel(rawKey);
-      // Own keys only: "constructor", "__proto__", "toString" ... are Object.prototype members, not options.
-      const spec = Object.hasOwn(specs, key) ? specs[key] : undefined;
-      if (!spec) throw new RecdistillError('E_USAGE', `${where}: unknown option "${rawKey}".${closest(key, valid.map(camelToKebab))}`);
-      out[key] = coerce(camelToKebab(key), spec, raw, where);
-    }
-  };
-  if (sources.file) apply(sources.file, `config file ${sources.filePath ?? ''}`.trim());
-  if (sources.flags) apply(sources.flags, 'command line');
+  if (sources.file) Object.assign(out, coerceOptions(specs, sources.file, `config file ${sources.filePath ?? ''}`.trim()));
+  if (sources.flags) Object.assign(out, coerceOptions(specs, sources.flags, 'command line'));
   for (const [k, spec] of Object.entries(specs)) {
     if (spec.required && out[k] === undefined) {
       throw new RecdistillError('E_USAGE', `missing required option --${camelToKebab(k)} (${spec.help}).`);

@@ -31,6 +31,9 @@ export function buildWindows(ds: PreparedDataset, maxLen: number, mode: 'last' |
   return out;
 }
 
+/** Training steps (positions with a next item) in a batch of windows. */
+export const windowSteps = (b: Window[]) => b.reduce((s, w) => s + w.length, 0);
+
 /** One padded batch: row-major [B, L], left-padded with 0. */
 export interface Batch {
   B: number;

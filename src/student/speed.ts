@@ -4,7 +4,7 @@ import { DEFAULT_KS, evaluateRanking, requireEvaluableUsers } from '../eval/eval
 import { RecdistillError } from '../errors.js';
 import { makeRng, mixSeed } from '../util/rng.js';
 import type { LogFn } from '../util/progress.js';
-import { buildWindows, epochBatches, makeBatch, type Window } from './batches.js';
+import { buildWindows, epochBatches, makeBatch, windowSteps, type Window } from './batches.js';
 import type { StudentOptions } from './config.js';
 import { createSasrec, disposeModel, modelVariables } from './model.js';
 import { createAdam } from './optim.js';
@@ -66,7 +66,7 @@ async function timeVariant(ds: PreparedDataset, o: StudentOptions, c: SpeedConfi
   const windows = buildWindows(ds, o.maxLen, o.windows as 'last' | 'all');
   if (windows.length === 0) throw new RecdistillError('E_EMPTY', `${ds.name}: no training step to time.`);
   const batches = epochBatches(windows, o.batchSize, makeRng(mixSeed(o.seed, 1)), o.batching as 'length' | 'random');
-  const positions = windows.reduce((s, w) => s + w.length, 0);
+  const positions = windowSteps(windows);
   const meanSteps = positions / batches.length;
   const model = createSasrec(modelConfigFrom(ds, o), mixSeed(o.seed, 1));
   const vars = modelVariables(model);
@@ -79,7 +79,7 @@ async function timeVariant(ds: PreparedDataset, o: StudentOptions, c: SpeedConfi
   try {
     sample.forEach((b, i) => {
       const batch = makeBatch(ds, b);
-      const scale = o.stepWeight === 'token' ? b.reduce((s, w) => s + w.length, 0) / meanSteps : 1;
+      const scale = o.stepWeight === 'token' ? windowSteps(b) / meanSteps : 1;
       const t = performance.now();
       trainStep(model, vars, adam, batch, loss, o.seed, 1, i, undefined, state as never, o.lr, scale);
       if (i >= c.warmup) {
@@ -98,7 +98,7 @@ async function timeVariant(ds: PreparedDataset, o: StudentOptions, c: SpeedConfi
     }
     return { msPerStep: timed / Math.max(1, n), stepsPerEpoch: batches.length, positions, validSeconds };
   } finally {
-    adam.dispose?.();
+    adam.dispose();
     disposeModel(model);
   }
 }

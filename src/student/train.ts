@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { wasmThreads } from '../backend/index.js';
 import { lockCacheDir } from '../cache/lock.js';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
@@ -10,7 +10,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { writeItemMap } from './items.js';
 import { stableStringify } from '../util/hash.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
-import { buildWindows, epochBatches, makeBatch, type Window } from './batches.js';
+import { buildWindows, epochBatches, makeBatch, windowSteps } from './batches.js';
 import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
 import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
 import { checkTrainMemory, emkdMemoryInput } from './memory.js';
@@ -302,7 +302,7 @@ export function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch:
 }
 
 export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
-  const { ds, opts: o, outDir, hooks, log } = setup;
+  const { ds, opts: o, outDir, hooks } = setup;
   validateStudentOptions(o);
   checkRunOut(outDir);
   const validUsers = usersByLength(ds, requireEvaluableUsers(ds, 'select epochs on or evaluate'));
@@ -367,8 +367,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   // What validation selects the best epoch on: what the run serves (hooks.selectionScorer, e.g. an EMKD ensemble),
   // else the student itself.
   const selectScorer = hooks?.selectionScorer?.(model, ds) ?? scorer;
-  const positions = windows.reduce((s, w) => s + w.length, 0);
-  const batchSteps = (b: Window[]) => b.reduce((s, w) => s + w.length, 0);
+  const positions = windowSteps(windows);
   const meanStepsPerBatch = positions / batchesPerEpoch; // --step-weight token divides by it
   log(`student:train: ${ds.name} ${ds.users.length} users, ${ds.items.length - 1} items; ${windows.length} windows, ${positions} positions/epoch; backend ${setup.backend}${setup.backend === 'wasm' && wasmThreads() ? ` (${wasmThreads()} thread${wasmThreads() === 1 ? '' : 's'})` : ''}; loss ${lossLine(o.loss, hooks)}`);
 
@@ -383,7 +382,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
       for (let i = 0; i < batches.length; i++) {
         const s0 = performance.now();
         const batch = makeBatch(ds, batches[i]!);
-        const scale = o.stepWeight === 'token' ? batchSteps(batches[i]!) / meanStepsPerBatch : 1;
+        const scale = o.stepWeight === 'token' ? windowSteps(batches[i]!) / meanStepsPerBatch : 1;
         const values = trainStep(model, vars, adam, batch, loss, o.seed, epoch, state.step, hooks, state, lrAt(state.step), scale);
         if (ema) updateEma(ema, modelVars);
         state.step += 1;

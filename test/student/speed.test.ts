@@ -5,9 +5,10 @@ import { runCmd, TINY_DATA } from '../bench/fixtures.js';
 describe('student:speed', () => {
   it('parses variants into typed student options and names what is wrong', () => {
     expect(parseVariant('loss=sampled, negatives=64,batch-size=16,emb-scale=false')).toEqual({ loss: 'sampled', negatives: 64, batchSize: 16, embScale: false });
-    expect(() => parseVariant('batch-sise=3')).toThrow(/unknown student option "batchSise"/);
-    expect(() => parseVariant('negatives=1.5')).toThrow(/negatives must be an integer, got "1.5"/);
-    expect(() => parseVariant('emb-scale=maybe')).toThrow(/embScale must be true or false/);
+    expect(() => parseVariant('batch-sise=3')).toThrow(/--variants "batch-sise=3": unknown option "batch-sise"\. Did you mean --batch-size/);
+    expect(() => parseVariant('negatives=1.5')).toThrow(/--variants "negatives=1.5": option "negatives" expects an integer, got "1.5"/);
+    expect(() => parseVariant('emb-scale=maybe')).toThrow(/option "emb-scale" expects a boolean/);
+    expect(() => parseVariant('loss=softmax')).toThrow(/option "loss" must be one of ce, sampled, bce/);
   });
 
   it('times each variant on the dataset\'s real epoch: its batch count and positions', async () => {

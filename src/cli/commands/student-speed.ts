@@ -1,33 +1,21 @@
 import { loadavg } from 'node:os';
 import { initBackend, type BackendName } from '../../backend/index.js';
 import { datasetFromFlags } from '../../data/options.js';
+import { coerceOptions } from '../../config/options.js';
 import { RecdistillError } from '../../errors.js';
 import { studentOptions } from '../../student/config.js';
 import { autoPreset, presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/presets.js';
 import { measureEpochSpeed, type SpeedRow, type SpeedVariant } from '../../student/speed.js';
 import { defineCommand } from '../command.js';
 
-const camel = (k: string) => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-
-/** "loss=ce,batch-size=64" -> typed student options (unknown keys and bad values name the variant). */
+/** "loss=ce,batch-size=64" -> typed student options (a key alone means true); unknown keys and bad values name the variant. */
 export function parseVariant(spec: string): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  const raw: Record<string, string> = {};
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
     const eq = part.indexOf('=');
-    const key = camel(eq === -1 ? part : part.slice(0, eq));
-    const raw = eq === -1 ? 'true' : part.slice(eq + 1);
-    const s = (studentOptions as Record<string, { type: string }>)[key];
-    if (!s) throw new RecdistillError('E_USAGE', `--variants "${spec}": unknown student option "${key}" (any student:train option, e.g. loss=ce, batch-size=64, max-len=50).`);
-    if (s.type === 'int' || s.type === 'number') {
-      const n = Number(raw);
-      if (raw === '' || !Number.isFinite(n) || (s.type === 'int' && !Number.isInteger(n))) throw new RecdistillError('E_USAGE', `--variants "${spec}": ${key} must be ${s.type === 'int' ? 'an integer' : 'a number'}, got "${raw}".`);
-      out[key] = n;
-    } else if (s.type === 'boolean') {
-      if (raw !== 'true' && raw !== 'false') throw new RecdistillError('E_USAGE', `--variants "${spec}": ${key} must be true or false, got "${raw}".`);
-      out[key] = raw === 'true';
-    } else out[key] = raw;
+    raw[eq === -1 ? part : part.slice(0, eq)] = eq === -1 ? 'true' : part.slice(eq + 1);
   }
-  return out;
+  return coerceOptions(studentOptions, raw, `--variants "${spec}"`);
 }
 
 export interface StudentSpeedSummary {

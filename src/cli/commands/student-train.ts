@@ -32,7 +32,7 @@ export default defineCommand({
       if (opts.preset === 'auto') {
         const auto = autoPreset(ds);
         ctx.log(`student:train: --preset auto: ${auto.reason}`);
-        o = resolveStudentPreset(opts.preset, opts, ds);
+        o = resolveStudentPreset(auto.preset, opts);
       }
       // The hooks read the distillation flags and the resolved student options (EMKD builds networks like the student).
       const hooks = await buildDistillHooks({ ...opts, ...o }, ds, { dims: o.dims, blocks: o.blocks });

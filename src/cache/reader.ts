@@ -55,25 +55,11 @@ export interface OpenCacheOptions {
   /** Refuse a cache whose passes are not all done (default true). */
   requireComplete?: boolean;
   /**
-   * Check each file's sha256 against the manifest when it is first loaded (default: cacheVerifyDefault(),
-   * true unless a caller such as `student:train --no-verify` turned it off). Sizes, dtypes, shapes, ranges
-   * and finiteness are checked on every load whatever this says.
+   * Check each file's sha256 against the manifest when it is first loaded (default true; `student:train
+   * --no-verify` passes false through its stage config). Sizes, dtypes, shapes, ranges and finiteness are checked
+   * on every load whatever this says.
    */
   verify?: boolean;
-}
-
-let verifyDefault = true;
-
-/** Whether openCache checks sha256 when `verify` is not given (true unless switched off, e.g. --no-verify). */
-export function cacheVerifyDefault(): boolean {
-  return verifyDefault;
-}
-
-/** Set the process-wide default of OpenCacheOptions.verify; returns the previous value (to restore it). */
-export function setCacheVerifyDefault(on: boolean): boolean {
-  const prev = verifyDefault;
-  verifyDefault = on;
-  return prev;
 }
 
 interface DecodedShard {
@@ -107,7 +93,7 @@ export function openCache(dir: string, opts: OpenCacheOptions): CacheReader {
   if ((opts.requireComplete ?? true) && !manifest.complete) {
     throw new RecdistillError('E_INPUT', `teacher cache ${dir} is not complete (stage "${manifest.stage}"); finish it with teacher:cache (or teacher:merge for --shard slices).`);
   }
-  const verify = opts.verify ?? verifyDefault;
+  const verify = opts.verify ?? true;
   const layers = manifest.teacher.layers;
   const H = manifest.teacher.hiddenSize;
   const per = manifest.layout.usersPerShard;

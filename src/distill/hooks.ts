@@ -43,7 +43,7 @@ let instance = 0;
  * from `opts` (student:train passes all its options; another caller must pass the student's options too:
  * src/distill/emkd/networks.ts studentModelConfig).
  */
-export const buildDistillHooks: HooksFactory = async (opts, dataset, model) => {
+export const buildDistillHooks: HooksFactory = async (opts, dataset, model, runtime = {}) => {
   const f = distillFlagsFrom(opts);
   const seed = typeof opts.seed === 'number' ? opts.seed : 0;
   if (!f.cache && f.emkd === 0) return undefined;
@@ -58,7 +58,7 @@ export const buildDistillHooks: HooksFactory = async (opts, dataset, model) => {
     // A cache with every weight at 0 would train plain CE while the user believes it distils.
     throw new RecdistillError('E_USAGE', `--cache ${f.cache} is given but every distillation weight is 0 (--lambda-cos, --lambda-l2, --lambda-ms, --lambda-kd, --lambda-emb, --lambda-rel), so the run would train plain CE. Give at least one, e.g. --lambda-kd 1 --lambda-cos 0.5, or leave --cache out for a CE-only run.`);
   }
-  const reader = openCache(f.cache, { fingerprint: dataset.fingerprint, datasetRecord: dataset, dataset: { users: dataset.users.length, items: dataset.items.length - 1 }, maxShards: shardsInBudget(f.cache, f.cacheMemoryMb) });
+  const reader = openCache(f.cache, { fingerprint: dataset.fingerprint, datasetRecord: dataset, dataset: { users: dataset.users.length, items: dataset.items.length - 1 }, maxShards: shardsInBudget(f.cache, f.cacheMemoryMb), verify: runtime.verify });
   let distill: TrainHooks | undefined;
   try {
     distill = buildWithReader(reader, f, dataset, model, seed);

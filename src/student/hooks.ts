@@ -107,8 +107,14 @@ export interface TrainHooks {
   dispose?(): void;
 }
 
+/** How hooks reach their inputs: runtime settings that are not options of the run (never part of its identity). */
+export interface HooksRuntime {
+  /** Check each teacher-cache file's sha256 against its manifest when first loaded (default true; --no-verify). */
+  verify?: boolean;
+}
+
 /** Builds hooks from resolved options (e.g. distillation flags); undefined = plain training. */
-export type HooksFactory = (opts: Record<string, unknown>, dataset: PreparedDataset, model: { dims: number; blocks: number }) => Promise<TrainHooks | undefined>;
+export type HooksFactory = (opts: Record<string, unknown>, dataset: PreparedDataset, model: { dims: number; blocks: number }, runtime?: HooksRuntime) => Promise<TrainHooks | undefined>;
 
 /**
  * The loss the run trains, as the training header prints it: the student's own loss, then each extra term with

@@ -70,7 +70,7 @@ export function readItemMap(dir: string, expect: { fingerprint: string; numItems
 export async function loadItemMap(dir: string, expect: { fingerprint: string; numItems: number }, log?: LogFn): Promise<ItemMap> {
   const m = readItemMap(dir, expect);
   if (m) return m;
-  const { runDatasetFlags } = await import('../bench/run.js');
+  const { runDatasetFlags } = await import('./run-folder.js');
   const { datasetFromFlags } = await import('../data/options.js');
   log?.(`${join(dir, ITEMS_FILE)} not found: reading the item map from the run's dataset`);
   const ds = await datasetFromFlags(runDatasetFlags(dir));

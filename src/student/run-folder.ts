@@ -3,7 +3,9 @@ import { dirname, join, resolve } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { stableStringify } from '../util/hash.js';
 import { absPath } from '../util/paths.js';
-import { datasetOptions } from '../data/options.js';
+import { datasetFromFlags, datasetOptions, type DatasetFlags } from '../data/options.js';
+import type { PreparedDataset } from '../data/types.js';
+import type { LogFn } from '../util/progress.js';
 import type { DatasetRecord } from '../data/differ.js';
 
 /**
@@ -182,4 +184,32 @@ export function flagsRecord(ds: { name: string; flags?: Record<string, unknown> 
   if (!ds.flags) return { name: ds.name };
   const { dataset: _d, ...options } = ds.flags;
   return { name: ds.name, options };
+}
+
+/** The dataset flags a student run was trained with (config.json "train" holds the resolved options). */
+export function runDatasetFlags(dir: string): Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'> {
+  const path = join(dir, 'config.json');
+  if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: pass --dataset (and --source) explicitly, or point --student at a student:train run folder.`);
+  const cfg = readJsonFile(path, 'student run config');
+  if (!isObject(cfg)) throw new RecdistillError('E_INPUT', `${path}: expected a JSON object (a student:train run's config.json).`);
+  // "train" holds the resolved options with absolute paths; "options" (the identity) of older runs holds them as typed.
+  const train = { ...(isObject(cfg.options) ? cfg.options : {}), ...(isObject(cfg.train) ? cfg.train : {}) };
+  if (typeof train.dataset !== 'string') throw new RecdistillError('E_INPUT', `${path}: field "options.dataset" missing; pass --dataset explicitly.`);
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(datasetOptions)) if (train[k] !== undefined) out[k] = train[k];
+  return out as Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
+}
+
+/**
+ * The dataset a student run was trained on, read where its config.json says (`source` overrides that location).
+ * Data that moved is an E_NOT_FOUND that says so and names --source.
+ */
+export async function loadRunDataset(dir: string, source?: string, log?: LogFn): Promise<PreparedDataset> {
+  const flags = { ...runDatasetFlags(dir), ...(source ? { source } : {}) };
+  try {
+    return await datasetFromFlags(flags, log);
+  } catch (e) {
+    if (!(e instanceof RecdistillError) || e.code !== 'E_NOT_FOUND' || source) throw e;
+    throw new RecdistillError('E_NOT_FOUND', `${e.message} That is the ${flags.dataset} data student run ${dir} was trained on (its config.json); if the data moved, pass --source <its new location>.`, { cause: e });
+  }
 }

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { lastJsonLine } from '../../src/bench/child.js';
-import { latencyByLength, pickRequests, runBench, runDatasetFlags } from '../../src/bench/run.js';
+import { latencyByLength, pickRequests, runBench } from '../../src/bench/run.js';
+import { runDatasetFlags } from '../../src/student/run-folder.js';
 import { tinyDataset } from '../cache/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rd-bench-unit-'));

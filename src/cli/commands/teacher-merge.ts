@@ -1,65 +1,8 @@
-import { initBackend, BACKEND_CHOICES } from '../../backend/index.js';
-import { mergeSlices } from '../../cache/merge.js';
-import { summarize } from '../../cache/run.js';
-import { runPass2 } from '../../cache/soft.js';
-import { camelToKebab, defineOptions, type OptionSpecs, type Resolved } from '../../config/options.js';
-import { lockCacheDir } from '../../cache/lock.js';
-import type { LogFn } from '../../util/progress.js';
-import { datasetFromFlags, datasetOptions } from '../../data/options.js';
-import { RecdistillError } from '../../errors.js';
-import { datasetDifference } from '../../data/differ.js';
+import { mergeOptions, runMergeStage } from '../../cache/merge-stage.js';
 import { defineCommand } from '../command.js';
-
-const options = defineOptions({
-  out: { type: 'string', help: 'directory of the joined cache', required: true },
-  from: { type: 'string', help: 'comma-separated slice directories written by teacher:cache --shard i/N', required: true },
-  soft: { type: 'boolean', help: 'after joining, run the soft-label pass (head, soft labels, teacher metrics) on the dataset the slices record', default: true },
-  backend: { type: 'string', help: 'tfjs backend for the soft-label head', default: 'auto', choices: BACKEND_CHOICES },
-  // Slices record the dataset flags they were built with; these are read only for slices that do not (older
-  // versions), except --source, which says where the data is now if it moved.
-  ...datasetOptions,
-});
 
 export default defineCommand({
   description: 'join --shard i/N slices of a teacher cache, then fit the soft-label head and write soft labels',
-  options,
-  async run(opts, ctx) {
-    const t0 = performance.now();
-    const from = opts.from.split(',').map((s) => s.trim()).filter(Boolean);
-    const unlock = lockCacheDir(opts.out);
-    try {
-      return await mergeAndLabel(opts, from, ctx.log, t0);
-    } finally {
-      unlock();
-    }
-  },
+  options: mergeOptions,
+  run: (opts, ctx) => runMergeStage(opts, { log: ctx.log }),
 });
-
-async function mergeAndLabel(opts: Resolved<typeof options>, from: string[], log: LogFn, t0: number) {
-  {
-    let manifest = mergeSlices(opts.out, from, log);
-    if (opts.soft && !manifest.complete) {
-      const recorded = manifest.dataset.flags;
-      if (recorded) log(`teacher:merge: dataset ${manifest.dataset.name} with the flags the slices record${opts.source ? `, read from --source ${opts.source}` : ''}`);
-      if (recorded) checkGivenFlags(opts, recorded);
-      const flags = recorded ? { ...recorded, ...(opts.source ? { source: opts.source } : {}) } : opts;
-      const ds = await datasetFromFlags(flags as typeof opts, log);
-      if (ds.fingerprint !== manifest.dataset.fingerprint) {
-        const why = datasetDifference(manifest.dataset, ds, 'their cache', 'these flags give');
-        throw new RecdistillError('E_MISMATCH', `the slices were built for dataset fingerprint ${manifest.dataset.fingerprint}, the dataset flags give ${ds.fingerprint}: ${why}; ${recorded ? 'the data changed since (--source names where the same data is now)' : 'pass the same --dataset/--source/filters as teacher:cache'}.`);
-      }
-      const backend = await initBackend(opts.backend);
-      manifest = await runPass2(opts.out, ds, { log, backend });
-    }
-    return summarize(opts.out, manifest, (performance.now() - t0) / 1000);
-  }
-}
-
-/** A dataset flag given on the command line (not its default) that contradicts what the slices record is refused. */
-function checkGivenFlags(opts: Record<string, unknown>, recorded: Record<string, unknown>): void {
-  for (const [k, spec] of Object.entries(datasetOptions as OptionSpecs)) {
-    if (k === 'source' || opts[k] === undefined || opts[k] === spec.default || opts[k] === recorded[k]) continue;
-    const flag = `--${camelToKebab(k)}`;
-    throw new RecdistillError('E_USAGE', `the slices record ${flag} ${recorded[k] === undefined ? '(not given)' : String(recorded[k])}, the command line gives ${flag} ${String(opts[k])}: teacher:merge reads the dataset flags from the slices, so leave them out (--source alone says where the data is now).`);
-  }
-}

@@ -1,5 +1,6 @@
 /**
- * recdistill's public API: the stage functions the CLI composes, and the serving entry points.
+ * recdistill's public API: the stage functions the CLI and the demo call (each with one typed config: its option
+ * table resolved), and the serving entry points.
  *
  *   import { loadRecommender } from 'recdistill';
  *   const rec = await loadRecommender('student/ml-100k-1a2b3c4d');
@@ -18,10 +19,15 @@ export { loadLlmTeacher, type LlmTeacherOptions, type LlmTeacherEncoder } from '
 export { inspectModel, type InspectReport } from './teacher/llm/inspect.js';
 export { writeReplicaModel, type ReplicaOptions, type ReplicaSummary } from './teacher/replica/index.js';
 export { runTeacherCache, type CacheSummary } from './cache/run.js';
+export { cacheOptions, resolveCacheConfig, runCacheStage, type CacheConfig } from './cache/config.js';
+export { mergeOptions, runMergeStage, type MergeConfig } from './cache/merge-stage.js';
 export { openCache, type CacheReader } from './cache/reader.js';
 
 // Student
 export { trainStudent } from './student/train.js';
+export { runStudentStage, studentStageConfig, studentStageOptions, type StudentStageConfig, type StudentStageEnv } from './distill/stage.js';
+export { runAblationStage, type AblationReport, type AblationSummary } from './distill/ablate-stage.js';
+export { ablateOptions, type AblateOptions } from './distill/ablate-options.js';
 export { loadStudent, topK, type LoadedStudent, type StudentInfo } from './student/serve.js';
 export { exportStudentOnnx, loadStudentOnnx, type OnnxStudent } from './student/onnx.js';
 export { loadRecommender, type Recommender, type Recommendation } from './serve/recommender.js';
@@ -29,4 +35,5 @@ export { SERVE_DEFAULTS, startServer, type RunningServer, type ServeOptions } fr
 
 // Evaluation and benchmark
 export { evaluateRanking, popularityScorer } from './eval/evaluate.js';
+export { evalOptions, runEvalStage, type EvalConfig } from './student/eval-stage.js';
 export { runBench } from './bench/run.js';

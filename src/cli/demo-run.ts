@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { BenchReport } from '../bench/report.js';
 import { runBench } from '../bench/run.js';
@@ -6,6 +6,10 @@ import { resolveOptions, type OptionSpecs } from '../config/options.js';
 import type { Command, CommandContext } from './command.js';
 import { sha256, stableStringify } from '../util/hash.js';
 import { studentOptions } from '../student/config.js';
+import { readManifest } from '../cache/format.js';
+import { runStudentStage, studentStageConfig } from '../distill/stage.js';
+import { evalOptions, runEvalStage } from '../student/eval-stage.js';
+import { readRunMetrics } from '../student/serve.js';
 import type { LogFn } from '../util/progress.js';
 
 /**
@@ -107,16 +111,16 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     const out = join(o.root, 'student', `${name}-${sha256(stableStringify({ flags, defaults })).slice(0, 8)}`);
     if (existsSync(join(out, 'model.safetensors')) && existsSync(join(out, 'metrics.json'))) {
       log(`demo: reusing finished run ${out}`);
-      return { out, metrics: JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as Record<string, unknown> };
+      return { out, test: readRunMetrics(out)?.test };
     }
-    const r = await runCommand(() => import('./commands/student-train.js'), { ...flags, out }, ctx);
-    return { out, metrics: r };
+    const r = await runStudentStage(studentStageConfig({ ...flags, out }, 'demo'), { log });
+    return { out, test: r.test };
   };
   const base = await step('student:train (CE only)', 3, () => train('ce', {}));
   const distilled = await step('student:train (distilled)', 4, () => train('distilled', { cache, lambdaKd: 1, lambdaCos: 0.5 }));
 
   // 5. Evaluation of the distilled student (full ranking, sampled-100, popularity), written to its eval.json.
-  const ev = await step('eval', 5, () => runCommand(() => import('./commands/eval.js'), { student: distilled.out }, ctx));
+  const ev = await step('eval', 5, () => runEvalStage(resolveOptions(evalOptions, { flags: { student: distilled.out } }), { log }));
 
   // 6. Teacher vs distilled student: latency, throughput, size, memory, accuracy; report next to the run.
   const bench = await step('bench', 6, () =>
@@ -135,17 +139,17 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
       log,
     }),
   );
-  const manifest = JSON.parse(readFileSync(join(cache, 'manifest.json'), 'utf8')) as { metrics?: { test?: unknown } };
+  const manifest = readManifest(cache);
   const rel = (p: string) => relative(process.cwd(), p) || '.';
   return {
     root: rel(o.root),
     seconds: Number(((performance.now() - t0) / 1000).toFixed(1)),
     stages,
     accuracy: {
-      popularity: metricsOf((ev as { popularity: unknown }).popularity),
+      popularity: metricsOf(ev.popularity),
       teacher: metricsOf(manifest.metrics?.test),
-      'student (CE only)': metricsOf(base.metrics.test),
-      'student (distilled)': metricsOf(distilled.metrics.test),
+      'student (CE only)': metricsOf(base.test),
+      'student (distilled)': metricsOf(distilled.test),
     },
     bench: { teacher: bench.teacher, student: bench.student, speedup: bench.speedup },
     artifacts: {

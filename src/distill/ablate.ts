@@ -290,7 +290,7 @@ export function ablationMarkdown(r: AblationResult, header: ReportHeader): strin
   ].join('\n');
 }
 
-export function writeAblationReport(dir: string, r: AblationResult, summary: Record<string, unknown>, header: ReportHeader): { markdown: string; json: string; svg: string } {
+export function writeAblationReport(dir: string, r: AblationResult, summary: object, header: ReportHeader): { markdown: string; json: string; svg: string } {
   const markdown = join(dir, 'ablation.md');
   const json = join(dir, 'ablation.json');
   const svg = join(dir, 'ablation.svg');

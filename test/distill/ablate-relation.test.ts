@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { AblationReport } from '../../src/distill/ablate-stage.js';
 import cmd from '../../src/cli/commands/ablate.js';
 import { resolveOptions } from '../../src/config/options.js';
 
@@ -32,10 +33,10 @@ describe('ablate --suite relation (tiny synthetic, cpu)', () => {
       expect(cfg.distill).toMatchObject({ lambdas: { rel: 1 }, rel: { distance: 5, angle: 10 } });
       const hist = readFileSync(join(dir, 'out', 'runs', 'rel-seed42', 'history.jsonl'), 'utf8');
       expect(JSON.parse(hist.trim().split('\n')[0]!).loss.rel).toBeGreaterThan(0);
-      expect(cmd.format!(s)).toMatch(/^relation  test ndcg@10 /m);
+      expect(cmd.format!(s as AblationReport)).toMatch(/^relation  test ndcg@10 /m);
       // One seed has no spread: printed '-', never 'NaN'.
-      expect(cmd.format!(s)).toMatch(/^ce        test ndcg@10 \d\.\d{4} ± - /m);
-      expect(cmd.format!(s)).not.toMatch(/NaN/);
+      expect(cmd.format!(s as AblationReport)).toMatch(/^ce        test ndcg@10 \d\.\d{4} ± - /m);
+      expect(cmd.format!(s as AblationReport)).not.toMatch(/NaN/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -96,7 +97,7 @@ describe('ablate --suite relation (tiny synthetic, cpu)', () => {
       // Without --batch-size every row, CE included, trains at the suite's batch 64 (not the preset's 128).
       expect([cfgOf('ce-seed42').options.batchSize, cfgOf('emkd3-reference-seed42').options.batchSize]).toEqual([64, 64]);
       expect(logs.some((l) => /--suite emkd trains every row at batch 64/.test(l))).toBe(true);
-      expect(cmd.format!(s)).toMatch(new RegExp(`^ensemble \\(${main}, K-network average\\) test ndcg@10 `, 'm'));
+      expect(cmd.format!(s as AblationReport)).toMatch(new RegExp(`^ensemble \\(${main}, K-network average\\) test ndcg@10 `, 'm'));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -19,7 +19,8 @@ export { loadLlmTeacher, type LlmTeacherOptions, type LlmTeacherEncoder } from '
 export { inspectModel, type InspectReport } from './teacher/llm/inspect.js';
 export { writeReplicaModel, type ReplicaOptions, type ReplicaSummary } from './teacher/replica/index.js';
 export { runTeacherCache, type CacheSummary } from './cache/run.js';
-export { cacheOptions, resolveCacheConfig, runCacheStage, type CacheConfig } from './cache/config.js';
+export { resolveCacheConfig, runCacheStage, type CacheConfig } from './cache/config.js';
+export { cacheOptions } from './cache/options.js';
 export { mergeOptions, runMergeStage, type MergeConfig } from './cache/merge-stage.js';
 export { openCache, type CacheReader } from './cache/reader.js';
 

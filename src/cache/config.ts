@@ -1,45 +1,17 @@
 import { createRequire } from 'node:module';
-import { BACKEND_CHOICES } from '../backend/index.js';
-import { defineOptions, resolveOptions, type Resolved } from '../config/options.js';
+import { resolveOptions } from '../config/options.js';
 import type { PreparedDataset } from '../data/types.js';
 import { requireEvaluableUsers } from '../eval/evaluate.js';
 import { RecdistillError } from '../errors.js';
 import { readStudentFile } from '../student/serve.js';
-import { HEAD_DEFAULTS } from '../teacher/head.js';
 import { llmTeacherOptions } from '../teacher/llm/options.js';
 import { loadSeqrecTeacher } from '../teacher/seqrec.js';
 import { parseLayerList, resolveLayerList } from '../util/layers.js';
 import type { LogFn } from '../util/progress.js';
 import type { HeadConfig, HiddenDtype } from './format.js';
 import { runTeacherCache, type CacheSummary } from './run.js';
+import { cacheOptions, type CacheFlags } from './options.js';
 
-/**
- * The cache stage's flags: teacher:cache and ablate spread this one table, so the same flags build the same cache
- * (same key). The teacher kind and where the teacher / cache come from are each command's own flags.
- */
-export const cacheOptions = defineOptions({
-  ...llmTeacherOptions,
-  // One meaning of a layer number for both teacher kinds (-1 = the last block); only the default depends on the kind.
-  layers: { type: 'string', help: 'tapped layers, comma-separated, negative counts from the end (-1 = last); auto = the last layer of an llm teacher, every block of a seqrec teacher', default: 'auto' },
-  cacheRoot: { type: 'string', help: 'caches go to <root>/<dataset>/<teacher>/<key>/', default: 'teacher-cache' },
-  usersPerShard: { type: 'int', help: 'users per shard file (contiguous user ranges)', default: 128 },
-  usersInFlight: { type: 'int', help: 'users encoded concurrently (p-limit)', default: 4 },
-  hiddenDtype: { type: 'string', help: 'stored precision of hidden states', default: 'f32', choices: ['f32', 'f16'] },
-  topK: { type: 'int', help: 'soft labels: top-K items kept per position', default: 50 },
-  temperature: { type: 'number', help: 'soft labels: softmax temperature T', default: 1 },
-  head: { type: 'string', help: 'soft-label head of an llm teacher: linear (fitted on cached features) or zeroshot (h . item embedding); a seqrec teacher\'s soft labels are its own scores', default: 'linear', choices: ['linear', 'zeroshot'] },
-  headLayer: { type: 'int', help: 'llm: index into the tapped layers the head reads (-1 = last)', default: -1 },
-  headEpochs: { type: 'int', help: 'linear head: max epochs (early stop on validation NDCG@10)', default: HEAD_DEFAULTS.epochs },
-  headRowsPerEpoch: { type: 'int', help: 'linear head: training positions sampled per epoch (0 = all)', default: HEAD_DEFAULTS.rowsPerEpoch },
-  headLr: { type: 'number', help: 'linear head: Adam learning rate', default: HEAD_DEFAULTS.lr },
-  headBatch: { type: 'int', help: 'linear head: batch size', default: HEAD_DEFAULTS.batchSize },
-  headPatience: { type: 'int', help: 'linear head: epochs without a better validation NDCG@10 before stopping', default: HEAD_DEFAULTS.patience },
-  seed: { type: 'int', help: 'seed of the head training (shuffles)', default: 42 },
-  backend: { type: 'string', help: 'tfjs backend for the head / seqrec teacher', default: 'auto', choices: BACKEND_CHOICES },
-  overheadSample: { type: 'int', help: "llm teacher: after pass 1, re-run this many users twice as a plain session.run loop and twice through the pipeline to measure the tool's own overhead (0 = off; it adds minutes on a large model)", default: 0 },
-}, { group: 'Teacher cache' });
-
-export type CacheFlags = Resolved<typeof cacheOptions>;
 export type TeacherKind = 'llm' | 'seqrec';
 
 /** Everything that decides a cache (with the dataset and the teacher's own files); the input of runCacheStage. */
@@ -77,7 +49,6 @@ function cacheFlagsOf(flags: Record<string, unknown>): CacheFlags {
  */
 export function checkCacheFlags(flags: Partial<CacheFlags> & { teacher: TeacherKind } & Record<string, unknown>): CacheFlags {
   const f = cacheFlagsOf(flags);
-  if (f.usersInFlight < 1) throw new RecdistillError('E_USAGE', `--users-in-flight must be >= 1, got ${f.usersInFlight}.`);
   if (flags.teacher === 'seqrec' && (f.head !== 'linear' || f.headLayer !== -1)) {
     throw new RecdistillError('E_USAGE', `--head ${f.head} --head-layer ${f.headLayer}: a seqrec teacher's soft labels are its own scores (no head); --head and --head-layer are for an llm teacher.`);
   }

@@ -1,5 +1,7 @@
 import type { PreparedDataset } from '../data/types.js';
+import { checkRanges } from '../config/options.js';
 import { RecdistillError } from '../errors.js';
+import { cacheOptions } from './options.js';
 import { requireEvaluableUsers } from '../eval/evaluate.js';
 import type { TeacherEncoder } from '../teacher/types.js';
 import { resolveIndex } from '../util/layers.js';
@@ -77,12 +79,11 @@ export function summarize(dir: string, m: CacheManifest, seconds: number): Cache
 export async function runTeacherCache(encoder: TeacherEncoder, ds: PreparedDataset, given: CacheRunOptions): Promise<CacheSummary> {
   const t0 = performance.now();
   const N = ds.items.length - 1;
-  if (given.k < 1) throw new RecdistillError('E_USAGE', `--top-k must be >= 1, got ${given.k}.`);
+  // The spec's ranges, for callers that build the options by hand (teacher:cache's flags were checked as they resolved).
+  checkRanges(cacheOptions, { topK: given.k, temperature: given.temperature, usersPerShard: given.usersPerShard });
   // A catalogue smaller than --top-k (the default 50 on a small dataset): every item is kept, and the key says so.
   if (given.k > N) given.log(`teacher:cache: --top-k ${given.k} is more than the ${N} items of ${ds.name}: keeping all ${N} (soft labels over the whole catalogue).`);
   const o = given.k > N ? { ...given, k: N } : given;
-  if (!(o.temperature > 0)) throw new RecdistillError('E_USAGE', `--temperature must be > 0, got ${o.temperature}.`);
-  if (o.usersPerShard < 1) throw new RecdistillError('E_USAGE', `--users-per-shard must be >= 1, got ${o.usersPerShard}.`);
   requireEvaluableUsers(ds, 'fit the soft-label head on or evaluate the teacher with');
   // Checked before anything is written (pass 2 checks it again against the manifest).
   const L = encoder.layers.length;

@@ -16,6 +16,22 @@ export interface OptionSpec {
   required?: boolean;
   /** Heading --help lists the option under: the table it comes from (Dataset, Model, Training, ...). */
   group?: string;
+  /**
+   * Bounds of a number/int option, inclusive unless exclusiveMin/exclusiveMax; checked when options resolve and by
+   * checkRanges (libraries that take resolved values). Upper bounds are sanity limits far above real settings.
+   */
+  min?: number;
+  max?: number;
+  exclusiveMin?: boolean;
+  exclusiveMax?: boolean;
+  /** Part of a run's identity: resuming refuses a checkpoint whose value differs (student/config.ts RUN_KEYS). */
+  run?: boolean;
+  /**
+   * A run key added after the first runs were written: `value` is what every run did before (not necessarily
+   * today's default), `since` the order keys were added in. An identity leaves the key out when it holds `value`,
+   * so older runs keep their identity (and default folder name).
+   */
+  legacy?: { value: string | number | boolean; since: number };
 }
 
 export type OptionSpecs = Record<string, OptionSpec>;
@@ -90,6 +106,7 @@ function coerce(key: string, spec: OptionSpec, raw: unknown, where: string): str
       else return bad('a string');
       break;
   }
+  if (typeof v === 'number') checkRange(key, spec, v, where === 'command line' ? '' : ` (${where})`);
   if (spec.choices && !spec.choices.includes(String(v))) {
     throw new RecdistillError(
       'E_USAGE',
@@ -97,6 +114,46 @@ function coerce(key: string, spec: OptionSpec, raw: unknown, where: string): str
     );
   }
   return v;
+}
+
+/** "an integer >= 1 and <= 1000", from a spec's bounds; undefined when it has none. */
+function rangeText(spec: OptionSpec): string | undefined {
+  if (spec.min === undefined && spec.max === undefined) return undefined;
+  const lo = spec.min === undefined ? '' : `${spec.exclusiveMin ? '>' : '>='} ${spec.min}`;
+  const hi = spec.max === undefined || spec.max >= Number.MAX_VALUE ? '' : `${spec.exclusiveMax ? '<' : '<='} ${spec.max}`;
+  return `${spec.type === 'int' ? 'an integer' : 'a number'} ${[lo, hi].filter(Boolean).join(' and ')}`;
+}
+
+/** Throws E_USAGE naming the flag (`key`, kebab-case) when `v` is outside the spec's bounds (or not an int for int). */
+export function checkRange(key: string, spec: OptionSpec, v: unknown, suffix = ''): void {
+  const range = rangeText(spec);
+  if (!range) return;
+  const ok = typeof v === 'number' && Number.isFinite(v) && (spec.type !== 'int' || Number.isInteger(v))
+    && (spec.min === undefined || (spec.exclusiveMin ? v > spec.min : v >= spec.min))
+    && (spec.max === undefined || (spec.exclusiveMax ? v < spec.max : v <= spec.max));
+  if (!ok) throw new RecdistillError('E_USAGE', `--${key} must be ${range}; got ${JSON.stringify(v)}${suffix}.`);
+}
+
+/** The range check of every bounded option in `values` (camelCase keys; undefined values skipped). */
+export function checkRanges(specs: OptionSpecs, values: Record<string, unknown>): void {
+  for (const [k, spec] of Object.entries(specs)) if (values[k] !== undefined) checkRange(camelToKebab(k), spec, values[k]);
+}
+
+/**
+ * The run keys of a table in identity order: the keys that were run keys from the start in table order, then those
+ * added later in the order they were added (config.json's "options" and every stored identity keep that order).
+ */
+export function runKeysOf(specs: OptionSpecs): string[] {
+  const keys = Object.entries(specs).filter(([, s]) => s.run);
+  const first = keys.filter(([, s]) => !s.legacy).map(([k]) => k);
+  const later = keys.filter(([, s]) => s.legacy).sort((a, b) => a[1].legacy!.since - b[1].legacy!.since).map(([k]) => k);
+  return [...first, ...later];
+}
+
+/** The legacy value of every run key added later (spec.legacy), in the order the keys were added. */
+export function legacyValuesOf(specs: OptionSpecs): Record<string, string | number | boolean> {
+  const entries = Object.entries(specs).filter(([, s]) => s.legacy).sort((a, b) => a[1].legacy!.since - b[1].legacy!.since);
+  return Object.fromEntries(entries.map(([k, s]) => [k, s.legacy!.value]));
 }
 
 export function readConfigFile(path: string): Record<string, unknown> {

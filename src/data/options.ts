@@ -16,7 +16,7 @@ export const datasetOptions = defineOptions({
   minRating: { type: 'number', help: 'keep interactions with rating >= this (0 keeps all)', default: 0 },
   kCore: { type: 'int', help: 'iterated k-core on users and items (0 = off)', default: 0 },
   maxHistory: { type: 'int', help: 'keep at most this many most recent items per user (0 = all)', default: 0 },
-  tieOrder: { type: 'string', help: 'order of one user\'s interactions with the same timestamp: file = as read (stable sort); item = by raw item id (what some preprocessing scripts produce; ML-100K has half its consecutive ratings in the same second)', default: 'file', choices: ['file', 'item'] },
+  tieOrder: { type: 'string', help: 'order of one user\'s interactions with the same timestamp: file = as read (stable sort); item = by raw item id (what some preprocessing scripts produce; ML-100K has half its consecutive ratings in the same second)', default: 'file', choices: ['file', 'item'], legacy: { value: 'file', since: 11 } },
   onBadRow: { type: 'string', help: 'malformed rows: fail, or skip and count', default: 'error', choices: ['error', 'skip'] },
   delimiter: { type: 'string', help: 'generic: field delimiter: auto, ",", tab, ";", "|"', default: GENERIC_DEFAULTS.delimiter },
   header: { type: 'boolean', help: 'generic: the first row names the columns (--no-header: columns are 0-based numbers)', default: GENERIC_DEFAULTS.header },

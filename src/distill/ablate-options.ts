@@ -1,4 +1,5 @@
-import { cacheOptions, resolveCacheConfig, type CacheConfig } from '../cache/config.js';
+import { resolveCacheConfig, type CacheConfig } from '../cache/config.js';
+import { cacheOptions } from '../cache/options.js';
 import { defineOptions, type Resolved } from '../config/options.js';
 import { datasetOptions } from '../data/options.js';
 import type { PreparedDataset } from '../data/types.js';
@@ -47,7 +48,7 @@ export const ablateOptions = defineOptions({
   preset: presetOption('small'),
   epochs: { type: 'int', help: 'student training budget in epochs (same for every configuration)', default: 15 },
   untilConverged: { type: 'boolean', help: 'train every student to early stopping (--patience validations without a better validation NDCG@10; at most 500 epochs) instead of --epochs', default: false },
-  seeds: { type: 'int', help: 'seeds per configuration (seed, seed+1, ...)', default: 3 },
+  seeds: { type: 'int', help: 'seeds per configuration (seed, seed+1, ...)', default: 3, min: 1 },
   seed: { type: 'int', help: 'first seed (also the seed of the teacher trained here and of the cache head)', default: 42 },
   configs: { type: 'string', help: 'configurations besides CE-only: terms alone (cos,l2,ms,kd,emb,rel), all (every term but rel; all+rel adds it), or +-joined sets', default: 'cos,l2,ms,kd,emb,all' },
   suite: { type: 'string', help: `relation: CE vs relational distillation (--configs ${RELATION_CONFIGS}), summary keys ce, relation, gain; emkd: one causal and one bidirectional network, EMKD K = 3 with the reference's cloze networks and with causal ones, then each term removed from the better (plus the teacher as a member with --cache), summary keys single, ensemble, ensembleGain, member, memberGain, chosen`, default: 'none', choices: ['none', ...SUITES] },

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { initBackend, type BackendName } from '../backend/index.js';
 import { checkCacheFlags, runCacheStage } from '../cache/config.js';
 import { readManifest } from '../cache/format.js';
+import { checkRanges } from '../config/options.js';
 import { datasetFromFlags } from '../data/options.js';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
@@ -52,7 +53,7 @@ export type AblationReport = AblationSummary & { report: { markdown: string; jso
 export async function runAblationStage(given: AblateOptions, env: { log: LogFn; verbose?: boolean }): Promise<AblationReport> {
   const opts = given.suite === 'emkd' && given.batchSize === undefined ? { ...given, batchSize: EMKD_SUITE_BATCH } : given;
   if (opts !== given) env.log(`ablate: --suite emkd trains every row at batch ${EMKD_SUITE_BATCH} (K = 3 networks at the preset's batch do not fit the wasm heap; --batch-size overrides)`);
-  if (opts.seeds < 1) throw new RecdistillError('E_USAGE', `--seeds must be >= 1, got ${opts.seeds}.`);
+  checkRanges(ablateOptions, opts); // --seeds >= 1 ...: checked as flags resolve, and here for a library caller
   // The student every run shares (seed and folder aside), resolved and range-checked before anything runs.
   const student = ablateStudentOptions(opts, opts.seed, '');
   if (!opts.cache) checkCacheFlags(opts); // before a teacher is trained

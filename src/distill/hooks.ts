@@ -21,15 +21,8 @@ export function distillFlagsFrom(opts: Record<string, unknown>): DistillFlags {
   const picked: Record<string, unknown> = {};
   for (const k of Object.keys(distillOptions)) if (opts[k] !== undefined) picked[k] = opts[k];
   const f = resolveOptions(distillOptions, { flags: picked });
-  const flag = (k: string) => `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`;
-  for (const k of ['lambdaCos', 'lambdaL2', 'lambdaMs', 'lambdaKd', 'lambdaEmb', 'lambdaRel', 'relDistance', 'relAngle', 'kdTemperature', 'rankLambda'] as const) {
-    const positive = k === 'kdTemperature' || k === 'rankLambda';
-    if (f[k] < 0 || (positive && f[k] === 0)) throw new RecdistillError('E_USAGE', `${flag(k)} must be ${positive ? '> 0' : '>= 0'}, got ${f[k]}.`);
-  }
+  // Ranges (lambdas >= 0, temperatures > 0, --balance-every >= 1 ...) are the spec's, checked as the flags resolve.
   if (f.lambdaRel > 0 && f.relDistance === 0 && f.relAngle === 0) throw new RecdistillError('E_USAGE', '--lambda-rel needs --rel-distance or --rel-angle > 0 (both are 0).');
-  if (f.balanceEvery < 1) throw new RecdistillError('E_USAGE', `--balance-every must be >= 1, got ${f.balanceEvery}.`);
-  if (f.unshareAfter < 1) throw new RecdistillError('E_USAGE', `--unshare-after must be >= 1, got ${f.unshareAfter}.`);
-  if (!Number.isFinite(f.unshareBelow)) throw new RecdistillError('E_USAGE', `--unshare-below must be a finite number, got ${f.unshareBelow}.`);
   checkEmkdFlags(f);
   return f;
 }

@@ -6,23 +6,24 @@ import { defineOptions, resolveOptions, type Resolved } from '../config/options.
  */
 export const distillOptions = defineOptions({
   cache: { type: 'string', help: 'teacher cache directory to distil from (empty: plain training)' },
-  lambdaCos: { type: 'number', help: 'weight of 1 - cosine(student proj, teacher) hidden alignment (SLMRec)', default: 0 },
-  lambdaL2: { type: 'number', help: 'weight of squared L2 hidden alignment (SLMRec)', default: 0 },
-  lambdaMs: { type: 'number', help: 'weight of multi-supervision adapters on aligned intermediate layers (SLMRec)', default: 0 },
-  lambdaKd: { type: 'number', help: 'weight of soft-label distillation (KL over teacher top-K)', default: 0 },
-  lambdaEmb: { type: 'number', help: 'weight of item-embedding distillation (DLLM2Rec)', default: 0 },
+  lambdaCos: { type: 'number', help: 'weight of 1 - cosine(student proj, teacher) hidden alignment (SLMRec)', default: 0, min: 0 },
+  lambdaL2: { type: 'number', help: 'weight of squared L2 hidden alignment (SLMRec)', default: 0, min: 0 },
+  lambdaMs: { type: 'number', help: 'weight of multi-supervision adapters on aligned intermediate layers (SLMRec)', default: 0, min: 0 },
+  lambdaKd: { type: 'number', help: 'weight of soft-label distillation (KL over teacher top-K)', default: 0, min: 0 },
+  lambdaEmb: { type: 'number', help: 'weight of item-embedding distillation (DLLM2Rec)', default: 0, min: 0 },
   lambdaRel: {
     type: 'number',
     help: 'weight of relational distillation (RKD): the batch\'s pairwise distances and triplet angles of the last block vs the teacher layer aligned with it',
     default: 0,
+    min: 0,
   },
   // Park et al. weigh distance 25 and angle 50 against their metric-learning / classification losses; what
   // carries over is the 1:2 ratio, the scale is set here. Measured at 64 rows, a random 16-wide student against a
   // random or low-rank-plus-noise teacher (64 and 896 wide): distance 0.014-0.07, angle 0.018-0.095 at unit
   // weight. 5 and 10 make the term 0.3-1.3 at λrel = 1 (the ablation's default), the size λcos·Dcos starts at
   // with λcos = 1 (1 - cosine of a random projection ~ 1); the paper's 25 / 50 would start near CE itself.
-  relDistance: { type: 'number', help: 'RKD: weight of the distance-wise term (Huber between mean-normalised pairwise distances) inside λrel', default: 5 },
-  relAngle: { type: 'number', help: 'RKD: weight of the angle-wise term (Huber between triplet-angle cosines) inside λrel', default: 10 },
+  relDistance: { type: 'number', help: 'RKD: weight of the distance-wise term (Huber between mean-normalised pairwise distances) inside λrel', default: 5, min: 0 },
+  relAngle: { type: 'number', help: 'RKD: weight of the angle-wise term (Huber between triplet-angle cosines) inside λrel', default: 10, min: 0 },
   align: {
     type: 'string',
     help: 'student block (1-based) : tapped teacher layer (index into the tapped list, negative from its end), e.g. 1:-4,2:-1; empty = spread blocks evenly, last to last',
@@ -30,9 +31,9 @@ export const distillOptions = defineOptions({
   },
   standardise: { type: 'boolean', help: 'standardise teacher hidden states per dimension (mean/std over the cache)', default: false },
   kd: { type: 'string', help: 'soft-label loss: kl (KL at temperature over the top-K) or ranking (DLLM2Rec importance-weighted)', default: 'kl', choices: ['kl', 'ranking'] },
-  kdTemperature: { type: 'number', help: 'temperature T of the KL soft-label loss (the loss is scaled by T^2)', default: 2 },
+  kdTemperature: { type: 'number', help: 'temperature T of the KL soft-label loss (the loss is scaled by T^2)', default: 2, min: 0, exclusiveMin: true },
   kdTopK: { type: 'int', help: 'use the first K of the cached teacher top-K (0 = all cached)', default: 0 },
-  rankLambda: { type: 'number', help: 'ranking KD: position weight exp(-rank / rankLambda) (DLLM2Rec λ)', default: 1 },
+  rankLambda: { type: 'number', help: 'ranking KD: position weight exp(-rank / rankLambda) (DLLM2Rec λ)', default: 1, min: 0, exclusiveMin: true },
   gammaPosition: { type: 'number', help: 'ranking KD: weight of the position-aware term', default: 0.3 },
   gammaConfidence: { type: 'number', help: 'ranking KD: weight of the teacher-confidence term', default: 0.5 },
   gammaConsistency: { type: 'number', help: 'ranking KD: weight of the teacher-student agreement term', default: 0.1 },
@@ -42,8 +43,8 @@ export const distillOptions = defineOptions({
     default: 'none',
     choices: ['none', 'gradcos', 'pcgrad', 'unshare'],
   },
-  balanceEvery: { type: 'int', help: 'steps between two gradient-balance measurements', default: 20 },
-  unshareAfter: { type: 'int', help: '--balance unshare: consecutive measurements with a negative EMA gradient cosine (with CE) that unshare a term', default: 3 },
+  balanceEvery: { type: 'int', help: 'steps between two gradient-balance measurements', default: 20, min: 1 },
+  unshareAfter: { type: 'int', help: '--balance unshare: consecutive measurements with a negative EMA gradient cosine (with CE) that unshare a term', default: 3, min: 1 },
   unshareBelow: { type: 'number', help: '--balance unshare: the EMA-cosine threshold (a term is conflicting below it)', default: 0 },
   cacheMemoryMb: { type: 'int', help: 'memory for decoded teacher-cache shards (MB); shards beyond it are streamed from disk', default: 2048 },
   // EMKD (Du et al., SIGIR 2023; src/distill/emkd): K parallel SASRec networks trained together. Defaults are the

@@ -1,4 +1,4 @@
-import { defineOptions, resolveOptions, type Resolved } from '../config/options.js';
+import { camelToKebab, checkRanges, defineOptions, legacyValuesOf, resolveOptions, runKeysOf, type OptionSpecs, type Resolved } from '../config/options.js';
 import { RecdistillError } from '../errors.js';
 import { datasetOptions } from '../data/options.js';
 import { BACKEND_CHOICES } from '../backend/index.js';
@@ -8,130 +8,84 @@ import { BACKEND_CHOICES } from '../backend/index.js';
  * Defaults were chosen on ML-100K by VALIDATION NDCG@10 (never test); see the report in the run folder.
  */
 export const modelOptions = defineOptions({
-  maxLen: { type: 'int', help: 'maximum sequence length (most recent items kept)', default: 200 },
-  dims: { type: 'int', help: 'hidden size D of item/position embeddings and blocks', default: 64 },
-  blocks: { type: 'int', help: 'number of self-attention blocks', default: 2 },
-  heads: { type: 'int', help: 'attention heads (must divide dims)', default: 1 },
-  ffnDims: { type: 'int', help: 'inner width of the point-wise feed-forward network', default: 64 },
-  dropout: { type: 'number', help: 'dropout on embeddings, attention output and feed-forward', default: 0.3 },
-  attnDropout: { type: 'number', help: 'dropout on attention probabilities', default: 0.2 },
-  norm: { type: 'string', help: 'pre = x + f(LayerNorm(x)); post = LayerNorm(x + f(x)) (pmixer SASRec.pytorch without --norm_first; the final LayerNorm stays)', default: 'pre', choices: ['pre', 'post'] },
-  init: { type: 'string', help: 'default = Glorot-uniform matrices and embeddings, zero biases; xavier = pmixer\'s Xavier-normal on every matrix and embedding (torch fans; fused QKV), torch default biases, zero padding row', default: 'default', choices: ['default', 'xavier'] },
-  embScale: { type: 'boolean', help: 'multiply item embeddings by sqrt(dims) before adding positions (--no-emb-scale adds them unscaled)', default: true },
-  padKeys: { type: 'string', help: 'mask = padding keys masked, each batch padded to its longest sequence; attend = pmixer SASRec.pytorch: every sequence padded to maxLen and its padding attended (a learned attention sink; slower on short histories)', default: 'mask', choices: ['mask', 'attend'] },
-  attnOutDropout: { type: 'boolean', help: 'dropout (--dropout) on the attention sub-layer output (--no-attn-out-dropout: none there, as in pmixer)', default: true },
-  attention: { type: 'string', help: 'causal = SASRec (next-item training); bidirectional = BERT4Rec-style cloze network (every slot sees the whole sequence, a learned MASK token; trained by cloze, so it needs --emkd K: EMKD\'s reference networks; --emkd 1 is a single BERT4Rec-style network)', default: 'causal', choices: ['causal', 'bidirectional'] },
+  maxLen: { type: 'int', help: 'maximum sequence length (most recent items kept)', default: 200, min: 1, max: 100_000, run: true },
+  dims: { type: 'int', help: 'hidden size D of item/position embeddings and blocks', default: 64, min: 1, max: 65_536, run: true },
+  blocks: { type: 'int', help: 'number of self-attention blocks', default: 2, min: 1, max: 1_000, run: true },
+  heads: { type: 'int', help: 'attention heads (must divide dims)', default: 1, min: 1, max: 65_536, run: true },
+  ffnDims: { type: 'int', help: 'inner width of the point-wise feed-forward network', default: 64, min: 1, max: 1_048_576, run: true },
+  dropout: { type: 'number', help: 'dropout on embeddings, attention output and feed-forward', default: 0.3, min: 0, max: 1, exclusiveMax: true, run: true },
+  attnDropout: { type: 'number', help: 'dropout on attention probabilities', default: 0.2, min: 0, max: 1, exclusiveMax: true, run: true },
+  norm: { type: 'string', help: 'pre = x + f(LayerNorm(x)); post = LayerNorm(x + f(x)) (pmixer SASRec.pytorch without --norm_first; the final LayerNorm stays)', default: 'pre', choices: ['pre', 'post'], run: true, legacy: { value: 'pre', since: 1 } },
+  init: { type: 'string', help: 'default = Glorot-uniform matrices and embeddings, zero biases; xavier = pmixer\'s Xavier-normal on every matrix and embedding (torch fans; fused QKV), torch default biases, zero padding row', default: 'default', choices: ['default', 'xavier'], run: true, legacy: { value: 'default', since: 2 } },
+  embScale: { type: 'boolean', help: 'multiply item embeddings by sqrt(dims) before adding positions (--no-emb-scale adds them unscaled)', default: true, run: true, legacy: { value: true, since: 3 } },
+  padKeys: { type: 'string', help: 'mask = padding keys masked, each batch padded to its longest sequence; attend = pmixer SASRec.pytorch: every sequence padded to maxLen and its padding attended (a learned attention sink; slower on short histories)', default: 'mask', choices: ['mask', 'attend'], run: true, legacy: { value: 'mask', since: 8 } },
+  attnOutDropout: { type: 'boolean', help: 'dropout (--dropout) on the attention sub-layer output (--no-attn-out-dropout: none there, as in pmixer)', default: true, run: true, legacy: { value: true, since: 9 } },
+  attention: { type: 'string', help: 'causal = SASRec (next-item training); bidirectional = BERT4Rec-style cloze network (every slot sees the whole sequence, a learned MASK token; trained by cloze, so it needs --emkd K: EMKD\'s reference networks; --emkd 1 is a single BERT4Rec-style network)', default: 'causal', choices: ['causal', 'bidirectional'], run: true, legacy: { value: 'causal', since: 14 } },
 }, { group: 'Model' });
 
 export const trainOptions = defineOptions({
-  loss: { type: 'string', help: 'ce = full softmax; sampled = sampled softmax (logQ-corrected); bce = SASRec 1-negative BCE', default: 'ce', choices: ['ce', 'sampled', 'bce'] },
-  negatives: { type: 'int', help: 'negatives per batch for --loss sampled', default: 256 },
-  sampler: { type: 'string', help: 'negative sampler for --loss sampled', default: 'uniform', choices: ['uniform', 'popularity'] },
-  windows: { type: 'string', help: 'training windows per user: last = the most recent maxLen steps; all = every maxLen chunk of the history', default: 'last', choices: ['last', 'all'] },
-  batching: { type: 'string', help: 'length = shuffle, then sort by length inside groups of 16 batches (each batch pads to similar lengths: faster); random = plain shuffle (every batch a random mix of lengths, as in pmixer SASRec.pytorch)', default: 'random', choices: ['length', 'random'] },
-  stepWeight: { type: 'string', help: 'batch = a batch\'s loss is the mean over its steps (every batch weighs the same, so with --batching length the steps of short histories weigh more); token = that mean times the batch\'s steps over the epoch\'s mean steps per batch (every step weighs the same, as random batches do)', default: 'batch', choices: ['batch', 'token'] },
-  epochs: { type: 'int', help: 'maximum number of epochs', default: 100 },
-  batchSize: { type: 'int', help: 'sequences per training step', default: 32 },
-  lr: { type: 'number', help: 'Adam learning rate', default: 0.002 },
-  beta1: { type: 'number', help: 'Adam beta1', default: 0.9 },
-  beta2: { type: 'number', help: 'Adam beta2', default: 0.98 },
-  lrSchedule: { type: 'string', help: 'constant; warmup = linear from lr/warmupSteps to lr over --warmup-steps steps, then constant; cosine = that warm-up, then cosine decay to 0 at the end of --epochs', default: 'constant', choices: ['constant', 'warmup', 'cosine'] },
-  warmupSteps: { type: 'int', help: 'optimiser steps of linear warm-up for --lr-schedule warmup/cosine', default: 0 },
-  labelSmoothing: { type: 'number', help: 'label smoothing of the full-softmax CE (--loss ce only), spread over the real items (not padding)', default: 0 },
-  weightDecay: { type: 'number', help: 'decoupled (AdamW) weight decay', default: 0 },
-  ema: { type: 'number', help: 'exponential moving average of the weights, decay per step (0 = off; e.g. 0.99): validation, the best epoch and the saved model use the averaged weights', default: 0 },
-  patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 20 },
-  evalEvery: { type: 'int', help: 'validate every N epochs', default: 1 },
-  seed: { type: 'int', help: 'seed for initialisation, shuffling, dropout and negative sampling', default: 42 },
+  loss: { type: 'string', help: 'ce = full softmax; sampled = sampled softmax (logQ-corrected); bce = SASRec 1-negative BCE', default: 'ce', choices: ['ce', 'sampled', 'bce'], run: true },
+  negatives: { type: 'int', help: 'negatives per batch for --loss sampled', default: 256, min: 1, max: 10_000_000, run: true },
+  sampler: { type: 'string', help: 'negative sampler for --loss sampled', default: 'uniform', choices: ['uniform', 'popularity'], run: true },
+  windows: { type: 'string', help: 'training windows per user: last = the most recent maxLen steps; all = every maxLen chunk of the history', default: 'last', choices: ['last', 'all'], run: true },
+  batching: { type: 'string', help: 'length = shuffle, then sort by length inside groups of 16 batches (each batch pads to similar lengths: faster); random = plain shuffle (every batch a random mix of lengths, as in pmixer SASRec.pytorch)', default: 'random', choices: ['length', 'random'], run: true, legacy: { value: 'length', since: 12 } },
+  stepWeight: { type: 'string', help: 'batch = a batch\'s loss is the mean over its steps (every batch weighs the same, so with --batching length the steps of short histories weigh more); token = that mean times the batch\'s steps over the epoch\'s mean steps per batch (every step weighs the same, as random batches do)', default: 'batch', choices: ['batch', 'token'], run: true, legacy: { value: 'batch', since: 13 } },
+  epochs: { type: 'int', help: 'maximum number of epochs', default: 100, min: 1, max: 1_000_000 },
+  batchSize: { type: 'int', help: 'sequences per training step', default: 32, min: 1, max: 10_000_000, run: true },
+  lr: { type: 'number', help: 'Adam learning rate', default: 0.002, min: 0, exclusiveMin: true, run: true },
+  beta1: { type: 'number', help: 'Adam beta1', default: 0.9, min: 0, max: 1, exclusiveMax: true, run: true, legacy: { value: 0.9, since: 4 } },
+  beta2: { type: 'number', help: 'Adam beta2', default: 0.98, min: 0, max: 1, exclusiveMax: true, run: true },
+  lrSchedule: { type: 'string', help: 'constant; warmup = linear from lr/warmupSteps to lr over --warmup-steps steps, then constant; cosine = that warm-up, then cosine decay to 0 at the end of --epochs', default: 'constant', choices: ['constant', 'warmup', 'cosine'], run: true, legacy: { value: 'constant', since: 5 } },
+  warmupSteps: { type: 'int', help: 'optimiser steps of linear warm-up for --lr-schedule warmup/cosine', default: 0, min: 0, max: 1_000_000_000, run: true, legacy: { value: 0, since: 6 } },
+  labelSmoothing: { type: 'number', help: 'label smoothing of the full-softmax CE (--loss ce only), spread over the real items (not padding)', default: 0, min: 0, max: 1, exclusiveMax: true, run: true, legacy: { value: 0, since: 7 } },
+  weightDecay: { type: 'number', help: 'decoupled (AdamW) weight decay', default: 0, min: 0, run: true },
+  ema: { type: 'number', help: 'exponential moving average of the weights, decay per step (0 = off; e.g. 0.99): validation, the best epoch and the saved model use the averaged weights', default: 0, min: 0, max: 1, exclusiveMax: true, run: true, legacy: { value: 0, since: 10 } },
+  patience: { type: 'int', help: 'stop after this many validations without a better validation NDCG@10', default: 20, min: 0, max: 1_000_000 },
+  evalEvery: { type: 'int', help: 'validate every N epochs', default: 1, min: 1, max: 1_000_000 },
+  seed: { type: 'int', help: 'seed for initialisation, shuffling, dropout and negative sampling', default: 42, run: true },
   backend: { type: 'string', help: 'tfjs backend (auto = node > wasm > cpu)', default: 'auto', choices: BACKEND_CHOICES, group: 'Runtime' },
-  threads: { type: 'int', help: 'wasm backend threads (0 = $RECDISTILL_THREADS, else the cores available; 1 = single-threaded; results are identical); runtime only, not part of a run', default: 0, group: 'Runtime' },
+  threads: { type: 'int', help: 'wasm backend threads (0 = $RECDISTILL_THREADS, else the cores available; 1 = single-threaded; results are identical); runtime only, not part of a run', default: 0, group: 'Runtime', min: 0, max: 64 },
   out: { type: 'string', help: 'run folder (default: student/<dataset>-<hash of the config>)', group: 'Output' },
   resume: { type: 'boolean', help: 'resume from the run folder\'s checkpoint when there is one', default: true, group: 'Output' },
   excludeHistory: { type: 'boolean', help: 'evaluation: exclude the user\'s earlier items from the ranking', default: true, group: 'Evaluation' },
-  evalBatch: { type: 'int', help: 'users scored per evaluation call (bounds memory on large catalogues)', default: 256, group: 'Evaluation' },
+  evalBatch: { type: 'int', help: 'users scored per evaluation call (bounds memory on large catalogues)', default: 256, group: 'Evaluation', min: 1, max: 10_000_000 },
 }, { group: 'Training' });
 
 export const studentOptions = { ...datasetOptions, ...modelOptions, ...trainOptions };
 export type StudentOptions = Resolved<typeof studentOptions>;
 
-/** The keys that define a run: resuming refuses a checkpoint whose values differ. */
-export const RUN_KEYS = [
-  ...Object.keys(datasetOptions), ...Object.keys(modelOptions),
-  'loss', 'negatives', 'sampler', 'windows', 'batchSize', 'lr', 'beta2', 'weightDecay', 'seed',
-  'beta1', 'lrSchedule', 'warmupSteps', 'labelSmoothing', 'ema', 'batching', 'stepWeight',
-] as const;
+/**
+ * The keys that define a run (resuming refuses a checkpoint whose values differ), from the specs' `run` flag: the
+ * dataset flags, then the model's and the training's run keys in identity order (runKeysOf).
+ */
+export const RUN_KEYS: readonly string[] = [...Object.keys(datasetOptions), ...runKeysOf(modelOptions), ...runKeysOf(trainOptions)];
 
 /**
- * The value every run had for each run key added after the first checkpoints were written (the behaviour
- * before the option existed; NOT the current default, which may change). A run identity leaves out such a key
- * when it holds this value, so an identity (and the default --out hash) written before the key existed still
+ * The value every run had for each run key added after the first checkpoints were written (the specs' `legacy`;
+ * NOT the current default, which may change), in the order the keys were added. A run identity leaves out such a
+ * key when it holds this value, so an identity (and the default --out hash) written before the key existed still
  * matches, and a missing key always means this value.
  */
-export const LEGACY_RUN_VALUES: Readonly<Record<string, unknown>> = Object.freeze({
-  norm: 'pre', init: 'default', embScale: true, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, labelSmoothing: 0,
-  padKeys: 'mask', attnOutDropout: true, ema: 0, tieOrder: 'file', batching: 'length', stepWeight: 'batch', attention: 'causal',
-});
+export const LEGACY_RUN_VALUES: Readonly<Record<string, unknown>> = Object.freeze(legacyValuesOf({ ...datasetOptions, ...modelOptions, ...trainOptions }));
 
 /**
- * Ranges of the numeric options, checked before anything is allocated or written (the option parser only
- * checks types): a batch size of 0 would loop forever, a negative one grows until the heap gives up.
- * [min, max] inclusive unless `exclusiveMax`/`exclusiveMin`; the upper bounds are sanity limits far above any
- * real configuration (memory is checked separately, against the dataset, by student/memory.ts).
- */
-const RANGES: Record<string, { min: number; max: number; exclusiveMin?: boolean; exclusiveMax?: boolean; what?: string }> = {
-  maxLen: { min: 1, max: 100_000 },
-  dims: { min: 1, max: 65_536 },
-  blocks: { min: 1, max: 1_000 },
-  heads: { min: 1, max: 65_536 },
-  ffnDims: { min: 1, max: 1_048_576 },
-  dropout: { min: 0, max: 1, exclusiveMax: true },
-  attnDropout: { min: 0, max: 1, exclusiveMax: true },
-  negatives: { min: 1, max: 10_000_000 },
-  epochs: { min: 1, max: 1_000_000 },
-  batchSize: { min: 1, max: 10_000_000 },
-  lr: { min: 0, max: Number.MAX_VALUE, exclusiveMin: true },
-  beta1: { min: 0, max: 1, exclusiveMax: true },
-  beta2: { min: 0, max: 1, exclusiveMax: true },
-  warmupSteps: { min: 0, max: 1_000_000_000 },
-  labelSmoothing: { min: 0, max: 1, exclusiveMax: true },
-  weightDecay: { min: 0, max: Number.MAX_VALUE },
-  ema: { min: 0, max: 1, exclusiveMax: true },
-  patience: { min: 0, max: 1_000_000 },
-  evalEvery: { min: 1, max: 1_000_000 },
-  evalBatch: { min: 1, max: 10_000_000 },
-  threads: { min: 0, max: 64 },
-};
-
-function kebab(k: string): string {
-  return k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
-}
-
-/**
- * Check every numeric student option's range (and heads | dims); throws E_USAGE naming the option.
- * trainStudent calls it, so every caller (student:train, ablate, demo, tests) gets it.
+ * Check every student option's range (the specs' min/max), choice and type (and heads | dims); throws E_USAGE
+ * naming the option. trainStudent calls it, so every caller (student:train, ablate, demo, tests) gets it: the
+ * option parser checks what comes from flags and files, this what a library caller builds by hand.
  */
 export function validateStudentOptions(o: Partial<StudentOptions>): void {
   const rec = o as Record<string, unknown>;
-  for (const [key, r] of Object.entries(RANGES)) {
-    const v = rec[key];
-    if (v === undefined) continue;
-    const lo = r.exclusiveMin ? `> ${r.min}` : `>= ${r.min}`;
-    const hi = r.max >= Number.MAX_VALUE ? '' : r.exclusiveMax ? ` and < ${r.max}` : ` and <= ${r.max}`;
-    const isInt = (modelOptions as Record<string, { type: string }>)[key]?.type === 'int' || (trainOptions as Record<string, { type: string }>)[key]?.type === 'int';
-    const ok = typeof v === 'number' && Number.isFinite(v) && (!isInt || Number.isInteger(v))
-      && (r.exclusiveMin ? v > r.min : v >= r.min) && (r.exclusiveMax ? v < r.max : v <= r.max);
-    if (!ok) throw new RecdistillError('E_USAGE', `--${kebab(key)} must be ${isInt ? 'an integer' : 'a number'} ${lo}${hi}; got ${JSON.stringify(v)}.`);
-  }
+  const specs: OptionSpecs = { ...modelOptions, ...trainOptions };
+  checkRanges(specs, rec);
   if (typeof o.dims === 'number' && typeof o.heads === 'number' && o.dims % o.heads !== 0) {
     throw new RecdistillError('E_USAGE', `--heads (${o.heads}) must divide --dims (${o.dims}).`);
   }
-  for (const key of ['norm', 'init', 'padKeys', 'attention', 'lrSchedule', 'loss', 'batching', 'stepWeight'] as const) {
-    const choices = ((modelOptions as Record<string, { choices?: readonly string[] }>)[key] ?? (trainOptions as Record<string, { choices?: readonly string[] }>)[key])!.choices!;
+  for (const [key, spec] of Object.entries(specs)) {
     const v = rec[key];
-    if (v !== undefined && !choices.includes(v as string)) throw new RecdistillError('E_USAGE', `--${kebab(key)} must be one of ${choices.join(', ')}; got ${JSON.stringify(v)}.`);
+    if (v === undefined) continue;
+    if (spec.choices && !spec.choices.includes(v as string)) throw new RecdistillError('E_USAGE', `--${camelToKebab(key)} must be one of ${spec.choices.join(', ')}; got ${JSON.stringify(v)}.`);
+    if (spec.type === 'boolean' && typeof v !== 'boolean') throw new RecdistillError('E_USAGE', `--${camelToKebab(key)} must be a boolean; got ${JSON.stringify(v)}.`);
   }
-  if (o.embScale !== undefined && typeof o.embScale !== 'boolean') throw new RecdistillError('E_USAGE', `--emb-scale must be a boolean; got ${JSON.stringify(o.embScale)}.`);
-  if (o.attnOutDropout !== undefined && typeof o.attnOutDropout !== 'boolean') throw new RecdistillError('E_USAGE', `--attn-out-dropout must be a boolean; got ${JSON.stringify(o.attnOutDropout)}.`);
   if (o.attention === 'bidirectional' && o.padKeys === 'attend') throw new RecdistillError('E_USAGE', '--attention bidirectional masks padding keys: use --pad-keys mask (attend is the causal pmixer variant).');
   if ((o.labelSmoothing ?? 0) > 0 && (o.loss ?? 'ce') !== 'ce') {
     throw new RecdistillError('E_USAGE', `--label-smoothing is implemented for the full-softmax CE only (--loss ce), not for --loss ${o.loss}.`);

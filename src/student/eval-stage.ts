@@ -1,7 +1,7 @@
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { BACKEND_CHOICES, type BackendName } from '../backend/index.js';
-import { defineOptions, type Resolved } from '../config/options.js';
+import { checkRanges, defineOptions, type Resolved } from '../config/options.js';
 import { RecdistillError } from '../errors.js';
 import { evaluableUsers, evaluateRanking, historyFor, popularityScorer, type RankingMetrics, type ScoreBatch } from '../eval/evaluate.js';
 import { metricsTable } from '../eval/report.js';
@@ -17,7 +17,7 @@ export const evalOptions = defineOptions({
   source: { type: 'string', help: 'raw data location, if it moved since training (default: the one in config.json)' },
   ks: { type: 'string', help: 'cut-offs K, comma-separated', default: '5,10,20' },
   excludeHistory: { type: 'boolean', help: 'exclude the user\'s earlier items from the ranking', default: true },
-  batchSize: { type: 'int', help: 'users scored per call (bounds memory: batchSize x numItems floats)', default: 256 },
+  batchSize: { type: 'int', help: 'users scored per call (bounds memory: batchSize x numItems floats)', default: 256, min: 1 },
   seed: { type: 'int', help: 'seed of the sampled-100 negatives', default: 42 },
   out: { type: 'string', help: 'folder for eval.json and eval.md (default: the run folder; a temp folder if that is not writable)' },
   backend: { type: 'string', help: 'tfjs backend', default: 'auto', choices: BACKEND_CHOICES },
@@ -33,7 +33,7 @@ export async function runEvalStage(opts: EvalConfig, env: { log: LogFn }) {
   readRunConfig(opts.student); // a folder that is not a run is refused before the model loads
   const ks = opts.ks.split(',').map((k) => Number(k.trim()));
   if (ks.some((k) => !Number.isInteger(k) || k < 1 || k > 1_000_000)) throw new RecdistillError('E_USAGE', `--ks expects positive integers separated by commas, got "${opts.ks}".`);
-  if (opts.batchSize < 1) throw new RecdistillError('E_USAGE', `--batch-size must be an integer >= 1, got ${opts.batchSize}.`);
+  checkRanges(evalOptions, opts); // the flags were checked as they resolved; a library caller's values here
   const student = await loadStudent(opts.student, { backend: opts.backend as BackendName });
   try {
     const ds = await loadRunDataset(opts.student, opts.source);

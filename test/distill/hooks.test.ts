@@ -192,7 +192,7 @@ describe('buildDistillHooks', () => {
 
   it('rel: the last block must be aligned; its weights must be usable', async () => {
     await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, align: '1:-1' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--lambda-rel needs the student's last block \(2\) aligned/);
-    await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, relAngle: -1 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--rel-angle must be >= 0/);
+    await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, relAngle: -1 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--rel-angle must be a number >= 0; got -1/);
     await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, relAngle: 0, relDistance: 0 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/needs --rel-distance or --rel-angle > 0/);
     // rel off (the default): no term, whatever the cache
     const h = await hooksFor({ lambdaCos: 1 });
@@ -202,7 +202,7 @@ describe('buildDistillHooks', () => {
 
   it('lambda-ms needs an intermediate aligned block; bad flags are usage errors', async () => {
     await expect(buildDistillHooks({ cache: dir, lambdaMs: 1, align: '2:-1' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/intermediate student block/);
-    await expect(buildDistillHooks({ cache: dir, lambdaKd: -1 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--lambda-kd must be >= 0/);
+    await expect(buildDistillHooks({ cache: dir, lambdaKd: -1 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--lambda-kd must be a number >= 0; got -1/);
     await expect(buildDistillHooks({ cache: dir, lambdaKd: 1, kdTopK: 5 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/exceeds the cached top-K \(2\)/);
     await expect(buildDistillHooks({ cache: dir, kd: 'mse' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/must be one of kl, ranking/);
   });

@@ -173,6 +173,6 @@ describe('unshare adapters', () => {
   it('exist up front in mode unshare only (kd and rel; the other terms have their own already)', async () => {
     const names = async (balance: string) => ((await buildDistillHooks({ cache: dir, ...ALL, balance }, ds, { dims: 2, blocks: 2 })) as TrainHooks).variables().map((v) => v.name.replace(/^distill\d+\//, ''));
     expect(await names('unshare')).toEqual([...(await names('gradcos')), 'unshare/kd/w', 'unshare/kd/b', 'unshare/rel/w', 'unshare/rel/b']);
-    await expect(buildDistillHooks({ cache: dir, lambdaKd: 1, balance: 'unshare', unshareAfter: 0 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--unshare-after must be >= 1/);
+    await expect(buildDistillHooks({ cache: dir, lambdaKd: 1, balance: 'unshare', unshareAfter: 0 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--unshare-after must be an integer >= 1; got 0/);
   });
 });

@@ -1,5 +1,6 @@
 import { initBackend } from '../../backend/index.js';
-import { cacheOptions, resolveCacheConfig, runCacheStage } from '../../cache/config.js';
+import { resolveCacheConfig, runCacheStage } from '../../cache/config.js';
+import { cacheOptions } from '../../cache/options.js';
 import type { PromptTokenCount } from '../../cache/count.js';
 import { sliceUsers } from '../../cache/format.js';
 import type { CacheSummary } from '../../cache/run.js';

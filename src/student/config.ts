@@ -21,6 +21,8 @@ export const modelOptions = defineOptions({
   padKeys: { type: 'string', help: 'mask = padding keys masked, each batch padded to its longest sequence; attend = pmixer SASRec.pytorch: every sequence padded to maxLen and its padding attended (a learned attention sink; slower on short histories)', default: 'mask', choices: ['mask', 'attend'] },
   attnOutDropout: { type: 'boolean', help: 'dropout (--dropout) on the attention sub-layer output (--no-attn-out-dropout: none there, as in pmixer)', default: true },
   attention: { type: 'string', help: 'causal = SASRec (next-item training); bidirectional = BERT4Rec-style cloze network (every slot sees the whole sequence, a learned MASK token; trained by cloze, so it needs --emkd K: EMKD\'s reference networks; --emkd 1 is a single BERT4Rec-style network)', default: 'causal', choices: ['causal', 'bidirectional'] },
+  filterAlpha: { type: 'number', help: 'share of each block\'s token mixing given to a causal low-pass filter of the sequence (BSARec\'s frequency branch, made causal: alpha * filter + (1 - alpha) * attention); 0 = attention only', default: 0 },
+  filterBins: { type: 'int', help: 'frequencies the --filter-alpha filter keeps over a --max-len window, the constant one included (BSARec\'s c = 5 keeps 3)', default: 3 },
 }, { group: 'Model' });
 
 export const trainOptions = defineOptions({
@@ -70,6 +72,7 @@ export const RUN_KEYS = [
 export const LEGACY_RUN_VALUES: Readonly<Record<string, unknown>> = Object.freeze({
   norm: 'pre', init: 'default', embScale: true, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, labelSmoothing: 0,
   padKeys: 'mask', attnOutDropout: true, ema: 0, tieOrder: 'file', batching: 'length', stepWeight: 'batch', attention: 'causal',
+  filterAlpha: 0, filterBins: 3,
 });
 
 /**
@@ -86,6 +89,8 @@ const RANGES: Record<string, { min: number; max: number; exclusiveMin?: boolean;
   ffnDims: { min: 1, max: 1_048_576 },
   dropout: { min: 0, max: 1, exclusiveMax: true },
   attnDropout: { min: 0, max: 1, exclusiveMax: true },
+  filterAlpha: { min: 0, max: 1, exclusiveMax: true },
+  filterBins: { min: 1, max: 100_000 },
   negatives: { min: 1, max: 10_000_000 },
   epochs: { min: 1, max: 1_000_000 },
   batchSize: { min: 1, max: 10_000_000 },
@@ -133,6 +138,9 @@ export function validateStudentOptions(o: Partial<StudentOptions>): void {
   if (o.embScale !== undefined && typeof o.embScale !== 'boolean') throw new RecdistillError('E_USAGE', `--emb-scale must be a boolean; got ${JSON.stringify(o.embScale)}.`);
   if (o.attnOutDropout !== undefined && typeof o.attnOutDropout !== 'boolean') throw new RecdistillError('E_USAGE', `--attn-out-dropout must be a boolean; got ${JSON.stringify(o.attnOutDropout)}.`);
   if (o.attention === 'bidirectional' && o.padKeys === 'attend') throw new RecdistillError('E_USAGE', '--attention bidirectional masks padding keys: use --pad-keys mask (attend is the causal pmixer variant).');
+  if ((o.filterAlpha ?? 0) > 0 && (o.attention === 'bidirectional' || o.padKeys === 'attend')) {
+    throw new RecdistillError('E_USAGE', `--filter-alpha is a causal branch over padding-masked sequences: it needs --attention causal and --pad-keys mask.`);
+  }
   if ((o.labelSmoothing ?? 0) > 0 && (o.loss ?? 'ce') !== 'ce') {
     throw new RecdistillError('E_USAGE', `--label-smoothing is implemented for the full-softmax CE only (--loss ce), not for --loss ${o.loss}.`);
   }

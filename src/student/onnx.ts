@@ -30,6 +30,7 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
   const dh = D / H;
   const post = config.norm === 'post';
   if (config.padKeys === 'attend') throw new RecdistillError('E_USAGE', 'the ONNX export does not implement padKeys "attend" (padding attended, as in pmixer) yet: serve such a run with loadStudent (tfjs).');
+  if ((config.filterAlpha ?? 0) > 0) throw new RecdistillError('E_USAGE', 'the ONNX export does not implement the frequency-filter branch (--filter-alpha) yet: serve such a run with loadStudent (tfjs), e.g. `eval --student` or `serve`.');
   if (config.attention === 'bidirectional') throw new RecdistillError('E_USAGE', 'the ONNX export does not implement the bidirectional (cloze) network yet: serve such a run with loadStudent (tfjs), e.g. `eval --student` or `serve`.');
   const g = new GraphBuilder();
   const w = (name: string, dims: number[]) => {

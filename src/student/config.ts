@@ -21,6 +21,8 @@ export const modelOptions = defineOptions({
   padKeys: { type: 'string', help: 'mask = padding keys masked, each batch padded to its longest sequence; attend = pmixer SASRec.pytorch: every sequence padded to maxLen and its padding attended (a learned attention sink; slower on short histories)', default: 'mask', choices: ['mask', 'attend'], run: true, legacy: { value: 'mask', since: 8 } },
   attnOutDropout: { type: 'boolean', help: 'dropout (--dropout) on the attention sub-layer output (--no-attn-out-dropout: none there, as in pmixer)', default: true, run: true, legacy: { value: true, since: 9 } },
   attention: { type: 'string', help: 'causal = SASRec (next-item training); bidirectional = BERT4Rec-style cloze network (every slot sees the whole sequence, a learned MASK token; trained by cloze, so it needs --emkd K: EMKD\'s reference networks; --emkd 1 is a single BERT4Rec-style network)', default: 'causal', choices: ['causal', 'bidirectional'], run: true, legacy: { value: 'causal', since: 14 } },
+  filterAlpha: { type: 'number', help: 'share of each block\'s token mixing given to a causal low-pass filter of the sequence (BSARec\'s frequency branch, made causal: alpha * filter + (1 - alpha) * attention); 0 = attention only', default: 0, min: 0, max: 1, exclusiveMax: true, run: true, legacy: { value: 0, since: 15 } },
+  filterBins: { type: 'int', help: 'frequencies the --filter-alpha filter keeps over a --max-len window, the constant one included (BSARec\'s c = 5 keeps 3)', default: 3, min: 1, max: 100_000, run: true, legacy: { value: 3, since: 16 } },
 }, { group: 'Model' });
 
 export const trainOptions = defineOptions({
@@ -87,6 +89,9 @@ export function validateStudentOptions(o: Partial<StudentOptions>): void {
     if (spec.type === 'boolean' && typeof v !== 'boolean') throw new RecdistillError('E_USAGE', `--${camelToKebab(key)} must be a boolean; got ${JSON.stringify(v)}.`);
   }
   if (o.attention === 'bidirectional' && o.padKeys === 'attend') throw new RecdistillError('E_USAGE', '--attention bidirectional masks padding keys: use --pad-keys mask (attend is the causal pmixer variant).');
+  if ((o.filterAlpha ?? 0) > 0 && (o.attention === 'bidirectional' || o.padKeys === 'attend')) {
+    throw new RecdistillError('E_USAGE', `--filter-alpha is a causal branch over padding-masked sequences: it needs --attention causal and --pad-keys mask.`);
+  }
   if ((o.labelSmoothing ?? 0) > 0 && (o.loss ?? 'ce') !== 'ce') {
     throw new RecdistillError('E_USAGE', `--label-smoothing is implemented for the full-softmax CE only (--loss ce), not for --loss ${o.loss}.`);
   }

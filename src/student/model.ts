@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { makeRng, type Rng } from '../util/rng.js';
-import { xavierWeights } from './init.js';
-import type { ModelConfig } from './params.js';
+import { normal, xavierWeights } from './init.js';
+import { hasFilter, type ModelConfig } from './params.js';
+import { filterBranch } from './filter.js';
 
 // The configuration and parameter shapes live in params.ts (init.ts needs them without the network).
 export { paramShapes, sasrecParams, type ModelConfig } from './params.js';
@@ -31,6 +32,8 @@ export interface BlockParams {
   ln2g: tf.Variable; ln2b: tf.Variable; // [D]
   w1: tf.Variable; b1: tf.Variable; // [D, F], [F]
   w2: tf.Variable; b2: tf.Variable; // [F, D], [D]
+  /** The frequency-filter branch (filter.ts): beta [D]; post-norm blocks add its own LayerNorm. */
+  filter?: { beta: tf.Variable; lng?: tf.Variable; lnb?: tf.Variable };
 }
 
 export interface Sasrec {
@@ -62,9 +65,12 @@ export function createSasrec(config: ModelConfig, seed: number): Sasrec {
   const rng = makeRng(seed);
   const xavier = config.init === 'xavier' ? xavierWeights(config, seed) : undefined;
   const params = new Map<string, tf.Variable>();
-  const v = (name: string, shape: number[], init: 'glorot' | 'ones' | 'zeros'): tf.Variable => {
+  const v = (name: string, shape: number[], init: 'glorot' | 'ones' | 'zeros' | 'normal'): tf.Variable => {
     const given = xavier?.get(name);
-    const t = given ? tf.tensor(given, shape) : init === 'glorot' ? tf.tensor(glorot(rng, shape[0]!, shape[1]!), shape) : init === 'ones' ? tf.ones(shape) : tf.zeros(shape);
+    const t = given ? tf.tensor(given, shape)
+      : init === 'glorot' ? tf.tensor(glorot(rng, shape[0]!, shape[1]!), shape)
+      : init === 'normal' ? tf.tensor(normal(rng, shape.reduce((a, b) => a * b, 1), 1), shape)
+      : init === 'ones' ? tf.ones(shape) : tf.zeros(shape);
     const variable = tf.variable(t, true);
     t.dispose();
     params.set(name, variable);
@@ -92,6 +98,14 @@ export function createSasrec(config: ModelConfig, seed: number): Sasrec {
   const lnfb = v('final_ln.b', [D], 'zeros');
   // Drawn after every other parameter: a causal model's initial weights do not depend on the cloze family existing.
   const maskEmb = config.attention === 'bidirectional' ? v('mask_emb', [1, D], 'glorot') : undefined;
+  if (hasFilter(config)) {
+    // BSARec draws sqrt_beta from N(0, 1); its LayerNorm starts at gain 1, bias 0.
+    blocks.forEach((blk, i) => {
+      const p = `block${i}.filter.`;
+      blk.filter = { beta: v(p + 'beta', [D], 'normal') };
+      if (config.norm === 'post') Object.assign(blk.filter, { lng: v(p + 'ln.g', [D], 'ones'), lnb: v(p + 'ln.b', [D], 'zeros') });
+    });
+  }
   return { config, itemEmb, posEmb, blocks, lnfg, lnfb, params, ...(maskEmb ? { maskEmb } : {}) };
 }
 
@@ -269,8 +283,21 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
     const a = tf.reshape(linear(ctx, blk.wo, blk.bo), [B, Lq, D]);
     const xq = Lq === L ? x : tf.slice(x, [0, L - 1, 0], [B, 1, D]);
     const keepQ = Lq === L ? keep : tf.slice(keep, [0, L - 1, 0], [B, 1, 1]);
-    x = tf.add(xq, m.config.attnOutDropout === false ? a : dropout(a, p, rng));
-    if (post) x = layerNorm(x, blk.ln1g, blk.ln1b);
+    const aOut = m.config.attnOutDropout === false ? a : dropout(a, p, rng);
+    if (blk.filter) {
+      // Token mixing = alpha * filter branch + (1 - alpha) * attention (BSARec's layer; filter.ts).
+      const alpha = m.config.filterAlpha!;
+      const hk = tf.mul(tf.reshape(h, [B, L, D]), keep) as tf.Tensor3D; // padding rows zero (LN of a zero row is its bias)
+      let f: tf.Tensor = filterBranch(hk, blk.filter.beta, maxLen, m.config.filterBins ?? 3);
+      if (Lq !== L) f = tf.slice(f, [0, L - 1, 0], [B, 1, D]);
+      f = dropout(f, p, rng);
+      x = post
+        ? tf.add(tf.mul(layerNorm(tf.add(xq, aOut), blk.ln1g, blk.ln1b), 1 - alpha), tf.mul(layerNorm(tf.add(xq, f), blk.filter.lng!, blk.filter.lnb!), alpha))
+        : tf.add(xq, tf.add(tf.mul(aOut, 1 - alpha), tf.mul(f, alpha)));
+    } else {
+      x = tf.add(xq, aOut);
+      if (post) x = layerNorm(x, blk.ln1g, blk.ln1b);
+    }
     // Feed-forward sub-layer: x + Dropout(W2 Dropout(ReLU(W1 LN(x)))) (post: LN2(x + Dropout(W2 ...(W1 x))))
     const h2 = tf.reshape(post ? x : layerNorm(x, blk.ln2g, blk.ln2b), [B * Lq, D]);
     const f1 = dropout(linear(h2, blk.w1, blk.b1, true), p, rng);

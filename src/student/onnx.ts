@@ -14,6 +14,7 @@
  */
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { causalFilterMatrix } from './filter.js';
 import { RecdistillError } from '../errors.js';
 import { DataType, eagerTensor, encodeOnnxModel, writeOnnxModel, type GraphDesc } from '../util/onnx-file.js';
 import { GraphBuilder, tensorProto, valueInfo } from '../util/onnx-graph.js';
@@ -70,6 +71,9 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
   const linear = (s: string, t: string, wn: string, bn: string, din: number, dout: number) => g.op(s, 'Add', [g.op(s, 'MatMul', [t, w(wn, [din, dout])]), w(bn, [dout])]);
   const heads = (s: string, t: string) => g.op(s, 'Transpose', [g.op(s, 'Reshape', [t, i64([0, -1, H, dh])])], { perm: { ints: [0, 2, 1, 3] } }); // [B, H, L, dh]
 
+  // The frequency-filter branch's causal matrix at maxLen (filter.ts); each call slices its top-left [L, L].
+  const filter = (config.filterAlpha ?? 0) > 0;
+  const filterT = filter ? g.addInit(eagerTensor('filter_matrix', [maxLen, maxLen], DataType.FLOAT, causalFilterMatrix(maxLen, config.filterBins ?? 3, maxLen))) : undefined;
   for (let bi = 0; bi < config.blocks; bi++) {
     const s = `/block${bi}`;
     const p = `block${bi}.`;
@@ -90,8 +94,23 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
     const a = linear(`${s}/wo`, ctx, p + 'attn.wo', p + 'attn.bo', D, D);
     const xq = last ? lastOf(x, 1) : x;
     const keepQ = last ? lastOf(keep, 1) : keep;
-    x = g.op(s, 'Add', [xq, a]);
-    if (post) x = ln(`${s}/ln1`, x, p + 'ln1.g', p + 'ln1.b');
+    if (filter) {
+      // alpha * filter branch + (1 - alpha) * attention (filter.ts): low = T[:L, :L] @ (h * keep) over the slots.
+      const fs = `${s}/filter`;
+      const hk = g.op(fs, 'Mul', [h, keep]);
+      const T = g.op(fs, 'Slice', [filterT!, i64([0, 0]), LL, i64([0, 1])]);
+      const low = g.op(fs, 'MatMul', [T, hk]); // [L, L] @ [B, L, D] (broadcast) -> [B, L, D]
+      const beta = w(p + 'filter.beta', [D]);
+      const f = g.op(fs, 'Add', [low, g.op(fs, 'Mul', [g.op(fs, 'Mul', [beta, beta]), g.op(fs, 'Sub', [hk, low])])]);
+      const fq = last ? lastOf(f, 1) : f;
+      const alpha = config.filterAlpha!;
+      x = post
+        ? g.op(fs, 'Add', [g.op(fs, 'Mul', [ln(`${s}/ln1`, g.op(s, 'Add', [xq, a]), p + 'ln1.g', p + 'ln1.b'), g.constF(fs, 1 - alpha)]), g.op(fs, 'Mul', [ln(`${fs}/ln`, g.op(fs, 'Add', [xq, fq]), p + 'filter.ln.g', p + 'filter.ln.b'), g.constF(fs, alpha)])])
+        : g.op(s, 'Add', [xq, g.op(fs, 'Add', [g.op(fs, 'Mul', [a, g.constF(fs, 1 - alpha)]), g.op(fs, 'Mul', [fq, g.constF(fs, alpha)])])]);
+    } else {
+      x = g.op(s, 'Add', [xq, a]);
+      if (post) x = ln(`${s}/ln1`, x, p + 'ln1.g', p + 'ln1.b');
+    }
     const h2 = post ? x : ln(`${s}/ln2`, x, p + 'ln2.g', p + 'ln2.b');
     const f1 = g.op(`${s}/ffn`, 'Relu', [linear(`${s}/ffn1`, h2, p + 'ffn.w1', p + 'ffn.b1', D, config.ffnDims)]);
     const f2 = linear(`${s}/ffn2`, f1, p + 'ffn.w2', p + 'ffn.b2', config.ffnDims, D);

@@ -34,7 +34,17 @@ export interface ModelConfig {
    * parameter; scoring appends MASK to the history and reads its slot). Trained by cloze only (EMKD's reference).
    */
   attention?: 'causal' | 'bidirectional';
+  /**
+   * Share of each block's token mixing given to a causal low-pass filter of the sequence (BSARec's "beyond
+   * self-attention" branch, Shin et al., AAAI 2024, made causal; see filter.ts); 0 or absent = attention only.
+   */
+  filterAlpha?: number;
+  /** Frequencies the filter keeps, counted with the constant one (BSARec's c = 5 keeps 5 // 2 + 1 = 3). */
+  filterBins?: number;
 }
+
+/** Whether a configuration has the frequency-filter branch. */
+export const hasFilter = (c: Pick<ModelConfig, 'filterAlpha'>): boolean => (c.filterAlpha ?? 0) > 0;
 
 /** The parameter names and shapes createSasrec would allocate for `config` (allocates nothing). Same order. */
 export function paramShapes(config: ModelConfig): Map<string, number[]> {
@@ -51,13 +61,20 @@ export function paramShapes(config: ModelConfig): Map<string, number[]> {
   out.set('final_ln.b', [D]);
   // The cloze family's MASK row, last so a causal model's parameters (and its seeded initialisation) are unchanged.
   if (config.attention === 'bidirectional') out.set('mask_emb', [1, D]);
+  // The filter branch's parameters, after every other one for the same reason.
+  if (hasFilter(config)) {
+    for (let i = 0; i < config.blocks; i++) {
+      out.set(`block${i}.filter.beta`, [D]);
+      if (config.norm === 'post') { out.set(`block${i}.filter.ln.g`, [D]); out.set(`block${i}.filter.ln.b`, [D]); }
+    }
+  }
   return out;
 }
 
 /** Parameter count of a configuration (the tensors createSasrec makes), without building it. */
-export function sasrecParams(c: Pick<ModelConfig, 'numItems' | 'maxLen' | 'dims' | 'blocks' | 'ffnDims' | 'attention'>): number {
+export function sasrecParams(c: Pick<ModelConfig, 'numItems' | 'maxLen' | 'dims' | 'blocks' | 'ffnDims' | 'attention' | 'filterAlpha' | 'norm'>): number {
   const D = c.dims;
-  const mask = c.attention === 'bidirectional' ? D : 0;
+  const mask = (c.attention === 'bidirectional' ? D : 0) + (hasFilter(c) ? c.blocks * (c.norm === 'post' ? 3 : 1) * D : 0);
   const block = 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + 2 * D + (D * c.ffnDims + c.ffnDims) + (c.ffnDims * D + D);
   return (c.numItems + 1) * D + c.maxLen * D + c.blocks * block + 2 * D + mask;
 }

@@ -234,9 +234,13 @@ export function checkModelConfig(v: unknown, where: string): ModelConfig {
   const { attention = 'causal' } = v as Partial<ModelConfig>;
   if (attention !== 'causal' && attention !== 'bidirectional') bad(`"attention" must be "causal" or "bidirectional", got ${JSON.stringify(attention)}`);
   if (attention === 'bidirectional' && padKeys === 'attend') bad('"attention" "bidirectional" needs "padKeys" "mask"');
+  const { filterAlpha = 0, filterBins = 3 } = v as Partial<ModelConfig>;
+  if (typeof filterAlpha !== 'number' || !(filterAlpha >= 0 && filterAlpha < 1)) bad(`"filterAlpha" must be a number in [0, 1), got ${JSON.stringify(filterAlpha)}`);
+  if (typeof filterBins !== 'number' || !Number.isInteger(filterBins) || filterBins < 1) bad(`"filterBins" must be an integer >= 1, got ${JSON.stringify(filterBins)}`);
+  if (filterAlpha > 0 && (attention !== 'causal' || padKeys !== 'mask')) bad('"filterAlpha" needs "attention" "causal" and "padKeys" "mask"');
   const { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout } = v as unknown as ModelConfig;
   // The later fields are written only when they differ from the old behaviour (files stay byte-identical).
-  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale, ...(padKeys === 'attend' ? { padKeys } : {}), ...(attnOutDropout ? {} : { attnOutDropout }), ...(attention === 'bidirectional' ? { attention } : {}) };
+  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale, ...(padKeys === 'attend' ? { padKeys } : {}), ...(attnOutDropout ? {} : { attnOutDropout }), ...(attention === 'bidirectional' ? { attention } : {}), ...(filterAlpha > 0 ? { filterAlpha, filterBins } : {}) };
 }
 
 /**

@@ -84,6 +84,7 @@ export function modelConfigFrom(ds: PreparedDataset, o: StudentOptions): ModelCo
     ...((o.padKeys ?? legacy.padKeys) === legacy.padKeys ? {} : { padKeys: o.padKeys as 'attend' }),
     ...((o.attnOutDropout ?? legacy.attnOutDropout) === legacy.attnOutDropout ? {} : { attnOutDropout: false }),
     ...(o.attention === 'bidirectional' ? { attention: 'bidirectional' as const } : {}),
+    ...((o.filterAlpha ?? 0) > 0 ? { filterAlpha: o.filterAlpha, filterBins: o.filterBins ?? 3 } : {}),
   };
 }
 

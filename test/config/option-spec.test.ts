@@ -5,18 +5,19 @@ import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions } from '../../src/s
 
 /**
  * The option spec carries ranges, run identity and legacy values; RUN_KEYS, LEGACY_RUN_VALUES and the range checks
- * are derived from it. The tables below are the hand-written ones the spec replaced (main bb4ee06), order included:
+ * are derived from it. The tables below are the hand-written ones the spec replaced (main 1af469f), order included:
  * config.json's "options" and every stored run identity are written in RUN_KEYS order.
  */
 const HAND_WRITTEN_RUN_KEYS = [
   ...Object.keys(datasetOptions),
-  'maxLen', 'dims', 'blocks', 'heads', 'ffnDims', 'dropout', 'attnDropout', 'norm', 'init', 'embScale', 'padKeys', 'attnOutDropout', 'attention',
+  'maxLen', 'dims', 'blocks', 'heads', 'ffnDims', 'dropout', 'attnDropout', 'norm', 'init', 'embScale', 'padKeys', 'attnOutDropout', 'attention', 'filterAlpha', 'filterBins',
   'loss', 'negatives', 'sampler', 'windows', 'batchSize', 'lr', 'beta2', 'weightDecay', 'seed',
   'beta1', 'lrSchedule', 'warmupSteps', 'labelSmoothing', 'ema', 'batching', 'stepWeight',
 ];
 const HAND_WRITTEN_LEGACY = {
   norm: 'pre', init: 'default', embScale: true, beta1: 0.9, lrSchedule: 'constant', warmupSteps: 0, labelSmoothing: 0,
   padKeys: 'mask', attnOutDropout: true, ema: 0, tieOrder: 'file', batching: 'length', stepWeight: 'batch', attention: 'causal',
+  filterAlpha: 0, filterBins: 3,
 };
 
 describe('the option spec', () => {

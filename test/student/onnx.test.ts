@@ -1,7 +1,8 @@
 /**
  * student:export: the ONNX graph of a trained run gives the tfjs model's scores and recommendations
  * through onnxruntime-node, for histories shorter than, equal to and longer than maxLen, one at a time
- * and batched; also for a post-LN model without the sqrt(D) embedding scale (--norm post --no-emb-scale).
+ * and batched; also for a post-LN model without the sqrt(D) embedding scale (--norm post --no-emb-scale) and for
+ * models with the frequency-filter branch (--filter-alpha, pre- and post-LN).
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,18 +16,28 @@ import { runCmd, TINY_DATA } from '../bench/fixtures.js';
 const root = mkdtempSync(join(tmpdir(), 'recdistill-onnx-student-'));
 const run = join(root, 'run');
 const postRun = join(root, 'post');
+const filterRun = join(root, 'filter');
+const filterPostRun = join(root, 'filter-post');
 let tfjs: LoadedStudent;
 let tfjsPost: LoadedStudent;
+let tfjsFilter: LoadedStudent;
+let tfjsFilterPost: LoadedStudent;
 beforeAll(async () => {
   const train = (flags: Record<string, unknown>) => runCmd(() => import('../../src/cli/commands/student-train.js'), { ...TINY_DATA, epochs: 2, dims: 16, blocks: 2, heads: 2, ffnDims: 24, maxLen: 8, batchSize: 32, ...flags });
   await train({ out: run });
   await train({ out: postRun, norm: 'post', embScale: false, init: 'xavier' });
+  await train({ out: filterRun, filterAlpha: 0.7 });
+  await train({ out: filterPostRun, norm: 'post', filterAlpha: 0.4, filterBins: 2 });
   tfjs = await loadStudent(run);
   tfjsPost = await loadStudent(postRun);
+  tfjsFilter = await loadStudent(filterRun);
+  tfjsFilterPost = await loadStudent(filterPostRun);
 });
 afterAll(() => {
   tfjs?.dispose();
   tfjsPost?.dispose();
+  tfjsFilter?.dispose();
+  tfjsFilterPost?.dispose();
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -36,6 +47,8 @@ describe('student ONNX export', () => {
   it.each([
     ['pre-LN, scaled embeddings (defaults)', () => [run, tfjs, { norm: 'pre', embScale: true }] as const],
     ['post-LN, unscaled embeddings, xavier init', () => [postRun, tfjsPost, { norm: 'post', embScale: false, init: 'xavier' }] as const],
+    ['pre-LN with the frequency-filter branch', () => [filterRun, tfjsFilter, { norm: 'pre', filterAlpha: 0.7, filterBins: 3 }] as const],
+    ['post-LN with the frequency-filter branch', () => [filterPostRun, tfjsFilterPost, { norm: 'post', filterAlpha: 0.4, filterBins: 2 }] as const],
   ])('scores equal the tfjs model within fp tolerance, one by one and batched: %s', async (_, get) => {
     const [dir, tfjs, config] = get();
     const onnx = await loadStudentOnnx(dir);

@@ -24,8 +24,10 @@ export interface PreparedMeta {
   fingerprint: string;
   options: Record<string, unknown>;
   stats: PreparedDataset['stats'];
-  split: string;
-  files: string[];
+  /** The split rule in words (every export writes it). */
+  split?: string;
+  /** The source files read (absent in exports of synthetic data). */
+  files?: string[];
   /** sha256 (hex) of each data file's bytes. */
   sha256: Record<(typeof DATA_FILES)[number], string>;
 }
@@ -102,12 +104,23 @@ function readLines(file: string, text: string): { value: unknown; line: number }
 
 /** dataset.json, checked field by field (a hand-edited or foreign file gets an error naming the field). */
 function readMeta(metaFile: string): PreparedMeta {
+  const meta = parseMeta(metaFile);
+  checkMeta(meta, metaFile);
+  return meta;
+}
+
+function parseMeta(metaFile: string): unknown {
   let meta: unknown;
   try {
     meta = JSON.parse(readFileSync(metaFile, 'utf8'));
   } catch (e) {
     throw new RecdistillError('E_INPUT', `${metaFile}: not valid JSON (${(e as Error).message}).`);
   }
+  return meta;
+}
+
+/** Every field of dataset.json this reader uses, checked (a hand-edited or truncated file names the bad field). */
+function checkMeta(meta: unknown, metaFile: string): asserts meta is PreparedMeta {
   const bad = (field: string, expected: string, got: unknown): never => {
     throw new RecdistillError('E_INPUT', `${metaFile}: field "${field}" must be ${expected}; got ${JSON.stringify(got) ?? 'nothing'}.`);
   };
@@ -130,7 +143,7 @@ function readMeta(metaFile: string): PreparedMeta {
   }
   if (!isObject(meta.sha256)) return bad('sha256', 'an object of file name: sha256', meta.sha256);
   for (const f of DATA_FILES) if (!isHex64(meta.sha256[f])) bad(`sha256.${f}`, 'a sha256 (64 lowercase hex digits)', meta.sha256[f]);
-  return meta as unknown as PreparedMeta;
+  if (meta.split !== undefined && typeof meta.split !== 'string') bad('split', 'a string (the split rule)', meta.split);
 }
 
 /** A data file's text, after its bytes matched the sha256 dataset.json recorded for it. */
@@ -149,6 +162,12 @@ function readChecked(dir: string, name: (typeof DATA_FILES)[number], meta: Prepa
 }
 
 function parseItem(v: unknown, file: string, line: number): ItemInfo {
+  checkItem(v, file, line);
+  return v;
+}
+
+/** One line of items.jsonl: every ItemInfo field checked, the line's own id included. */
+function checkItem(v: unknown, file: string, line: number): asserts v is ItemInfo {
   const bad = (why: string): never => {
     throw new RecdistillError('E_INPUT', `${file} line ${line}: expected {id, rawId, title, genres, year?, extra?}; ${why}.`);
   };
@@ -159,7 +178,6 @@ function parseItem(v: unknown, file: string, line: number): ItemInfo {
   if (!Array.isArray(v.genres) || !v.genres.every((g) => typeof g === 'string')) bad('"genres" is not an array of strings');
   if (v.year !== undefined && !(typeof v.year === 'number' && Number.isFinite(v.year))) bad('"year" is not a number');
   if (v.extra !== undefined && (!isObject(v.extra) || !Object.values(v.extra).every((x) => typeof x === 'string'))) bad('"extra" is not an object of strings');
-  return v as unknown as ItemInfo;
 }
 
 /** Read an export back (round trip of writePrepared), checking its content against dataset.json. */

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend, type BackendName } from '../backend/index.js';
 import { checkCacheFlags, runCacheStage } from '../cache/config.js';
@@ -8,7 +7,9 @@ import { datasetFromFlags } from '../data/options.js';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { sasrecParams } from '../student/model.js';
-import { readRunMetrics } from '../student/serve.js';
+import { checkModelConfig, readRunMetrics } from '../student/serve.js';
+import type { ModelConfig } from '../student/model.js';
+import { readRunConfig } from '../student/run-folder.js';
 import type { LogFn } from '../util/progress.js';
 import { configSlug, runAblation, planConfigs, writeAblationReport, type AblationConfig, type AblationResult, type ConfigSummary, type Metrics } from './ablate.js';
 import { measureRunLatencies } from './ablate-latency.js';
@@ -167,14 +168,20 @@ export async function runAblationStage(given: AblateOptions, env: { log: LogFn; 
   return { ...summary, report: files };
 }
 
-/** Parameters of a trained run (its config.json's model). */
-function runParams(dir: string): number | undefined {
+/** A trained run's model config (its config.json's "model", validated), or undefined when it has none or is unreadable. */
+function runModel(dir: string): ModelConfig | undefined {
   try {
-    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { model?: Parameters<typeof sasrecParams>[0] };
-    return cfg.model ? sasrecParams(cfg.model) : undefined;
+    const cfg = readRunConfig(dir);
+    return cfg.model ? checkModelConfig(cfg.model, `${join(dir, 'config.json')} "model"`) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** Parameters of a trained run (its config.json's model). */
+function runParams(dir: string): number | undefined {
+  const model = runModel(dir);
+  return model ? sasrecParams(model) : undefined;
 }
 
 /** An EMKD run's ensemble validation and test NDCG@10 as its metrics.json reports them (distill.emkd.serving). */
@@ -187,11 +194,7 @@ function ensembleNdcg(dir: string): { valid: number; test: number } | undefined 
 
 /** Whether a run folder's model is a bidirectional (cloze) network (no ONNX export: no latency row). */
 function isBidirectional(dir: string): boolean {
-  try {
-    return (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { model?: { attention?: string } }).model?.attention === 'bidirectional';
-  } catch {
-    return false;
-  }
+  return runModel(dir)?.attention === 'bidirectional';
 }
 
 /** Train (or resume / reuse) the seqrec teacher unless --teacher-run names one, then build (or reuse) the cache. */

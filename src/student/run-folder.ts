@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { stableStringify } from '../util/hash.js';
+import { coerceOptions } from '../config/options.js';
 import { absPath } from '../util/paths.js';
 import { datasetFromFlags, datasetOptions, type DatasetFlags } from '../data/options.js';
 import type { PreparedDataset } from '../data/types.js';
@@ -63,12 +64,20 @@ export interface RunState {
   refLoss?: Record<string, number>;
 }
 
+/**
+ * A run folder's config.json, as student:train writes it: the identity (format, dataset, fingerprint, options: the
+ * run keys, distill: the distillation provenance or null), the model config, the resolved options it was trained
+ * with ("train", absolute paths) and the backend. The one reader of that file: checkRunConfig / readRunConfig.
+ */
 export interface RunConfig {
   format: number;
   dataset: string;
   fingerprint: string;
   options: Record<string, unknown>;
-  [k: string]: unknown;
+  distill?: Record<string, unknown> | null;
+  model?: Record<string, unknown>;
+  train?: Record<string, unknown>;
+  backend?: string;
 }
 
 /** Validate a parsed config.json (as written by student:train); `path` names it in errors. */
@@ -78,11 +87,27 @@ export function checkRunConfig(v: unknown, path: string): RunConfig {
   };
   if (!isObject(v)) return bad('expected a JSON object');
   if (v.format !== RUN_FORMAT) bad(`"format" is ${JSON.stringify(v.format)}, expected ${RUN_FORMAT}`);
-  if (!isObject(v.options)) bad('"options" must be an object of the run\'s options');
-  if (typeof v.fingerprint !== 'string') bad('"fingerprint" must be a string');
-  if (typeof v.dataset !== 'string') bad('"dataset" must be a string');
-  if (typeof (v.options as Record<string, unknown>).dataset !== 'string') bad('"options.dataset" must be a string');
-  return v as RunConfig;
+  const { options, fingerprint, dataset, distill, model, train, backend } = v;
+  if (!isObject(options)) return bad('"options" must be an object of the run\'s options');
+  if (typeof fingerprint !== 'string') return bad('"fingerprint" must be a string');
+  if (typeof dataset !== 'string') return bad('"dataset" must be a string');
+  if (typeof options.dataset !== 'string') bad('"options.dataset" must be a string');
+  if (distill !== undefined && distill !== null && !isObject(distill)) bad('"distill" must be an object or null');
+  if (model !== undefined && !isObject(model)) bad('"model" must be an object (the model config)');
+  if (train !== undefined && !isObject(train)) bad('"train" must be an object of the resolved options');
+  if (backend !== undefined && typeof backend !== 'string') bad('"backend" must be a string');
+  return {
+    format: RUN_FORMAT, dataset, fingerprint, options,
+    ...(distill !== undefined ? { distill: distill as Record<string, unknown> | null } : {}),
+    ...(model !== undefined ? { model: model as Record<string, unknown> } : {}),
+    ...(train !== undefined ? { train: train as Record<string, unknown> } : {}),
+    ...(backend !== undefined ? { backend: backend as string } : {}),
+  };
+}
+
+/** The options a run was trained with: "train" (resolved, absolute paths) over "options" (the identity's run keys). */
+export function trainedOptions(cfg: Pick<RunConfig, 'options' | 'train'>): Record<string, unknown> {
+  return { ...cfg.options, ...cfg.train };
 }
 
 /** Read and validate `<dir>/config.json`. */
@@ -144,13 +169,13 @@ export function absoluteIdentity(identity: Record<string, unknown>): Record<stri
  * identity equals `identity` (same data, options and teacher cache), else undefined (a new run) with the reason.
  */
 export function runToContinue(configFile: string, identity: Record<string, unknown>): { dir?: string; differs?: string } {
-  let cfg: unknown;
+  let cfg: RunConfig;
   try {
-    cfg = JSON.parse(readFileSync(configFile, 'utf8'));
+    cfg = checkRunConfig(readJsonFile(configFile, 'student run config'), configFile);
   } catch {
-    return {};
+    return {}; // not a run's config.json: a plain options file
   }
-  if (!isObject(cfg) || typeof cfg.fingerprint !== 'string' || !isObject(cfg.train)) return {};
+  if (!cfg.train) return {};
   const have = absoluteIdentity({ format: cfg.format, dataset: cfg.dataset, fingerprint: cfg.fingerprint, options: cfg.options, distill: cfg.distill ?? null });
   const want = absoluteIdentity(identity);
   const differs = Object.keys({ ...have, ...want, ...(isObject(have.options) ? have.options : {}), ...(isObject(want.options) ? want.options : {}) })
@@ -167,16 +192,16 @@ function pick(identity: Record<string, unknown>, k: string): unknown {
 
 /** The dataset a run was trained on, as its config.json records it (name and dataset flags), for mismatch messages. */
 export function runDatasetRecord(dir: string): DatasetRecord | undefined {
+  let cfg: RunConfig;
   try {
-    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as unknown;
-    if (!isObject(cfg) || typeof cfg.dataset !== 'string') return undefined;
-    const all = { ...(isObject(cfg.options) ? cfg.options : {}), ...(isObject(cfg.train) ? cfg.train : {}) };
-    const options: Record<string, unknown> = {};
-    for (const k of Object.keys(datasetOptions)) if (k !== 'dataset' && all[k] !== undefined) options[k] = all[k];
-    return { name: cfg.dataset, options };
+    cfg = readRunConfig(dir);
   } catch {
     return undefined;
   }
+  const all = trainedOptions(cfg);
+  const options: Record<string, unknown> = {};
+  for (const k of Object.keys(datasetOptions)) if (k !== 'dataset' && all[k] !== undefined) options[k] = all[k];
+  return { name: cfg.dataset, options };
 }
 
 /** A dataset's flags as a record to compare with a run's (name and flags; undefined flags compare as unknown). */
@@ -192,12 +217,19 @@ export function runDatasetFlags(dir: string): Partial<DatasetFlags> & Pick<Datas
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: pass --dataset (and --source) explicitly, or point --student at a student:train run folder.`);
   const cfg = readJsonFile(path, 'student run config');
   if (!isObject(cfg)) throw new RecdistillError('E_INPUT', `${path}: expected a JSON object (a student:train run's config.json).`);
-  // "train" holds the resolved options with absolute paths; "options" (the identity) of older runs holds them as typed.
-  const train = { ...(isObject(cfg.options) ? cfg.options : {}), ...(isObject(cfg.train) ? cfg.train : {}) };
+  // Only the dataset flags are read, so a hand-written config.json with "options" (or "train") is enough here.
+  const train = trainedOptions({ options: isObject(cfg.options) ? cfg.options : {}, train: isObject(cfg.train) ? cfg.train : undefined });
   if (typeof train.dataset !== 'string') throw new RecdistillError('E_INPUT', `${path}: field "options.dataset" missing; pass --dataset explicitly.`);
+  const out: Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'> = { dataset: train.dataset };
+  const flags = coerceOptions(datasetOptions, pickDefined(train, Object.keys(datasetOptions)), path);
+  return Object.assign(out, flags);
+}
+
+/** The keys of `o` among `keys` whose values are defined. */
+function pickDefined(o: Record<string, unknown>, keys: string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const k of Object.keys(datasetOptions)) if (train[k] !== undefined) out[k] = train[k];
-  return out as Partial<DatasetFlags> & Pick<DatasetFlags, 'dataset'>;
+  for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
+  return out;
 }
 
 /**

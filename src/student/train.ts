@@ -208,6 +208,13 @@ function checkState(raw: string | undefined, path: string): RunState & { adamT: 
   const where = `${path} (metadata "state")`;
   if (typeof raw !== 'string') throw new RecdistillError('E_INPUT', `${where} is missing: not a student:train checkpoint.`);
   const v = parseJson(raw, where, 'training state');
+  if (isObject(v) && v.best === null) v.best = -Infinity; // -Infinity (nothing validated yet) is written as null
+  assertState(v, where);
+  return v;
+}
+
+/** Every field of a checkpoint's state checked: numbers in range, history an array of objects, one per epoch. */
+function assertState(v: unknown, where: string): asserts v is RunState & { adamT: number } {
   const bad = (what: string): never => {
     throw new RecdistillError('E_INPUT', `${where}: ${what}. The checkpoint is damaged: use --no-resume to start over, or another --out.`);
   };
@@ -222,15 +229,12 @@ function checkState(raw: string | undefined, path: string): RunState & { adamT: 
   };
   for (const k of ['epoch', 'step', 'bestEpoch', 'sinceBest', 'stepsTimed', 'adamT']) count(k);
   for (const k of ['trainSeconds', 'stepSeconds']) seconds(k);
-  // -Infinity (nothing validated yet) is written as null by JSON.stringify.
-  if (v.best === null) v.best = -Infinity;
   if (typeof v.best !== 'number' || Number.isNaN(v.best)) bad(`"best" must be a number, got ${JSON.stringify(v.best)}`);
   if (typeof v.done !== 'boolean') bad(`"done" must be a boolean, got ${JSON.stringify(v.done)}`);
   if (!Array.isArray(v.history) || !v.history.every((h) => isObject(h))) bad('"history" must be an array of objects');
   if ((v.history as unknown[]).length !== v.epoch) bad(`"history" has ${(v.history as unknown[]).length} entries for ${String(v.epoch)} epochs`);
   if ((v.bestEpoch as number) > (v.epoch as number)) bad(`"bestEpoch" ${String(v.bestEpoch)} is after "epoch" ${String(v.epoch)}`);
   if (v.refLoss !== undefined && (!isObject(v.refLoss) || !Object.values(v.refLoss).every((x) => typeof x === 'number' && Number.isFinite(x)))) bad('"refLoss" must be an object of finite numbers');
-  return v as unknown as RunState & { adamT: number };
 }
 
 function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): string {

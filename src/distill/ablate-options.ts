@@ -6,15 +6,27 @@ import type { PreparedDataset } from '../data/types.js';
 import type { StudentOptions } from '../student/config.js';
 import { presetOption, presetStudentOptions, resolveStudentPreset } from '../student/presets.js';
 import { distillOptions } from './options.js';
+import { TERMS, type TermModule } from './terms/index.js';
 import { studentStageConfig, type StudentStageConfig } from './stage.js';
 
 /**
  * ablate's options and the configs of the runs it trains: each student run and the seqrec teacher are runs of the
  * student stage (src/distill/stage.ts), resolved from the same flags as `student:train` would resolve them.
  */
+type LambdaFlag = TermModule['lambda'];
+
 // Distillation flags other than the cache and the lambdas pass through to every distilled run (not --serve: the EMKD
 // rows report both the member and the ensemble).
-export const { cache: _c, lambdaCos: _a, lambdaL2: _b, lambdaMs: _m, lambdaKd: _k, lambdaEmb: _e, lambdaRel: _r, serve: _s, ...distillPassThrough } = distillOptions;
+const NOT_PASSED = new Set<string>(['cache', 'serve', ...TERMS.map((t) => t.lambda)]);
+export const distillPassThrough = Object.fromEntries(Object.entries(distillOptions).filter(([k]) => !NOT_PASSED.has(k))) as Omit<typeof distillOptions, 'cache' | 'serve' | LambdaFlag>;
+
+/** Each term's λ when a configuration turns it on: the term modules' own values (src/distill/terms). */
+const lambdaOptions = Object.fromEntries(TERMS.map((t) => [t.lambda, {
+  type: 'number',
+  help: `λ${t.name} when the term is on${t.inAll ? '' : ` (not part of all: all+${t.name})`}`,
+  default: t.ablateLambda,
+}])) as { [K in LambdaFlag]: { type: 'number'; help: string; default: number } };
+
 // Every student:train option reaches every student run; `out` is the ablation's folder here, `epochs` its budget.
 const { out: _o, epochs: _ep, ...studentRunOptions } = presetStudentOptions();
 
@@ -53,12 +65,7 @@ export const ablateOptions = defineOptions({
   configs: { type: 'string', help: 'configurations besides CE-only: terms alone (cos,l2,ms,kd,emb,rel), all (every term but rel; all+rel adds it), or +-joined sets', default: 'cos,l2,ms,kd,emb,all' },
   suite: { type: 'string', help: `relation: CE vs relational distillation (--configs ${RELATION_CONFIGS}), summary keys ce, relation, gain; emkd: one causal and one bidirectional network, EMKD K = 3 with the reference's cloze networks and with causal ones, then each term removed from the better (plus the teacher as a member with --cache), summary keys single, ensemble, ensembleGain, member, memberGain, chosen`, default: 'none', choices: ['none', ...SUITES] },
   latency: { type: 'boolean', help: 'measure each configuration\'s single-request p50 latency (onnxruntime-node) beside the teacher\'s at the end', default: true },
-  lambdaCos: { type: 'number', help: 'λcos when the term is on', default: 1 },
-  lambdaL2: { type: 'number', help: 'λl2 when the term is on', default: 0.1 },
-  lambdaMs: { type: 'number', help: 'λms when the term is on', default: 0.5 },
-  lambdaKd: { type: 'number', help: 'λkd when the term is on', default: 1 },
-  lambdaEmb: { type: 'number', help: 'λemb when the term is on', default: 0.5 },
-  lambdaRel: { type: 'number', help: 'λrel when the term is on (not part of all: all+rel)', default: 1 },
+  ...lambdaOptions,
   ...distillPassThrough,
   out: { type: 'string', help: 'output folder (default: student/ablate-<dataset>-<teacher>)' },
 });

@@ -16,6 +16,7 @@ import { measureRunLatencies } from './ablate-latency.js';
 import { ablateCacheConfig, ablateOptions, ablateStudentConfig, ablateStudentOptions, ablateTeacherConfig, ablateTeacherOptions, CONVERGED_EPOCHS, distillPassThrough, EMKD_SUITE_BATCH, RELATION_CONFIGS, type AblateOptions } from './ablate-options.js';
 import { betterMain, emkdSummary, evaluateEnsemble, planEmkdConfigs, planEmkdRemovals, type EmkdSuiteSummary, type EnsembleFigures } from './emkd/index.js';
 import { runStudentStage } from './stage.js';
+import { TERMS } from './terms/index.js';
 
 /** A configuration's summary without its per-run list (the rows of ablation.json's summary keys). */
 export type Row = Omit<ConfigSummary, 'runs'>;
@@ -61,7 +62,7 @@ export async function runAblationStage(given: AblateOptions, env: { log: LogFn; 
   const backend = await initBackend(opts.backend as BackendName, { threads: opts.threads || undefined });
   const ds = await datasetFromFlags(opts);
   const out = opts.out ?? join('student', `ablate-${ds.name}-${opts.teacher}`);
-  const lambdas = { cos: opts.lambdaCos, l2: opts.lambdaL2, ms: opts.lambdaMs, kd: opts.lambdaKd, emb: opts.lambdaEmb, rel: opts.lambdaRel };
+  const lambdas = Object.fromEntries(TERMS.map((t) => [t.name, opts[t.lambda]]));
   const suite = opts.suite === 'none' ? undefined : opts.suite;
   if (suite && opts.configs !== ablateOptions.configs.default) {
     throw new RecdistillError('E_USAGE', `--suite ${suite} runs its own configurations; give one of --suite and --configs, not both.`);

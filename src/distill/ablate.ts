@@ -3,7 +3,7 @@ import { RecdistillError } from '../errors.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { formatSeconds, type LogFn } from '../util/progress.js';
 import { ablationChart, type AblationPoint } from './ablate-chart.js';
-import { OPT_IN_TERMS, TERM_LAMBDAS, TERM_NAMES, type TermName } from './options.js';
+import { OPT_IN_TERMS, TERM_LAMBDAS, TERM_NAMES, type TermName } from './terms/index.js';
 
 /**
  * The ablation: the same small student, same seeds, trained CE-only, with each distillation term alone and

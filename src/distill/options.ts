@@ -73,37 +73,6 @@ export const distillOptions = defineOptions({
 
 export type DistillFlags = Resolved<typeof distillOptions>;
 
-/** The loss-term names (keys of extraTerms / weights) and the flag holding each one's lambda. */
-export const TERM_LAMBDAS = {
-  cos: 'lambdaCos',
-  l2: 'lambdaL2',
-  ms: 'lambdaMs',
-  kd: 'lambdaKd',
-  emb: 'lambdaEmb',
-  rel: 'lambdaRel',
-} as const satisfies Record<string, keyof DistillFlags>;
-
-export type TermName = keyof typeof TERM_LAMBDAS;
-
-export const TERM_NAMES = Object.keys(TERM_LAMBDAS) as TermName[];
-
-/**
- * Terms the ablation's `all` leaves out unless asked for (`all+rel`): `all` means the terms of the published
- * ablation (cos, l2, ms, kd, emb), so adding a term does not silently change what the default `npm run ablate`
- * measures. rel is off by default everywhere (student:train's λrel default is 0).
- */
-export const OPT_IN_TERMS: readonly TermName[] = ['rel'];
-
-/** Lambdas of the terms that are on (lambda > 0). */
-export function activeLambdas(o: Pick<DistillFlags, (typeof TERM_LAMBDAS)[TermName]>): Partial<Record<TermName, number>> {
-  const out: Partial<Record<TermName, number>> = {};
-  for (const t of TERM_NAMES) {
-    const v = o[TERM_LAMBDAS[t]];
-    if (v > 0) out[t] = v;
-  }
-  return out;
-}
-
 /**
  * The distillation flags as a run's config.json records them (every key, defaults filled in), so that
  * `student:train --config RUN/config.json` trains the same distilled run; `o` may hold other options too.

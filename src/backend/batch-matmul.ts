@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
  * batch item of a, b and the output is registered as a temporary tensor id pointing inside the batched buffer
  * (register_tensor(id, size, offset)), the wasm BatchMatMul runs with shapes [1, M, K] x [1, K, N] (its XNNPACK
  * path), and the ids are released (which also frees the XNNPACK operator cached on them). A transpose flag
- * becomes one explicit Transpose of that operand first. Measured with `src/backend/attention-bench.ts`:
+ * becomes one explicit Transpose of that operand first. Measured with `tools/attention-bench.ts`:
  * 8-16 GFLOP/s per product instead of 0.9-1.4, a default training step 2-4x faster; results differ from the
  * stock kernel by float rounding only (summation order), checked against the cpu backend in
  * test/backend/batch-matmul.test.ts. Float32 with equal or broadcast (1) batch sizes; anything else goes

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RecdistillError, type ErrorCode } from '../errors.js';
 import type { LogFn } from '../util/progress.js';
+import { lastJsonLine } from '../util/process.js';
 import type { BenchJob, WorkerResult } from './worker.js';
 
 /**
@@ -17,18 +18,6 @@ const require = createRequire(import.meta.url);
 /** worker.ts run through tsx from a source checkout; worker.js with plain node from the compiled package. */
 const COMPILED = import.meta.url.endsWith('.js');
 export const WORKER_PATH = join(dirname(fileURLToPath(import.meta.url)), COMPILED ? 'worker.js' : 'worker.ts');
-
-export function lastJsonLine(stdout: string): Record<string, unknown> | undefined {
-  const lines = stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('{'));
-  for (let i = lines.length - 1; i >= 0; i--) {
-    try {
-      return JSON.parse(lines[i]!) as Record<string, unknown>;
-    } catch {
-      // not JSON after all (a library's log line): keep looking
-    }
-  }
-  return undefined;
-}
 
 export async function runWorker(job: BenchJob, log: LogFn): Promise<WorkerResult> {
   const tmp = mkdtempSync(join(tmpdir(), 'recdistill-bench-'));

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { markdownTable } from '../util/format.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
-import { latencyAccuracyChart } from './chart.js';
+import { latencyAccuracyChart } from '../util/chart.js';
 
 /** The figures bench reports per model (also the `--json` summary's `teacher` / `student` objects). */
 export interface ModelFigures {

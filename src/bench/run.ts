@@ -14,7 +14,7 @@ import { loadRunDataset } from '../student/run-folder.js';
 import type { LogFn } from '../util/progress.js';
 import { runWorker } from './child.js';
 import { writeBenchReport, type BenchReport, type ModelFigures } from './report.js';
-import { summarizeLatencies } from './stats.js';
+import { summarizeLatencies } from '../util/stats.js';
 import type { WorkerResult } from './worker.js';
 
 /**

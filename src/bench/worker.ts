@@ -9,7 +9,7 @@ import type { ItemInfo } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { stderrLog } from '../util/progress.js';
 import { studentOnnxServer, studentServer, teacherServer, type ModelFile, type Server } from './servers.js';
-import { summarizeLatencies, type LatencySummary } from './stats.js';
+import { summarizeLatencies, type LatencySummary } from '../util/stats.js';
 
 export interface BenchJob {
   /** 'student': a student run folder; 'teacher': a teacher cache folder (llm or seqrec teacher). */

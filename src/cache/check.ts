@@ -2,7 +2,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 import { decodeSafetensors, type STDtype, type STTensor } from '../util/safetensors.js';
-import { f16ToF32 } from './f16.js';
+import { f16ToF32 } from '../util/f16.js';
 import type { CacheManifest, ShardEntry } from './format.js';
 
 /**

@@ -6,7 +6,7 @@
  */
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
-import { percentile } from '../bench/stats.js';
+import { percentile } from '../util/stats.js';
 import { createPromptCodec, loadPromptTemplate, type PromptCodec, type TruncateMode } from '../prompt/index.js';
 import { budgetError, planHistory } from '../teacher/llm/encoder.js';
 import { loadTokenizer, readModelConfig, resolveDtype, resolveModelFiles } from '../teacher/llm/load.js';

@@ -3,7 +3,7 @@ import { mergeSlices } from './merge.js';
 import { summarize } from './run.js';
 import { runPass2 } from './soft.js';
 import { camelToKebab, defineOptions, type OptionSpecs, type Resolved } from '../config/options.js';
-import { lockCacheDir } from './lock.js';
+import { lockCacheDir } from '../util/lock.js';
 import type { LogFn } from '../util/progress.js';
 import { datasetFromFlags, datasetOptions } from '../data/options.js';
 import { RecdistillError } from '../errors.js';

@@ -9,7 +9,7 @@ import type { LogFn } from '../util/progress.js';
 import pLimit from 'p-limit';
 import { encodeHiddenShard } from './shards.js';
 import { initialManifest, runPass1, type Pass1Options } from './build.js';
-import { lockCacheDir } from './lock.js';
+import { lockCacheDir } from '../util/lock.js';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { MANIFEST_FILE, readManifest, type CacheManifest } from './format.js';

@@ -5,7 +5,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { sha256 } from '../util/hash.js';
 import { decodeSafetensors, encodeSafetensors, type STTensor } from '../util/safetensors.js';
 import { firstNonFinite } from './check.js';
-import { f32ToF16 } from './f16.js';
+import { f32ToF16 } from '../util/f16.js';
 import type { HiddenDtype } from './format.js';
 
 /** One user's teacher states, already clipped to positions first..first+count-1 (all <= n-2). */

@@ -3,7 +3,7 @@
  * column each (teacher first, then the students by accuracy), numbered as in the legend. The students share one
  * architecture, so a parameter axis would only spread equal sizes apart: sizes and latencies are in the legend.
  */
-import { chartFrame, esc, linearTicks } from '../bench/chart.js';
+import { chartFrame, esc, linearTicks } from '../util/chart.js';
 
 export interface AblationPoint {
   label: string;

@@ -4,7 +4,7 @@
  * of an ablation shares the student's architecture, so one run per configuration is measured.
  */
 import { loadStudentOnnx } from '../student/onnx.js';
-import { percentile } from '../bench/stats.js';
+import { percentile } from '../util/stats.js';
 
 export interface LatencyOptions {
   /** Timed requests (after warmup). */

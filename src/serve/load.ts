@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RecdistillError } from '../errors.js';
-import { percentile } from '../bench/stats.js';
+import { percentile } from '../util/stats.js';
 import type { LogFn } from '../util/progress.js';
 import { loadRecommender, type Runtime } from './recommender.js';
 

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { activeBackend, availableCores, initBackend, MAX_WASM_THREADS, THREADS_ENV, type BackendName } from '../backend/index.js';
-import { lastJsonLine } from '../bench/child.js';
+import { lastJsonLine } from '../util/process.js';
 import { RecdistillError, type ErrorCode } from '../errors.js';
 import type { LogFn } from '../util/progress.js';
 import { benchStudent, type BenchConfig, type BenchResult } from './bench.js';
@@ -36,7 +36,7 @@ export interface BenchRow {
 
 /**
  * "1,2" -> [1, 2]; deduplicated in order; each an integer 1..8. '' -> $RECDISTILL_THREADS when set (so a
- * `student:bench` started with it, as src/backend/threads-bench.ts starts its children, times that count only),
+ * `student:bench` started with it, as tools/threads-bench.ts starts its children, times that count only),
  * else [1, cores available].
  */
 export function parseThreadList(spec: string, cores = availableCores(), env: string | undefined = process.env[THREADS_ENV]): number[] {

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { wasmThreads } from '../backend/index.js';
-import { lockCacheDir } from '../cache/lock.js';
+import { lockCacheDir } from '../util/lock.js';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { lastJsonLine } from '../../src/bench/child.js';
+import { lastJsonLine } from '../../src/util/process.js';
 import { latencyByLength, pickRequests, runBench } from '../../src/bench/run.js';
 import { runDatasetFlags } from '../../src/student/run-folder.js';
 import { tinyDataset } from '../cache/fixtures.js';

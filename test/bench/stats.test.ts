@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { percentile, summarizeLatencies } from '../../src/bench/stats.js';
-import { latencyAccuracyChart, linearTicks, logTicks } from '../../src/bench/chart.js';
+import { percentile, summarizeLatencies } from '../../src/util/stats.js';
+import { latencyAccuracyChart, linearTicks, logTicks } from '../../src/util/chart.js';
 
 describe('latency statistics', () => {
   it('percentiles interpolate between closest ranks (numpy default)', () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runPass1, type Pass1Options } from '../../src/cache/build.js';
-import { fromHalf, toHalf } from '../../src/cache/f16.js';
+import { fromHalf, toHalf } from '../../src/util/f16.js';
 import { readManifest } from '../../src/cache/format.js';
 import { openCache } from '../../src/cache/reader.js';
 import { fakeEncoder, parseSafetensorsIndependently, tinyDataset } from './fixtures.js';

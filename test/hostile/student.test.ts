@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
-import { lockCacheDir } from '../../src/cache/lock.js';
+import { lockCacheDir } from '../../src/util/lock.js';
 import { main } from '../../src/cli/main.js';
 import { datasetFromFlags } from '../../src/data/options.js';
 import { RecdistillError } from '../../src/errors.js';

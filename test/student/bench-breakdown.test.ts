@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
-import { lastJsonLine } from '../../src/bench/child.js';
+import { lastJsonLine } from '../../src/util/process.js';
 import { benchStudent } from '../../src/student/bench.js';
 import { attentionSublayer, ffnSublayer, summarizeBreakdown, type StepBreakdown } from '../../src/student/bench-breakdown.js';
 import { parseThreadList, type BenchRow } from '../../src/student/bench-runner.js';

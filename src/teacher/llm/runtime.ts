@@ -7,7 +7,7 @@
 import pLimit from 'p-limit';
 import * as ort from 'onnxruntime-node';
 import { RecdistillError } from '../../errors.js';
-import { fromHalf as halfToFloat } from '../../cache/f16.js';
+import { fromHalf as halfToFloat } from '../../util/f16.js';
 import type { ModelConfig } from './load.js';
 
 export interface RunStats {
@@ -34,7 +34,7 @@ export interface Runtime {
 }
 
 /** IEEE half bits -> float (src/cache/f16.ts). */
-export { fromHalf as halfToFloat } from '../../cache/f16.js';
+export { fromHalf as halfToFloat } from '../../util/f16.js';
 
 /** bfloat16 bits -> float: the top half of a float32. */
 export function bfloat16ToFloat(h: number): number {

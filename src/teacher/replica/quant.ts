@@ -12,14 +12,14 @@
  * - fp16: transformers.js scripts/float16.py convert_np_to_float16 (min_positive_val 1e-7, max_finite_val
  *   1e4: magnitudes are clipped into [1e-7, 1e4] before np.float16's round-to-nearest-even).
  */
-import { toHalf } from '../../cache/f16.js';
+import { toHalf } from '../../util/f16.js';
 import { DataType, type LazyTensor } from '../../util/onnx-file.js';
 import { type DecoderSpec, type WeightSpec, weightValues } from './spec.js';
 
 export const Q4_BLOCK = 32;
 
 /** float32 -> IEEE half bits (round to nearest even, as numpy's astype(float16)) and back: one implementation, src/cache/f16.ts. */
-export { toHalf as f32ToF16Bits, fromHalf as f16BitsToF32 } from '../../cache/f16.js';
+export { toHalf as f32ToF16Bits, fromHalf as f16BitsToF32 } from '../../util/f16.js';
 
 /** float16.py's clip, then half bits. */
 export function toF16Converted(v: number, minPositive = 1e-7, maxFinite = 1e4): number {

@@ -2,7 +2,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writ
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
-import { alive } from '../util/process.js';
+import { alive } from './process.js';
 
 /**
  * One writer per cache directory: `.lock` holds "pid@host". A lock whose process is gone (killed run) is

@@ -4,7 +4,7 @@
  * arms see the same machine load. Prints one line per child, then per arm the median ms/step and serving
  * latency and the N/1 ratio, and the load average before and after.
  *
- *   npx tsx src/backend/threads-bench.ts [--threads 1,2] [--rounds 4] [--steps 5] [--requests 20] [--num-items 1682] [--max-len 200] [--dims 64] [--batch-size 32] [--json]
+ *   npx tsx tools/threads-bench.ts [--threads 1,2] [--rounds 4] [--steps 5] [--requests 20] [--num-items 1682] [--max-len 200] [--dims 64] [--batch-size 32] [--json]
  *
  * Not a CLI command: the training commands' --threads flag does not exist yet; the children read RECDISTILL_THREADS.
  */
@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 
-const ROOT = join(import.meta.dirname, '..', '..');
+const ROOT = join(import.meta.dirname, '..');
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);

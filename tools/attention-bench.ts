@@ -17,13 +17,13 @@
  * and, with `--step`, ms/step of the default student (batch 32, maxLen 200, d 64, 1682 items) with the stock
  * BatchMatMul kernel and with `view` registered in its place, alternating A/B in one process.
  *
- *   RECDISTILL_THREADS=1 npx tsx src/backend/attention-bench.ts [--reps 5] [--step] [--rounds 3] [--num-items 1682]
+ *   RECDISTILL_THREADS=1 npx tsx tools/attention-bench.ts [--reps 5] [--step] [--rounds 3] [--num-items 1682]
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { loadavg } from 'node:os';
 import { pathToFileURL } from 'node:url';
-import { unregisterViewBatchMatMul, viewBatchMatMul } from './batch-matmul.js';
-import { initBackend, wasmThreads } from './index.js';
+import { unregisterViewBatchMatMul, viewBatchMatMul } from '../src/backend/batch-matmul.js';
+import { initBackend, wasmThreads } from '../src/backend/index.js';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -88,7 +88,7 @@ async function main(): Promise<void> {
 
 /** ms/step of the default student, stock BatchMatMul vs viewBatchMatMul registered in its place, alternating. */
 async function stepBench(rounds: number, numItems: number): Promise<void> {
-  const { benchStudent } = await import('../student/bench.js');
+  const { benchStudent } = await import('../src/student/bench.js');
   unregisterViewBatchMatMul(); // the library registers the view kernel at load; A/B needs the stock one
   const stock = tf.getKernel(tf.BatchMatMul, 'wasm')!;
   const use = (impl: 'stock' | 'view') => {

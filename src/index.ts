@@ -25,16 +25,16 @@ export { mergeOptions, runMergeStage, type MergeConfig } from './cache/merge-sta
 export { openCache, type CacheReader } from './cache/reader.js';
 
 // Student
-export { trainStudent } from './student/train.js';
+export { trainStudent } from './student/training/train.js';
 export { runStudentStage, studentStageConfig, studentStageOptions, type StudentStageConfig, type StudentStageEnv } from './distill/stage.js';
 export { runAblationStage, type AblationReport, type AblationSummary } from './distill/ablate-stage.js';
 export { ablateOptions, type AblateOptions } from './distill/ablate-options.js';
-export { loadStudent, topK, type LoadedStudent, type StudentInfo } from './student/serve.js';
-export { exportStudentOnnx, loadStudentOnnx, type OnnxStudent } from './student/onnx.js';
+export { loadStudent, topK, type LoadedStudent, type StudentInfo } from './student/serving/serve.js';
+export { exportStudentOnnx, loadStudentOnnx, type OnnxStudent } from './student/serving/onnx.js';
 export { loadRecommender, type Recommender, type Recommendation } from './serve/recommender.js';
 export { SERVE_DEFAULTS, startServer, type RunningServer, type ServeOptions } from './serve/http.js';
 
 // Evaluation and benchmark
 export { evaluateRanking, popularityScorer } from './eval/evaluate.js';
-export { evalOptions, runEvalStage, type EvalConfig } from './student/eval-stage.js';
+export { evalOptions, runEvalStage, type EvalConfig } from './student/serving/eval-stage.js';
 export { runBench } from './bench/run.js';

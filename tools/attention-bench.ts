@@ -88,7 +88,7 @@ async function main(): Promise<void> {
 
 /** ms/step of the default student, stock BatchMatMul vs viewBatchMatMul registered in its place, alternating. */
 async function stepBench(rounds: number, numItems: number): Promise<void> {
-  const { benchStudent } = await import('../src/student/bench.js');
+  const { benchStudent } = await import('../src/student/training/bench.js');
   unregisterViewBatchMatMul(); // the library registers the view kernel at load; A/B needs the stock one
   const stock = tf.getKernel(tf.BatchMatMul, 'wasm')!;
   const use = (impl: 'stock' | 'view') => {

@@ -5,8 +5,8 @@ import { readManifest, type CacheManifest } from '../cache/format.js';
 import { readSafetensorsFile } from '../util/safetensors.js';
 import type { ItemInfo, PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
-import { sasrecParams } from '../student/model.js';
-import { loadStudent, topK } from '../student/serve.js';
+import { sasrecParams } from '../student/model/model.js';
+import { loadStudent, topK } from '../student/serving/serve.js';
 import { resolveIndex } from '../util/layers.js';
 import type { LogFn } from '../util/progress.js';
 import { countOnnxParams } from './onnx-params.js';
@@ -15,7 +15,7 @@ import { standardise } from '../teacher/head.js';
 /**
  * What bench measures for one model: a request is a history (dense item ids, oldest first) and its answer is
  * the top-k item ids with the history excluded, exactly what a recommender endpoint returns.
- * - student: loadStudent(dir).recommend (src/student/serve.ts); batches go through scoreBatch + topK.
+ * - student: loadStudent(dir).recommend (src/student/serving/serve.ts); batches go through scoreBatch + topK.
  * - llm teacher: tokenise the textified history (the cache's prompt), one forward pass of the ONNX LM over
  *   the most recent items that fit the token budget ('recent' truncation: the same last window the cache read
  *   for the test position), the tapped state at the last item's last token, the cache's soft-label head
@@ -70,7 +70,7 @@ export async function studentServer(dir: string, kind: 'student' | 'seqrec' = 's
  * whose serve.json names an ensemble (EMKD --serve ensemble) answers with the mean of its members' scores.
  */
 export async function studentOnnxServer(dir: string): Promise<Server> {
-  const { loadServedOnnx } = await import('../student/onnx.js');
+  const { loadServedOnnx } = await import('../student/serving/onnx.js');
   const s = await loadServedOnnx(dir);
   const N = s.config.numItems;
   return {

@@ -3,7 +3,7 @@ import { resolveOptions } from '../config/options.js';
 import type { PreparedDataset } from '../data/types.js';
 import { requireEvaluableUsers } from '../eval/evaluate.js';
 import { RecdistillError } from '../errors.js';
-import { readStudentFile } from '../student/serve.js';
+import { readStudentFile } from '../student/serving/serve.js';
 import { llmTeacherOptions } from '../teacher/llm/options.js';
 import { loadSeqrecTeacher } from '../teacher/seqrec.js';
 import { parseLayerList, resolveLayerList } from '../util/layers.js';

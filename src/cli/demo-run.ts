@@ -5,11 +5,11 @@ import { runBench } from '../bench/run.js';
 import { resolveOptions, type OptionSpecs } from '../config/options.js';
 import type { Command, CommandContext } from './command.js';
 import { sha256, stableStringify } from '../util/hash.js';
-import { studentOptions } from '../student/config.js';
+import { studentOptions } from '../student/training/config.js';
 import { readManifest } from '../cache/format.js';
 import { runStudentStage, studentStageConfig } from '../distill/stage.js';
-import { evalOptions, runEvalStage } from '../student/eval-stage.js';
-import { readRunMetrics } from '../student/serve.js';
+import { evalOptions, runEvalStage } from '../student/serving/eval-stage.js';
+import { readRunMetrics } from '../student/serving/serve.js';
 import type { LogFn } from '../util/progress.js';
 
 /**

@@ -24,7 +24,7 @@ export interface OptionSpec {
   max?: number;
   exclusiveMin?: boolean;
   exclusiveMax?: boolean;
-  /** Part of a run's identity: resuming refuses a checkpoint whose value differs (student/config.ts RUN_KEYS). */
+  /** Part of a run's identity: resuming refuses a checkpoint whose value differs (student/training/config.ts RUN_KEYS). */
   run?: boolean;
   /**
    * A run key added after the first runs were written: `value` is what every run did before (not necessarily

@@ -3,7 +3,7 @@
  * onnxruntime-node (the serving default), one history per request, one intra-op thread. Every configuration
  * of an ablation shares the student's architecture, so one run per configuration is measured.
  */
-import { loadStudentOnnx } from '../student/onnx.js';
+import { loadStudentOnnx } from '../student/serving/onnx.js';
 import { percentile } from '../util/stats.js';
 
 export interface LatencyOptions {

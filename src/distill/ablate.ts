@@ -23,7 +23,7 @@ export interface RunResult {
   /** Parameters of the trained model. */
   params?: number;
   runDir?: string;
-  /** Training cost: seconds per epoch (validation included) and memory, MiB (src/student/finish.ts RunMemory). */
+  /** Training cost: seconds per epoch (validation included) and memory, MiB (src/student/training/finish.ts RunMemory). */
   secondsPerEpoch?: number;
   memory?: { peakRssMiB: number; wasmHeapMiB?: number; estimateMiB?: number };
 }
@@ -281,7 +281,7 @@ export function ablationMarkdown(r: AblationResult, header: ReportHeader): strin
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
-    'Memory: the up-front estimate of the largest training step (src/student/memory.ts) and the process\'s high-water marks when the row\'s last run finished; the runs share one process, so a row\'s peak is at least the peaks of the rows above it.',
+    'Memory: the up-front estimate of the largest training step (src/student/training/memory.ts) and the process\'s high-water marks when the row\'s last run finished; the runs share one process, so a row\'s peak is at least the peaks of the rows above it.',
     '',
     r.distilled
       ? `Chosen on validation: **${r.distilled.name}**; relative test NDCG@10 gain over CE-only: **${(r.gain * 100).toFixed(1)}%**.`

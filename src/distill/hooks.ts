@@ -4,7 +4,7 @@ import { openCache, type CacheReader } from '../cache/reader.js';
 import { resolveOptions } from '../config/options.js';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
-import type { HooksFactory, StepContext, TrainHooks } from '../student/hooks.js';
+import type { HooksFactory, StepContext, TrainHooks } from '../student/training/hooks.js';
 import { parseAlign } from './align.js';
 import { createBalancer, type BalanceMode } from './balance.js';
 import { distillOptions, type DistillFlags } from './options.js';
@@ -201,7 +201,7 @@ function stepShared(ctx: StepContext, s: TermSetup, lookupTapped: number[], cut:
       if (!stoppedH.has(block)) stoppedH.set(block, stopGradient(flat(block)));
       return stoppedH.get(block)!;
     },
-    // The student's scores h . E^T (src/student/model.ts scores), through the stopped E for an unshared term.
+    // The student's scores h . E^T (src/student/model/model.ts scores), through the stopped E for an unshared term.
     scoresFor: (t, h) => (cut(t) ? tf.matMul(h, tf.transpose(embFor(t))) : (ctx.scores(h) as tf.Tensor2D)),
     adapted(t, h) {
       const a = adapters.get(t);

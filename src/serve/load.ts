@@ -74,7 +74,7 @@ export async function runServeBench(o: LoadOptions): Promise<LoadReport> {
   // Expected answers: the same model and runtime, in this process.
   const rec = await loadRecommender(o.student, { runtime: o.runtime, log: o.log });
   const { pickRequests } = await import('../bench/run.js');
-  const { runDatasetFlags } = await import('../student/run-folder.js');
+  const { runDatasetFlags } = await import('../student/model/run-folder.js');
   const { datasetFromFlags } = await import('../data/options.js');
   const ds = await datasetFromFlags(runDatasetFlags(o.student));
   const picked = pickRequests(ds, o.histories).histories;

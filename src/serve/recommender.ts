@@ -5,8 +5,8 @@
  */
 import { RecdistillError } from '../errors.js';
 import type { LogFn } from '../util/progress.js';
-import { loadItemMap, type ItemMap } from '../student/items.js';
-import { sasrecParams } from '../student/model.js';
+import { loadItemMap, type ItemMap } from '../student/serving/items.js';
+import { sasrecParams } from '../student/model/model.js';
 
 export const RUNTIMES = ['onnx', 'tfjs'] as const;
 export type Runtime = (typeof RUNTIMES)[number];
@@ -36,20 +36,20 @@ export async function loadRecommender(dir: string, o: { runtime?: Runtime; threa
   const runtime = o.runtime ?? 'onnx';
   if (!RUNTIMES.includes(runtime)) throw new RecdistillError('E_USAGE', `--runtime must be one of ${RUNTIMES.join(', ')}; got "${runtime}".`);
   // One runtime is loaded: the onnx path never initialises TensorFlow.js.
-  let info: { dataset: string; fingerprint: string; config: import('../student/model.js').ModelConfig };
+  let info: { dataset: string; fingerprint: string; config: import('../student/model/model.js').ModelConfig };
   let dense: Recommender['recommendDense'];
   let close: () => Promise<void>;
   // Networks whose scores are averaged: a run whose serve.json names an ensemble (EMKD --serve ensemble) serves its members' mean.
   let networks = 1;
   if (runtime === 'onnx') {
-    const { loadServedOnnx } = await import('../student/onnx.js');
+    const { loadServedOnnx } = await import('../student/serving/onnx.js');
     const onnx = await loadServedOnnx(dir, { threads: o.threads });
     info = onnx;
     networks = onnx.members.length;
     dense = (h, k) => onnx.recommend(h, k);
     close = () => onnx.dispose();
   } else {
-    const { loadStudent } = await import('../student/serve.js');
+    const { loadStudent } = await import('../student/serving/serve.js');
     const tf = await loadStudent(dir);
     info = { ...tf.info };
     networks = tf.info.members?.length ?? 1;

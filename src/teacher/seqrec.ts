@@ -1,10 +1,10 @@
 import { datasetDifference } from '../data/differ.js';
-import { flagsRecord, runDatasetRecord } from '../student/run-folder.js';
+import { flagsRecord, runDatasetRecord } from '../student/model/run-folder.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
-import { encode, scores, type Sasrec } from '../student/model.js';
+import { encode, scores, type Sasrec } from '../student/model/model.js';
 import { sha256File } from '../util/hash.js';
 import { resolveLayerList } from '../util/layers.js';
 import type { TeacherEncoder } from './types.js';
@@ -35,7 +35,7 @@ export interface SeqrecModel {
   itemEmbeddings(): Float32Array;
 }
 
-/** Wrap a SASRec from src/student/model.ts (inference: no dropout). */
+/** Wrap a SASRec from src/student/model/model.ts (inference: no dropout). */
 export function sasrecModel(m: Sasrec): SeqrecModel {
   const { numItems, maxLen, blocks, dims } = m.config;
   return {
@@ -142,7 +142,7 @@ export function seqrecTeacher(model: SeqrecModel, info: { model: string; weights
  * trained on another dataset (fingerprint). The weights hash goes into the cache key.
  */
 export async function loadSeqrecTeacher(dir: string, ds: PreparedDataset, o: { layers: string }): Promise<SeqrecTeacher> {
-  const { loadStudent } = await import('../student/serve.js');
+  const { loadStudent } = await import('../student/serving/serve.js');
   const s = await loadStudent(dir);
   try {
     if (s.info.fingerprint && s.info.fingerprint !== ds.fingerprint) {

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reportChart, reportMarkdown } from '../../src/bench/report.js';
 import { openCache } from '../../src/cache/reader.js';
 import { datasetFromFlags } from '../../src/data/options.js';
-import { loadStudent } from '../../src/student/serve.js';
+import { loadStudent } from '../../src/student/serving/serve.js';
 import { buildTinySetup, runCmd, TINY_DATA } from './fixtures.js';
 
 const FIGURES = ['p50Ms', 'p95Ms', 'throughput', 'params', 'bytes', 'rssMB', 'ndcg@10', 'hr@10'];

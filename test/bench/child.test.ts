@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { lastJsonLine } from '../../src/util/process.js';
 import { latencyByLength, pickRequests, runBench } from '../../src/bench/run.js';
-import { runDatasetFlags } from '../../src/student/run-folder.js';
+import { runDatasetFlags } from '../../src/student/model/run-folder.js';
 import { tinyDataset } from '../cache/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rd-bench-unit-'));

@@ -9,8 +9,8 @@ import { verifyCache } from '../../src/cache/verify.js';
 import { main } from '../../src/cli/main.js';
 import { datasetFromFlags, datasetOptions } from '../../src/data/options.js';
 import { resolveOptions } from '../../src/config/options.js';
-import { tensorsOf, writeTensors } from '../../src/student/checkpoint.js';
-import { createSasrec, disposeModel } from '../../src/student/model.js';
+import { tensorsOf, writeTensors } from '../../src/student/model/checkpoint.js';
+import { createSasrec, disposeModel } from '../../src/student/model/model.js';
 import { writeTinyModel, TINY_DEFAULTS } from '../../src/teacher/tiny/index.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-cachecli-'));

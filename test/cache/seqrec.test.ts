@@ -7,7 +7,7 @@ import { initBackend } from '../../src/backend/index.js';
 import { openCache } from '../../src/cache/reader.js';
 import { evaluateRanking, historyFor } from '../../src/eval/evaluate.js';
 import { runTeacherCache } from '../../src/cache/run.js';
-import { createSasrec, disposeModel, encode, scores, type Sasrec } from '../../src/student/model.js';
+import { createSasrec, disposeModel, encode, scores, type Sasrec } from '../../src/student/model/model.js';
 import { sasrecModel, seqrecTeacher, seqWindows } from '../../src/teacher/seqrec.js';
 import { tinyDataset } from './fixtures.js';
 

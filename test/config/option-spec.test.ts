@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { checkRanges, legacyValuesOf, resolveOptions, runKeysOf, type OptionSpecs } from '../../src/config/options.js';
 import { datasetOptions } from '../../src/data/options.js';
-import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions } from '../../src/student/config.js';
+import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions } from '../../src/student/training/config.js';
 
 /**
  * The option spec carries ranges, run identity and legacy values; RUN_KEYS, LEGACY_RUN_VALUES and the range checks

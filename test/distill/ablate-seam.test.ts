@@ -11,7 +11,7 @@ import type { CommandContext } from '../../src/cli/command.js';
 import studentTrain from '../../src/cli/commands/student-train.js';
 import teacherCache from '../../src/cli/commands/teacher-cache.js';
 import { resolveOptions, type OptionSpecs } from '../../src/config/options.js';
-import { resolveStudentPreset } from '../../src/student/presets.js';
+import { resolveStudentPreset } from '../../src/student/training/presets.js';
 
 /**
  * The seam between ablate and the stand-alone commands: for the same flags, an ablation builds the cache

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBalancer } from '../../src/distill/balance.js';
-import { readTensors } from '../../src/student/checkpoint.js';
+import { readTensors } from '../../src/student/model/checkpoint.js';
 import { writeReplicaModel } from '../../src/teacher/replica/index.js';
 import { runCmd } from '../bench/fixtures.js';
 import { SMALL_DATA } from '../student/fixtures/small.js';

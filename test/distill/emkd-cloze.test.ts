@@ -12,9 +12,9 @@ import { initBackend } from '../../src/backend/index.js';
 import { buildDistillHooks } from '../../src/distill/index.js';
 import { trainingSequences } from '../../src/distill/emkd/cloze.js';
 import { evaluateEnsemble } from '../../src/distill/emkd/ensemble.js';
-import { readTensors } from '../../src/student/checkpoint.js';
-import { loadStudent } from '../../src/student/serve.js';
-import { trainStudent } from '../../src/student/train.js';
+import { readTensors } from '../../src/student/model/checkpoint.js';
+import { loadStudent } from '../../src/student/serving/serve.js';
+import { trainStudent } from '../../src/student/training/train.js';
 import { smallDataset, smallOptions } from '../student/fixtures/small.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-emkd-cloze-'));

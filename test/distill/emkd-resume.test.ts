@@ -10,10 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { ensembleScorer, evaluateEnsemble, exportEnsemble, memberDir } from '../../src/distill/emkd/ensemble.js';
 import { DEFAULT_KS, evaluableUsers, evaluateRanking, historyFor, type ScoreBatch } from '../../src/eval/evaluate.js';
-import { readTensors } from '../../src/student/checkpoint.js';
-import { readRunConfig } from '../../src/student/run-folder.js';
-import { usersByLength } from '../../src/student/scorer.js';
-import { loadStudent } from '../../src/student/serve.js';
+import { readTensors } from '../../src/student/model/checkpoint.js';
+import { readRunConfig } from '../../src/student/model/run-folder.js';
+import { usersByLength } from '../../src/student/serving/scorer.js';
+import { loadStudent } from '../../src/student/serving/serve.js';
 import { killAfterEpoch, runToEnd } from '../helpers/children.js';
 import { smallDataset } from '../student/fixtures/small.js';
 

@@ -4,8 +4,8 @@ import { initBackend } from '../../src/backend/index.js';
 import { cosineDistance, crossEntropy, embeddingDistance, itemCrossEntropy, klTopK, l2Distance, rankingLoss, rankingWeights, rkdAngle, rkdDistance, topKMembership } from '../../src/distill/losses.js';
 import { distillOptions } from '../../src/distill/options.js';
 import { TERM_NAMES } from '../../src/distill/terms/index.js';
-import { trainOptions } from '../../src/student/config.js';
-import { bceLoss, drawFrom, fullSoftmaxCE, fullSoftmaxCEValue, logSumExp, proposal, sampledSoftmaxCE } from '../../src/student/losses.js';
+import { trainOptions } from '../../src/student/training/config.js';
+import { bceLoss, drawFrom, fullSoftmaxCE, fullSoftmaxCEValue, logSumExp, proposal, sampledSoftmaxCE } from '../../src/student/training/losses.js';
 import { makeRng } from '../../src/util/rng.js';
 import { compareGrads, genFor, numericGrads, toF64, type Gen } from '../backend/fd.js';
 
@@ -39,7 +39,7 @@ interface Row {
 const i32 = (v: ArrayLike<number>, shape?: number[]) => tf.tensor(Array.from(v), shape ?? [v.length], 'int32');
 const targets = Int32Array.from([3, 1, 3, 6]); // a repeated target: its embedding row gets two contributions
 const student = (g: Gen) => [g.uniform([P, D]), g.uniform([N + 1, D])]; // h, E
-const scoresOf = (h: tf.Tensor, E: tf.Tensor) => tf.matMul(h, tf.transpose(E)); // as src/student/model.ts scores()
+const scoresOf = (h: tf.Tensor, E: tf.Tensor) => tf.matMul(h, tf.transpose(E)); // as src/student/model/model.ts scores()
 /** Teacher probabilities over a top-K, rows sorted descending, summing to < 1 (a truncated distribution). */
 const teacherProbs = (g: Gen, M: number, K: number) => {
   const v: number[] = [];
@@ -52,7 +52,7 @@ const teacherProbs = (g: Gen, M: number, K: number) => {
 };
 
 const ROWS: Row[] = [
-  // ---- student losses (src/student/losses.ts)
+  // ---- student losses (src/student/training/losses.ts)
   {
     term: 'ce',
     name: 'ce: fullSoftmaxCE custom op, d/dh and d/dE (padding row excluded, repeated target)',

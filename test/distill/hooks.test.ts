@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/backend/index.js';
 import { buildDistillHooks } from '../../src/distill/index.js';
-import { lossLine, type StepContext, type TrainHooks } from '../../src/student/hooks.js';
+import { lossLine, type StepContext, type TrainHooks } from '../../src/student/training/hooks.js';
 import { compareGrads, numericGrads, toF64 } from '../backend/fd.js';
 import { teacherState, teacherTopK, twoUserDataset, writeTinyCache } from './fixtures.js';
 

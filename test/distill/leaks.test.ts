@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { buildDistillHooks } from '../../src/distill/index.js';
-import { trainStudent } from '../../src/student/train.js';
+import { trainStudent } from '../../src/student/training/train.js';
 import { writeReplicaModel } from '../../src/teacher/replica/index.js';
 import { runCmd } from '../bench/fixtures.js';
 import { SMALL_DATA, smallDataset, smallOptions } from '../student/fixtures/small.js';

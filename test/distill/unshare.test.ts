@@ -10,8 +10,8 @@ import { initBackend } from '../../src/backend/index.js';
 import { createBalancer } from '../../src/distill/balance.js';
 import { buildDistillHooks } from '../../src/distill/index.js';
 import { stopGradient } from '../../src/distill/hooks.js';
-import { combine } from '../../src/student/step.js';
-import type { StepContext, TrainHooks } from '../../src/student/hooks.js';
+import { combine } from '../../src/student/training/step.js';
+import type { StepContext, TrainHooks } from '../../src/student/training/hooks.js';
 import { twoUserDataset, writeTinyCache } from './fixtures.js';
 
 const ds = twoUserDataset();

@@ -12,12 +12,12 @@ import { lockCacheDir } from '../../src/util/lock.js';
 import { main } from '../../src/cli/main.js';
 import { datasetFromFlags } from '../../src/data/options.js';
 import { RecdistillError } from '../../src/errors.js';
-import { readTensors, writeTensors } from '../../src/student/checkpoint.js';
-import { resolveStudentOptions, validateStudentOptions } from '../../src/student/config.js';
-import type { TrainHooks } from '../../src/student/hooks.js';
-import { checkTrainMemory } from '../../src/student/memory.js';
-import { checkStudentFile, loadStudent } from '../../src/student/serve.js';
-import { trainStudent } from '../../src/student/train.js';
+import { readTensors, writeTensors } from '../../src/student/model/checkpoint.js';
+import { resolveStudentOptions, validateStudentOptions } from '../../src/student/training/config.js';
+import type { TrainHooks } from '../../src/student/training/hooks.js';
+import { checkTrainMemory } from '../../src/student/training/memory.js';
+import { checkStudentFile, loadStudent } from '../../src/student/serving/serve.js';
+import { trainStudent } from '../../src/student/training/train.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-hostile-student-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

@@ -4,14 +4,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { lastJsonLine } from '../../src/util/process.js';
-import { benchStudent } from '../../src/student/bench.js';
-import { attentionSublayer, ffnSublayer, summarizeBreakdown, type StepBreakdown } from '../../src/student/bench-breakdown.js';
-import { parseThreadList, type BenchRow } from '../../src/student/bench-runner.js';
-import { attentionBias, createSasrec, disposeModel, encode, layerNorm, type ModelConfig } from '../../src/student/model.js';
+import { benchStudent } from '../../src/student/training/bench.js';
+import { attentionSublayer, ffnSublayer, summarizeBreakdown, type StepBreakdown } from '../../src/student/training/bench-breakdown.js';
+import { parseThreadList, type BenchRow } from '../../src/student/training/bench-runner.js';
+import { attentionBias, createSasrec, disposeModel, encode, layerNorm, type ModelConfig } from '../../src/student/model/model.js';
 import { maxAbsDiff } from '../helpers/compare.js';
 
 /**
- * student:bench's step breakdown (src/student/bench-breakdown.ts) and its rows per (backend, threads).
+ * student:bench's step breakdown (src/student/training/bench-breakdown.ts) and its rows per (backend, threads).
  * No timing thresholds: the numbers depend on the machine and its load; only shapes and identities are checked.
  */
 

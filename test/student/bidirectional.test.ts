@@ -1,13 +1,13 @@
 /**
- * The bidirectional (cloze) network family of src/student/model.ts: it sees the whole sequence, masks padding, owns
+ * The bidirectional (cloze) network family of src/student/model/model.ts: it sees the whole sequence, masks padding, owns
  * a MASK row, scores a history through a MASK appended to it; and a causal model's parameters, initial weights
  * and outputs are what they were without the family.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
-import { validateStudentOptions } from '../../src/student/config.js';
-import { appendMask, createSasrec, disposeModel, encode, encodeLast, paramShapes, sasrecParams, type ModelConfig } from '../../src/student/model.js';
+import { validateStudentOptions } from '../../src/student/training/config.js';
+import { appendMask, createSasrec, disposeModel, encode, encodeLast, paramShapes, sasrecParams, type ModelConfig } from '../../src/student/model/model.js';
 
 const causal: ModelConfig = { numItems: 20, maxLen: 8, dims: 8, blocks: 2, heads: 2, dropout: 0, attnDropout: 0, ffnDims: 8 };
 const bidi: ModelConfig = { ...causal, attention: 'bidirectional' };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CHAR_W, epochTicks, learningCurveSvg, niceScale, type CurvePoint } from '../../src/student/curves.js';
+import { CHAR_W, epochTicks, learningCurveSvg, niceScale, type CurvePoint } from '../../src/student/training/curves.js';
 
 interface Text { x: number; y: number; size: number; anchor: string; cls: string; body: string }
 

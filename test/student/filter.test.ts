@@ -1,5 +1,5 @@
 /**
- * --filter-alpha: the causal frequency-filter branch (src/student/filter.ts), checked against values computed
+ * --filter-alpha: the causal frequency-filter branch (src/student/model/filter.ts), checked against values computed
  * independently: the kernel by hand, its last slot against BSARec's FFT low-pass written as a naive DFT,
  * gradients by finite differences, causality and padding by perturbation, and a trained run through the
  * model file (serve's loader).
@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
-import { validateStudentOptions } from '../../src/student/config.js';
-import { causalFilterMatrix, filterBranch, lowPassKernel } from '../../src/student/filter.js';
-import { createSasrec, disposeModel, encode, encodeLast, sasrecParams, type ModelConfig } from '../../src/student/model.js';
-import { checkModelConfig, loadStudent, readStudentFile } from '../../src/student/serve.js';
-import { trainStudent } from '../../src/student/train.js';
+import { validateStudentOptions } from '../../src/student/training/config.js';
+import { causalFilterMatrix, filterBranch, lowPassKernel } from '../../src/student/model/filter.js';
+import { createSasrec, disposeModel, encode, encodeLast, sasrecParams, type ModelConfig } from '../../src/student/model/model.js';
+import { checkModelConfig, loadStudent, readStudentFile } from '../../src/student/serving/serve.js';
+import { trainStudent } from '../../src/student/training/train.js';
 import { makeRng } from '../../src/util/rng.js';
 import { compareGrads, dot64, genFor, numericGrads, toF64 } from '../backend/fd.js';
 import { maxAbsDiff } from '../helpers/compare.js';

@@ -1,11 +1,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
-import { bceLoss, drawFrom, proposal, sampledSoftmaxCE } from '../../src/student/losses.js';
+import { bceLoss, drawFrom, proposal, sampledSoftmaxCE } from '../../src/student/training/losses.js';
 import { makeRng, shuffle } from '../../src/util/rng.js';
-import { buildWindows, epochBatches, makeBatch, padHistories } from '../../src/student/batches.js';
+import { buildWindows, epochBatches, makeBatch, padHistories } from '../../src/student/model/batches.js';
 import type { PreparedDataset } from '../../src/data/types.js';
-import { benchStudent } from '../../src/student/bench.js';
+import { benchStudent } from '../../src/student/training/bench.js';
 
 beforeAll(async () => {
   await initBackend('wasm');

@@ -1,5 +1,5 @@
 /**
- * The up-front memory estimate counts EMKD (src/student/memory.ts estimateEmkd): every part of a tiny shape
+ * The up-front memory estimate counts EMKD (src/student/training/memory.ts estimateEmkd): every part of a tiny shape
  * against hand-computed bytes, growth with K, the hooks' provenance as its input, and the known ML-100K data point
  * (--preset small, d=16, 2 blocks, maxLen 50, 1682 items: K = 3 at batch 128 did not fit the wasm heap, batch 64
  * did), through the function and through student:train's own check on a synthetic catalogue of that shape.
@@ -11,9 +11,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { datasetFromFlags } from '../../src/data/options.js';
 import { buildDistillHooks } from '../../src/distill/index.js';
-import { resolveStudentPreset } from '../../src/student/presets.js';
-import { checkTrainMemory, emkdMemoryInput, estimateTrainMemory, type TrainMemoryInput } from '../../src/student/memory.js';
-import { trainStudent } from '../../src/student/train.js';
+import { resolveStudentPreset } from '../../src/student/training/presets.js';
+import { checkTrainMemory, emkdMemoryInput, estimateTrainMemory, type TrainMemoryInput } from '../../src/student/training/memory.js';
+import { trainStudent } from '../../src/student/training/train.js';
 import { smallDataset, smallOptions } from './fixtures/small.js';
 
 const RAM = 64 * 1024 ** 3; // limit = the wasm heap's 4 GiB

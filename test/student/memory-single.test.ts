@@ -1,5 +1,5 @@
 /**
- * The up-front memory estimate of one network's training run (src/student/memory.ts estimateTrainMemory) against an
+ * The up-front memory estimate of one network's training run (src/student/training/memory.ts estimateTrainMemory) against an
  * independent measurement: tf.profile's peak of one real training step (train.ts trainStep: forward, backward and
  * the Adam update, as student:train runs it) on the wasm backend, for three tiny shapes that move every size the
  * formula depends on (blocks, heads, dims, ffn dims, length, rows, catalogue, each loss). The estimate must bound
@@ -11,14 +11,14 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { resolveOptions } from '../../src/config/options.js';
 import { datasetFromFlags } from '../../src/data/options.js';
-import { buildWindows, makeBatch } from '../../src/student/batches.js';
-import { studentOptions, type StudentOptions } from '../../src/student/config.js';
-import { estimateTrainMemory } from '../../src/student/memory.js';
-import { createSasrec, disposeModel, modelVariables } from '../../src/student/model.js';
-import { createAdam } from '../../src/student/optim.js';
-import type { RunState } from '../../src/student/run-folder.js';
-import { lossSetup, type LossSetup } from '../../src/student/step.js';
-import { modelConfigFrom, trainStep } from '../../src/student/train.js';
+import { buildWindows, makeBatch } from '../../src/student/model/batches.js';
+import { studentOptions, type StudentOptions } from '../../src/student/training/config.js';
+import { estimateTrainMemory } from '../../src/student/training/memory.js';
+import { createSasrec, disposeModel, modelVariables } from '../../src/student/model/model.js';
+import { createAdam } from '../../src/student/training/optim.js';
+import type { RunState } from '../../src/student/model/run-folder.js';
+import { lossSetup, type LossSetup } from '../../src/student/training/step.js';
+import { modelConfigFrom, trainStep } from '../../src/student/training/train.js';
 
 const RAM = 64 * 1024 ** 3;
 

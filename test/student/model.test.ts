@@ -2,10 +2,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { segmentSum } from '../../src/backend/kernels.js';
-import { fullSoftmaxCE, fullSoftmaxCEValue, logSumExp } from '../../src/student/losses.js';
-import { attentionBias, createSasrec, disposeModel, encode, encodeLast, modelVariables } from '../../src/student/model.js';
+import { fullSoftmaxCE, fullSoftmaxCEValue, logSumExp } from '../../src/student/training/losses.js';
+import { attentionBias, createSasrec, disposeModel, encode, encodeLast, modelVariables } from '../../src/student/model/model.js';
 import { makeRng } from '../../src/util/rng.js';
-import { topK } from '../../src/student/serve.js';
+import { topK } from '../../src/student/serving/serve.js';
 
 const cfg = { numItems: 20, maxLen: 8, dims: 8, blocks: 2, heads: 2, dropout: 0, attnDropout: 0, ffnDims: 8 };
 

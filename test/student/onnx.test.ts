@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportStudentOnnx, loadStudentOnnx } from '../../src/student/onnx.js';
-import { loadStudent, type LoadedStudent } from '../../src/student/serve.js';
+import { exportStudentOnnx, loadStudentOnnx } from '../../src/student/serving/onnx.js';
+import { loadStudent, type LoadedStudent } from '../../src/student/serving/serve.js';
 import { runCmd, TINY_DATA } from '../bench/fixtures.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recdistill-onnx-student-'));
@@ -111,7 +111,7 @@ describe('student ONNX export', () => {
   });
 
   it('reads the model through the validated reader: NaN weights are refused, naming the tensor', async () => {
-    const { readTensors, writeTensors } = await import('../../src/student/checkpoint.js');
+    const { readTensors, writeTensors } = await import('../../src/student/model/checkpoint.js');
     const bad = join(root, 'bad');
     mkdirSync(bad);
     const { tensors, metadata } = readTensors(join(run, 'model.safetensors'));

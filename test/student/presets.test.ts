@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import studentTrain from '../../src/cli/commands/student-train.js';
 import { resolveOptions } from '../../src/config/options.js';
-import { autoPreset, resolveStudentPreset, STUDENT_PRESETS } from '../../src/student/presets.js';
+import { autoPreset, resolveStudentPreset, STUDENT_PRESETS } from '../../src/student/training/presets.js';
 
 const flags = (f: Record<string, unknown>) => resolveOptions(studentTrain.options, { flags: { dataset: 'synthetic', ...f } });
 const stats = (medianSeqLen: number) => ({ users: 1000, items: 500, interactions: 9000, meanSeqLen: 9, medianSeqLen, density: 0.01 });

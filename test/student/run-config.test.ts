@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkRunConfig, readRunConfig, runDatasetFlags, runDatasetRecord, runToContinue, trainedOptions } from '../../src/student/run-folder.js';
+import { checkRunConfig, readRunConfig, runDatasetFlags, runDatasetRecord, runToContinue, trainedOptions } from '../../src/student/model/run-folder.js';
 
 /** The one typed reader of a run folder's config.json: every field it returns is checked. */
 const tmp = mkdtempSync(join(tmpdir(), 'run-config-'));

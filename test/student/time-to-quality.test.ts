@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { timeToQuality } from '../../src/student/finish.js';
+import { timeToQuality } from '../../src/student/training/finish.js';
 
 describe('timeToQuality', () => {
   it('the summed epoch time at the first epoch reaching each level; null when never reached; epochs without validation count their time', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { wasmAbortError } from '../../src/student/train.js';
-import type { StudentOptions } from '../../src/student/config.js';
-import type { TrainHooks } from '../../src/student/hooks.js';
+import { wasmAbortError } from '../../src/student/training/train.js';
+import type { StudentOptions } from '../../src/student/training/config.js';
+import type { TrainHooks } from '../../src/student/training/hooks.js';
 
 describe('a wasm abort during training', () => {
   const o = { batchSize: 128, maxLen: 50 } as StudentOptions;

@@ -1,4 +1,4 @@
-import { evalOptions, runEvalStage } from '../../student/eval-stage.js';
+import { evalOptions, runEvalStage } from '../../student/serving/eval-stage.js';
 import { defineCommand } from '../command.js';
 
 export default defineCommand({

@@ -2,7 +2,7 @@ import { loadavg } from 'node:os';
 import { availableBackends } from '../../backend/index.js';
 import { defineOptions } from '../../config/options.js';
 import { RecdistillError } from '../../errors.js';
-import { benchTable, parseThreadList, runBenchPlan, type BenchRow } from '../../student/bench-runner.js';
+import { benchTable, parseThreadList, runBenchPlan, type BenchRow } from '../../student/training/bench-runner.js';
 import { defineCommand } from '../command.js';
 
 const benchOptions = defineOptions({

@@ -1,5 +1,5 @@
 import { defineOptions } from '../../config/options.js';
-import { exportStudentOnnx } from '../../student/onnx.js';
+import { exportStudentOnnx } from '../../student/serving/onnx.js';
 import { defineCommand } from '../command.js';
 
 const options = defineOptions({

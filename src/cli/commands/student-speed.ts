@@ -3,9 +3,9 @@ import { initBackend, type BackendName } from '../../backend/index.js';
 import { datasetFromFlags } from '../../data/options.js';
 import { coerceOptions } from '../../config/options.js';
 import { RecdistillError } from '../../errors.js';
-import { studentOptions } from '../../student/config.js';
-import { autoPreset, presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/presets.js';
-import { measureEpochSpeed, type SpeedRow, type SpeedVariant } from '../../student/speed.js';
+import { studentOptions } from '../../student/training/config.js';
+import { autoPreset, presetOption, presetStudentOptions, resolveStudentPreset } from '../../student/training/presets.js';
+import { measureEpochSpeed, type SpeedRow, type SpeedVariant } from '../../student/training/speed.js';
 import { defineCommand } from '../command.js';
 
 /** "loss=ce,batch-size=64" -> typed student options (a key alone means true); unknown keys and bad values name the variant. */

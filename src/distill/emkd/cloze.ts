@@ -2,10 +2,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../../data/types.js';
 import { RecdistillError } from '../../errors.js';
 import { historyFor, type ScoreBatch } from '../../eval/evaluate.js';
-import type { StepContext, TrainHooks } from '../../student/hooks.js';
-import { maskId as maskIdOf, type ModelConfig, type Sasrec } from '../../student/model.js';
-import { scoreHistories } from '../../student/scorer.js';
-import { averageScores } from '../../student/serve-plan.js';
+import type { StepContext, TrainHooks } from '../../student/training/hooks.js';
+import { maskId as maskIdOf, type ModelConfig, type Sasrec } from '../../student/model/model.js';
+import { scoreHistories } from '../../student/serving/scorer.js';
+import { averageScores } from '../../student/serving/serve-plan.js';
 import { makeRng, mixSeed } from '../../util/rng.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
 import { itemCrossEntropy } from '../losses.js';
@@ -18,7 +18,7 @@ import type { EmkdFlags } from './flags.js';
 
 /**
  * EMKD as the reference code writes it (hw-du/EMKD commit 984d46c): K bidirectional cloze networks (BERT4Rec,
- * src/student/model.ts attention 'bidirectional'), selected by `student:train --emkd K --attention bidirectional`.
+ * src/student/model/model.ts attention 'bidirectional'), selected by `student:train --emkd K --attention bidirectional`.
  * Network 1 is the trainer's model, networks 2..K hook variables (./networks.ts), as in the causal variant.
  * Each step, for the batch's training sequences (each window's inputs followed by its last target: the items the
  * reference's window holds), with M = --emkd-views cloze views (./reference-losses.ts clozeView, p = --emkd-mask-ratio,
@@ -56,7 +56,7 @@ export function buildClozeHooks(f: EmkdFlags, ds: PreparedDataset, config: Model
   const on = (t: string) => t in weights;
 
   const extraTerms = (ctx: StepContext): Record<string, tf.Scalar> => {
-    if (!ctx.inputs || !ctx.encode) throw new RecdistillError('E_INTERNAL', 'EMKD needs the step context\'s inputs and encode (src/student/step.ts).');
+    if (!ctx.inputs || !ctx.encode) throw new RecdistillError('E_INTERNAL', 'EMKD needs the step context\'s inputs and encode (src/student/training/step.ts).');
     const B = ctx.users.length;
     const { items: seq, L } = trainingSequences(ctx.inputs, ctx.targets.dataSync() as Int32Array, B, config.maxLen);
     const encode1 = ctx.encode;

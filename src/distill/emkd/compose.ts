@@ -1,5 +1,5 @@
 import type * as tf from '@tensorflow/tfjs-core';
-import type { TrainHooks } from '../../student/hooks.js';
+import type { TrainHooks } from '../../student/training/hooks.js';
 
 /**
  * The distillation hooks (teacher-cache terms, balancing) and the EMKD hooks as one TrainHooks:

@@ -5,12 +5,12 @@ import { RecdistillError } from '../../errors.js';
 import { DEFAULT_KS, evaluableUsers, evaluateRanking, historyFor, type RankingMetrics, type ScoreBatch } from '../../eval/evaluate.js';
 import { writeJsonAtomic } from '../../util/atomic.js';
 import type { STTensor } from '../../util/safetensors.js';
-import { readTensors, writeTensors } from '../../student/checkpoint.js';
-import { isObject, readRunConfig } from '../../student/run-folder.js';
-import { usersByLength } from '../../student/scorer.js';
-import type { RunReportContext } from '../../student/hooks.js';
-import { loadStudent, type LoadedStudent } from '../../student/serve.js';
-import { averageScores, writeServePlan } from '../../student/serve-plan.js';
+import { readTensors, writeTensors } from '../../student/model/checkpoint.js';
+import { isObject, readRunConfig } from '../../student/model/run-folder.js';
+import { usersByLength } from '../../student/serving/scorer.js';
+import type { RunReportContext } from '../../student/training/hooks.js';
+import { loadStudent, type LoadedStudent } from '../../student/serving/serve.js';
+import { averageScores, writeServePlan } from '../../student/serving/serve-plan.js';
 
 export { averageScores };
 
@@ -26,7 +26,7 @@ export { averageScores };
  *   from the same epoch; a checkpoint without best/hook.* tensors gives every network's final-epoch weights.
  * student:train does both when an EMKD run finishes (reportEnsemble, the hooks' `report`): the members are exported
  * and evaluated, metrics.json reports member and ensemble side by side (distill.emkd.serving), and serve.json
- * (src/student/serve-plan.ts) says which one the folder serves, so loadStudent(run), `eval --student`, bench and the
+ * (src/student/serving/serve-plan.ts) says which one the folder serves, so loadStudent(run), `eval --student`, bench and the
  * HTTP server serve the ensemble with `--serve ensemble`. With K > 1, `--serve ensemble` also makes validation
  * select the best epoch (and early stopping) on the ensemble (TrainHooks.selectionScorer), so it is part of the run's
  * identity then; `--serve member` is not (runs written before keep their identity).
@@ -133,7 +133,7 @@ export async function evaluateEnsemble(runDir: string, ds: PreparedDataset, o: {
 }
 
 /**
- * The finish step of an EMKD run (its hooks' `report`, called by src/student/finish.ts once model.safetensors and
+ * The finish step of an EMKD run (its hooks' `report`, called by src/student/training/finish.ts once model.safetensors and
  * the last checkpoint are written): the members exported afresh and the ensemble evaluated on the trainer's
  * protocol (ensemble.json), serve.json written for `serve`, and both ways of serving reported for metrics.json's
  * distill.emkd.serving: member = network 1 (the student's metrics), ensemble = the K networks' scores averaged.

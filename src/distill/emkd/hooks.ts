@@ -2,8 +2,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { CacheReader } from '../../cache/reader.js';
 import type { PreparedDataset } from '../../data/types.js';
 import { RecdistillError } from '../../errors.js';
-import type { StepContext, TrainHooks } from '../../student/hooks.js';
-import type { ModelConfig } from '../../student/model.js';
+import type { StepContext, TrainHooks } from '../../student/training/hooks.js';
+import type { ModelConfig } from '../../student/model/model.js';
 import { makeRng, mixSeed } from '../../util/rng.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
 import { crossEntropy } from '../losses.js';
@@ -89,7 +89,7 @@ export function buildEmkdHooks(f: EmkdFlags, ds: PreparedDataset, config: ModelC
   const needViews = on('emkd_mask') || on('emkd_intra') || (on('emkd_inter') && K > 1);
 
   const extraTerms = (ctx: StepContext): Record<string, tf.Scalar> => {
-    if (!ctx.inputs || !ctx.encode) throw new RecdistillError('E_INTERNAL', 'EMKD needs the step context\'s inputs and encode (src/student/step.ts).');
+    if (!ctx.inputs || !ctx.encode) throw new RecdistillError('E_INTERNAL', 'EMKD needs the step context\'s inputs and encode (src/student/training/step.ts).');
     const inputs = ctx.inputs;
     const encode1 = ctx.encode;
     const B = ctx.users.length;
@@ -208,7 +208,7 @@ export function buildEmkdHooks(f: EmkdFlags, ds: PreparedDataset, config: ModelC
     variables: () => nets.variables,
     extraTerms,
     weights: () => weights,
-    // After training (src/student/finish.ts): the ensemble exported and evaluated, serve.json written.
+    // After training (src/student/training/finish.ts): the ensemble exported and evaluated, serve.json written.
     report: (run) => reportEnsemble(run, (f.serve ?? 'member') as 'member' | 'ensemble'),
     // With --serve ensemble the best epoch is chosen on the ensemble's validation NDCG@10 (what is served).
     selectionScorer: selectionScorerFor(f, nets),

@@ -6,7 +6,7 @@
  * ablation rows (./plan.ts).
  * - Serving: `--serve member` (default: network 1, the run's model.safetensors) or `--serve ensemble` (the K
  *   networks' scores averaged, through the run's serve.json); metrics.json reports both (distill.emkd.serving).
- * - Memory: student:train's up-front estimate counts what EMKD keeps alive in a step (src/student/memory.ts
+ * - Memory: student:train's up-front estimate counts what EMKD keeps alive in a step (src/student/training/memory.ts
  *   estimateEmkd: networks 2..K, their passes on the batch and the masked views, their full-softmax CE and every
  *   pair's KL, which grows as K (K - 1) / 2) and refuses a run that cannot fit, naming --emkd and --batch-size.
  * - Cost: metrics.json's secondsPerEpoch and memory (peak RSS, wasm heap, estimate); `ablate --suite emkd` puts

@@ -2,9 +2,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { resolveOptions } from '../../config/options.js';
 import type { PreparedDataset } from '../../data/types.js';
 import { RecdistillError } from '../../errors.js';
-import { modelOptions, studentOptions, type StudentOptions } from '../../student/config.js';
-import { createSasrec, encode, type ModelConfig, type Sasrec } from '../../student/model.js';
-import { modelConfigFrom } from '../../student/train.js';
+import { modelOptions, studentOptions, type StudentOptions } from '../../student/training/config.js';
+import { createSasrec, encode, type ModelConfig, type Sasrec } from '../../student/model/model.js';
+import { modelConfigFrom } from '../../student/training/train.js';
 import { mixSeed, type Rng } from '../../util/rng.js';
 
 /**
@@ -14,7 +14,7 @@ import { mixSeed, type Rng } from '../../util/rng.js';
  *   their own seeds (own item table, positions, blocks and final LayerNorm; nothing shared with network 1 or
  *   each other);
  * - one mask-token row [1, D] per network (network 1 included): the "one extra embedding row" of the paper. The
- *   student's item table cannot grow without changing src/student/model.ts, so the row lives outside it and is
+ *   student's item table cannot grow without changing src/student/model/model.ts, so the row lives outside it and is
  *   appended to a network's table for a masked forward pass only (concat: the mask id is N + 1). The item
  *   table, hence the output layer and the served model, stays [N + 1, D];
  * - with attributes: one linear head [D, A] + [A] per network for L2.
@@ -35,7 +35,7 @@ export interface EmkdNetworks {
   paramNames: string[];
 }
 
-/** Seed of network n (2..K): the student's initialisation seed is mixSeed(seed, 1) (src/student/train.ts). */
+/** Seed of network n (2..K): the student's initialisation seed is mixSeed(seed, 1) (src/student/training/train.ts). */
 export const networkSeed = (seed: number, n: number) => mixSeed(seed, 1, 0xe3d, n);
 
 /** Model options a hooks factory's `opts` must carry for EMKD (a default here would silently differ from network 1). */

@@ -37,7 +37,7 @@ export const kdTerm: TermModule = {
 
 /**
  * Student logits at the teacher's top-K, [M, K]: h . E[i_k]. The student scores are h . E^T (the output layer
- * shares the item embeddings, src/student/hooks.ts), so gathering K rows of E costs M*K*D instead of the
+ * shares the item embeddings, src/student/training/hooks.ts), so gathering K rows of E costs M*K*D instead of the
  * M*(N+1)*D of full scores, and its gradient is a K-row scatter instead of a dense [M, N+1] one.
  */
 function logitsAtK(E: tf.Tensor2D, h: tf.Tensor2D, idxT: tf.Tensor2D, M: number, K: number, D: number): tf.Tensor2D {

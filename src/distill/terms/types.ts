@@ -1,7 +1,7 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { CacheReader } from '../../cache/reader.js';
 import type { PreparedDataset } from '../../data/types.js';
-import type { StepContext } from '../../student/hooks.js';
+import type { StepContext } from '../../student/training/hooks.js';
 import type { AlignPair } from '../align.js';
 import type { DistillFlags } from '../options.js';
 import type { TeacherBatch } from '../teacher-batch.js';

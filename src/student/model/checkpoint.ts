@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
-import { RecdistillError } from '../errors.js';
-import { writeFileAtomic } from '../util/atomic.js';
-import { encodeSafetensors, readSafetensorsFile, type STTensor } from '../util/safetensors.js';
+import { RecdistillError } from '../../errors.js';
+import { writeFileAtomic } from '../../util/atomic.js';
+import { encodeSafetensors, readSafetensorsFile, type STTensor } from '../../util/safetensors.js';
 
 /**
  * Weights and training checkpoints as safetensors (one file each, written atomically: temp + rename).

@@ -1,14 +1,14 @@
 import type * as tf from '@tensorflow/tfjs-core';
-import type { PreparedDataset } from '../data/types.js';
-import type { LogFn } from '../util/progress.js';
-import type { ScoreBatch } from '../eval/evaluate.js';
-import type { Sasrec } from './model.js';
+import type { PreparedDataset } from '../../data/types.js';
+import type { LogFn } from '../../util/progress.js';
+import type { ScoreBatch } from '../../eval/evaluate.js';
+import type { Sasrec } from '../model/model.js';
 
 /**
  * Extension point of the student training step (used by distillation, src/distill).
  * A step computes named scalar loss terms: `ce` (next item) plus `hooks.extraTerms(ctx)`, and minimises
  * sum_k weights[k] * term[k]. Terms are returned UNWEIGHTED; weights come from `hooks.weights(step)`.
- * How the trainer (src/student/train.ts, step.ts) uses it:
+ * How the trainer (src/student/training/train.ts, step.ts) uses it:
  * - `extraTerms` runs inside the gradient tape and inside a tf.tidy: create tensors freely, they are freed
  *   after the step. It may be called more than once per step (gradient balancing recomputes the forward
  *   pass per term with the same dropout masks), so it must not have side effects that depend on call count.
@@ -98,7 +98,7 @@ export interface TrainHooks {
   /** Provenance recorded in the run folder (cache dir, cache key, lambdas). */
   provenance?(): Record<string, unknown>;
   /**
-   * Called once the run's model.safetensors and last checkpoint are written (src/student/finish.ts): evaluate or
+   * Called once the run's model.safetensors and last checkpoint are written (src/student/training/finish.ts): evaluate or
    * export what the hooks trained besides the student (EMKD: its K-network ensemble). The record is merged into
    * metrics.json's `distill` key by key (`{ emkd: {...} }` joins the provenance's `emkd`); not part of the run's
    * identity.

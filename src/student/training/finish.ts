@@ -1,14 +1,14 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { isObject } from './run-folder.js';
-import type { PreparedDataset } from '../data/types.js';
-import { DEFAULT_KS, evaluateRanking, popularityScorer, type RankingMetrics, type ScoreBatch } from '../eval/evaluate.js';
-import { writeJsonAtomic } from '../util/atomic.js';
-import { writeTensors } from './checkpoint.js';
+import { isObject } from '../model/run-folder.js';
+import type { PreparedDataset } from '../../data/types.js';
+import { DEFAULT_KS, evaluateRanking, popularityScorer, type RankingMetrics, type ScoreBatch } from '../../eval/evaluate.js';
+import { writeJsonAtomic } from '../../util/atomic.js';
+import { writeTensors } from '../model/checkpoint.js';
 import type { StudentOptions } from './config.js';
 import type { TrainHooks } from './hooks.js';
-import type { Sasrec } from './model.js';
-import type { RunState } from './run-folder.js';
+import type { Sasrec } from '../model/model.js';
+import type { RunState } from '../model/run-folder.js';
 
 /** The `--json` summary of student:train. */
 export interface TrainResult {
@@ -35,7 +35,7 @@ export interface RunMemory {
   peakRssMiB: number;
   /** The wasm backend's linear memory, which only grows: the process's wasm heap high-water mark (wasm backend only). */
   wasmHeapMiB?: number;
-  /** The up-front estimate the run was checked against (src/student/memory.ts). */
+  /** The up-front estimate the run was checked against (src/student/training/memory.ts). */
   estimateMiB?: number;
 }
 

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { PreparedDataset } from '../data/types.js';
-import { historyFor, type ScoreBatch } from '../eval/evaluate.js';
-import { padHistories } from './batches.js';
-import { encodeLast, type Sasrec } from './model.js';
+import type { PreparedDataset } from '../../data/types.js';
+import { historyFor, type ScoreBatch } from '../../eval/evaluate.js';
+import { padHistories } from '../model/batches.js';
+import { encodeLast, type Sasrec } from '../model/model.js';
 
 /**
  * Scores of every item after each history: hidden state at the last slot (histories are left-padded, so the

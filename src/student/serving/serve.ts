@@ -1,14 +1,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, activeBackend, type BackendName } from '../backend/index.js';
-import { RecdistillError } from '../errors.js';
-import { padHistories } from './batches.js';
-import { assignFrom, readTensors } from './checkpoint.js';
-import { createSasrec, encode as encodeModel, encodeLast, paramShapes, type ModelConfig, type Sasrec } from './model.js';
-import { isObject, parseJson, readJsonFile } from './run-folder.js';
+import { initBackend, activeBackend, type BackendName } from '../../backend/index.js';
+import { RecdistillError } from '../../errors.js';
+import { padHistories } from '../model/batches.js';
+import { assignFrom, readTensors } from '../model/checkpoint.js';
+import { createSasrec, encode as encodeModel, encodeLast, paramShapes, type ModelConfig, type Sasrec } from '../model/model.js';
+import { isObject, parseJson, readJsonFile } from '../model/run-folder.js';
 import { averageScores, readServePlan, SERVE_FILE } from './serve-plan.js';
-import type { STTensor } from '../util/safetensors.js';
+import type { STTensor } from '../../util/safetensors.js';
 
 /**
  * Serving API: load a run folder (model.safetensors carries the model config in its metadata, so nothing
@@ -79,7 +79,7 @@ export function topK(s: ArrayLike<number>, k: number, skip?: Set<number>): { ite
 
 /**
  * Load a run folder for serving. A folder whose serve.json names an ensemble (an EMKD run trained with `--serve
- * ensemble`, src/student/serve-plan.ts) serves the average of its members' scores: `scores`, `scoreBatch` and
+ * ensemble`, src/student/serving/serve-plan.ts) serves the average of its members' scores: `scores`, `scoreBatch` and
  * `recommend` average them; `model` and `encode` are the first member's (an EMKD run's network 1, the run's own
  * model.safetensors), and `info` is the first member's with the run folder as `dir`, `members`, and `parameters`
  * summed over the members.

@@ -1,16 +1,16 @@
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { BACKEND_CHOICES, type BackendName } from '../backend/index.js';
-import { checkRanges, defineOptions, type Resolved } from '../config/options.js';
-import { RecdistillError } from '../errors.js';
-import { evaluableUsers, evaluateRanking, historyFor, popularityScorer, type RankingMetrics, type ScoreBatch } from '../eval/evaluate.js';
-import { metricsTable } from '../eval/report.js';
+import { BACKEND_CHOICES, type BackendName } from '../../backend/index.js';
+import { checkRanges, defineOptions, type Resolved } from '../../config/options.js';
+import { RecdistillError } from '../../errors.js';
+import { evaluableUsers, evaluateRanking, historyFor, popularityScorer, type RankingMetrics, type ScoreBatch } from '../../eval/evaluate.js';
+import { metricsTable } from '../../eval/report.js';
 import { loadStudent } from './serve.js';
 import { usersByLength } from './scorer.js';
-import { flagsRecord, loadRunDataset, readRunConfig, runDatasetRecord } from './run-folder.js';
-import { datasetDifference } from '../data/differ.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
-import type { LogFn } from '../util/progress.js';
+import { flagsRecord, loadRunDataset, readRunConfig, runDatasetRecord } from '../model/run-folder.js';
+import { datasetDifference } from '../../data/differ.js';
+import { writeFileAtomic, writeJsonAtomic } from '../../util/atomic.js';
+import type { LogFn } from '../../util/progress.js';
 
 export const evalOptions = defineOptions({
   student: { type: 'string', help: 'student run folder (holds model.safetensors and config.json)', required: true },

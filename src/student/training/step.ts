@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { PreparedDataset } from '../data/types.js';
+import type { PreparedDataset } from '../../data/types.js';
 import type { StepContext, TrainHooks } from './hooks.js';
-import type { Batch } from './batches.js';
+import type { Batch } from '../model/batches.js';
 import { bceLoss, fullSoftmaxCE, proposal, sampledSoftmaxCE } from './losses.js';
-import { encode, scores, type Sasrec } from './model.js';
-import type { Rng } from '../util/rng.js';
+import { encode, scores, type Sasrec } from '../model/model.js';
+import type { Rng } from '../../util/rng.js';
 
 /**
  * One training step's maths: the record of named UNWEIGHTED loss terms (`ce` = the next-item loss chosen by

@@ -1,14 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { PreparedDataset } from '../data/types.js';
-import { DEFAULT_KS, evaluateRanking, requireEvaluableUsers } from '../eval/evaluate.js';
-import { RecdistillError } from '../errors.js';
-import { makeRng, mixSeed } from '../util/rng.js';
-import type { LogFn } from '../util/progress.js';
-import { buildWindows, epochBatches, makeBatch, windowSteps, type Window } from './batches.js';
+import type { PreparedDataset } from '../../data/types.js';
+import { DEFAULT_KS, evaluateRanking, requireEvaluableUsers } from '../../eval/evaluate.js';
+import { RecdistillError } from '../../errors.js';
+import { makeRng, mixSeed } from '../../util/rng.js';
+import type { LogFn } from '../../util/progress.js';
+import { buildWindows, epochBatches, makeBatch, windowSteps, type Window } from '../model/batches.js';
 import type { StudentOptions } from './config.js';
-import { createSasrec, disposeModel, modelVariables } from './model.js';
+import { createSasrec, disposeModel, modelVariables } from '../model/model.js';
 import { createAdam } from './optim.js';
-import { studentScorer, usersByLength } from './scorer.js';
+import { studentScorer, usersByLength } from '../serving/scorer.js';
 import { lossSetup, type LossSetup } from './step.js';
 import { modelConfigFrom, trainStep } from './train.js';
 

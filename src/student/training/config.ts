@@ -1,7 +1,7 @@
-import { camelToKebab, checkRanges, defineOptions, legacyValuesOf, resolveOptions, runKeysOf, type OptionSpecs, type Resolved } from '../config/options.js';
-import { RecdistillError } from '../errors.js';
-import { datasetOptions } from '../data/options.js';
-import { BACKEND_CHOICES } from '../backend/index.js';
+import { camelToKebab, checkRanges, defineOptions, legacyValuesOf, resolveOptions, runKeysOf, type OptionSpecs, type Resolved } from '../../config/options.js';
+import { RecdistillError } from '../../errors.js';
+import { datasetOptions } from '../../data/options.js';
+import { BACKEND_CHOICES } from '../../backend/index.js';
 
 /**
  * student:train options: one typed defaults object, one line of help per key. Defaults < --config file < flags.

@@ -1,5 +1,5 @@
 import { totalmem } from 'node:os';
-import { RecdistillError } from '../errors.js';
+import { RecdistillError } from '../../errors.js';
 
 /**
  * Up-front memory estimate of a training run, so a configuration that cannot fit is refused with figures

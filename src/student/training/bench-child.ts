@@ -3,12 +3,12 @@
  * starts one child per count, with RECDISTILL_THREADS set), runs benchStudent, prints one JSON line on stdout
  * (BenchRow, or { error, code } on failure). Log lines (e.g. the threaded-wasm fallback notice) go to stderr.
  *
- *   node <tsx cli> src/student/bench-child.ts '<BenchJob as JSON>'
+ *   node <tsx cli> src/student/training/bench-child.ts '<BenchJob as JSON>'
  */
-import { activeBackend, initBackend, wasmThreads } from '../backend/index.js';
-import { RecdistillError } from '../errors.js';
+import { activeBackend, initBackend, wasmThreads } from '../../backend/index.js';
+import { RecdistillError } from '../../errors.js';
 import { benchStudent } from './bench.js';
-import { stderrLog } from '../util/progress.js';
+import { stderrLog } from '../../util/progress.js';
 import type { BenchJob } from './bench-runner.js';
 
 async function childMain(): Promise<number> {

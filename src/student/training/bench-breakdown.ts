@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { Batch } from './batches.js';
+import type { Batch } from '../model/batches.js';
 import { fullSoftmaxCE } from './losses.js';
-import { attentionBias, bmm, dropout, layerNorm, linear, type BlockParams, type ModelConfig, type Sasrec } from './model.js';
+import { attentionBias, bmm, dropout, layerNorm, linear, type BlockParams, type ModelConfig, type Sasrec } from '../model/model.js';
 import { createAdam, type Adam, type AdamConfig } from './optim.js';
-import { makeRng, type Rng } from '../util/rng.js';
+import { makeRng, type Rng } from '../../util/rng.js';
 
 /**
  * Where a training step's time goes (student:bench): each part of the step is run ALONE, forward + backward

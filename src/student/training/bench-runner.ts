@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { activeBackend, availableCores, initBackend, MAX_WASM_THREADS, THREADS_ENV, type BackendName } from '../backend/index.js';
-import { lastJsonLine } from '../util/process.js';
-import { RecdistillError, type ErrorCode } from '../errors.js';
-import type { LogFn } from '../util/progress.js';
+import { activeBackend, availableCores, initBackend, MAX_WASM_THREADS, THREADS_ENV, type BackendName } from '../../backend/index.js';
+import { lastJsonLine } from '../../util/process.js';
+import { RecdistillError, type ErrorCode } from '../../errors.js';
+import type { LogFn } from '../../util/progress.js';
 import { benchStudent, type BenchConfig, type BenchResult } from './bench.js';
 import type { StepBreakdown } from './bench-breakdown.js';
 

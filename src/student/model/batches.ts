@@ -1,6 +1,6 @@
-import type { PreparedDataset } from '../data/types.js';
-import { splitUser } from '../data/split.js';
-import { shuffle, type Rng } from '../util/rng.js';
+import type { PreparedDataset } from '../../data/types.js';
+import { splitUser } from '../../data/split.js';
+import { shuffle, type Rng } from '../../util/rng.js';
 
 /**
  * Training windows and batches. A user's training items t[0..n-1] give n-1 (input, next-item) steps:

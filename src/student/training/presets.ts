@@ -1,6 +1,6 @@
-import type { OptionSpec } from '../config/options.js';
-import type { PreparedDataset } from '../data/types.js';
-import { RecdistillError } from '../errors.js';
+import type { OptionSpec } from '../../config/options.js';
+import type { PreparedDataset } from '../../data/types.js';
+import { RecdistillError } from '../../errors.js';
 import { resolveStudentOptions, studentOptions, type StudentOptions } from './config.js';
 
 /** The `short` preset's values (see STUDENT_PRESETS.short). */

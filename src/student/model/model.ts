@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { makeRng, type Rng } from '../util/rng.js';
+import { makeRng, type Rng } from '../../util/rng.js';
 import { normal, xavierWeights } from './init.js';
 import { hasFilter, type ModelConfig } from './params.js';
 import { filterBranch } from './filter.js';

@@ -1,12 +1,12 @@
-import { progress, type LogFn } from '../util/progress.js';
+import { progress, type LogFn } from '../../util/progress.js';
 import * as tf from '@tensorflow/tfjs-core';
-import type { Batch } from './batches.js';
-import { createSasrec, disposeModel, encodeLast, modelVariables, type ModelConfig } from './model.js';
+import type { Batch } from '../model/batches.js';
+import { createSasrec, disposeModel, encodeLast, modelVariables, type ModelConfig } from '../model/model.js';
 import { createAdam } from './optim.js';
-import { makeRng } from '../util/rng.js';
+import { makeRng } from '../../util/rng.js';
 import { batchTerms, combine, gradientsOf, lossSetup } from './step.js';
-import { topK } from './serve.js';
-import type { PreparedDataset } from '../data/types.js';
+import { topK } from '../serving/serve.js';
+import type { PreparedDataset } from '../../data/types.js';
 import { breakdownParts, PART_NAMES, summarizeBreakdown, type PartName, type StepBreakdown } from './bench-breakdown.js';
 
 /**

@@ -5,10 +5,10 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ItemInfo, PreparedDataset } from '../data/types.js';
-import { RecdistillError } from '../errors.js';
-import { writeJsonAtomic } from '../util/atomic.js';
-import type { LogFn } from '../util/progress.js';
+import type { ItemInfo, PreparedDataset } from '../../data/types.js';
+import { RecdistillError } from '../../errors.js';
+import { writeJsonAtomic } from '../../util/atomic.js';
+import type { LogFn } from '../../util/progress.js';
 
 export const ITEMS_FILE = 'items.json';
 const FORMAT = 'recdistill-items-1';
@@ -70,8 +70,8 @@ export function readItemMap(dir: string, expect: { fingerprint: string; numItems
 export async function loadItemMap(dir: string, expect: { fingerprint: string; numItems: number }, log?: LogFn): Promise<ItemMap> {
   const m = readItemMap(dir, expect);
   if (m) return m;
-  const { runDatasetFlags } = await import('./run-folder.js');
-  const { datasetFromFlags } = await import('../data/options.js');
+  const { runDatasetFlags } = await import('../model/run-folder.js');
+  const { datasetFromFlags } = await import('../../data/options.js');
   log?.(`${join(dir, ITEMS_FILE)} not found: reading the item map from the run's dataset`);
   const ds = await datasetFromFlags(runDatasetFlags(dir));
   if (ds.fingerprint !== expect.fingerprint) throw new RecdistillError('E_MISMATCH', `${dir}: the dataset its config.json names has changed (fingerprint ${ds.fingerprint.slice(0, 12)}, the model was trained on ${expect.fingerprint.slice(0, 12)}); it has no ${ITEMS_FILE} to fall back on.`);

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { RecdistillError } from '../errors.js';
-import { writeJsonAtomic } from '../util/atomic.js';
-import { isObject, readJsonFile } from './run-folder.js';
+import { RecdistillError } from '../../errors.js';
+import { writeJsonAtomic } from '../../util/atomic.js';
+import { isObject, readJsonFile } from '../model/run-folder.js';
 
 /**
  * What a run folder serves, from its serve.json (no tfjs here: the onnx serving path reads it too):

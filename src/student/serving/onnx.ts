@@ -14,14 +14,14 @@
  */
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { causalFilterMatrix } from './filter.js';
-import { RecdistillError } from '../errors.js';
-import { DataType, eagerTensor, encodeOnnxModel, writeOnnxModel, type GraphDesc } from '../util/onnx-file.js';
-import { GraphBuilder, tensorProto, valueInfo } from '../util/onnx-graph.js';
-import { padHistories } from './batches.js';
+import { causalFilterMatrix } from '../model/filter.js';
+import { RecdistillError } from '../../errors.js';
+import { DataType, eagerTensor, encodeOnnxModel, writeOnnxModel, type GraphDesc } from '../../util/onnx-file.js';
+import { GraphBuilder, tensorProto, valueInfo } from '../../util/onnx-graph.js';
+import { padHistories } from '../model/batches.js';
 import { readStudentFile, topK } from './serve.js';
 import { averageScoresAsync, readServePlan } from './serve-plan.js';
-import type { ModelConfig } from './model.js';
+import type { ModelConfig } from '../model/model.js';
 
 export const ONNX_OPSET = 17;
 

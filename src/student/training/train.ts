@@ -1,27 +1,27 @@
 import { existsSync, mkdirSync } from 'node:fs';
-import { wasmThreads } from '../backend/index.js';
-import { lockCacheDir } from '../util/lock.js';
+import { wasmThreads } from '../../backend/index.js';
+import { lockCacheDir } from '../../util/lock.js';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { PreparedDataset } from '../data/types.js';
-import { RecdistillError } from '../errors.js';
-import { DEFAULT_KS, requireEvaluableUsers, evaluateRanking, type RankingMetrics } from '../eval/evaluate.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
-import { writeItemMap } from './items.js';
-import { stableStringify } from '../util/hash.js';
-import { formatSeconds, type LogFn } from '../util/progress.js';
-import { buildWindows, epochBatches, makeBatch, windowSteps } from './batches.js';
-import { assignFrom, readTensors, tensorsOf, writeTensors } from './checkpoint.js';
+import type { PreparedDataset } from '../../data/types.js';
+import { RecdistillError } from '../../errors.js';
+import { DEFAULT_KS, requireEvaluableUsers, evaluateRanking, type RankingMetrics } from '../../eval/evaluate.js';
+import { writeFileAtomic, writeJsonAtomic } from '../../util/atomic.js';
+import { writeItemMap } from '../serving/items.js';
+import { stableStringify } from '../../util/hash.js';
+import { formatSeconds, type LogFn } from '../../util/progress.js';
+import { buildWindows, epochBatches, makeBatch, windowSteps } from '../model/batches.js';
+import { assignFrom, readTensors, tensorsOf, writeTensors } from '../model/checkpoint.js';
 import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
 import { checkTrainMemory, emkdMemoryInput } from './memory.js';
-import { absoluteIdentity, checkRunOut, isObject, parseJson, withAbsolutePaths, type RunState } from './run-folder.js';
+import { absoluteIdentity, checkRunOut, isObject, parseJson, withAbsolutePaths, type RunState } from '../model/run-folder.js';
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import { lossLine, type TrainHooks } from './hooks.js';
-import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from './model.js';
+import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from '../model/model.js';
 import { createEma, disposeEma, updateEma, withShadow, type Ema } from './ema.js';
 import { createAdam, scheduledLr, type Adam, type LrSchedule } from './optim.js';
-import { makeRng, mixSeed } from '../util/rng.js';
-import { studentScorer, usersByLength } from './scorer.js';
+import { makeRng, mixSeed } from '../../util/rng.js';
+import { studentScorer, usersByLength } from '../serving/scorer.js';
 import { batchTerms, combine, gradientsOf, lossSetup, type LossSetup } from './step.js';
 import { finishRun, type Divergence, type TrainResult } from './finish.js';
 
@@ -31,7 +31,7 @@ import { finishRun, type Divergence, type TrainResult } from './finish.js';
  * (weights + Adam moments + step + epoch + best weights + history in one safetensors file). Every random
  * stream is derived from (seed, epoch, step), so a resumed run replays exactly what an uninterrupted one does.
  *
- * Distillation hook (src/student/hooks.ts): `hooks.variables()` are trained with the model;
+ * Distillation hook (src/student/training/hooks.ts): `hooks.variables()` are trained with the model;
  * `hooks.extraTerms(ctx)` adds named unweighted terms to `ce`, combined with `hooks.weights(step)`;
  * `hooks.balance` receives per-term gradients on the shared variables every `every` steps;
  * `hooks.epochInfo()` goes into history.jsonl; `hooks.provenance()` into config.json.

@@ -1,4 +1,4 @@
-import { makeRng, mixSeed, type Rng } from '../util/rng.js';
+import { makeRng, mixSeed, type Rng } from '../../util/rng.js';
 import { paramShapes, type ModelConfig } from './params.js';
 
 /**

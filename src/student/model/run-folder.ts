@@ -1,13 +1,13 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { RecdistillError } from '../errors.js';
-import { stableStringify } from '../util/hash.js';
-import { coerceOptions } from '../config/options.js';
-import { absPath } from '../util/paths.js';
-import { datasetFromFlags, datasetOptions, type DatasetFlags } from '../data/options.js';
-import type { PreparedDataset } from '../data/types.js';
-import type { LogFn } from '../util/progress.js';
-import type { DatasetRecord } from '../data/differ.js';
+import { RecdistillError } from '../../errors.js';
+import { stableStringify } from '../../util/hash.js';
+import { coerceOptions } from '../../config/options.js';
+import { absPath } from '../../util/paths.js';
+import { datasetFromFlags, datasetOptions, type DatasetFlags } from '../../data/options.js';
+import type { PreparedDataset } from '../../data/types.js';
+import type { LogFn } from '../../util/progress.js';
+import type { DatasetRecord } from '../../data/differ.js';
 
 /**
  * A student run folder: config.json (written first), history.jsonl, curves.svg, checkpoint.safetensors,

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { Rng } from '../util/rng.js';
+import type { Rng } from '../../util/rng.js';
 
 /**
  * Next-item losses over the hidden states of the NON-padding positions only.

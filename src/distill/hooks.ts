@@ -5,7 +5,7 @@ import { resolveOptions } from '../config/options.js';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import type { HooksFactory, StepContext, TrainHooks } from '../student/training/hooks.js';
-import { parseAlign } from './align.js';
+import { parseAlign, upgradeAlignProvenance } from './align.js';
 import { createBalancer, type BalanceMode } from './balance.js';
 import { distillOptions, type DistillFlags } from './options.js';
 import { activeLambdas, LOSS_ORDER, TERMS, type StepShared, type TermName, type TermSetup } from './terms/index.js';
@@ -165,12 +165,15 @@ export function buildWithReader(reader: CacheReader, f: DistillFlags, dataset: P
       teacher: { kind: reader.manifest.teacher.kind, model: reader.manifest.teacher.model, layers: reader.layers, hiddenSize: H },
       lambdas,
       align: fmtPairs(pairs, reader.layers),
+      // Student blocks in `align` count from 0 (runs without this key counted from 1: upgradeAlignProvenance).
+      alignFrom: 0,
       rel: termRecord('rel').rel,
       kd: termRecord('kd').kd,
       ranking: termRecord('kd').ranking,
       standardise: f.standardise,
       balance: f.balance === 'none' ? 'none' : { mode: f.balance, every: f.balanceEvery, ...(unshareMode ? { unshareAfter: f.unshareAfter, unshareBelow: f.unshareBelow } : {}) },
     }),
+    upgradeProvenance: upgradeAlignProvenance,
     dispose() {
       for (const v of vars) v.dispose();
       reader.close();

@@ -26,7 +26,7 @@ export const distillOptions = defineOptions({
   relAngle: { type: 'number', help: 'RKD: weight of the angle-wise term (Huber between triplet-angle cosines) inside λrel', default: 10, min: 0 },
   align: {
     type: 'string',
-    help: 'student block (1-based) : tapped teacher layer (index into the tapped list, negative from its end), e.g. 1:-4,2:-1; empty = spread blocks evenly, last to last',
+    help: 'student block : tapped teacher layer, both from 0 and negative from the end (the block as --layers and checkpoints count it, the layer as an index into the tapped list), e.g. 0:-4,1:-1; empty = spread blocks evenly, last to last',
     default: '',
   },
   standardise: { type: 'boolean', help: 'standardise teacher hidden states per dimension (mean/std over the cache)', default: false },

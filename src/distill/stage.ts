@@ -4,7 +4,9 @@ import { defineOptions, resolveOptions, type Resolved } from '../config/options.
 import { datasetFromFlags } from '../data/options.js';
 import type { PreparedDataset } from '../data/types.js';
 import { autoPreset, presetOption, presetStudentOptions, resolveStudentPreset } from '../student/training/presets.js';
-import { runToContinue } from '../student/model/run-folder.js';
+import { checkRunConfig, readJsonFile, runToContinue, type RunConfig } from '../student/model/run-folder.js';
+import { RecdistillError } from '../errors.js';
+import { alignFromZero } from './align.js';
 import { runIdentity, trainStudent } from '../student/training/train.js';
 import type { TrainResult } from '../student/training/finish.js';
 import { sha256, stableStringify } from '../util/hash.js';
@@ -65,10 +67,11 @@ export async function runStudentStage(config: StudentStageConfig, env: StudentSt
     log(`student:train: --preset auto: ${auto.reason}`);
     o = resolveStudentPreset(auto.preset, config);
   }
+  if (env.configFile) checkLegacyAlign(env.configFile, config.align);
   // The hooks read the distillation flags and the resolved student options (EMKD builds networks like the student).
   const hooks = await buildDistillHooks({ ...config, ...o }, ds, { dims: o.dims, blocks: o.blocks }, { verify: config.verify });
   try {
-    const outDir = o.out ?? defaultRunFolder(runIdentity(ds, o, hooks), ds.name, env.configFile, log);
+    const outDir = o.out ?? defaultRunFolder(runIdentity(ds, o, hooks), ds.name, env.configFile, log, hooks?.upgradeProvenance);
     const recordOptions = env.recordDistill === false ? undefined : distillRecord(config);
     return await trainStudent({ ds, opts: o, outDir, backend, hooks, log: env.trainLog ?? log, recordOptions, onEpoch: env.onEpoch });
   } finally {
@@ -80,14 +83,31 @@ export async function runStudentStage(config: StudentStageConfig, env: StudentSt
  * Without --out: `--config RUN/config.json` continues RUN itself when the options resolve to the same run (a
  * finished run is reported again, more --epochs continue it); any change makes a new run, named by its identity.
  */
-function defaultRunFolder(identity: Record<string, unknown>, dataset: string, configFile: string | undefined, log: LogFn): string {
+function defaultRunFolder(identity: Record<string, unknown>, dataset: string, configFile: string | undefined, log: LogFn, upgrade?: (stored: unknown) => unknown): string {
   const fresh = join('student', `${dataset}-${sha256(stableStringify(identity)).slice(0, 10)}`);
   if (!configFile) return fresh;
-  const { dir, differs } = runToContinue(configFile, identity);
+  const { dir, differs } = runToContinue(configFile, identity, upgrade);
   if (dir) {
     log(`student:train: --config ${configFile} is that run's own config.json and nothing differs: continuing ${dir} (--out elsewhere trains a new copy)`);
     return dir;
   }
   if (differs) log(`student:train: ${differs} differ from the run of --config ${configFile}: training a new run in ${fresh}`);
   return fresh;
+}
+
+/**
+ * A run's config.json written when --align counted student blocks from 1 (its provenance has no `alignFrom`) would
+ * align other blocks today: refused, with the same alignment written as blocks count now.
+ */
+function checkLegacyAlign(configFile: string, align: string): void {
+  let cfg: RunConfig;
+  try {
+    cfg = checkRunConfig(readJsonFile(configFile, 'student run config'), configFile);
+  } catch {
+    return; // a plain options file
+  }
+  const stored = cfg.distill;
+  if (!stored || stored.alignFrom !== undefined || !align.trim() || cfg.train?.align !== align) return;
+  const now = alignFromZero(align);
+  throw new RecdistillError('E_USAGE', `${configFile} was written when --align counted student blocks from 1: its "align" ${JSON.stringify(align)} is ${JSON.stringify(now)} now that blocks count from 0 (as --layers and checkpoints do). Change "train.align" in that file to ${JSON.stringify(now)}, or give --align ${now}.`);
 }

@@ -8,7 +8,7 @@
  * |------------------------------|--------------------------------------------|------------------------------------|
  * | `--layers` (teacher:cache, ablate) | the teacher model's blocks (llm: decoder layers, seqrec: SASRec blocks) | manifest `teacher.layers`: absolute block numbers, in the order given |
  * | `--head-layer` (llm teacher) | the tapped list, i.e. manifest `teacher.layers` | manifest `head.layer`: as given (may be negative) |
- * | `--align B:T,...` (student:train) | B: student block, 1-based (no negatives); T: the tapped list | provenance `align`: B and T's absolute teacher block (`teacher.layers[T]`) |
+ * | `--align B:T,...` (student:train) | B: the student's blocks; T: the tapped list | provenance `align`: B (absolute) and T's absolute teacher block (`teacher.layers[T]`); `alignFrom: 0` (runs without it counted B from 1) |
  *
  * Empty parts ("1,,2", "1,"), "-0", non-integers, out-of-range indices and an index named twice (also
  * "-1" and its absolute twin) are usage errors naming the flag.

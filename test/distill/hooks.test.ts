@@ -93,7 +93,7 @@ describe('buildDistillHooks', () => {
     expect(terms.cos!.dataSync()[0]).toBeCloseTo(c / 2, 5);
     expect(terms.l2!.dataSync()[0]).toBeCloseTo(l2 / 2, 4);
     expect(h.weights(0)).toEqual({ ce: 1, cos: 0.5, l2: 2 });
-    expect(h.provenance?.()).toMatchObject({ cacheKey: expect.stringMatching(/^[0-9a-f]{12}$/), lambdas: { cos: 0.5, l2: 2 }, align: '1:3,2:7' });
+    expect(h.provenance?.()).toMatchObject({ cacheKey: expect.stringMatching(/^[0-9a-f]{12}$/), lambdas: { cos: 0.5, l2: 2 }, align: '0:3,1:7', alignFrom: 0 });
     h.dispose?.();
   });
 
@@ -116,7 +116,7 @@ describe('buildDistillHooks', () => {
 
   it.each(['cpu', 'wasm'] as const)('every term is differentiable w.r.t. the student and its own variables (%s)', async (backend) => {
     await initBackend(backend);
-    const h = await hooksFor({ lambdaCos: 1, lambdaL2: 1, lambdaMs: 1, lambdaKd: 1, kd: 'ranking', lambdaEmb: 1, lambdaRel: 1, align: '1:-2,2:-1' });
+    const h = await hooksFor({ lambdaCos: 1, lambdaL2: 1, lambdaMs: 1, lambdaKd: 1, kd: 'ranking', lambdaEmb: 1, lambdaRel: 1, align: '0:-2,1:-1' });
     const E = tf.variable(tf.randomNormal([6, 2], 0, 1, 'float32', 3));
     const { value, grads } = tf.variableGrads(() => {
       const t = h.extraTerms(context(E));
@@ -155,10 +155,10 @@ describe('buildDistillHooks', () => {
     expect(want).toBeGreaterThan(0.1);
     expect(terms.rel!.dataSync()[0]).toBeCloseTo(want, 5);
     expect(h.weights(0)).toEqual({ ce: 1, rel: 0.5 });
-    expect(h.provenance?.()).toMatchObject({ lambdas: { rel: 0.5 }, rel: { distance: 5, angle: 10, maxRows: 64, align: '2:7' } });
+    expect(h.provenance?.()).toMatchObject({ lambdas: { rel: 0.5 }, rel: { distance: 5, angle: 10, maxRows: 64, align: '1:7' } });
     h.dispose?.();
-    // --rel-angle 0: the distance term alone; --align 2:-2: the other teacher layer.
-    const h2 = await hooksFor({ lambdaRel: 1, relAngle: 0, relDistance: 2, align: '2:-2' });
+    // --rel-angle 0: the distance term alone; --align 1:-2: the other teacher layer.
+    const h2 = await hooksFor({ lambdaRel: 1, relAngle: 0, relDistance: 2, align: '1:-2' });
     const T0 = tf.tensor2d(withTeacher.map(([, u, p]) => teacherState(u, p, 0)));
     expect(h2.extraTerms(context(E)).rel!.dataSync()[0]).toBeCloseTo(2 * rkdDistance(S, T0).dataSync()[0]!, 5);
     h2.dispose?.();
@@ -191,7 +191,7 @@ describe('buildDistillHooks', () => {
   });
 
   it('rel: the last block must be aligned; its weights must be usable', async () => {
-    await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, align: '1:-1' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--lambda-rel needs the student's last block \(2\) aligned/);
+    await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, align: '0:-1' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--lambda-rel needs the student's last block \(1\) aligned .*add 1:-1 \(or -1:-1\) to --align/);
     await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, relAngle: -1 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--rel-angle must be a number >= 0; got -1/);
     await expect(buildDistillHooks({ cache: dir, lambdaRel: 1, relAngle: 0, relDistance: 0 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/needs --rel-distance or --rel-angle > 0/);
     // rel off (the default): no term, whatever the cache
@@ -201,7 +201,7 @@ describe('buildDistillHooks', () => {
   });
 
   it('lambda-ms needs an intermediate aligned block; bad flags are usage errors', async () => {
-    await expect(buildDistillHooks({ cache: dir, lambdaMs: 1, align: '2:-1' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/intermediate student block/);
+    await expect(buildDistillHooks({ cache: dir, lambdaMs: 1, align: '1:-1' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/intermediate student block/);
     await expect(buildDistillHooks({ cache: dir, lambdaKd: -1 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/--lambda-kd must be a number >= 0; got -1/);
     await expect(buildDistillHooks({ cache: dir, lambdaKd: 1, kdTopK: 5 }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/exceeds the cached top-K \(2\)/);
     await expect(buildDistillHooks({ cache: dir, kd: 'mse' }, ds, { dims: 2, blocks: 2 })).rejects.toThrow(/must be one of kl, ranking/);

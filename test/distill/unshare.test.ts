@@ -118,9 +118,9 @@ function context(E: tf.Variable, hidden: tf.Variable[], step: number): StepConte
   };
 }
 
-const ALL = { lambdaCos: 0.5, lambdaL2: 0.3, lambdaMs: 0.7, lambdaKd: 1.1, lambdaEmb: 0.4, lambdaRel: 0.6, align: '1:-2,2:-1' };
+const ALL = { lambdaCos: 0.5, lambdaL2: 0.3, lambdaMs: 0.7, lambdaKd: 1.1, lambdaEmb: 0.4, lambdaRel: 0.6, align: '0:-2,1:-1' };
 /** The term's own adapter (see src/distill/hooks.ts): the variable that must still learn from it. */
-const OWN: Record<string, RegExp> = { cos: /\/proj\d\/w/, l2: /\/proj\d\/w/, ms: /\/ms1\/w/, kd: /\/unshare\/kd\/w/, emb: /\/emb\/w/, rel: /\/unshare\/rel\/w/ };
+const OWN: Record<string, RegExp> = { cos: /\/proj\d\/w/, l2: /\/proj\d\/w/, ms: /\/ms0\/w/, kd: /\/unshare\/kd\/w/, emb: /\/emb\/w/, rel: /\/unshare\/rel\/w/ };
 
 describe.each([['kl'], ['ranking']])('an unshared term (kd: %s)', (kd) => {
   it.each(['cos', 'l2', 'ms', 'kd', 'emb', 'rel'])('%s: adds exactly nothing to the shared gradients, still trains its adapter', async (term) => {

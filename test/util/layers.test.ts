@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseAlign } from '../../src/distill/align.js';
+import { alignFromZero, parseAlign, upgradeAlignProvenance } from '../../src/distill/align.js';
 import { parseLayerList, resolveIndex, resolveLayerList } from '../../src/util/layers.js';
 
 const space = { flag: '--layers', of: 'a model with 4 layers' };
@@ -53,11 +53,12 @@ describe('--layers: parse and resolve (negative counts from the end)', () => {
   });
 });
 
-describe('--align B:T (B 1-based student block, T into the tapped list)', () => {
+describe('--align B:T (B a student block from 0, T into the tapped list; negatives from the end in both)', () => {
   const ok: Array<[string, number, number, Array<{ block: number; tapped: number }>]> = [
-    ['1:-4,2:-1', 2, 4, [{ block: 0, tapped: 0 }, { block: 1, tapped: 3 }]],
-    ['2:1', 2, 4, [{ block: 1, tapped: 1 }]],
-    ['2:-1, 1:0', 2, 4, [{ block: 0, tapped: 0 }, { block: 1, tapped: 3 }]],
+    ['0:-4,1:-1', 2, 4, [{ block: 0, tapped: 0 }, { block: 1, tapped: 3 }]],
+    ['1:1', 2, 4, [{ block: 1, tapped: 1 }]],
+    ['1:-1, 0:0', 2, 4, [{ block: 0, tapped: 0 }, { block: 1, tapped: 3 }]],
+    ['-1:-1', 2, 4, [{ block: 1, tapped: 3 }]], // the last block, as --layers -1 is the last layer
     // empty: spread the blocks evenly, the last block on the last tapped layer
     ['', 2, 4, [{ block: 0, tapped: 1 }, { block: 1, tapped: 3 }]],
     ['', 3, 1, [{ block: 0, tapped: 0 }, { block: 1, tapped: 0 }, { block: 2, tapped: 0 }]],
@@ -65,19 +66,28 @@ describe('--align B:T (B 1-based student block, T into the tapped list)', () => 
   it.each(ok)('"%s" with %i blocks, %i tapped', (spec, blocks, tapped, want) => expect(parseAlign(spec, blocks, tapped)).toEqual(want));
 
   const bad: Array<[string, RegExp]> = [
-    ['3:-1', /student block 3 out of range 1\.\.2/],
-    ['0:-1', /student block 0 out of range 1\.\.2/],
-    ['1:-5', /--align "1:-5": -5 is out of range for the cache's 4 tapped layers \(valid: 0\.\.3 or -4\.\.-1\)/],
-    ['1:4', /4 is out of range for the cache's 4 tapped layers/],
-    ['1-1', /"1-1" is not block:layer/],
-    ['1:', /"1:" is not block:layer/],
-    ['1:-0', /"-0" is ambiguous/],
-    ['1:x', /"x" is not an integer/],
-    ['1:0,,2:1', /--align "1:0,,2:1": entry 2 is empty/],
-    ['1:0,', /entry 2 is empty/],
+    ['2:-1', /--align "2:-1": 2 is out of range for the student's 2 blocks \(valid: 0\.\.1 or -2\.\.-1\)/],
+    ['-3:-1', /-3 is out of range for the student's 2 blocks/],
+    ['0:-5', /--align "0:-5": -5 is out of range for the cache's 4 tapped layers \(valid: 0\.\.3 or -4\.\.-1\)/],
+    ['0:4', /4 is out of range for the cache's 4 tapped layers/],
+    ['0-1', /"0-1" is not block:layer/],
+    ['0:', /"0:" is not block:layer/],
+    ['0:-0', /"-0" is ambiguous/],
+    ['0:x', /"x" is not an integer/],
+    ['0:0,,1:1', /--align "0:0,,1:1": entry 2 is empty/],
+    ['0:0,', /entry 2 is empty/],
     ['1:0,1:1', /student block 1 is aligned twice/],
+    ['1:0,-1:1', /student block 1 is aligned twice/],
   ];
   it.each(bad)('"%s" is refused', (spec, msg) => expect(() => parseAlign(spec, 2, 4)).toThrow(msg));
+
+  it('an align stored with blocks from 1 (runs before alignFrom) reads as blocks from 0', () => {
+    expect(alignFromZero('1:-4,2:-1')).toBe('0:-4,1:-1');
+    expect(upgradeAlignProvenance({ cache: 'c', align: '1:3,2:7', standardise: false, rel: { distance: 5, align: '2:7' } }))
+      .toEqual({ cache: 'c', align: '0:3,1:7', alignFrom: 0, standardise: false, rel: { distance: 5, align: '1:7' } });
+    const today = { align: '0:3,1:7', alignFrom: 0 };
+    expect(upgradeAlignProvenance(today)).toBe(today);
+  });
 });
 
 describe('one resolver', () => {

@@ -33,6 +33,7 @@ export function withEmkd(distill: TrainHooks | undefined, emkd: TrainHooks): Tra
     epochInfo: distill?.epochInfo ? () => distill.epochInfo!() : undefined,
     report: async (run) => ({ ...(await distill?.report?.(run)), ...(await emkd.report?.(run)) }),
     provenance: () => ({ ...(distill?.provenance?.() ?? {}), emkd: { ...(emkd.provenance?.() ?? {}), firstHookVariable: variables().a.length } }),
+    upgradeProvenance: distill?.upgradeProvenance,
     dispose() {
       emkd.dispose?.();
       distill?.dispose?.();

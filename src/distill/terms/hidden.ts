@@ -21,9 +21,10 @@ function projectionsOf(s: TermSetup): Projection[] {
   let proj = projections.get(s);
   if (!proj) {
     const { D, H, seed } = s;
+    // The seed offset 11 * (block + 1) is older than blocks numbered from 0: kept, so runs reproduce.
     proj = s.pairs.map((p) => ({
-      w: s.variable(`proj${p.block + 1}/w`, tf.randomNormal([D, H], 0, 1 / Math.sqrt(D), 'float32', seed + 11 * (p.block + 1))),
-      b: s.variable(`proj${p.block + 1}/b`, tf.zeros([H])),
+      w: s.variable(`proj${p.block}/w`, tf.randomNormal([D, H], 0, 1 / Math.sqrt(D), 'float32', seed + 11 * (p.block + 1))),
+      b: s.variable(`proj${p.block}/b`, tf.zeros([H])),
     }));
     projections.set(s, proj);
   }

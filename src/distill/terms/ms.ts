@@ -19,7 +19,7 @@ export const msTerm: TermModule = {
   },
   create(s) {
     const { D } = s;
-    const adapters = s.msPairs.map((p) => ({ w: s.variable(`ms${p.block + 1}/w`, tf.eye(D)), b: s.variable(`ms${p.block + 1}/b`, tf.zeros([D])) }));
+    const adapters = s.msPairs.map((p) => ({ w: s.variable(`ms${p.block}/w`, tf.eye(D)), b: s.variable(`ms${p.block}/b`, tf.zeros([D])) }));
     return {
       compute(st) {
         const vs = indicesOf(st.valid);

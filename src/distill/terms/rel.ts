@@ -15,7 +15,7 @@ export const relTerm: TermModule = {
   what: 'relations: RKD distances and angles of the batch, last block against its aligned teacher layer (Park et al.)',
   check(s) {
     if (!s.relPair) {
-      throw new RecdistillError('E_USAGE', `--lambda-rel needs the student's last block (${s.blocks}) aligned with a teacher layer (aligned: ${fmtPairs(s.pairs, s.reader.layers)}); add ${s.blocks}:-1 to --align.`);
+      throw new RecdistillError('E_USAGE', `--lambda-rel needs the student's last block (${s.blocks - 1}) aligned with a teacher layer (aligned: ${fmtPairs(s.pairs, s.reader.layers)}); add ${s.blocks - 1}:-1 (or -1:-1) to --align.`);
     }
   },
   create(s) {
@@ -26,7 +26,7 @@ export const relTerm: TermModule = {
         const last = st.flatFor('rel', s.blocks - 1);
         return relLoss(s, st.ctx.step, st.adapted('rel', last), st.tb.slots, st.tb.hidden[st.lookupTapped.indexOf(relPair.tapped)]!);
       },
-      provenance: () => ({ rel: { distance: s.f.relDistance, angle: s.f.relAngle, maxRows: RKD_MAX_ROWS, align: `${relPair.block + 1}:${s.reader.layers[relPair.tapped]}` } }),
+      provenance: () => ({ rel: { distance: s.f.relDistance, angle: s.f.relAngle, maxRows: RKD_MAX_ROWS, align: `${relPair.block}:${s.reader.layers[relPair.tapped]}` } }),
     };
   },
 };

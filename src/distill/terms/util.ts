@@ -19,7 +19,7 @@ export function gatherRowsJs(m: Float32Array, width: number, ids: Int32Array): F
   return out;
 }
 
-/** Aligned pairs as provenance and messages show them: "<student block + 1>:<teacher layer>", comma-separated. */
+/** Aligned pairs as provenance and messages show them: "<student block>:<teacher layer>", comma-separated, from 0. */
 export function fmtPairs(pairs: Array<{ block: number; tapped: number }>, layers: readonly number[]): string {
-  return pairs.map((p) => `${p.block + 1}:${layers[p.tapped]}`).join(',');
+  return pairs.map((p) => `${p.block}:${layers[p.tapped]}`).join(',');
 }

@@ -168,7 +168,7 @@ export function absoluteIdentity(identity: Record<string, unknown>): Record<stri
  * The folder `student:train --config FILE` continues: FILE's folder when FILE is a run's config.json whose
  * identity equals `identity` (same data, options and teacher cache), else undefined (a new run) with the reason.
  */
-export function runToContinue(configFile: string, identity: Record<string, unknown>): { dir?: string; differs?: string } {
+export function runToContinue(configFile: string, identity: Record<string, unknown>, upgradeProvenance: (stored: unknown) => unknown = (p) => p): { dir?: string; differs?: string } {
   let cfg: RunConfig;
   try {
     cfg = checkRunConfig(readJsonFile(configFile, 'student run config'), configFile);
@@ -176,7 +176,8 @@ export function runToContinue(configFile: string, identity: Record<string, unkno
     return {}; // not a run's config.json: a plain options file
   }
   if (!cfg.train) return {};
-  const have = absoluteIdentity({ format: cfg.format, dataset: cfg.dataset, fingerprint: cfg.fingerprint, options: cfg.options, distill: cfg.distill ?? null });
+  const distill = cfg.distill ? upgradeProvenance(cfg.distill) : null; // as this version writes it (blocks from 0)
+  const have = absoluteIdentity({ format: cfg.format, dataset: cfg.dataset, fingerprint: cfg.fingerprint, options: cfg.options, distill });
   const want = absoluteIdentity(identity);
   const differs = Object.keys({ ...have, ...want, ...(isObject(have.options) ? have.options : {}), ...(isObject(want.options) ? want.options : {}) })
     .filter((k) => k !== 'options')

@@ -98,6 +98,11 @@ export interface TrainHooks {
   /** Provenance recorded in the run folder (cache dir, cache key, lambdas). */
   provenance?(): Record<string, unknown>;
   /**
+   * A provenance an older version stored (a checkpoint's or config.json's identity), as this version writes it for
+   * the same run (e.g. student blocks renumbered from 0), so such a run still resumes; identity when absent.
+   */
+  upgradeProvenance?(stored: unknown): unknown;
+  /**
    * Called once the run's model.safetensors and last checkpoint are written (src/student/training/finish.ts): evaluate or
    * export what the hooks trained besides the student (EMKD: its K-network ensemble). The record is merged into
    * metrics.json's `distill` key by key (`{ emkd: {...} }` joins the provenance's `emkd`); not part of the run's

@@ -146,14 +146,15 @@ function saveCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], ada
   writeTensors(checkpointPath(dir), tensors, { state: JSON.stringify({ ...state, adamT: adam.t }), identity: stableStringify(identity), ...(hookState ? { hooks: JSON.stringify(hookState) } : {}) });
 }
 
-function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>, ema?: Ema): { state: RunState; best: Map<string, Float32Array>; bestHooks: Float32Array[]; hookState?: Record<string, unknown> } {
+function loadCheckpoint(dir: string, model: Sasrec, hookVars: tf.Variable[], adam: Adam, identity: Record<string, unknown>, ema?: Ema, hooks?: TrainHooks): { state: RunState; best: Map<string, Float32Array>; bestHooks: Float32Array[]; hookState?: Record<string, unknown> } {
   const path = checkpointPath(dir);
   const { tensors, metadata } = readTensors(path);
   const want = stableStringify(identity);
   let have: Record<string, unknown> = {};
   if (metadata.identity !== want && typeof metadata.identity === 'string') {
     const parsed = parseJson(metadata.identity, `${path} (metadata "identity")`, 'run identity');
-    if (isObject(parsed)) have = absoluteIdentity(parsed); // paths stored as typed by older versions
+    // paths stored as typed by older versions; the hooks' provenance as they write it today
+    if (isObject(parsed)) have = absoluteIdentity(upgradeIdentity(parsed, hooks));
   }
   if (metadata.identity !== want && stableStringify(have) !== want) {
     const diff = diffKeys(have, identity);
@@ -235,6 +236,12 @@ function assertState(v: unknown, where: string): asserts v is RunState & { adamT
   if ((v.history as unknown[]).length !== v.epoch) bad(`"history" has ${(v.history as unknown[]).length} entries for ${String(v.epoch)} epochs`);
   if ((v.bestEpoch as number) > (v.epoch as number)) bad(`"bestEpoch" ${String(v.bestEpoch)} is after "epoch" ${String(v.epoch)}`);
   if (v.refLoss !== undefined && (!isObject(v.refLoss) || !Object.values(v.refLoss).every((x) => typeof x === 'number' && Number.isFinite(x)))) bad('"refLoss" must be an object of finite numbers');
+}
+
+/** A stored identity with its distillation provenance as the hooks write it today (upgradeProvenance). */
+export function upgradeIdentity(stored: Record<string, unknown>, hooks?: Pick<TrainHooks, 'upgradeProvenance'>): Record<string, unknown> {
+  if (!hooks?.upgradeProvenance || stored.distill === undefined || stored.distill === null) return stored;
+  return { ...stored, distill: hooks.upgradeProvenance(stored.distill) };
 }
 
 function diffKeys(a: Record<string, unknown>, b: Record<string, unknown>): string {
@@ -354,7 +361,7 @@ async function trainLocked(setup: TrainSetup, windows: ReturnType<typeof buildWi
   let resumedFrom: number | undefined;
   if (o.resume && existsSync(checkpointPath(outDir))) {
     let hookState: Record<string, unknown> | undefined;
-    ({ state, best, bestHooks, hookState } = loadCheckpoint(outDir, model, hookVars, adam, identity, ema));
+    ({ state, best, bestHooks, hookState } = loadCheckpoint(outDir, model, hookVars, adam, identity, ema, hooks));
     if (hookState) hooks?.restoreState?.(hookState);
     resumedFrom = state.epoch;
     log(`student:train: resuming ${outDir} after epoch ${state.epoch} (best valid ndcg@10 ${state.best.toFixed(4)} at epoch ${state.bestEpoch})`);

@@ -1,3 +1,4 @@
+import { flagField } from '../util/fields.js';
 import * as tf from '@tensorflow/tfjs-core';
 
 /**
@@ -59,7 +60,7 @@ export function registerViewBatchMatMul(): void {
   tf.unregisterKernel(tf.BatchMatMul, 'wasm');
   // The stock kernel's setup (its cwrap of the wasm function) must still run when the backend initialises: our
   // fallback calls it.
-  tf.registerKernel({ kernelName: tf.BatchMatMul, backendName: 'wasm', kernelFunc: viewBatchMatMul as unknown as tf.KernelFunc, setupFunc: stock.setupFunc });
+  tf.registerKernel({ kernelName: tf.BatchMatMul, backendName: 'wasm', kernelFunc: viewBatchMatMul, setupFunc: stock.setupFunc });
   viewRegistered = true;
 }
 
@@ -83,7 +84,7 @@ export function viewBatchMatMul({ inputs, backend: be, attrs }: { inputs: tf.Nam
   if (!coversCase(inputs as { a: tf.TensorInfo; b: tf.TensorInfo })) return (stock ??= tf.getKernel(tf.BatchMatMul, 'wasm'))!.kernelFunc({ inputs, backend: be as never, attrs }) as tf.TensorInfo;
   wasmBmm ??= backend.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
   const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-  const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
+  const [transposeA, transposeB] = [flagField(attrs, 'transposeA', 'BatchMatMul attrs'), flagField(attrs, 'transposeB', 'BatchMatMul attrs')];
   const batchA = a.shape.slice(0, -2).reduce((x, y) => x * y, 1);
   const batchB = b.shape.slice(0, -2).reduce((x, y) => x * y, 1);
   const as3: tf.TensorInfo = { ...a, shape: [batchA, a.shape.at(-2)!, a.shape.at(-1)!] };

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { flagField } from '../util/fields.js';
 
 /**
  * Gradients: tfjs's own registry, plus the project's gradients for the four kernels where tfjs's is wrong or
@@ -25,11 +26,12 @@ function unbroadcast(g: tf.Tensor, shape: number[], outShape: number[]): tf.Tens
  * broadcast output's shape ([2, 1] vs [1, 3] fails "gradient of input 'a' has shape '2,3'"); these sum each
  * gradient back to its input's shape.
  */
-function binary(kernelName: string, derA: (dy: tf.Tensor, a: tf.Tensor, b: tf.Tensor) => tf.Tensor, derB: (dy: tf.Tensor, a: tf.Tensor, b: tf.Tensor) => tf.Tensor) {
+function binary(kernelName: string, derA: (dy: tf.Tensor, a: tf.Tensor, b: tf.Tensor) => tf.Tensor, derB: (dy: tf.Tensor, a: tf.Tensor, b: tf.Tensor) => tf.Tensor): tf.GradConfig {
   return {
     kernelName,
     inputsToSave: ['a', 'b'],
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]): Grads => {
+    gradFunc: (dys: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]): Grads => {
+      const dy = single(dys, kernelName);
       const [a, b] = saved as [tf.Tensor, tf.Tensor];
       const out = bu.assertAndGetBroadcastShape(a.shape, b.shape);
       return { a: () => unbroadcast(derA(dy, a, b), a.shape, out), b: () => unbroadcast(derB(dy, a, b), b.shape, out) };
@@ -39,6 +41,12 @@ function binary(kernelName: string, derA: (dy: tf.Tensor, a: tf.Tensor, b: tf.Te
 
 const f32 = (t: tf.Tensor) => tf.cast(t, 'float32');
 
+/** The upstream gradient of a kernel with one output (these four have one). */
+function single(dy: tf.Tensor | tf.Tensor[], kernel: string): tf.Tensor {
+  if (Array.isArray(dy)) throw new Error(`${kernel} gradient: expected one upstream gradient, got ${dy.length}.`);
+  return dy;
+}
+
 /**
  * BatchMatMul, replacing tfjs's for two reasons:
  * - speed: on wasm a rank-2 matmul with a transpose flag is ~7x slower than an explicit transpose followed by
@@ -47,12 +55,13 @@ const f32 = (t: tf.Tensor) => tf.cast(t, 'float32');
  *   be summed over the batch dims its input was broadcast along (tfjs-core's gradient omits this and fails
  *   the gradient shape check).
  */
-const batchMatMulGrad = {
+const batchMatMulGrad: tf.GradConfig = {
   kernelName: tf.BatchMatMul,
   inputsToSave: ['a', 'b'],
-  gradFunc: (dy: tf.Tensor, saved: tf.Tensor[], attrs: Record<string, unknown>): Grads => {
+  gradFunc: (dys: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap): Grads => {
+    const dy = single(dys, tf.BatchMatMul);
     const [a, b] = saved as [tf.Tensor, tf.Tensor];
-    const { transposeA: ta, transposeB: tb } = attrs as { transposeA: boolean; transposeB: boolean };
+    const [ta, tb] = [flagField(attrs, 'transposeA', 'BatchMatMul attrs'), flagField(attrs, 'transposeB', 'BatchMatMul attrs')];
     // mm(x, y, tx, ty) = op(x) @ op(y).
     const mm = (x: tf.Tensor, y: tf.Tensor, tx: boolean, ty: boolean): tf.Tensor =>
       x.rank === 2 && y.rank === 2 ? tf.matMul(tx ? tf.transpose(x) : x, ty ? tf.transpose(y) : y) : tf.matMul(x, y, tx, ty);
@@ -86,7 +95,7 @@ export function registerGradients(): Promise<void> {
     await import('@tensorflow/tfjs-layers');
     for (const c of overrides) {
       if (tf.getGradient(c.kernelName)) tf.unregisterGradient(c.kernelName);
-      tf.registerGradient(c as unknown as tf.GradConfig);
+      tf.registerGradient(c);
     }
   })();
   return loading;

@@ -1,3 +1,4 @@
+import { numberField } from '../util/fields.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { registerViewBatchMatMul } from './batch-matmul.js';
 
@@ -11,9 +12,8 @@ import { registerViewBatchMatMul } from './batch-matmul.js';
  *   immutable (Variable.assign swaps buffers), so sharing the buffer with a reference count is safe; this
  *   is what the cpu backend and the wasm Reshape kernel already do.
  */
-interface WasmLike {
+interface WasmLike extends tf.KernelBackend {
   incRef(dataId: object): void;
-  readSync(dataId: object): ArrayLike<number>;
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
 }
@@ -47,7 +47,7 @@ export function registerWasmTrainingKernels(): void {
       kernelFunc: (args) => {
         const x = (args.inputs as { x: tf.TensorInfo }).x;
         if (x.dtype === 'string') return stockIdentity.kernelFunc(args);
-        (args.backend as unknown as WasmLike).incRef(x.dataId);
+        (args.backend as WasmLike).incRef(x.dataId);
         return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
       },
     });
@@ -57,9 +57,9 @@ export function registerWasmTrainingKernels(): void {
     kernelName: tf.UnsortedSegmentSum,
     backendName: 'wasm',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const b = backend as unknown as WasmLike;
+      const b = backend as WasmLike;
       const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
-      const { numSegments } = attrs as unknown as { numSegments: number };
+      const numSegments = numberField(attrs, 'numSegments', 'UnsortedSegmentSum attrs');
       // x: [rows, ...inner] where segmentIds: [rows] (gather's gradient always uses 1-D ids after reshape)
       const rows = segmentIds.shape.reduce((a, c) => a * c, 1);
       const total = x.shape.reduce((a, c) => a * c, 1);
@@ -67,11 +67,17 @@ export function registerWasmTrainingKernels(): void {
       const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
       const out = b.makeOutput(outShape, x.dtype);
       // Read inputs BEFORE taking the output view: makeOutput may grow the heap and detach old views.
-      const xv = b.readSync(x.dataId);
-      const ids = b.readSync(segmentIds.dataId);
+      const xv = numeric(b.readSync(x.dataId));
+      const ids = numeric(b.readSync(segmentIds.dataId));
       const ov = b.typedArrayFromHeap(out) as Float32Array | Int32Array;
       segmentSum(xv, ids, numSegments, inner, ov);
       return out;
     },
   });
+}
+
+/** A numeric tensor's values (a typed array); string tensors never reach the kernels registered here. */
+function numeric(v: tf.BackendValues): ArrayLike<number> {
+  if (Array.isArray(v)) throw new Error('UnsortedSegmentSum: expected a numeric tensor, got string data.');
+  return v;
 }

@@ -1,3 +1,4 @@
+import { field } from '../util/fields.js';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -229,10 +230,9 @@ export async function startThreadedWasm(
 
 /** Terminate the pre-spawned pthread workers the pool does not use (Emscripten keeps 8 ready). */
 function terminateSpareWorkers(): void {
-  const m = (tf.backend() as unknown as { wasm?: { PThread?: { unusedWorkers?: NodeWorker[] } } }).wasm;
-  const spare = m?.PThread?.unusedWorkers;
+  const spare = field(field(field(tf.backend(), 'wasm'), 'PThread'), 'unusedWorkers');
   if (!Array.isArray(spare)) return;
-  for (const w of spare.splice(0)) w.terminate().catch(() => {});
+  for (const w of spare.splice(0) as NodeWorker[]) w.terminate().catch(() => {});
 }
 
 /** True once the threaded build has started in this process (for tests and diagnostics). */

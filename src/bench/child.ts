@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { RecdistillError, type ErrorCode } from '../errors.js';
 import type { LogFn } from '../util/progress.js';
 import { lastJsonLine } from '../util/process.js';
+import { numberField } from '../util/fields.js';
 import type { BenchJob, WorkerResult } from './worker.js';
 
 /**
@@ -45,8 +46,17 @@ export async function runWorker(job: BenchJob, log: LogFn): Promise<WorkerResult
     const res = lastJsonLine(out);
     if (res && typeof res.error === 'string') throw new RecdistillError((res.code as ErrorCode) ?? 'E_INTERNAL', `bench ${job.role} (${job.dir}): ${res.error}`);
     if (code !== 0 || !res) throw new RecdistillError('E_INTERNAL', `bench ${job.role} worker exited with code ${code} and no result. stderr tail:\n${errTail}`);
-    return res as unknown as WorkerResult;
+    checkWorkerResult(res, `bench ${job.role} (${job.dir})`);
+    return res;
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** The worker's JSON line, checked before its figures reach the report. */
+function checkWorkerResult(res: Record<string, unknown>, where: string): asserts res is Record<string, unknown> & WorkerResult {
+  for (const k of ['throughput', 'batch', 'params', 'bytes', 'rssMB']) numberField(res, k, where);
+  for (const k of ['p50Ms', 'p95Ms', 'p99Ms']) numberField(res.latency, k, `${where} latency`);
+  if (res.role !== 'student' && res.role !== 'teacher') throw new RecdistillError('E_INTERNAL', `${where}: "role" is ${JSON.stringify(res.role)}.`);
+  if (!Array.isArray(res.files)) throw new RecdistillError('E_INTERNAL', `${where}: "files" is not a list.`);
 }

@@ -7,6 +7,7 @@
  * running it would cost tokens and change nothing. The tail still counts against the budget (planHistory),
  * so the whole message fits the model's window as a chat would send it.
  */
+import { field } from '../util/fields.js';
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { ItemInfo } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
@@ -43,7 +44,7 @@ export interface PromptCodec {
 }
 
 function hasChatTemplate(tok: PreTrainedTokenizer): boolean {
-  const t = (tok as unknown as { chat_template?: unknown }).chat_template;
+  const t = field(tok, 'chat_template');
   return typeof t === 'string' ? t.length > 0 : !!t;
 }
 

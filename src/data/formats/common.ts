@@ -224,9 +224,9 @@ export function forEachCsvRow(
   let width = -1;
   for (const [s, e] of chunkRanges(buf, bomLength(buf), chunkSize, quoted ? 0x22 : undefined)) {
     const text = decodeChunk(buf, s, e, file, 'utf8', firstLine);
-    let records: { record: string[]; info: { lines: number } }[];
+    let records: InfoRow[];
     try {
-      records = parseCsv(text, {
+      const rows: unknown[] = parseCsv(text, {
         delimiter,
         info: true,
         skip_empty_lines: true,
@@ -238,7 +238,10 @@ export function forEachCsvRow(
           ctx.skipped.count++;
           return undefined;
         },
-      }) as unknown as typeof records;
+      });
+      // csv-parse's typings do not know `info: true` (they say string[][]): checked here instead of cast.
+      checkInfoRows(rows, file);
+      records = rows;
     } catch (err) {
       const x = err as Error & { lines?: number };
       const line = x.lines !== undefined ? firstLine + x.lines - 1 : '?';
@@ -271,4 +274,17 @@ export function parseDelimited(buf: Buffer, file: string, delimiter: string, ctx
 /** sha256 over several inputs in a fixed order (hash of the per-file hashes). */
 export function hashBuffers(bufs: Uint8Array[]): string {
   return sha256(Buffer.concat(bufs.map((b) => Buffer.from(sha256(b)))));
+}
+
+/** One csv-parse record with `info: true`: the fields and where the record ends. */
+interface InfoRow {
+  record: string[];
+  info: { lines: number };
+}
+
+function checkInfoRows(rows: unknown[], file: string): asserts rows is InfoRow[] {
+  for (const r of rows) {
+    const ok = typeof r === 'object' && r !== null && Array.isArray((r as { record?: unknown }).record) && typeof (r as { info?: { lines?: unknown } }).info?.lines === 'number';
+    if (!ok) throw new RecdistillError('E_INTERNAL', `${file}: the CSV parser returned a record without its fields and line info (csv-parse changed?).`);
+  }
 }

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { activeBackend, availableCores, initBackend, MAX_WASM_THREADS, THREADS_ENV, type BackendName } from '../../backend/index.js';
 import { lastJsonLine } from '../../util/process.js';
+import { numberField } from '../../util/fields.js';
 import { RecdistillError, type ErrorCode } from '../../errors.js';
 import type { LogFn } from '../../util/progress.js';
 import { benchStudent, type BenchConfig, type BenchResult } from './bench.js';
@@ -83,7 +84,15 @@ export async function runBenchChild(job: BenchJob, log: LogFn): Promise<BenchRes
   const res = lastJsonLine(out);
   if (res && typeof res.error === 'string') throw new RecdistillError((res.code as ErrorCode) ?? 'E_INTERNAL', `student:bench ${tag}: ${res.error}`);
   if (code !== 0 || !res) throw new RecdistillError('E_INTERNAL', `student:bench ${tag} child exited with code ${code} and no result. stderr tail:\n${errTail}`);
-  return res as unknown as BenchResult & { backend: string; threads: number | null };
+  checkChildResult(res, `student:bench ${tag}`);
+  return res;
+}
+
+/** The child's JSON line, checked before it is reported: the figures as numbers, the backend it ran. */
+function checkChildResult(res: Record<string, unknown>, where: string): asserts res is Record<string, unknown> & BenchResult & { backend: string; threads: number | null } {
+  for (const k of ['msPerStep', 'serveMsMedian', 'serveMsP90']) numberField(res, k, where);
+  if (typeof res.backend !== 'string') throw new RecdistillError('E_INTERNAL', `${where}: the child reported no backend.`);
+  if (res.threads !== null && typeof res.threads !== 'number') throw new RecdistillError('E_INTERNAL', `${where}: "threads" is ${JSON.stringify(res.threads)}, expected a number or null.`);
 }
 
 const r1 = (x: number) => Number(x.toFixed(1));

@@ -6,7 +6,7 @@ import { createAdam } from './optim.js';
 import { makeRng } from '../../util/rng.js';
 import { batchTerms, combine, gradientsOf, lossSetup } from './step.js';
 import { topK } from '../serving/serve.js';
-import type { PreparedDataset } from '../../data/types.js';
+import type { ItemInfo } from '../../data/types.js';
 import { breakdownParts, PART_NAMES, summarizeBreakdown, type PartName, type StepBreakdown } from './bench-breakdown.js';
 
 /**
@@ -58,8 +58,8 @@ export function benchStudent(c: BenchConfig, log?: LogFn): BenchResult {
   const model = createSasrec(c, 1);
   const vars = modelVariables(model);
   const adam = createAdam(vars, ADAM);
-  const fakeDs = { items: new Array(c.numItems + 1), users: [] } as unknown as PreparedDataset;
-  const loss = lossSetup(fakeDs, 'ce', 0, 'uniform');
+  // Full-softmax CE reads only the catalogue size: an item table of that length, no users.
+  const loss = lossSetup({ items: new Array<ItemInfo>(c.numItems + 1), users: [] }, 'ce', 0, 'uniform');
   const batch = randomBatch(c.batchSize, c.maxLen, c.numItems, 2);
   const step = (i: number) =>
     tf.tidy(() => {

@@ -1,3 +1,4 @@
+import { field } from '../../util/fields.js';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { isObject } from '../model/run-folder.js';
@@ -24,8 +25,11 @@ export interface TrainResult {
   testSampled100: RankingMetrics;
   popularityTest: RankingMetrics;
   resumedFrom?: number;
-  /** Set when training diverged: the run ended early with the best weights validated before. */
-  diverged?: Divergence;
+  /**
+   * Set when training diverged: the run ended early with the best weights validated before. Non-finite loss
+   * values are written as strings ("NaN", "Infinity"): JSON has no number for them.
+   */
+  diverged?: Omit<Divergence, 'loss'> & { loss: Record<string, number | string> };
   memory: RunMemory;
 }
 
@@ -41,7 +45,8 @@ export interface RunMemory {
 
 /** The process's memory high-water marks now (RunMemory without the estimate). */
 export function memoryHighWater(): RunMemory {
-  const heap = (tf.engine().backendName === 'wasm' ? (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.buffer.byteLength : undefined);
+  const heapU8 = tf.engine().backendName === 'wasm' ? field(field(tf.backend(), 'wasm'), 'HEAPU8') : undefined;
+  const heap = heapU8 instanceof Uint8Array ? heapU8.buffer.byteLength : undefined;
   return { peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), ...(heap ? { wasmHeapMiB: Math.round(heap / 2 ** 20) } : {}) };
 }
 
@@ -116,7 +121,7 @@ export async function finishRun(a: {
     testSampled100: pick(testSampled100),
     popularityTest: pick(popularityTest),
     ...(a.resumedFrom !== undefined ? { resumedFrom: a.resumedFrom } : {}),
-    ...(a.diverged ? { diverged: { ...a.diverged, loss: Object.fromEntries(Object.entries(a.diverged.loss).map(([k, v]) => [k, Number.isFinite(v) ? v : String(v)])) } as unknown as Divergence } : {}),
+    ...(a.diverged ? { diverged: { ...a.diverged, loss: Object.fromEntries(Object.entries(a.diverged.loss).map(([k, v]) => [k, Number.isFinite(v) ? v : String(v)])) } } : {}),
     memory: { ...memoryHighWater(), ...(a.estimateBytes !== undefined ? { estimateMiB: Math.round(a.estimateBytes / 2 ** 20) } : {}) },
   };
   writeJsonAtomic(join(outDir, 'metrics.json'), {

@@ -12,13 +12,24 @@ import type { Rng } from '../../util/rng.js';
  */
 export type LossKind = 'ce' | 'sampled' | 'bce';
 
+/** A forward pass that returns its value and its hand-written gradient (tf.customGrad's contract). */
+type GradBody = (...args: never[]) => { value: tf.Tensor; gradFunc: (...a: never[]) => tf.Tensor | tf.Tensor[] };
+
+/**
+ * tf.customGrad for a body whose arguments (n tensors, then tfjs's save function) its typings cannot express: the
+ * one cast of a custom gradient in the project; `Op` is the signature the caller sees.
+ */
+export function customGradient<Op extends (...args: tf.Tensor[]) => tf.Tensor>(body: GradBody): Op {
+  return tf.customGrad(body as unknown as Parameters<typeof tf.customGrad>[0]) as Op;
+}
+
 /**
  * log(sum(exp(x), -1)) for x [P, C] with a hand-written gradient dy * softmax(x). The value comes from the
  * softmax kernel as max(x) - log(max(softmax(x))) (exact: the max column has probability exp(0)/sum), so the
  * [P, C] tensor is swept by one softmax and one max instead of sub/exp/sum/log passes; the gradient reuses the
  * saved softmax (one multiply). Elementwise passes over [P, C] dominate on wasm (~5 ns per element).
  */
-export const logSumExp = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+export const logSumExp = customGradient<(x: tf.Tensor) => tf.Tensor>((x: tf.Tensor, save: tf.GradSaveFunc) => {
   const sm = tf.softmax(x);
   const value = tf.sub(tf.max(x, -1), tf.log(tf.max(sm, -1)));
   save([sm]);
@@ -26,7 +37,7 @@ export const logSumExp = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) =>
     value,
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(tf.expandDims(dy, -1), saved[0]!),
   };
-}) as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor) => tf.Tensor;
+});
 
 /** Row-wise dot product of h [P, D] with the embeddings of `ids` [P] -> [P]. */
 function dotWith(h: tf.Tensor2D, itemEmb: tf.Tensor, ids: tf.Tensor1D): tf.Tensor1D {
@@ -48,7 +59,7 @@ function dotWith(h: tf.Tensor2D, itemEmb: tf.Tensor, ids: tf.Tensor1D): tf.Tenso
  */
 export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor, smoothing = 0): tf.Scalar {
   if (smoothing > 0) return smoothedSoftmaxCE(h, targets, itemEmb, smoothing);
-  const op = tf.customGrad(((hIn: tf.Tensor, E: tf.Tensor) => {
+  const op = customGradient<(a: tf.Tensor, b: tf.Tensor) => tf.Scalar>((hIn: tf.Tensor, E: tf.Tensor) => {
     const [N1, D] = E.shape as [number, number];
     const P = hIn.shape[0]!;
     const out = tf.keep(tf.slice(E, [1, 0], [N1 - 1, D])); // [N, D]
@@ -74,7 +85,7 @@ export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.
       return [dh, dE];
     };
     return { value, gradFunc };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Scalar;
+  });
   return op(h, itemEmb);
 }
 
@@ -84,7 +95,7 @@ export function fullSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.
  * d/dE_j = (sum_p (s_pj - (1 - e) [t_p = j] - e / N) h_p) / P for j >= 1, 0 for the padding row.
  */
 function smoothedSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Tensor, e: number): tf.Scalar {
-  const op = tf.customGrad(((hIn: tf.Tensor, E: tf.Tensor) => {
+  const op = customGradient<(a: tf.Tensor, b: tf.Tensor) => tf.Scalar>((hIn: tf.Tensor, E: tf.Tensor) => {
     const [N1, D] = E.shape as [number, number];
     const N = N1 - 1;
     const P = hIn.shape[0]!;
@@ -113,7 +124,7 @@ function smoothedSoftmaxCE(h: tf.Tensor2D, targets: tf.Tensor1D, itemEmb: tf.Ten
       return [dh, dE];
     };
     return { value, gradFunc };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Scalar;
+  });
   return op(h, itemEmb);
 }
 

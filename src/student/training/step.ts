@@ -22,7 +22,7 @@ export interface LossSetup {
   seen?: Array<Set<number>>;
 }
 
-export function lossSetup(ds: PreparedDataset, kind: LossSetup['kind'], negatives: number, sampler: 'uniform' | 'popularity', labelSmoothing = 0): LossSetup {
+export function lossSetup(ds: Pick<PreparedDataset, 'items' | 'users'>, kind: LossSetup['kind'], negatives: number, sampler: 'uniform' | 'popularity', labelSmoothing = 0): LossSetup {
   const N = ds.items.length - 1;
   if (kind === 'sampled') {
     const counts = new Float64Array(N + 1);

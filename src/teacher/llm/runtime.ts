@@ -4,6 +4,7 @@
  * Runs go through p-limit (bounded concurrency) and an optional micro-batcher that pads requests
  * arriving together into one run (right padding: causal attention keeps real tokens unaffected).
  */
+import { field } from '../../util/fields.js';
 import pLimit from 'p-limit';
 import * as ort from 'onnxruntime-node';
 import { RecdistillError } from '../../errors.js';
@@ -53,7 +54,8 @@ export function toFloat32(t: { type: string; data: unknown }, name = 'tensor'): 
   if (t.type === 'float32') return d as Float32Array;
   if (t.type === 'float16' || t.type === 'bfloat16') {
     if (d instanceof Uint16Array) return Float32Array.from(d, t.type === 'float16' ? halfToFloat : bfloat16ToFloat);
-    if (ArrayBuffer.isView(d) && !(d instanceof DataView) && !(d instanceof BigInt64Array) && !(d instanceof BigUint64Array)) return Float32Array.from(d as unknown as ArrayLike<number>);
+    // Node with globalThis.Float16Array: onnxruntime-common hands over decoded Float16Array values (numbers).
+    if (ArrayBuffer.isView(d) && !(d instanceof DataView) && !(d instanceof BigInt64Array) && !(d instanceof BigUint64Array) && Symbol.iterator in d) return Float32Array.from(d as Iterable<number>);
   }
   throw new RecdistillError('E_INPUT', `tapped tensor ${name} has type ${t.type}; expected float32, float16 or bfloat16.`);
 }
@@ -65,7 +67,8 @@ interface InputMeta {
 }
 
 export function createRuntime(session: ort.InferenceSession, tapNames: string[], cfg: ModelConfig, opts: { concurrency: number; batch: number }): Runtime {
-  const meta = ((session as unknown as { inputMetadata?: InputMeta[] }).inputMetadata ?? []) as InputMeta[];
+  const given = field(session, 'inputMetadata');
+  const meta = (Array.isArray(given) ? given : []) as InputMeta[];
   const metaOf = new Map(meta.map((m) => [m.name, m]));
   const known = /^(input_ids|attention_mask|position_ids|past_key_values\..*|use_cache_branch|num_logits_to_keep|logits_to_keep)$/;
   const unknown = session.inputNames.filter((n) => !known.test(n));

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { BackendName } from '../backend/index.js';
 import { readManifest, type CacheManifest } from '../cache/format.js';

@@ -7,10 +7,10 @@ import { GENERIC_DEFAULTS, type GenericOptions } from './formats/generic.js';
 import { readPrepared } from './export.js';
 import { datasetSpec, type DatasetSpec, type LoaderInput } from './registry.js';
 import { resolveLocalSource } from './source.js';
-import { columnsFromInteractions, groupColumns, kCoreMask, rawColumns, ratingMask } from './columns.js';
+import { groupColumns, kCoreMask, rawColumns, ratingMask } from './columns.js';
 import { compareRawIds } from './split.js';
 import type { SyntheticOptions } from './synthetic.js';
-import type { DatasetStats, ItemInfo, PreparedDataset, RawDataset, RawInteraction, UserSequence } from './types.js';
+import type { DatasetStats, ItemInfo, PreparedDataset, RawDataset, UserSequence } from './types.js';
 
 export interface PrepareOptions {
   /** Dataset name (selects the loader): ml-100k ... ml-latest-small, amazon-2018, amazon-2023, generic, synthetic. */

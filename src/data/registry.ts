@@ -1,7 +1,7 @@
 import { RecdistillError } from '../errors.js';
 import { loadAmazon } from './formats/amazon.js';
 import type { LoadContext } from './formats/common.js';
-import { GENERIC_DEFAULTS, loadGeneric, type GenericOptions } from './formats/generic.js';
+import { loadGeneric, type GenericOptions } from './formats/generic.js';
 import { loadMl100k, loadMlCsv, loadMlDat } from './formats/movielens.js';
 import { loadPairsFile, loadS3RecDir, loadSequencesFile } from './formats/sequences.js';
 import { generateSynthetic, type SyntheticOptions } from './synthetic.js';

@@ -1,4 +1,4 @@
-import type { RawInteraction, SplitView, UserSequence } from './types.js';
+import type { SplitView, UserSequence } from './types.js';
 
 
 /**

@@ -6,7 +6,7 @@ import { datasetFromFlags } from '../../src/data/options.js';
 import { upgradeAlignProvenance } from '../../src/distill/align.js';
 import { runStudentStage, studentStageConfig } from '../../src/distill/stage.js';
 import { runToContinue } from '../../src/student/model/run-folder.js';
-import { upgradeIdentity } from '../../src/student/training/train.js';
+import { upgradeIdentity } from '../../src/student/training/resume.js';
 
 /**
  * Blocks count from 0 everywhere; runs distilled when --align counted student blocks from 1 (provenance without

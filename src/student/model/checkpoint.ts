@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { RecdistillError } from '../../errors.js';
 import { writeFileAtomic } from '../../util/atomic.js';

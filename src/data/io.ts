@@ -2,6 +2,7 @@ import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { alive } from '../util/process.js';
+import type { LogFn } from '../util/progress.js';
 
 /** errno codes of a write that failed because of the target (full, read-only, not permitted), not a bug. */
 const WRITE_CODES: Record<string, string> = {
@@ -54,4 +55,19 @@ export function removeStaleEntries(dir: string, re: RegExp, accept: (path: strin
     }
   }
   return removed;
+}
+
+/** Remove temp files/dirs of `base` left by killed downloads (their process is gone). */
+export function removeStaleTemps(parent: string, base: string, log: LogFn): number {
+  if (!existsSync(parent)) return 0;
+  const re = new RegExp(`^\\.${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.[0-9a-f]+\\.(download|extract)$`);
+  let n = 0;
+  for (const name of readdirSync(parent)) {
+    const m = re.exec(name);
+    if (!m || alive(Number(m[1]))) continue;
+    rmSync(join(parent, name), { recursive: true, force: true });
+    n++;
+  }
+  if (n) log(`removed ${n} leftover temp file(s) of an interrupted ${base} download`);
+  return n;
 }

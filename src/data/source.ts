@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 import { stderrLog, type LogFn } from '../util/progress.js';
-import { datasetsCacheDir, defaultExtractLimits, ensureDownloaded, ensureExtracted, isComplete, readMarker } from './download.js';
+import { datasetsCacheDir, ensureDownloaded, ensureExtracted, isComplete, readMarker } from './download.js';
+import { defaultExtractLimits } from './zip.js';
 import { GROUPLENS_BASE_URL, checkSourceFlags, datasetSpec, type DatasetSpec } from './registry.js';
 
 /** --source values that are fetched rather than read. */

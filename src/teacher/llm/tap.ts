@@ -11,7 +11,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { RecdistillError } from '../../errors.js';
-import { copyModelWithout, scanOnnx, spliceNoPastBranch, splicedBytes, type GraphNode, type GraphScan } from './onnx-scan.js';
+import { scanOnnx, type GraphNode, type GraphScan } from './onnx-scan.js';
+import { copyModelWithout, spliceNoPastBranch, splicedBytes } from './onnx-splice.js';
 import { detectFamily, resolveResidualStream, type ExportFamily } from './residual.js';
 
 const { onnx } = onnxProto;

@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { chooseOnValidation, lambdaFlags, meanStd, planConfigs, runAblation, summarizeConfig, writeAblationReport, type AblationConfig } from '../../src/distill/ablate.js';
+import { writeAblationReport } from '../../src/distill/ablate-report.js';
+import { chooseOnValidation, lambdaFlags, meanStd, planConfigs, runAblation, summarizeConfig, type AblationConfig } from '../../src/distill/ablate.js';
 
 const base = { cos: 1, l2: 0.5, ms: 0, kd: 2, emb: 0.1 };
 

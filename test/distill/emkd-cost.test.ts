@@ -4,7 +4,8 @@
  * ablation.md and the suite's single / member summary keys with the main row's epoch-time ratio over its single network.
  */
 import { describe, expect, it } from 'vitest';
-import { ablationMarkdown, runAblation } from '../../src/distill/ablate.js';
+import { runAblation } from '../../src/distill/ablate.js';
+import { ablationMarkdown } from '../../src/distill/ablate-report.js';
 import { emkdSummary, planEmkdConfigs } from '../../src/distill/emkd/plan.js';
 
 /** A fake trainer: the cost of each (configuration, seed), made up but distinct. */

@@ -18,7 +18,8 @@ import { createSasrec, disposeModel, modelVariables } from '../../src/student/mo
 import { createAdam } from '../../src/student/training/optim.js';
 import type { RunState } from '../../src/student/model/run-folder.js';
 import { lossSetup, type LossSetup } from '../../src/student/training/step.js';
-import { modelConfigFrom, trainStep } from '../../src/student/training/train.js';
+import { modelConfigFrom } from '../../src/student/training/train.js';
+import { trainStep } from '../../src/student/training/update.js';
 
 const RAM = 64 * 1024 ** 3;
 

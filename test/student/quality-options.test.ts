@@ -18,7 +18,8 @@ import { createSasrec, disposeModel, encode, encodeLast, modelVariables, type Mo
 import { createEma, disposeEma, updateEma, withShadow } from '../../src/student/training/ema.js';
 import { createAdam, scheduledLr } from '../../src/student/training/optim.js';
 import { checkModelConfig, loadStudent, readStudentFile } from '../../src/student/serving/serve.js';
-import { modelConfigFrom, runIdentity, trainStep, trainStudent } from '../../src/student/training/train.js';
+import { modelConfigFrom, runIdentity, trainStudent } from '../../src/student/training/train.js';
+import { trainStep } from '../../src/student/training/update.js';
 import { buildWindows, makeBatch } from '../../src/student/model/batches.js';
 import type { RunState } from '../../src/student/model/run-folder.js';
 import { lossSetup } from '../../src/student/training/step.js';

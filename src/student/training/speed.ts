@@ -10,7 +10,8 @@ import { createSasrec, disposeModel, modelVariables } from '../model/model.js';
 import { createAdam } from './optim.js';
 import { studentScorer, usersByLength } from '../serving/scorer.js';
 import { lossSetup, type LossSetup } from './step.js';
-import { modelConfigFrom, trainStep } from './train.js';
+import { modelConfigFrom } from './train.js';
+import { trainStep } from './update.js';
 
 /**
  * The cost of a student:train epoch on a real dataset, without training to the end: for each variant (a resolved

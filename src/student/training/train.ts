@@ -15,14 +15,15 @@ import { checkTrainMemory, emkdMemoryInput } from './memory.js';
 import { absoluteIdentity, checkRunOut, withAbsolutePaths, type RunState } from '../model/run-folder.js';
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import { lossLine, type TrainHooks } from './hooks.js';
-import { createSasrec, modelVariables, type ModelConfig, type Sasrec } from '../model/model.js';
+import { createSasrec, modelVariables, type ModelConfig } from '../model/model.js';
 import { createEma, disposeEma, updateEma, withShadow } from './ema.js';
-import { createAdam, scheduledLr, type Adam, type LrSchedule } from './optim.js';
+import { createAdam, scheduledLr, type LrSchedule } from './optim.js';
 import { makeRng, mixSeed } from '../../util/rng.js';
 import { studentScorer, usersByLength } from '../serving/scorer.js';
-import { batchTerms, combine, gradientsOf, lossSetup, type LossSetup } from './step.js';
+import { lossSetup, type LossSetup } from './step.js';
 import { finishRun, type Divergence, type TrainResult } from './finish.js';
 import { checkpointPath, Diverged, loadCheckpoint, saveCheckpoint } from './resume.js';
+import { trainStep } from './update.js';
 
 /**
  * The training loop: Adam, epochs of length-bucketed batches, validation NDCG@10 after every `evalEvery`
@@ -47,10 +48,6 @@ export interface TrainSetup {
   /** Test hook: called after each finished epoch (checkpoint written). */
   onEpoch?(epoch: number): void;
 }
-
-/** A loss term this many times its first-step value (floored at 1) means the run has diverged. */
-export const LOSS_EXPLOSION = 1e4;
-
 
 /** Names of the variables holding a NaN/Inf (checked on the device: one boolean read back per variable). */
 function nonFiniteVariables(named: Array<[string, tf.Variable]>): string[] {
@@ -107,67 +104,6 @@ export function wasmAbortError(e: unknown, backend: string, epoch: number, o: St
       `the checkpoint of the last finished epoch is kept, but a changed option starts a new run (another --out).`,
     { cause: e },
   );
-}
-
-/**
- * One optimiser step on `batch`; returns the unweighted, unscaled term values. Throws E_NUMERIC before touching
- * weights on NaN/Inf. `scale` multiplies the gradients (the loss): --step-weight token passes the batch's steps
- * over the epoch's mean steps per batch.
- */
-export function trainStep(model: Sasrec, vars: tf.Variable[], adam: Adam, batch: ReturnType<typeof makeBatch>, loss: LossSetup, seed: number, epoch: number, step: number, hooks: TrainHooks | undefined, state: RunState, lr: number, scale = 1): Record<string, number> {
-  const weights = hooks?.weights(step) ?? {};
-  const rngFor = () => makeRng(mixSeed(seed, epoch, step, 0x5eed));
-  if (hooks?.balance && step % hooks.balance.every === 0) {
-    const shared = modelVariables(model);
-    const perTerm: Record<string, tf.Tensor[]> = {};
-    // One forward + backward per term; a term absent from this batch (no teacher rows) is left out.
-    for (const name of ['ce', ...hooks.balance.terms]) {
-      let absent = false;
-      const grads = tf.tidy(() => {
-        const { value, grads } = gradientsOf(() => {
-          const t = batchTerms(model, batch, loss, rngFor(), step, hooks, { withCe: name === 'ce' })[name];
-          if (t) return t;
-          absent = true;
-          return tf.mul(tf.sum(shared[0]!), 0) as tf.Scalar; // a zero that depends on the weights
-        }, shared);
-        value.dispose();
-        return grads.map((g) => tf.keep(g));
-      });
-      if (absent) grads.forEach((g) => g.dispose());
-      else perTerm[name] = grads;
-    }
-    hooks.balance.update(perTerm, step);
-    for (const gs of Object.values(perTerm)) for (const g of gs) g.dispose();
-  }
-  const values: Record<string, number> = {};
-  tf.tidy(() => {
-    const kept: tf.Scalar[] = [];
-    const termRef: Record<string, tf.Scalar> = {};
-    const { value, grads } = gradientsOf(() => {
-      // A hook that replaces the next-item loss (EMKD's cloze networks: ce weight 0) skips its full softmax.
-      const terms = batchTerms(model, batch, loss, rngFor(), step, hooks, { withCe: weights.ce !== 0 });
-      for (const [k, t] of Object.entries(terms)) kept.push((termRef[k] = tf.keep(t)));
-      return combine(terms, weights);
-    }, vars);
-    for (const [k, t] of Object.entries(termRef)) values[k] = t.dataSync()[0]!;
-    const total = value.dataSync()[0]!;
-    for (const t of kept) t.dispose();
-    const shown = () => Object.entries(values).map(([k, v]) => `${k}=${v}`).join(', ');
-    if (!Number.isFinite(total) || Object.values(values).some((x) => !Number.isFinite(x))) {
-      throw new Diverged({ epoch, step, loss: values, reason: `non-finite training loss at epoch ${epoch}, step ${step} (${shown()}); weights were not updated.` });
-    }
-    state.refLoss ??= { ...values };
-    for (const [k, x] of Object.entries(values)) {
-      const ref = state.refLoss[k];
-      if (ref === undefined) continue;
-      const limit = LOSS_EXPLOSION * Math.max(1, Math.abs(ref));
-      if (Math.abs(x) > limit) {
-        throw new Diverged({ epoch, step, loss: values, reason: `training diverged at epoch ${epoch}, step ${step}: loss ${k} = ${x.toPrecision(4)}, more than ${LOSS_EXPLOSION}x its first-step value ${ref.toPrecision(4)} (${shown()}); weights were not updated.` });
-      }
-    }
-    adam.apply(vars, scale === 1 ? grads : grads.map((g) => tf.mul(g, scale)), lr);
-  });
-  return values;
 }
 
 export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {

@@ -7,7 +7,8 @@ import { lastJsonLine } from '../../src/util/process.js';
 import { benchStudent } from '../../src/student/training/bench.js';
 import { attentionSublayer, ffnSublayer, summarizeBreakdown, type StepBreakdown } from '../../src/student/training/bench-breakdown.js';
 import { parseThreadList, type BenchRow } from '../../src/student/training/bench-runner.js';
-import { attentionBias, createSasrec, disposeModel, encode, layerNorm, type ModelConfig } from '../../src/student/model/model.js';
+import { attentionBias, layerNorm } from '../../src/student/model/layers.js';
+import { createSasrec, disposeModel, encode, type ModelConfig } from '../../src/student/model/model.js';
 import { maxAbsDiff } from '../helpers/compare.js';
 
 /**

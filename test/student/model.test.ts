@@ -3,7 +3,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { segmentSum } from '../../src/backend/kernels.js';
 import { fullSoftmaxCE, fullSoftmaxCEValue, logSumExp } from '../../src/student/training/losses.js';
-import { attentionBias, createSasrec, disposeModel, encode, encodeLast, modelVariables } from '../../src/student/model/model.js';
+import { attentionBias } from '../../src/student/model/layers.js';
+import { createSasrec, disposeModel, encode, encodeLast, modelVariables } from '../../src/student/model/model.js';
 import { makeRng } from '../../src/util/rng.js';
 import { topK } from '../../src/student/serving/serve.js';
 

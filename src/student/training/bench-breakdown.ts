@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from '../model/batches.js';
 import { fullSoftmaxCE } from './losses.js';
-import { attentionBias, bmm, dropout, layerNorm, linear, type BlockParams, type ModelConfig, type Sasrec } from '../model/model.js';
+import { attentionBias, bmm, dropout, layerNorm, linear } from '../model/layers.js';
+import type { BlockParams, ModelConfig, Sasrec } from '../model/model.js';
 import { createAdam, type Adam, type AdamConfig } from './optim.js';
 import { makeRng, type Rng } from '../../util/rng.js';
 

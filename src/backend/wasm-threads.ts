@@ -142,8 +142,6 @@ function makeWorkerClass(paths: Paths, state: StartState, fault: string | undefi
   };
 }
 
-let installedWorker: unknown;
-
 export type ThreadedStart = { ok: true; threads: number } | { ok: false; reason: string };
 
 /**
@@ -222,7 +220,6 @@ export async function startThreadedWasm(
   }
   // Running: later `new Worker` calls by the glue (none are expected: the pool is made once) still get the
   // patched class; a worker error now goes to the glue's handler.
-  installedWorker = PthreadWorker;
   Object.defineProperty(globalThis, 'Worker', { configurable: true, enumerable: false, writable: true, value: PthreadWorker });
   terminateSpareWorkers();
   return { ok: true, threads: wasm.getThreadsCount() };
@@ -235,7 +232,3 @@ function terminateSpareWorkers(): void {
   for (const w of spare.splice(0) as NodeWorker[]) w.terminate().catch(() => {});
 }
 
-/** True once the threaded build has started in this process (for tests and diagnostics). */
-export function threadedWasmInstalled(): boolean {
-  return installedWorker !== undefined;
-}

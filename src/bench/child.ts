@@ -18,7 +18,7 @@ import type { BenchJob, WorkerResult } from './worker.js';
 const require = createRequire(import.meta.url);
 /** worker.ts run through tsx from a source checkout; worker.js with plain node from the compiled package. */
 const COMPILED = import.meta.url.endsWith('.js');
-export const WORKER_PATH = join(dirname(fileURLToPath(import.meta.url)), COMPILED ? 'worker.js' : 'worker.ts');
+const WORKER_PATH = join(dirname(fileURLToPath(import.meta.url)), COMPILED ? 'worker.js' : 'worker.ts');
 
 export async function runWorker(job: BenchJob, log: LogFn): Promise<WorkerResult> {
   const tmp = mkdtempSync(join(tmpdir(), 'recdistill-bench-'));

@@ -32,7 +32,7 @@ export interface BenchReport {
   files: { json: string; md: string; svg: string };
 }
 
-export const REPORT_FILES = { json: 'report.json', md: 'report.md', svg: 'latency-accuracy.svg' } as const;
+const REPORT_FILES = { json: 'report.json', md: 'report.md', svg: 'latency-accuracy.svg' } as const;
 
 const ms = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toFixed(3));
 const mb = (bytes: number) => (bytes / 1e6).toFixed(bytes >= 1e8 ? 0 : 2);

@@ -91,7 +91,7 @@ export async function studentOnnxServer(dir: string): Promise<Server> {
 }
 
 
-export function readHead(cacheDir: string, m: CacheManifest): { weight: Float32Array; bias: Float32Array; mean?: Float32Array; std?: Float32Array; path: string } {
+function readHead(cacheDir: string, m: CacheManifest): { weight: Float32Array; bias: Float32Array; mean?: Float32Array; std?: Float32Array; path: string } {
   const path = join(cacheDir, m.head.file ?? 'head.safetensors');
   if (!existsSync(path)) throw new RecdistillError('E_NOT_FOUND', `${path} not found: the teacher cache ${cacheDir} has no soft-label head (is it complete? manifest "complete" = ${m.complete}).`);
   const { tensors } = readSafetensorsFile(path);
@@ -143,7 +143,7 @@ export function localModelPath(model: string, cacheDir: string, alwaysPath = fal
   throw new RecdistillError('E_NOT_FOUND', `the teacher model ${model} recorded in ${join(cacheDir, 'manifest.json')} is relative to where teacher:cache ran and is not found from ${process.cwd()} nor from any folder above the cache; run bench from that folder or pass --teacher-model PATH.`);
 }
 
-export async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; model?: string; device?: string }): Promise<Server> {
+async function llmTeacherServer(cacheDir: string, items: ItemInfo[], o: { batch: number; threads: number; log: LogFn; model?: string; device?: string }): Promise<Server> {
   const m = readManifest(cacheDir);
   if (m.teacher.kind !== 'llm') throw new RecdistillError('E_USAGE', `${cacheDir}: teacher kind is ${m.teacher.kind}, not llm.`);
   const head = readHead(cacheDir, m);

@@ -66,7 +66,7 @@ export interface WorkerResult {
 
 const MB = 1024 * 1024;
 
-export async function runJob(job: BenchJob): Promise<WorkerResult> {
+async function runJob(job: BenchJob): Promise<WorkerResult> {
   const startRss = process.memoryUsage().rss;
   const t0 = performance.now();
   const log = stderrLog;
@@ -125,7 +125,7 @@ export async function runJob(job: BenchJob): Promise<WorkerResult> {
 }
 
 /** Median time of a fixed plain-JS matmul (1.2M multiply-adds): how fast this core was while we measured. */
-export function cpuReference(reps = 15): number {
+function cpuReference(reps = 15): number {
   const a = new Float32Array(100 * 64).map((_, i) => (i % 7) / 7);
   const b = new Float32Array(64 * 192).map((_, i) => (i % 5) / 5);
   const c = new Float32Array(100 * 192);

@@ -14,7 +14,7 @@ import type { CacheManifest, ShardEntry } from './format.js';
  */
 
 /** Header bytes a cache file may carry on top of its tensor data (the JSON header is a few hundred bytes). */
-export const HEADER_SLACK = 1 << 20;
+const HEADER_SLACK = 1 << 20;
 
 /** Bytes of tensor data each file of a cache needs (its header comes on top). */
 export function dataBytes(m: CacheManifest) {
@@ -84,7 +84,7 @@ export function decodeOrProblem(buf: Uint8Array, path: string): Record<string, S
   }
 }
 
-export function tensorProblem(ts: Record<string, STTensor>, name: string, dtypes: STDtype[], shape: number[]): string | undefined {
+function tensorProblem(ts: Record<string, STTensor>, name: string, dtypes: STDtype[], shape: number[]): string | undefined {
   const t = Object.prototype.hasOwnProperty.call(ts, name) ? ts[name] : undefined;
   if (!t) return `tensor "${name}" missing (expected ${dtypes.join('|')} [${shape}])`;
   if (!dtypes.includes(t.dtype)) return `tensor "${name}" has dtype ${t.dtype}, expected ${dtypes.join(' or ')}`;

@@ -61,7 +61,7 @@ export function pass1Key(m: Pick<CacheManifest, 'dataset' | 'teacher' | 'layout'
 }
 
 /** Folder name for a teacher: kind + the model's last path component, filesystem-safe. */
-export function teacherDirName(info: Pick<TeacherInfo, 'kind' | 'model'>): string {
+function teacherDirName(info: Pick<TeacherInfo, 'kind' | 'model'>): string {
   const base = info.model.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? 'model';
   return `${info.kind}-${base.replace(/[^A-Za-z0-9._-]+/g, '_') || 'model'}`;
 }
@@ -143,7 +143,7 @@ export function readManifest(dir: string): CacheManifest {
 }
 
 /** The head options that enter the key: what the run was asked for, not what pass 2 added (file, fit history). */
-export function keyedHead(h: CacheManifest['head']): HeadConfig {
+function keyedHead(h: CacheManifest['head']): HeadConfig {
   const { file: _f, sha256: _s, bestEpoch: _b, history: _h, ...cfg } = h;
   return cfg;
 }

@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RecdistillError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { sha256 } from '../util/hash.js';
-import { decodeSafetensors, encodeSafetensors, type STTensor } from '../util/safetensors.js';
+import { encodeSafetensors, type STTensor } from '../util/safetensors.js';
 import { firstNonFinite } from './check.js';
 import { f32ToF16 } from '../util/f16.js';
 import type { HiddenDtype } from './format.js';
@@ -77,13 +76,3 @@ export function writeShard(dir: string, file: string, bytes: Uint8Array): string
   return sha256(bytes);
 }
 
-/**
- * Read a finished file left by an earlier (possibly killed) run: its sha256, tensors and rows (length of the
- * `user` tensor; 0 for files without one, e.g. items or head). Renames are atomic, so a file that exists is whole.
- */
-export function readFinishedShard(dir: string, file: string): { rows: number; sha256: string; tensors: Record<string, STTensor> } {
-  const path = join(dir, file);
-  const buf = readFileSync(path);
-  const { tensors } = decodeSafetensors(buf, path);
-  return { rows: tensors.user?.shape[0] ?? 0, sha256: sha256(buf), tensors };
-}

@@ -11,10 +11,10 @@ import type { CacheManifest } from './manifest.js';
  */
 
 /** Largest user / item / row count a cache can hold: ids are Int32. */
-export const MAX_ID = 2 ** 31 - 1;
+const MAX_ID = 2 ** 31 - 1;
 /** Generous sanity bounds; real teachers have H <= 16k and a few dozen tapped layers. */
-export const MAX_HIDDEN = 1 << 16;
-export const MAX_LAYERS = 1024;
+const MAX_HIDDEN = 1 << 16;
+const MAX_LAYERS = 1024;
 /** The manifest itself is read whole: refuse an absurd one before reading it. */
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
@@ -79,7 +79,7 @@ class Checker {
 }
 
 /** Why `name` is not a plain file name inside the cache folder, or undefined when it is. */
-export function unsafeFileName(name: string): string | undefined {
+function unsafeFileName(name: string): string | undefined {
   if (name === '' || name === '.' || name === '..') return 'empty, "." or ".."';
   if (isAbsolute(name) || /^[A-Za-z]:/.test(name)) return 'absolute path';
   if (/[\\/]/.test(name)) return 'contains a path separator';

@@ -82,7 +82,7 @@ export function verifyCache(dir: string): VerifyResult {
 }
 
 /** Shard indices [a, b) this directory should hold: all of them, or its slice's block. */
-export function expectedRange(m: CacheManifest): [number, number] {
+function expectedRange(m: CacheManifest): [number, number] {
   return m.slice && !m.complete ? [m.slice.shardStart, m.slice.shardEnd] : [0, m.layout.numShards];
 }
 

@@ -125,7 +125,7 @@ function rangeText(spec: OptionSpec): string | undefined {
 }
 
 /** Throws E_USAGE naming the flag (`key`, kebab-case) when `v` is outside the spec's bounds (or not an int for int). */
-export function checkRange(key: string, spec: OptionSpec, v: unknown, suffix = ''): void {
+function checkRange(key: string, spec: OptionSpec, v: unknown, suffix = ''): void {
   const range = rangeText(spec);
   if (!range) return;
   const ok = typeof v === 'number' && Number.isFinite(v) && (spec.type !== 'int' || Number.isInteger(v))
@@ -217,7 +217,7 @@ export function resolveOptions<O extends OptionSpecs>(
   return out as Resolved<O>;
 }
 
-export function kebabToCamel(s: string): string {
+function kebabToCamel(s: string): string {
   return s.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 

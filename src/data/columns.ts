@@ -104,7 +104,7 @@ export function dropDuplicateRows(c: RawColumns): { columns: RawColumns; dropped
 }
 
 /** Object rows -> columns, in `order` (file order). */
-export function columnsFromInteractions(xs: RawInteraction[]): RawColumns {
+function columnsFromInteractions(xs: RawInteraction[]): RawColumns {
   const sorted = xs.every((x, i) => i === 0 || xs[i - 1]!.order <= x.order) ? xs : [...xs].sort((a, b) => a.order - b.order);
   const b = columnsBuilder(sorted.length);
   for (const x of sorted) b.push(x.user, x.item, x.time, x.rating);

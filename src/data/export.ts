@@ -15,8 +15,8 @@ import type { DatasetStats, ItemInfo, PreparedDataset } from './types.js';
  * The fingerprint describes the content: reading an export recomputes the sha256 of items.jsonl and
  * users.jsonl and refuses one that was edited after it was written.
  */
-export const PREPARED_FORMAT = 'recdistill-prepared-v1';
-export const DATA_FILES = ['items.jsonl', 'users.jsonl'] as const;
+const PREPARED_FORMAT = 'recdistill-prepared-v1';
+const DATA_FILES = ['items.jsonl', 'users.jsonl'] as const;
 
 export interface PreparedMeta {
   format: string;

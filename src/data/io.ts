@@ -26,7 +26,7 @@ export function writeError(e: unknown, path: string, hint = 'free some space or 
 
 
 /** A temp entry older than this whose owning process is dead is debris of a killed run. */
-export const STALE_AGE_MS = 24 * 3600 * 1000;
+const STALE_AGE_MS = 24 * 3600 * 1000;
 
 /**
  * Remove entries of `dir` whose name matches `re` (group 1 = the owning pid) when that pid is dead and

@@ -60,7 +60,7 @@ const ml = (name: string, description: string, sha256: string | undefined, load:
  * has no published sha256 we could find; its md5 (ce571fd5...) is the value GroupLens-based loaders
  * use, and the md5 values listed next to it for ml-100k/1m/20m/25m match the published ones.
  */
-export const DATASETS: Record<string, DatasetSpec> = {
+const DATASETS: Record<string, DatasetSpec> = {
   'ml-100k': ml('ml-100k', 'MovieLens 100K (u.data, u.item)', '50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229', (i, c) => loadMl100k(i.source, c), 16e6),
   'ml-1m': ml('ml-1m', 'MovieLens 1M (ratings.dat, movies.dat)', 'a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20', (i, c) => loadMlDat(i.source, c, 'MovieLens 1M'), 26e6),
   'ml-10m': { ...ml('ml-10m', 'MovieLens 10M (ml-10M100K/ratings.dat, movies.dat)', undefined, (i, c) => loadMlDat(i.source, c, 'MovieLens 10M'), 280e6), md5: 'ce571fd55effeba0271552578f2648bd' },

@@ -8,32 +8,32 @@ import { defaultExtractLimits } from './zip.js';
 import { GROUPLENS_BASE_URL, checkSourceFlags, datasetSpec, type DatasetSpec } from './registry.js';
 
 /** --source values that are fetched rather than read. */
-export function isUrl(s: string | undefined): s is string {
+function isUrl(s: string | undefined): s is string {
   return s !== undefined && /^https?:\/\//i.test(s);
 }
 
 /** Base URL for official archives: RECDISTILL_DATASETS_URL (read at call time, so tests can point it at 127.0.0.1). */
-export function datasetsBaseUrl(): string {
+function datasetsBaseUrl(): string {
   return (process.env.RECDISTILL_DATASETS_URL || GROUPLENS_BASE_URL).replace(/\/+$/, '');
 }
 
 /** Cache directory of a named dataset's extracted archive. */
-export function namedCacheDir(name: string): string {
+function namedCacheDir(name: string): string {
   return join(datasetsCacheDir(), name);
 }
 
 /** Cache directory of an arbitrary URL (one per URL). */
-export function urlCacheDir(url: string): string {
+function urlCacheDir(url: string): string {
   return join(datasetsCacheDir(), `url-${sha256(url).slice(0, 16)}`);
 }
 
 /** A local .zip given as --source (an archive downloaded by hand). */
-export function isLocalZip(s: string): boolean {
+function isLocalZip(s: string): boolean {
   return /\.zip$/i.test(s) && existsSync(s) && statSync(s).isFile();
 }
 
 /** Cache directory of a local zip, keyed by its content (so a changed archive is extracted again). */
-export function zipCacheDir(zipPath: string): string {
+function zipCacheDir(zipPath: string): string {
   return join(datasetsCacheDir(), `zip-${sha256(readFileSync(zipPath)).slice(0, 16)}`);
 }
 

@@ -32,7 +32,7 @@ const P_IN_GENRE = 0.8;
 const P_DRIFT = 0.08;
 
 /** Neighbouring genres sit next to each other, so drift stays plausible (Action -> Adventure -> Sci-Fi ...). */
-export const SYNTHETIC_GENRES = [
+const SYNTHETIC_GENRES = [
   'Action', 'Adventure', 'Sci-Fi', 'Fantasy', 'Animation', 'Children', 'Comedy', 'Romance',
   'Drama', 'Mystery', 'Crime', 'Thriller', 'Horror', 'Western', 'Documentary',
 ] as const;

@@ -25,10 +25,10 @@ export interface ExtractLimits {
 }
 
 /** Largest extracted size of a known archive (ml-latest, which grows): the default bound is 4x this. */
-export const LARGEST_KNOWN_EXTRACTED_BYTES = 1.6e9;
+const LARGEST_KNOWN_EXTRACTED_BYTES = 1.6e9;
 /** Deflate's best case is ~1030:1; real data files (CSV, JSON) compress 3-20:1. */
-export const DEFAULT_MAX_RATIO = 100;
-export const DEFAULT_MAX_ENTRIES = 100_000;
+const DEFAULT_MAX_RATIO = 100;
+const DEFAULT_MAX_ENTRIES = 100_000;
 const RATIO_EXEMPT_BYTES = 1 << 20;
 
 export const envNumber = (name: string): number | undefined => {

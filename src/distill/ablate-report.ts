@@ -58,7 +58,7 @@ export function writeAblationReport(dir: string, r: AblationResult, summary: obj
 }
 
 /** The chart's points: the teacher (when its size and accuracy are known) and every configuration with a size. */
-export function chartPoints(r: AblationResult, header: ReportHeader): AblationPoint[] {
+function chartPoints(r: AblationResult, header: ReportHeader): AblationPoint[] {
   const pts: AblationPoint[] = [];
   const tN = header.teacher?.['ndcg@10'];
   if (tN !== undefined && header.teacherParams) pts.push({ label: 'teacher', params: header.teacherParams, mean: tN, p50Ms: header.teacherP50Ms, teacher: true });

@@ -69,7 +69,7 @@ export const buildDistillHooks: HooksFactory = async (opts, dataset, model, runt
  * holds fewer shards than the cache has re-decodes shards on almost every step (measured on ML-100K: 8 shards,
  * the reader's default of 4 made a KD step ~4x slower than CE); a cache that fits stays decoded.
  */
-export function shardsInBudget(dir: string, budgetMb: number): number {
+function shardsInBudget(dir: string, budgetMb: number): number {
   const m = readManifest(dir);
   const perRow = m.teacher.layers.length * m.teacher.hiddenSize * 4 + m.softLabels.k * 8 + 8;
   const biggest = Math.max(1, ...m.shards.map((s) => s.rows)) * perRow;

@@ -22,7 +22,7 @@ function meanOrZero(perRow: tf.Tensor1D): tf.Scalar {
 }
 
 /** Per-row cosine similarity of a and b: [M, H] x [M, H] -> [M]. */
-export function rowCosine(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor1D {
+function rowCosine(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor1D {
   const dot = tf.sum(tf.mul(a, b), -1);
   const na = tf.sqrt(tf.sum(tf.square(a), -1));
   const nb = tf.sqrt(tf.sum(tf.square(b), -1));

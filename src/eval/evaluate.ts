@@ -41,7 +41,7 @@ export function historyFor(ds: PreparedDataset, user: number, split: 'valid' | '
 }
 
 /** The target for `split`, or 0 when the user has fewer than 3 items. */
-export function targetFor(ds: PreparedDataset, user: number, split: 'valid' | 'test'): number {
+function targetFor(ds: PreparedDataset, user: number, split: 'valid' | 'test'): number {
   const s = splitUser(ds.users[user]!);
   return split === 'valid' ? s.valid : s.test;
 }

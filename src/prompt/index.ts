@@ -20,7 +20,7 @@ export { loadPromptTemplate, parsePromptTemplate, DEFAULT_PROMPT, type PromptTem
 export { planWindows, TRUNCATE_MODES, type TruncateMode, type Window } from './window.js';
 
 /** Longest item text in tokens; longer texts keep their first tokens (titles are far shorter). */
-export const MAX_ITEM_TOKENS = 48;
+const MAX_ITEM_TOKENS = 48;
 
 const MARK = '\u0001HISTORY\u0001';
 

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { RecdistillError } from '../errors.js';
 import { sha256 } from '../util/hash.js';
 
-export const HISTORY_SLOT = '{{history}}';
+const HISTORY_SLOT = '{{history}}';
 
 /** prompts/history.md in the package (resolved from this file, so it works from any cwd). */
 export const DEFAULT_PROMPT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'prompts', 'history.md');

@@ -80,7 +80,7 @@ function busy(budget: BodyBudget): HttpError {
 }
 
 /** A short description of a JSON value for an error message (never serialises a deep or large value). */
-export function describeJson(x: unknown): string {
+function describeJson(x: unknown): string {
   if (Array.isArray(x)) return `an array of ${x.length}`;
   if (x === null) return 'null';
   if (typeof x === 'object') return 'an object';

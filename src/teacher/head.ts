@@ -16,7 +16,7 @@ import type { LogFn } from '../util/progress.js';
  * starts from there; epoch 0 (no training) takes part in model selection, so a head that does not beat
  * the zero-shot similarity on validation NDCG@10 falls back to it.
  */
-export const INIT_SCALE = 10;
+const INIT_SCALE = 10;
 
 export interface HeadParams {
   /** [N+1, H] */
@@ -59,7 +59,7 @@ export interface HeadTrainData {
 }
 
 /** Mean over rows of an [R, H] matrix (float64 accumulation). */
-export function rowMean(x: Float32Array, R: number, H: number, from = 0): Float64Array {
+function rowMean(x: Float32Array, R: number, H: number, from = 0): Float64Array {
   const m = new Float64Array(H);
   for (let r = from; r < R; r++) for (let d = 0; d < H; d++) m[d]! += x[r * H + d]!;
   for (let d = 0; d < H; d++) m[d]! /= Math.max(1, R - from);

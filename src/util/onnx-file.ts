@@ -89,7 +89,7 @@ export function encodeOnnxModel(desc: GraphDesc): Uint8Array {
 }
 
 /** The model head: everything but the initializers. */
-export function encodeHead(desc: GraphDesc): Uint8Array {
+function encodeHead(desc: GraphDesc): Uint8Array {
   const graph = onnx.GraphProto.create({ name: desc.graphName, node: desc.nodes, input: desc.inputs, output: desc.outputs });
   return onnx.ModelProto.encode(
     onnx.ModelProto.create({
@@ -114,7 +114,7 @@ export interface ExternalDataOptions {
   file: string;
   chunks?: number;
 }
-export const EXTERNAL_SIZE_THRESHOLD = 1024;
+const EXTERNAL_SIZE_THRESHOLD = 1024;
 
 export interface WriteOptions {
   externalData?: ExternalDataOptions;

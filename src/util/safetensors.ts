@@ -57,7 +57,7 @@ export interface DecodedSafetensors {
 }
 
 /** Largest JSON header accepted (the reference implementation's limit): a bigger length is a corrupt file. */
-export const MAX_HEADER_BYTES = 100_000_000;
+const MAX_HEADER_BYTES = 100_000_000;
 
 interface EntryHeader {
   name: string;

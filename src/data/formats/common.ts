@@ -115,7 +115,7 @@ export function decodeUtf8OrLatin1(buf: Buffer): string {
 }
 
 /** Chunks of at most ~32 MB cut at line ends: files larger than V8's max string length still load. */
-export const CHUNK = 32 * 1024 * 1024;
+const CHUNK = 32 * 1024 * 1024;
 
 function countByte(buf: Buffer, byte: number, start: number, end: number): number {
   let n = 0;

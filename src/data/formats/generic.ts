@@ -41,7 +41,7 @@ export const GENERIC_DEFAULTS: Omit<GenericOptions, 'itemsFile'> = {
   textCols: '',
 };
 
-export function resolveDelimiter(spec: string, file: string, firstLine: string): string {
+function resolveDelimiter(spec: string, file: string, firstLine: string): string {
   if (spec === 'auto') return /\.(tsv|tab)(\.gz)?$/i.test(file) || firstLine.includes('\t') ? '\t' : ',';
   if (spec === 'tab' || spec === '\\t') return '\t';
   if ([...spec].length !== 1) throw new RecdistillError('E_USAGE', `--delimiter must be one character, "tab" or "auto"; got ${JSON.stringify(spec)}.`);
@@ -49,7 +49,7 @@ export function resolveDelimiter(spec: string, file: string, firstLine: string):
 }
 
 /** Column spec -> index. Header names win; an all-digit spec is a 0-based index. */
-export function columnIndex(spec: string, header: string[] | undefined, file: string, flag: string): number {
+function columnIndex(spec: string, header: string[] | undefined, file: string, flag: string): number {
   if (header) {
     const i = header.findIndex((h) => h.trim() === spec);
     if (i >= 0) return i;

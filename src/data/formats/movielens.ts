@@ -20,7 +20,7 @@ const INT_TIME = /^-?(?:0|[1-9][0-9]{0,15})$/;
 /** Ratings: plain decimals ("4", "3.5"); Number() would also take "0x10", "1e3", " 4" and "". */
 const DECIMAL = /^-?[0-9]+(?:\.[0-9]+)?$/;
 
-export const isIntId = (s: string | undefined): s is string => s !== undefined && INT_ID.test(s);
+const isIntId = (s: string | undefined): s is string => s !== undefined && INT_ID.test(s);
 const isIntTime = (s: string | undefined): s is string => s !== undefined && INT_TIME.test(s) && Number.isSafeInteger(Number(s));
 
 /** Parse one "user SEP item SEP rating SEP time" ratings line; a bad row is reported and skipped. */

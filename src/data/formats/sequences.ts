@@ -67,7 +67,7 @@ function withAttributes(source: string, buf: Buffer, columns: RawColumns, itemsF
 }
 
 /** `{"item": [attribute ids]}` -> categories per item (ids as strings, sorted, unique); titles stay the ids. */
-export function readAttributes(buf: Buffer, file: string, wanted: Set<string>): Map<string, ItemText> {
+function readAttributes(buf: Buffer, file: string, wanted: Set<string>): Map<string, ItemText> {
   let v: unknown;
   try {
     v = JSON.parse(decodeText(buf, file, 'utf8'));

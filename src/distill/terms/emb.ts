@@ -27,7 +27,7 @@ export const embTerm: TermModule = {
 };
 
 /** Unique item ids in the batch (inputs and targets), ascending, padding excluded. */
-export function batchItems(dataset: PreparedDataset, users: Int32Array, positions: Int32Array, targets: Int32Array): Int32Array {
+function batchItems(dataset: PreparedDataset, users: Int32Array, positions: Int32Array, targets: Int32Array): Int32Array {
   const B = users.length;
   const L = positions.length / B;
   const set = new Set<number>();

@@ -14,7 +14,7 @@ import type { DatasetRecord } from '../../data/differ.js';
  * model.safetensors, metrics.json, eval.json/eval.md, bench/. These helpers decide whether a folder is one
  * (so --out never overwrites someone else's files) and read its JSON files with errors that name the file.
  */
-export const RUN_FORMAT = 1;
+const RUN_FORMAT = 1;
 const RUN_FILES = ['config.json', 'checkpoint.safetensors', 'model.safetensors', 'history.jsonl', 'metrics.json'];
 /** JSON files above this size are not run metadata (a history of 1e6 epochs is ~500 MB: far beyond). */
 const MAX_JSON_BYTES = 512 * 1024 * 1024;
@@ -144,7 +144,7 @@ export function checkRunOut(dir: string): void {
 }
 
 /** The option keys that name files or folders: stored absolute in a run's identity and config.json. */
-export const PATH_KEYS = ['source', 'itemsFile', 'cache'] as const;
+const PATH_KEYS = ['source', 'itemsFile', 'cache'] as const;
 
 /** `o` with every path option made absolute. */
 export function withAbsolutePaths<T extends Record<string, unknown>>(o: T): T {

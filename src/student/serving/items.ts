@@ -26,7 +26,7 @@ function textOf(it: ItemInfo): string | undefined {
   return parts.length ? parts.join(' | ') : undefined;
 }
 
-export function itemMapOf(ds: PreparedDataset): ItemMap {
+function itemMapOf(ds: PreparedDataset): ItemMap {
   const items = ds.items.map((it) => ({ id: it.id, rawId: it.rawId, title: it.title, ...(textOf(it) ? { text: textOf(it) } : {}) }));
   return { fingerprint: ds.fingerprint, items, byRaw: new Map(items.slice(1).map((it) => [it.rawId, it.id])) };
 }
@@ -39,7 +39,7 @@ export function writeItemMap(dir: string, ds: PreparedDataset): string {
 }
 
 /** items.json, validated: dense ids 1..N in order, unique raw ids, the run's fingerprint. */
-export function readItemMap(dir: string, expect: { fingerprint: string; numItems: number }): ItemMap | undefined {
+function readItemMap(dir: string, expect: { fingerprint: string; numItems: number }): ItemMap | undefined {
   const path = join(dir, ITEMS_FILE);
   if (!existsSync(path)) return undefined;
   let raw: unknown;

@@ -23,10 +23,10 @@ import { readStudentFile, topK } from './serve.js';
 import { averageScoresAsync, readServePlan } from './serve-plan.js';
 import type { ModelConfig } from '../model/model.js';
 
-export const ONNX_OPSET = 17;
+const ONNX_OPSET = 17;
 
 /** Build the graph from the run's weights (names as in model.ts's params map, row-major float32). */
-export function buildStudentOnnx(config: ModelConfig, weights: (name: string) => Float32Array): GraphDesc {
+function buildStudentOnnx(config: ModelConfig, weights: (name: string) => Float32Array): GraphDesc {
   const { dims: D, heads: H, maxLen, numItems: N } = config;
   const dh = D / H;
   const post = config.norm === 'post';
@@ -147,7 +147,7 @@ export function buildStudentOnnx(config: ModelConfig, weights: (name: string) =>
 
 
 /** The graph of a run folder's model.safetensors (read and validated by the same reader as the tfjs model). */
-export function studentOnnxFromRun(dir: string): { desc: GraphDesc; config: ModelConfig; metadata: Record<string, string> } {
+function studentOnnxFromRun(dir: string): { desc: GraphDesc; config: ModelConfig; metadata: Record<string, string> } {
   const { path, config, tensors, metadata } = readStudentFile(dir);
   const desc = buildStudentOnnx(config, (name) => {
     const t = tensors[name];

@@ -248,7 +248,7 @@ export function checkModelConfig(v: unknown, where: string): ModelConfig {
  * Before anything is allocated: every tensor the config implies is in the file as F32 with exactly that shape
  * (so the config cannot ask for more memory than the file holds), no other tensor is, and every value is finite.
  */
-export function checkModelTensors(config: ModelConfig, tensors: Record<string, STTensor>, path: string): void {
+function checkModelTensors(config: ModelConfig, tensors: Record<string, STTensor>, path: string): void {
   const shapes = paramShapes(config);
   for (const [name, shape] of shapes) {
     const t = tensors[name];

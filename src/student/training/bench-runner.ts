@@ -60,7 +60,7 @@ const COMPILED = import.meta.url.endsWith('.js');
 const CHILD_PATH = join(dirname(fileURLToPath(import.meta.url)), COMPILED ? 'bench-child.js' : 'bench-child.ts');
 
 /** Run one job in a child process with RECDISTILL_THREADS = job.threads; its stderr lines go to `log`. */
-export async function runBenchChild(job: BenchJob, log: LogFn): Promise<BenchResult & { backend: string; threads: number | null }> {
+async function runBenchChild(job: BenchJob, log: LogFn): Promise<BenchResult & { backend: string; threads: number | null }> {
   const args = COMPILED ? [CHILD_PATH, JSON.stringify(job)] : [require.resolve('tsx/cli'), CHILD_PATH, JSON.stringify(job)];
   const env = { ...process.env, ...(job.threads !== undefined ? { [THREADS_ENV]: String(job.threads) } : {}) };
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
@@ -109,7 +109,7 @@ function roundBreakdown(b: StepBreakdown): StepBreakdown {
 }
 
 /** A results row as the JSON summary carries it (today's fields and rounding, plus threads and breakdown). */
-export function toRow(r: BenchResult, backend: string, threads: number | null, requested?: number): BenchRow {
+function toRow(r: BenchResult, backend: string, threads: number | null, requested?: number): BenchRow {
   return {
     backend,
     threads,

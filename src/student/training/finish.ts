@@ -44,7 +44,7 @@ export interface RunMemory {
 }
 
 /** The process's memory high-water marks now (RunMemory without the estimate). */
-export function memoryHighWater(): RunMemory {
+function memoryHighWater(): RunMemory {
   const heapU8 = tf.engine().backendName === 'wasm' ? field(field(tf.backend(), 'wasm'), 'HEAPU8') : undefined;
   const heap = heapU8 instanceof Uint8Array ? heapU8.buffer.byteLength : undefined;
   return { peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024), ...(heap ? { wasmHeapMiB: Math.round(heap / 2 ** 20) } : {}) };
@@ -61,7 +61,7 @@ export interface Divergence {
 const pick = (m: RankingMetrics) => Object.fromEntries(['hr@5', 'ndcg@5', 'hr@10', 'ndcg@10', 'hr@20', 'ndcg@20', 'mrr', 'users'].map((k) => [k, m[k]!]));
 
 /** Validation NDCG@10 levels reported by timeToQuality. */
-export const QUALITY_LEVELS = [0.08, 0.09, 0.1, 0.105, 0.11, 0.115, 0.12] as const;
+const QUALITY_LEVELS = [0.08, 0.09, 0.1, 0.105, 0.11, 0.115, 0.12] as const;
 
 /**
  * Time to quality from a run's history: for each level, the training wall time (epochs including their

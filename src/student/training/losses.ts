@@ -10,7 +10,6 @@ import type { Rng } from '../../util/rng.js';
  * - 'bce':     SASRec's original loss: one random negative per position, -log s(o+) - log(1 - s(o-)).
  * All return the mean over the P positions.
  */
-export type LossKind = 'ce' | 'sampled' | 'bce';
 
 /** A forward pass that returns its value and its hand-written gradient (tf.customGrad's contract). */
 type GradBody = (...args: never[]) => { value: tf.Tensor; gradFunc: (...a: never[]) => tf.Tensor | tf.Tensor[] };
@@ -19,7 +18,7 @@ type GradBody = (...args: never[]) => { value: tf.Tensor; gradFunc: (...a: never
  * tf.customGrad for a body whose arguments (n tensors, then tfjs's save function) its typings cannot express: the
  * one cast of a custom gradient in the project; `Op` is the signature the caller sees.
  */
-export function customGradient<Op extends (...args: tf.Tensor[]) => tf.Tensor>(body: GradBody): Op {
+function customGradient<Op extends (...args: tf.Tensor[]) => tf.Tensor>(body: GradBody): Op {
   return tf.customGrad(body as unknown as Parameters<typeof tf.customGrad>[0]) as Op;
 }
 

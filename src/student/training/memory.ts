@@ -76,9 +76,9 @@ export interface MemoryEstimate {
 
 const GiB = 1024 ** 3;
 /** wasm32 linear memory cannot exceed 4 GiB. */
-export const WASM_LIMIT = 4 * GiB;
+const WASM_LIMIT = 4 * GiB;
 
-export function memoryLimit(backend: string, ram = totalmem()): { limit: number; why: string } {
+function memoryLimit(backend: string, ram = totalmem()): { limit: number; why: string } {
   const ramLimit = 0.8 * ram;
   if (backend === 'wasm' && WASM_LIMIT < ramLimit) return { limit: WASM_LIMIT, why: 'the wasm backend\'s 4 GiB memory limit' };
   return { limit: ramLimit, why: `80% of this machine's ${(ram / GiB).toFixed(1)} GiB RAM` };
@@ -174,7 +174,7 @@ export function estimateEmkd(a: TrainMemoryInput, e: EmkdMemoryInput): Record<st
   };
 }
 
-export function formatBytes(n: number): string {
+function formatBytes(n: number): string {
   if (n >= GiB) return `${(n / GiB).toFixed(1)} GiB`;
   if (n >= 1024 ** 2) return `${(n / 1024 ** 2).toFixed(0)} MiB`;
   return `${Math.ceil(n / 1024)} KiB`;

@@ -30,13 +30,13 @@ export const STUDENT_PRESETS = {
 } as const satisfies Record<string, Partial<StudentOptions>>;
 
 export type PresetName = keyof typeof STUDENT_PRESETS;
-export const PRESET_NAMES = Object.keys(STUDENT_PRESETS) as PresetName[];
+const PRESET_NAMES = Object.keys(STUDENT_PRESETS) as PresetName[];
 /** `--preset auto` picks one of these from the dataset (autoPreset). */
 export type PresetChoice = PresetName | 'auto';
-export const PRESET_CHOICES: PresetChoice[] = ['auto', ...PRESET_NAMES];
+const PRESET_CHOICES: PresetChoice[] = ['auto', ...PRESET_NAMES];
 
 /** Median user history (items) below which `--preset auto` takes `short`. */
-export const SHORT_MEDIAN_ITEMS = 20;
+const SHORT_MEDIAN_ITEMS = 20;
 
 /**
  * The preset `--preset auto` stands for on a dataset: `short` when the median user history is under

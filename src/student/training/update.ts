@@ -13,7 +13,7 @@ import { Diverged } from './resume.js';
  * gradients, the divergence checks before any weight moves, then Adam.
  */
 /** A loss term this many times its first-step value (floored at 1) means the run has diverged. */
-export const LOSS_EXPLOSION = 1e4;
+const LOSS_EXPLOSION = 1e4;
 
 
 /**

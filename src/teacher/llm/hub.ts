@@ -27,7 +27,7 @@ export interface HubOptions {
   progressIntervalMs?: number;
 }
 
-export const DEFAULT_REVISION = 'main';
+const DEFAULT_REVISION = 'main';
 const PROGRESS_BYTES = 20e6;
 const PROGRESS_INTERVAL_MS = 3000;
 
@@ -40,7 +40,7 @@ export function hubEndpoint(o: HubOptions = {}): string {
   return (o.hubUrl ?? process.env.HF_ENDPOINT ?? HUB_URL).replace(/\/+$/, '');
 }
 
-export function hubToken(o: HubOptions = {}): string | undefined {
+function hubToken(o: HubOptions = {}): string | undefined {
   const token = o.token ?? (process.env.HF_TOKEN || process.env.HUGGING_FACE_HUB_TOKEN || undefined);
   if (token !== undefined && !token.startsWith('hf_')) {
     throw new RecdistillError('E_USAGE', 'HF_TOKEN (or HUGGING_FACE_HUB_TOKEN) does not look like a Hugging Face token (they start with "hf_"; create one at https://huggingface.co/settings/tokens).');
@@ -78,7 +78,7 @@ export function isUnreachable(e: unknown): boolean {
 }
 
 /** A library / fetch error as a RecdistillError that says what to do. */
-export function hubError(e: unknown, id: string, revision: string, what: string, o: HubOptions = {}): RecdistillError {
+function hubError(e: unknown, id: string, revision: string, what: string, o: HubOptions = {}): RecdistillError {
   if (e instanceof RecdistillError) return e;
   const host = hubEndpoint(o);
   if (e instanceof HubApiError) {

@@ -58,7 +58,7 @@ export interface LlmTeacherOptions {
 }
 
 /** Execution providers onnxruntime-node knows by name (onnxruntime-common's InferenceSession.ExecutionProviderName). */
-export const DEVICES = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu', 'qnn'] as const;
+const DEVICES = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu', 'qnn'] as const;
 
 /** What this onnxruntime-node install offers: its `listSupportedBackends()` and the folder of its native files. */
 export interface OrtBuild {

@@ -15,7 +15,7 @@ import { scanModel } from './tap.js';
 import { detectFamily, resolveResidualStream, type ExportFamily } from './residual.js';
 
 /** ONNX TensorProto.DataType names. */
-export const ELEM_TYPES: Record<number, string> = { 1: 'float32', 2: 'uint8', 3: 'int8', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64', 16: 'bfloat16', 21: 'uint4', 22: 'int4' };
+const ELEM_TYPES: Record<number, string> = { 1: 'float32', 2: 'uint8', 3: 'int8', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64', 16: 'bfloat16', 21: 'uint4', 22: 'int4' };
 const ELEM_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2, 21: 0.5, 22: 0.5 };
 
 export interface InspectReport {
@@ -47,7 +47,7 @@ export interface InspectReport {
 const io = (v: GraphValue) => ({ name: v.name, type: ELEM_TYPES[v.elemType] ?? (v.elemType ? `type ${v.elemType}` : 'untyped'), shape: v.shape });
 
 /** What the weights are stored as, from the graph alone. */
-export function weightFormat(scan: GraphScan): InspectReport['weights'] {
+function weightFormat(scan: GraphScan): InspectReport['weights'] {
   const bytes: Record<string, number> = {};
   for (const t of scan.initializers) {
     const n = t.dims.reduce((a, b) => a * b, 1) * (ELEM_BYTES[t.dataType] ?? 0);
@@ -65,7 +65,7 @@ export function weightFormat(scan: GraphScan): InspectReport['weights'] {
 }
 
 /** Inspect a graph (from a model file or a dump) against the sizes in config. */
-export function inspectGraph(scan: GraphScan, cfg: { numLayers: number; hiddenSize: number; numHeads: number; numKvHeads: number; raw: Record<string, unknown> }, where: { model: string; onnxPath: string; dtype: string }): InspectReport {
+function inspectGraph(scan: GraphScan, cfg: { numLayers: number; hiddenSize: number; numHeads: number; numKvHeads: number; raw: Record<string, unknown> }, where: { model: string; onnxPath: string; dtype: string }): InspectReport {
   const ops: Record<string, number> = {};
   for (const n of scan.nodes) {
     const k = n.domain ? `${n.domain}.${n.op}` : n.op;
@@ -109,7 +109,7 @@ export async function inspectModel(o: { model: string; dtype: string; offline?: 
   return inspectGraph(scan, readModelConfig(files.dir), { model: o.model, onnxPath: files.onnxPath, dtype });
 }
 
-export const DUMP_FORMAT = 'recdistill-graph-dump';
+const DUMP_FORMAT = 'recdistill-graph-dump';
 
 export function dumpGraph(scan: GraphScan, path: string): void {
   // Byte offsets and splice ranges locate fields in this file only: not part of the structure.

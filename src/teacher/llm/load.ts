@@ -64,7 +64,7 @@ export function resolveDtype(model: string, dtype: string): string {
 }
 
 /** The legacy merged decoder of a dtype (transformers.js v2 exports), used when model<suffix>.onnx is absent. */
-export function mergedFileFor(dtype: string): string {
+function mergedFileFor(dtype: string): string {
   return onnxFileFor(dtype).replace('onnx/model', 'onnx/decoder_model_merged');
 }
 
@@ -74,7 +74,7 @@ export function onnxFileFor(dtype: string): string {
 }
 
 /** onnx/*.onnx file names with the dtype each stands for, for messages. */
-export function describeOnnxFiles(files: string[]): string[] {
+function describeOnnxFiles(files: string[]): string[] {
   return files
     .filter((f) => f.endsWith('.onnx') && !f.startsWith('.'))
     .map((f) => {
@@ -84,7 +84,7 @@ export function describeOnnxFiles(files: string[]): string[] {
 }
 
 /** The dtypes whose files are in a local folder, for messages. */
-export function dtypesOnDisk(dir: string): string[] {
+function dtypesOnDisk(dir: string): string[] {
   const onnxDir = join(dir, 'onnx');
   return existsSync(onnxDir) ? describeOnnxFiles(readdirSync(onnxDir)) : [];
 }
@@ -107,7 +107,7 @@ export interface ModelFiles {
 /** Files every model needs beside the graph. */
 const BASE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json'];
 
-export function isLocalModel(model: string): boolean {
+function isLocalModel(model: string): boolean {
   return model.startsWith('.') || model.startsWith('/') || existsSync(model);
 }
 
@@ -195,7 +195,7 @@ function snapshotFiles(dir: string, graphFile: string, revision: string, commit:
  * tokenizer, graph and its external data into snapshots/<commit>/ (files already there are not fetched).
  * A sha whose snapshot is complete needs no network; an unreachable hub falls back to a complete snapshot.
  */
-export async function resolveHubModel(id: string, dtype: string, offline: boolean, log: LogFn = stderrLog, hub: HubOptions = {}): Promise<ModelFiles> {
+async function resolveHubModel(id: string, dtype: string, offline: boolean, log: LogFn = stderrLog, hub: HubOptions = {}): Promise<ModelFiles> {
   const revision = revisionOf(hub);
   const cacheDir = hub.cacheDir ?? hfHubCacheDir();
   const o = { ...hub, cacheDir };

@@ -53,7 +53,7 @@ export function copyModelWithout(src: string, dest: string, drop: { fields: Set<
   }
 }
 
-export const fieldEnd = (r: Reader, f: Field): number => (f.wire === 2 ? f.start + f.len : f.wire === 0 ? f.start + r.varint(f.start)[1] : f.start + (f.wire === 1 ? 8 : 4));
+const fieldEnd = (r: Reader, f: Field): number => (f.wire === 2 ? f.start + f.len : f.wire === 0 ? f.start + r.varint(f.start)[1] : f.start + (f.wire === 1 ? 8 : 4));
 
 /**
  * A merged decoder (Optimum's `merge_decoders`: one top-level If on `use_cache_branch`, then_branch

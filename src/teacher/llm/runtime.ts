@@ -38,7 +38,7 @@ export interface Runtime {
 export { fromHalf as halfToFloat } from '../../util/f16.js';
 
 /** bfloat16 bits -> float: the top half of a float32. */
-export function bfloat16ToFloat(h: number): number {
+function bfloat16ToFloat(h: number): number {
   const b = new DataView(new ArrayBuffer(4));
   b.setUint32(0, (h & 0xffff) << 16);
   return b.getFloat32(0);

@@ -85,7 +85,7 @@ export interface TappedSession {
  * undefined when pruning is unsafe (a kept node has subgraphs, whose outer-scope reads are not
  * tracked; or the scan has no offsets, e.g. a dump).
  */
-export function unusedFields(scan: GraphScan, plan: Pick<TapPlan, 'names' | 'add'>): { fields: Set<number>; nodes: number } | undefined {
+function unusedFields(scan: GraphScan, plan: Pick<TapPlan, 'names' | 'add'>): { fields: Set<number>; nodes: number } | undefined {
   const producer = new Map<string, GraphNode>();
   for (const n of scan.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
   const added = new Set(plan.add.map((a) => a.output));

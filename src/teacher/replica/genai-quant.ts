@@ -28,7 +28,7 @@ import { Q4_BLOCK, quantizeColumnQ4 } from './quant.js';
 export { Q4_BLOCK };
 
 /** Number of K blocks for K input features. */
-export const kBlocksOf = (K: number, block = Q4_BLOCK): number => Math.ceil(K / block);
+const kBlocksOf = (K: number, block = Q4_BLOCK): number => Math.ceil(K / block);
 
 /** Inverse of quantizeColumnQ4 (quant.ts) for one output feature: [K] float32 values the kernel multiplies by. */
 export function dequantizeRowQ4(packed: Uint8Array, pOff: number, scales: Float32Array, sOff: number, K: number, block = Q4_BLOCK): Float32Array {
@@ -57,13 +57,13 @@ const numel = (w: WeightSpec): number => w.dims.reduce((a, b) => a * b, 1);
 const bytesOf = (a: Float32Array | Uint8Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /** The flat torch values of `w`, in order, in aligned pieces. */
-export function* valuePieces(s: DecoderSpec, w: WeightSpec): Generator<Float32Array> {
+function* valuePieces(s: DecoderSpec, w: WeightSpec): Generator<Float32Array> {
   const n = numel(w);
   for (let st = 0; st < n; st += PIECE) yield weightValues(s, w, st, Math.min(PIECE, n - st));
 }
 
 /** Torch rows of `ws` concatenated along dim 0 (all share the row length dims[1]), in batches of whole rows. */
-export function* rowBatches(s: DecoderSpec, ws: WeightSpec[], maxRows: number): Generator<Float32Array> {
+function* rowBatches(s: DecoderSpec, ws: WeightSpec[], maxRows: number): Generator<Float32Array> {
   const rowLen = ws[0]!.dims[1]!;
   const buf = new Float32Array(Math.max(1, maxRows) * rowLen);
   let fill = 0;

@@ -19,7 +19,7 @@ import { type DecoderSpec, type WeightSpec, weightValues } from './spec.js';
 export const Q4_BLOCK = 32;
 
 /** float32 -> IEEE half bits (round to nearest even, as numpy's astype(float16)) and back: one implementation, src/cache/f16.ts. */
-export { toHalf as f32ToF16Bits, fromHalf as f16BitsToF32 } from '../../util/f16.js';
+export { fromHalf as f16BitsToF32 } from '../../util/f16.js';
 
 /** float16.py's clip, then half bits. */
 export function toF16Converted(v: number, minPositive = 1e-7, maxFinite = 1e4): number {
@@ -31,7 +31,7 @@ export function toF16Converted(v: number, minPositive = 1e-7, maxFinite = 1e4): 
   return toHalf(x);
 }
 
-export function toF16Array(a: Float32Array): Uint16Array {
+function toF16Array(a: Float32Array): Uint16Array {
   const out = new Uint16Array(a.length);
   for (let i = 0; i < a.length; i++) out[i] = toF16Converted(a[i]!);
   return out;

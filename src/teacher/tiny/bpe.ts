@@ -24,7 +24,7 @@ export function bytesToUnicode(): string[] {
 const PRETOKENIZE = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 
 /** Built-in corpus: prompt words, genres, common title words. Deterministic merges come from it. */
-export const BUILTIN_CORPUS = `
+const BUILTIN_CORPUS = `
 the of and a to in is you that it he was for on are as with his they i at be this have from or one had by word
 but not what all were we when your can said there use an each which she do how their if will up other about
 out many then them these so some her would make like him into time has look two more write go see number no
@@ -113,10 +113,10 @@ export function learnMerges(corpus: string, numMerges: number): [string, string]
 }
 
 /** Special tokens (ChatML, as Qwen uses), placed after the BPE vocabulary. */
-export const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'] as const;
+const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'] as const;
 
 /** ChatML template (the Qwen2 family's format), so the tiny model exercises apply_chat_template. */
-export const CHAT_TEMPLATE =
+const CHAT_TEMPLATE =
   "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 

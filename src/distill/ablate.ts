@@ -6,7 +6,7 @@ import { OPT_IN_TERMS, TERM_LAMBDAS, TERM_NAMES, type TermName } from './terms/i
  * The ablation: the same small student, same seeds, trained CE-only, with each distillation term alone and
  * with all terms; test NDCG@10 / HR@10 mean ± std and train time per configuration. The distilled
  * configuration reported as "best" is chosen on VALIDATION NDCG@10 (mean over seeds), never on test.
- * Training and the teacher are injected (see src/cli/commands/ablate.ts), so this file is the protocol only.
+ * Training and the teacher are injected (see src/distill/ablate-stage.ts), so this file is the protocol only.
  */
 export type Metrics = Record<string, number>; // 'ndcg@10', 'hr@10', ...
 

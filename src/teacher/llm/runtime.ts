@@ -34,7 +34,7 @@ export interface Runtime {
   stats: RunStats;
 }
 
-/** IEEE half bits -> float (src/cache/f16.ts). */
+/** IEEE half bits -> float (src/util/f16.ts). */
 export { fromHalf as halfToFloat } from '../../util/f16.js';
 
 /** bfloat16 bits -> float: the top half of a float32. */

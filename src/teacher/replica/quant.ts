@@ -18,7 +18,7 @@ import { type DecoderSpec, type WeightSpec, weightValues } from './spec.js';
 
 export const Q4_BLOCK = 32;
 
-/** float32 -> IEEE half bits (round to nearest even, as numpy's astype(float16)) and back: one implementation, src/cache/f16.ts. */
+/** float32 -> IEEE half bits (round to nearest even, as numpy's astype(float16)) and back: one implementation, src/util/f16.ts. */
 export { fromHalf as f16BitsToF32 } from '../../util/f16.js';
 
 /** float16.py's clip, then half bits. */

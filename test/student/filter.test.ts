@@ -129,6 +129,16 @@ describe('a model with --filter-alpha', () => {
     for (const m of [pre, post, plain]) disposeModel(m);
   });
 
+  it('--init xavier draws beta from N(0, 1) on its own stream and keeps the other tensors as without the filter', () => {
+    const x = createSasrec({ ...base, init: 'xavier', filterAlpha: 0.5 }, 6);
+    const plain = createSasrec({ ...base, init: 'xavier' }, 6);
+    for (const [n, v] of plain.params) expect(Array.from(x.params.get(n)!.dataSync())).toEqual(Array.from(v.dataSync()));
+    const beta = Array.from(x.params.get('block0.filter.beta')!.dataSync());
+    expect(beta.some((b) => Math.abs(b) > 0.3)).toBe(true); // unit scale, not an xavier std of ~0.2 or less
+    disposeModel(x);
+    disposeModel(plain);
+  });
+
   it('bad values and combinations are refused naming the option', () => {
     expect(() => validateStudentOptions({ filterAlpha: 1 })).toThrow(/--filter-alpha must be a number >= 0 and < 1/);
     expect(() => validateStudentOptions({ filterBins: 0 })).toThrow(/--filter-bins must be an integer >= 1/);

@@ -36,6 +36,7 @@ export function xavierWeights(config: ModelConfig, seed: number): Map<string, Fl
     else if (leaf === 'ffn.w1' || leaf === 'ffn.w2') data = normal(rng, size, Math.sqrt(2 / (D + F)));
     else if (leaf === 'ffn.b1') data = uniform(rng, size, 1 / Math.sqrt(D));
     else if (leaf === 'ffn.b2') data = uniform(rng, size, 1 / Math.sqrt(F));
+    else if (leaf === 'filter.beta') data = normal(rng, size, 1); // BSARec's sqrt_beta: torch.randn, not an xavier tensor
     else if (name.endsWith('.g')) data = new Float32Array(size).fill(1); // LayerNorm gains
     else if (name.endsWith('.b') || leaf === 'attn.bqkv' || leaf === 'attn.bo') data = new Float32Array(size); // LayerNorm and attention biases
     else throw new Error(`xavier init: no rule for parameter "${name}"`);

@@ -7,6 +7,9 @@ import type { Command, CommandContext } from './command.js';
 import { sha256, stableStringify } from '../util/hash.js';
 import { studentOptions } from '../student/training/config.js';
 import { readManifest } from '../cache/format.js';
+import { resolveCacheConfig, runCacheStage } from '../cache/config.js';
+import { initBackend } from '../backend/index.js';
+import { datasetFromFlags, datasetOptions } from '../data/options.js';
 import { runStudentStage, studentStageConfig } from '../distill/stage.js';
 import { evalOptions, runEvalStage } from '../student/serving/eval-stage.js';
 import { readRunMetrics } from '../student/serving/serve.js';
@@ -16,8 +19,9 @@ import type { LogFn } from '../util/progress.js';
  * The whole pipeline offline, in-process, on the synthetic dataset:
  *   model:tiny -> teacher:cache (tiny LM teacher) -> student:train (CE only) -> student:train (distilled)
  *   -> eval -> bench (each model in its own child process).
- * Every stage goes through its command's `run` with options resolved exactly as the CLI resolves them, so the
- * demo exercises the same code a user runs (which is why it lives with the CLI: it composes commands). Idempotent: outputs live under `root` in folders named by their
+ * Every stage is its library function (runCacheStage, runStudentStage, runEvalStage, runBench) with its config
+ * resolved from flags as the CLI resolves them (model:tiny, a tool rather than a stage, through its command), so
+ * the demo exercises the same code a user runs. Idempotent: outputs live under `root` in folders named by their
  * options (the cache by its key, students by a hash of their flags); a finished artifact is reused, a half one
  * resumes (teacher:cache shards, student checkpoints).
  */
@@ -94,13 +98,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   });
 
   // 2. The teacher reads every textified history once; hidden states, item embeddings, soft labels, its metrics.
-  const cacheSummary = await step('teacher:cache', 2, () =>
-    runCommand(
-      () => import('./commands/teacher-cache.js'),
-      { ...data, model: lm, dtype: 'fp32', layers: '-3,-1', topK: Math.min(50, Math.max(1, Math.floor(o.items / 2))), cacheRoot: join(o.root, 'teacher-cache'), headEpochs: o.quick ? 3 : 10, overheadSample: 0, offline: true },
-      ctx,
-    ),
-  );
+  const cacheSummary = await step('teacher:cache', 2, async () => {
+    // The cache stage with teacher:cache's resolution of the same flags (same config, same cache key).
+    const config = resolveCacheConfig({ teacher: 'llm', model: lm, dtype: 'fp32', layers: '-3,-1', topK: Math.min(50, Math.max(1, Math.floor(o.items / 2))), cacheRoot: join(o.root, 'teacher-cache'), headEpochs: o.quick ? 3 : 10, overheadSample: 0, offline: true });
+    const ds = await datasetFromFlags(resolveOptions(datasetOptions, { flags: data }));
+    return runCacheStage(config, ds, { backend: await initBackend('auto'), log });
+  });
   const cache = String(cacheSummary.cache);
 
   // 3-4. Students: CE only (the baseline), then distilled from the cache (soft labels + hidden alignment).

@@ -49,6 +49,8 @@ export interface CacheSummary extends Record<string, unknown> {
   seconds: number;
   promptsPerSec: number;
   tokensPerSec?: number;
+  /** Prompt tokens the teacher pass sent (the manifest's timings.tokens; what `--count-only` counts). */
+  tokens?: number;
   /** Prompt tokens per second of the teacher pass (the encoding stage; same figure as tokensPerSec). */
   tokensPerSecond?: number;
   /** Peak resident memory of this process so far (MB). */
@@ -69,7 +71,7 @@ export function summarize(dir: string, m: CacheManifest, seconds: number): Cache
     seconds,
     promptsPerSec: m.timings.promptsPerSec ?? 0,
     // A seqrec teacher reads item ids, not tokens: it has no tokens/s (rather than a misleading 0).
-    ...(m.teacher.kind === 'seqrec' ? {} : { tokensPerSec: m.timings.tokensPerSec ?? 0, tokensPerSecond: m.timings.tokensPerSec ?? 0 }),
+    ...(m.teacher.kind === 'seqrec' ? {} : { tokens: m.timings.tokens ?? 0, tokensPerSec: m.timings.tokensPerSec ?? 0, tokensPerSecond: m.timings.tokensPerSec ?? 0 }),
     peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
     ...(m.metrics ? { valid: m.metrics.valid, test: m.metrics.test } : {}),
     ...(m.timings.plainTokensPerSec !== undefined ? { plainTokensPerSec: m.timings.plainTokensPerSec, overhead: m.timings.overhead } : {}),

@@ -46,6 +46,11 @@ describe('teacher:cache command, end to end (offline)', () => {
     const timings = readManifest(dir).timings;
     expect(timings.tokens).toBeGreaterThan(summary.rows as number);
     expect(summary.tokensPerSec).toBeCloseTo(timings.tokens! / timings.hiddenSeconds!, 6);
+    // `tokens` is what the run sent: the same number --count-only counts without running the model.
+    const counted = await cli(['teacher:cache', ...DATA, '--model', model, '--dtype', 'fp32', '--layers', '0,-1', '--max-prompt-tokens', '512', '--users-per-shard', '16', '--count-only']);
+    expect(counted.code).toBe(0);
+    expect(summary.tokens).toBe(counted.summary.tokens);
+    expect(summary.tokens).toBe(timings.tokens);
     // --overhead-sample 4 measured the plain loop (absent with --overhead-sample 0: see the slice test below):
     // overhead = pipeline seconds / plain seconds - 1 over the same tokens.
     expect(summary.overhead as number).toBeCloseTo(timings.plainTokensPerSec! / timings.samplePipelineTokensPerSec! - 1, 9);
@@ -119,6 +124,7 @@ describe('teacher:cache command, end to end (offline)', () => {
     // A seqrec teacher reads item ids, not tokens: no tokens/s in its summary (it printed "0 tokens/s").
     expect(summary).not.toHaveProperty('tokensPerSec');
     expect(summary).not.toHaveProperty('tokensPerSecond');
+    expect(summary).not.toHaveProperty('tokens');
     const r = openCache(dir, { fingerprint: ds.fingerprint });
     expect(r.manifest.teacher.kind).toBe('seqrec');
     expect(r.manifest.softLabels.head).toBe('teacher');

@@ -23,11 +23,20 @@ export function lowPassKernel(maxLen: number, bins: number): Float64Array {
   return h;
 }
 
-/** The causal Toeplitz matrix [L, L] of the kernel: T[s, j] = h[s - j] for j <= s, else 0. */
+const matrices = new Map<string, Float32Array>();
+
+/**
+ * The causal Toeplitz matrix [L, L] of the kernel: T[s, j] = h[s - j] for j <= s, else 0. Memoised: every block of
+ * every step asks for it, and a run meets only its few batch lengths. Callers must not write to it.
+ */
 export function causalFilterMatrix(maxLen: number, bins: number, L: number): Float32Array {
+  const key = `${maxLen},${bins},${L}`;
+  const hit = matrices.get(key);
+  if (hit) return hit;
   const h = lowPassKernel(maxLen, bins);
   const t = new Float32Array(L * L);
   for (let s = 0; s < L; s++) for (let j = 0; j <= s; j++) t[s * L + j] = h[s - j]!;
+  matrices.set(key, t);
   return t;
 }
 

@@ -22,6 +22,7 @@ import { padHistories } from '../model/batches.js';
 import { readStudentFile, topK } from './serve.js';
 import { averageScoresAsync, readServePlan } from './serve-plan.js';
 import type { ModelConfig } from '../model/model.js';
+import { hasFilter } from '../model/params.js';
 
 const ONNX_OPSET = 17;
 
@@ -72,7 +73,7 @@ function buildStudentOnnx(config: ModelConfig, weights: (name: string) => Float3
   const heads = (s: string, t: string) => g.op(s, 'Transpose', [g.op(s, 'Reshape', [t, i64([0, -1, H, dh])])], { perm: { ints: [0, 2, 1, 3] } }); // [B, H, L, dh]
 
   // The frequency-filter branch's causal matrix at maxLen (filter.ts); each call slices its top-left [L, L].
-  const filter = (config.filterAlpha ?? 0) > 0;
+  const filter = hasFilter(config);
   const filterT = filter ? g.addInit(eagerTensor('filter_matrix', [maxLen, maxLen], DataType.FLOAT, causalFilterMatrix(maxLen, config.filterBins ?? 3, maxLen))) : undefined;
   for (let bi = 0; bi < config.blocks; bi++) {
     const s = `/block${bi}`;

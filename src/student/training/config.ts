@@ -2,6 +2,7 @@ import { camelToKebab, checkRanges, defineOptions, legacyValuesOf, resolveOption
 import { RecdistillError } from '../../errors.js';
 import { datasetOptions } from '../../data/options.js';
 import { BACKEND_CHOICES } from '../../backend/index.js';
+import { hasFilter } from '../model/params.js';
 
 /**
  * student:train options: one typed defaults object, one line of help per key. Defaults < --config file < flags.
@@ -89,7 +90,7 @@ export function validateStudentOptions(o: Partial<StudentOptions>): void {
     if (spec.type === 'boolean' && typeof v !== 'boolean') throw new RecdistillError('E_USAGE', `--${camelToKebab(key)} must be a boolean; got ${JSON.stringify(v)}.`);
   }
   if (o.attention === 'bidirectional' && o.padKeys === 'attend') throw new RecdistillError('E_USAGE', '--attention bidirectional masks padding keys: use --pad-keys mask (attend is the causal pmixer variant).');
-  if ((o.filterAlpha ?? 0) > 0 && (o.attention === 'bidirectional' || o.padKeys === 'attend')) {
+  if (hasFilter(o) && (o.attention === 'bidirectional' || o.padKeys === 'attend')) {
     throw new RecdistillError('E_USAGE', `--filter-alpha is a causal branch over padding-masked sequences: it needs --attention causal and --pad-keys mask.`);
   }
   if ((o.labelSmoothing ?? 0) > 0 && (o.loss ?? 'ce') !== 'ce') {

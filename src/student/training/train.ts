@@ -16,6 +16,7 @@ import { absoluteIdentity, checkRunOut, withAbsolutePaths, type RunState } from 
 import { learningCurveSvg, type CurvePoint } from './curves.js';
 import { lossLine, type TrainHooks } from './hooks.js';
 import { createSasrec, modelVariables, type ModelConfig } from '../model/model.js';
+import { hasFilter } from '../model/params.js';
 import { createEma, disposeEma, updateEma, withShadow } from './ema.js';
 import { createAdam, scheduledLr, type LrSchedule } from './optim.js';
 import { makeRng, mixSeed } from '../../util/rng.js';
@@ -68,7 +69,7 @@ export function modelConfigFrom(ds: PreparedDataset, o: StudentOptions): ModelCo
     ...((o.padKeys ?? legacy.padKeys) === legacy.padKeys ? {} : { padKeys: o.padKeys as 'attend' }),
     ...((o.attnOutDropout ?? legacy.attnOutDropout) === legacy.attnOutDropout ? {} : { attnOutDropout: false }),
     ...(o.attention === 'bidirectional' ? { attention: 'bidirectional' as const } : {}),
-    ...((o.filterAlpha ?? 0) > 0 ? { filterAlpha: o.filterAlpha, filterBins: o.filterBins ?? 3 } : {}),
+    ...(hasFilter(o) ? { filterAlpha: o.filterAlpha, filterBins: o.filterBins ?? 3 } : {}),
   };
 }
 

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { bceLoss, drawFrom, proposal, sampledSoftmaxCE } from '../../src/student/training/losses.js';
 import { makeRng, shuffle } from '../../src/util/rng.js';
-import { buildWindows, epochBatches, makeBatch, padHistories } from '../../src/student/model/batches.js';
+import { buildWindows, epochBatches, makeBatch, padHistories, windowSteps } from '../../src/student/model/batches.js';
 import type { PreparedDataset } from '../../src/data/types.js';
 import { benchStudent } from '../../src/student/training/bench.js';
 
@@ -59,6 +59,25 @@ describe('batches', () => {
     expect(Array.from(b.inputs)).toEqual([2, 3, 4, 0, 0, 1]);
     expect(Array.from(b.targets)).toEqual([3, 4, 5, 0, 0, 2]);
     expect(Array.from(b.positions)).toEqual([1, 2, 3, -1, -1, 0]);
+  });
+
+  it("'prefixes' makes one window per step, ending there, trained at its last slot only", () => {
+    const w = buildWindows(ds, 3, 'prefixes');
+    expect(w).toEqual([
+      { user: 0, start: 0, length: 1, trained: 1 },
+      { user: 0, start: 0, length: 2, trained: 1 },
+      { user: 0, start: 0, length: 3, trained: 1 },
+      { user: 0, start: 1, length: 3, trained: 1 }, // the window keeps the last maxLen steps of the prefix
+      { user: 2, start: 0, length: 1, trained: 1 },
+    ]);
+    const b = makeBatch(ds, [w[3]!, w[1]!]);
+    expect(Array.from(b.inputs)).toEqual([2, 3, 4, 0, 1, 2]);
+    expect(Array.from(b.targets)).toEqual([0, 0, 5, 0, 0, 3]); // context slots carry no target
+    expect(Array.from(b.positions)).toEqual([1, 2, 3, -1, 0, 1]);
+    expect(windowSteps([w[3]!, w[1]!])).toBe(2);
+    // Every step is trained exactly once, as with 'all': the same (user, target position) pairs.
+    const trainedOf = (ws: typeof w) => ws.flatMap((x) => Array.from({ length: x.trained ?? x.length }, (_, j) => `${x.user}:${x.start + x.length - 1 - j}`)).sort();
+    expect(trainedOf(w)).toEqual(trainedOf(buildWindows(ds, 3, 'all')));
   });
 
   it('epoch batches cover every window once, reproducibly', () => {

@@ -4,7 +4,7 @@ import { DEFAULT_KS, evaluateRanking, requireEvaluableUsers } from '../../eval/e
 import { RecdistillError } from '../../errors.js';
 import { makeRng, mixSeed } from '../../util/rng.js';
 import type { LogFn } from '../../util/progress.js';
-import { buildWindows, epochBatches, makeBatch, windowSteps, type Window } from '../model/batches.js';
+import { buildWindows, epochBatches, makeBatch, windowSteps, type WindowMode, type Window } from '../model/batches.js';
 import type { StudentOptions } from './config.js';
 import { createSasrec, disposeModel, modelVariables } from '../model/model.js';
 import { createAdam } from './optim.js';
@@ -64,7 +64,7 @@ function sampleBatches(batches: Window[][], n: number, seed: number): Window[][]
 }
 
 async function timeVariant(ds: PreparedDataset, o: StudentOptions, c: SpeedConfig, round: number): Promise<{ msPerStep: number; stepsPerEpoch: number; positions: number; validSeconds: number }> {
-  const windows = buildWindows(ds, o.maxLen, o.windows as 'last' | 'all');
+  const windows = buildWindows(ds, o.maxLen, o.windows as WindowMode);
   if (windows.length === 0) throw new RecdistillError('E_EMPTY', `${ds.name}: no training step to time.`);
   const batches = epochBatches(windows, o.batchSize, makeRng(mixSeed(o.seed, 1)), o.batching as 'length' | 'random');
   const positions = windowSteps(windows);

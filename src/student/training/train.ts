@@ -9,7 +9,7 @@ import { DEFAULT_KS, requireEvaluableUsers, evaluateRanking, type RankingMetrics
 import { writeFileAtomic, writeJsonAtomic } from '../../util/atomic.js';
 import { writeItemMap } from '../serving/items.js';
 import { formatSeconds, type LogFn } from '../../util/progress.js';
-import { buildWindows, epochBatches, makeBatch, windowSteps } from '../model/batches.js';
+import { buildWindows, epochBatches, makeBatch, windowSteps, type WindowMode } from '../model/batches.js';
 import { LEGACY_RUN_VALUES, RUN_KEYS, validateStudentOptions, type StudentOptions } from './config.js';
 import { checkTrainMemory, emkdMemoryInput } from './memory.js';
 import { absoluteIdentity, checkRunOut, withAbsolutePaths, type RunState } from '../model/run-folder.js';
@@ -112,7 +112,7 @@ export async function trainStudent(setup: TrainSetup): Promise<TrainResult> {
   validateStudentOptions(o);
   checkRunOut(outDir);
   const validUsers = usersByLength(ds, requireEvaluableUsers(ds, 'select epochs on or evaluate'));
-  const windows = buildWindows(ds, o.maxLen, o.windows as 'last' | 'all');
+  const windows = buildWindows(ds, o.maxLen, o.windows as WindowMode);
   if (windows.length === 0) {
     throw new RecdistillError('E_EMPTY', `${ds.name}: no training step (every user has at most 3 interactions: after holding out the validation and test items, no training history has 2 items).`);
   }

@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { validateStudentOptions } from '../../src/student/training/config.js';
-import { causalFilterMatrix, filterBranch, lowPassKernel } from '../../src/student/model/filter.js';
+import { causalFilterMatrix, filterBranch, filterMatrix, lowPassKernel } from '../../src/student/model/filter.js';
 import { createSasrec, disposeModel, encode, encodeLast, sasrecParams, type ModelConfig } from '../../src/student/model/model.js';
 import { checkModelConfig, loadStudent, readStudentFile } from '../../src/student/serving/serve.js';
 import { trainStudent } from '../../src/student/training/train.js';
@@ -76,6 +76,31 @@ describe('filterBranch', () => {
     }
   });
 
+  it("span 'window' equals BSARec's FFT low-pass at every slot, full or left-padded window", () => {
+    const M = 10;
+    const D = 2;
+    const rng = makeRng(8);
+    const beta = [0.7, -0.3];
+    for (const L of [10, 6]) {
+      const x = Array.from({ length: L * D }, () => rng.next() * 2 - 1);
+      const got = tf.tidy(() => filterBranch(tf.tensor3d(x, [1, L, D]), tf.tensor1d(beta), M, 3, 'window').arraySync()[0]!);
+      for (let d = 0; d < D; d++) {
+        // BSARec filters the maxLen window; the M - L slots before the batch's are padding (zero here).
+        const col = [...new Array<number>(M - L).fill(0), ...Array.from({ length: L }, (_, n) => x[n * D + d]!)];
+        for (let s = 0; s < L; s++) {
+          const low = dftLowPass(col, 3, M - L + s);
+          expect(got[s]![d]).toBeCloseTo(low + beta[d]! ** 2 * (col[M - L + s]! - low), 5);
+        }
+      }
+    }
+    // Same last row as the causal matrix; the top-left [L, L] of the maxLen matrix (what the ONNX export slices).
+    const w = filterMatrix(8, 3, 8, 'window');
+    const c = causalFilterMatrix(8, 3, 8);
+    expect(Array.from(w.slice(56))).toEqual(Array.from(c.slice(56)));
+    const w5 = filterMatrix(8, 3, 5, 'window');
+    for (let s = 0; s < 5; s++) for (let j = 0; j < 5; j++) expect(w5[s * 5 + j]).toBe(w[s * 8 + j]);
+  });
+
   it('gradients w.r.t. x and beta match finite differences', () => {
     const g = genFor('filterBranch');
     const x = g.uniform([2, 5, 3]);
@@ -112,6 +137,24 @@ describe('a model with --filter-alpha', () => {
     });
   }
 
+  it("span 'window': earlier slots see later ones; one block's last state is the causal model's; padding changes nothing", () => {
+    const one = { ...base, blocks: 1, filterAlpha: 0.7, filterBins: 3 };
+    const win = createSasrec({ ...one, filterSpan: 'window' }, 3);
+    const causal = createSasrec(one, 3);
+    const a = tf.tidy(() => encode(win, Int32Array.from([2, 7, 4, 6, 8, 1]), 1, 6).at(-1)!.arraySync()[0]!);
+    const b = tf.tidy(() => encode(win, Int32Array.from([2, 7, 4, 6, 8, 5]), 1, 6).at(-1)!.arraySync()[0]!);
+    expect(maxAbsDiff(a[0]!, b[0]!)).toBeGreaterThan(1e-4); // slot 0 sees slot 5
+    const last = tf.tidy(() => encodeLast(win, Int32Array.from([4, 6, 8]), 1, 3).arraySync()[0]!);
+    expect(maxAbsDiff(last, tf.tidy(() => encodeLast(causal, Int32Array.from([4, 6, 8]), 1, 3).arraySync()[0]!))).toBeLessThan(1e-5);
+    expect(maxAbsDiff(last, tf.tidy(() => encodeLast(win, Int32Array.from([0, 0, 4, 6, 8]), 1, 5).arraySync()[0]!))).toBeLessThan(1e-5);
+    // With two blocks the second reads the first's window-filtered states: no longer the causal model.
+    const win2 = createSasrec({ ...base, filterAlpha: 0.7, filterSpan: 'window' }, 3);
+    const causal2 = createSasrec({ ...base, filterAlpha: 0.7 }, 3);
+    const h = Int32Array.from([4, 6, 8, 2]);
+    expect(maxAbsDiff(tf.tidy(() => encodeLast(win2, h, 1, 4).arraySync()[0]!), tf.tidy(() => encodeLast(causal2, h, 1, 4).arraySync()[0]!))).toBeGreaterThan(1e-4);
+    for (const m of [win, causal, win2, causal2]) disposeModel(m);
+  });
+
   it('adds beta per block (and a LayerNorm per block when post-LN) after every other parameter; alpha 0 is the plain model', () => {
     const pre = createSasrec({ ...base, filterAlpha: 0.5 }, 4);
     const post = createSasrec({ ...base, norm: 'post', filterAlpha: 0.5 }, 4);
@@ -145,6 +188,11 @@ describe('a model with --filter-alpha', () => {
     expect(() => validateStudentOptions({ filterAlpha: 0.5, attention: 'bidirectional' })).toThrow(/--filter-alpha .* --attention causal/);
     expect(() => validateStudentOptions({ filterAlpha: 0.5, padKeys: 'attend' })).toThrow(/--pad-keys mask/);
     expect(() => checkModelConfig({ ...base, filterAlpha: 1.5 }, 'm')).toThrow(/"filterAlpha" must be a number in \[0, 1\)/);
+    // A window filter sees later slots: only prefix windows (trained at their last slot) keep the targets unseen.
+    expect(() => validateStudentOptions({ filterAlpha: 0.5, filterSpan: 'window' })).toThrow(/--filter-span window .* --windows last: use --windows prefixes/);
+    expect(() => validateStudentOptions({ filterAlpha: 0.5, filterSpan: 'window', windows: 'all' })).toThrow(/--windows all/);
+    expect(() => validateStudentOptions({ filterAlpha: 0.5, filterSpan: 'window', windows: 'prefixes' })).not.toThrow();
+    expect(() => checkModelConfig({ ...base, filterSpan: 'window' } as ModelConfig, 'm')).toThrow(/"filterSpan" must be "window" \(with "filterAlpha" > 0\)/);
   });
 
   it('a trained run keeps the branch in its model file and serves it (the ONNX export is checked in onnx.test.ts)', async () => {

@@ -18,26 +18,31 @@ const run = join(root, 'run');
 const postRun = join(root, 'post');
 const filterRun = join(root, 'filter');
 const filterPostRun = join(root, 'filter-post');
+const filterWindowRun = join(root, 'filter-window');
 let tfjs: LoadedStudent;
 let tfjsPost: LoadedStudent;
 let tfjsFilter: LoadedStudent;
 let tfjsFilterPost: LoadedStudent;
+let tfjsFilterWindow: LoadedStudent;
 beforeAll(async () => {
   const train = (flags: Record<string, unknown>) => runCmd(() => import('../../src/cli/commands/student-train.js'), { ...TINY_DATA, epochs: 2, dims: 16, blocks: 2, heads: 2, ffnDims: 24, maxLen: 8, batchSize: 32, ...flags });
   await train({ out: run });
   await train({ out: postRun, norm: 'post', embScale: false, init: 'xavier' });
   await train({ out: filterRun, filterAlpha: 0.7 });
   await train({ out: filterPostRun, norm: 'post', filterAlpha: 0.4, filterBins: 2 });
+  await train({ out: filterWindowRun, filterAlpha: 0.7, filterSpan: 'window', windows: 'prefixes' });
   tfjs = await loadStudent(run);
   tfjsPost = await loadStudent(postRun);
   tfjsFilter = await loadStudent(filterRun);
   tfjsFilterPost = await loadStudent(filterPostRun);
+  tfjsFilterWindow = await loadStudent(filterWindowRun);
 });
 afterAll(() => {
   tfjs?.dispose();
   tfjsPost?.dispose();
   tfjsFilter?.dispose();
   tfjsFilterPost?.dispose();
+  tfjsFilterWindow?.dispose();
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -49,6 +54,7 @@ describe('student ONNX export', () => {
     ['post-LN, unscaled embeddings, xavier init', () => [postRun, tfjsPost, { norm: 'post', embScale: false, init: 'xavier' }] as const],
     ['pre-LN with the frequency-filter branch', () => [filterRun, tfjsFilter, { norm: 'pre', filterAlpha: 0.7, filterBins: 3 }] as const],
     ['post-LN with the frequency-filter branch', () => [filterPostRun, tfjsFilterPost, { norm: 'post', filterAlpha: 0.4, filterBins: 2 }] as const],
+    ['pre-LN with the window frequency filter (prefix windows)', () => [filterWindowRun, tfjsFilterWindow, { norm: 'pre', filterAlpha: 0.7, filterBins: 3, filterSpan: 'window' }] as const],
   ])('scores equal the tfjs model within fp tolerance, one by one and batched: %s', async (_, get) => {
     const [dir, tfjs, config] = get();
     const onnx = await loadStudentOnnx(dir);

@@ -25,28 +25,40 @@ export function lowPassKernel(maxLen: number, bins: number): Float64Array {
 
 const matrices = new Map<string, Float32Array>();
 
+/** What a slot's filter output sees: its own and earlier slots, or the whole window (BSARec's FFT filter). */
+export type FilterSpan = 'causal' | 'window';
+
 /**
- * The causal Toeplitz matrix [L, L] of the kernel: T[s, j] = h[s - j] for j <= s, else 0. Memoised: every block of
+ * The filter's matrix [L, L] for a window padded to L <= maxLen. causal: the Toeplitz T[s, j] = h[s - j] for
+ * j <= s, else 0. window: BSARec's circular convolution over the maxLen window, T[s, j] = h[(s - j) mod maxLen]
+ * for every j (the slots before the L kept ones are padding, zero, so they drop out). Both have the same last row,
+ * and both are the top-left [L, L] of their maxLen matrix (the ONNX export slices it). Memoised: every block of
  * every step asks for it, and a run meets only its few batch lengths. Callers must not write to it.
  */
-export function causalFilterMatrix(maxLen: number, bins: number, L: number): Float32Array {
-  const key = `${maxLen},${bins},${L}`;
+export function filterMatrix(maxLen: number, bins: number, L: number, span: FilterSpan = 'causal'): Float32Array {
+  const key = `${maxLen},${bins},${L},${span}`;
   const hit = matrices.get(key);
   if (hit) return hit;
   const h = lowPassKernel(maxLen, bins);
   const t = new Float32Array(L * L);
-  for (let s = 0; s < L; s++) for (let j = 0; j <= s; j++) t[s * L + j] = h[s - j]!;
+  for (let s = 0; s < L; s++) {
+    for (let j = 0; j <= s; j++) t[s * L + j] = h[s - j]!;
+    if (span === 'window') for (let j = s + 1; j < L; j++) t[s * L + j] = h[maxLen + s - j]!;
+  }
   matrices.set(key, t);
   return t;
 }
+
+/** The causal matrix (filterMatrix with span 'causal'). */
+export const causalFilterMatrix = (maxLen: number, bins: number, L: number): Float32Array => filterMatrix(maxLen, bins, L, 'causal');
 
 /**
  * The branch for x [B, L, D] (padding rows already zero): low + beta^2 (x - low). The convolution is one 2-D
  * matmul [L, L] @ [L, B * D] (the fast path on wasm) between two transposes.
  */
-export function filterBranch(x: tf.Tensor3D, beta: tf.Tensor, maxLen: number, bins: number): tf.Tensor3D {
+export function filterBranch(x: tf.Tensor3D, beta: tf.Tensor, maxLen: number, bins: number, span: FilterSpan = 'causal'): tf.Tensor3D {
   const [B, L, D] = x.shape;
-  const T = tf.tensor2d(causalFilterMatrix(maxLen, bins, L), [L, L]);
+  const T = tf.tensor2d(filterMatrix(maxLen, bins, L, span), [L, L]);
   const cols = tf.reshape(tf.transpose(x, [1, 0, 2]), [L, B * D]);
   const low = tf.transpose(tf.reshape(tf.matMul(T, cols), [L, B, D]), [1, 0, 2]);
   return tf.add(low, tf.mul(tf.square(beta), tf.sub(x, low))) as tf.Tensor3D;

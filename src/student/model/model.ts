@@ -219,7 +219,7 @@ function run(m: Sasrec, items: Int32Array, B: number, L: number, opts: EncodeOpt
       // Token mixing = alpha * filter branch + (1 - alpha) * attention (BSARec's layer; filter.ts).
       const alpha = m.config.filterAlpha!;
       const hk = tf.mul(tf.reshape(h, [B, L, D]), keep) as tf.Tensor3D; // padding rows zero (LN of a zero row is its bias)
-      let f: tf.Tensor = filterBranch(hk, blk.filter.beta, maxLen, m.config.filterBins ?? 3);
+      let f: tf.Tensor = filterBranch(hk, blk.filter.beta, maxLen, m.config.filterBins ?? 3, m.config.filterSpan ?? 'causal');
       if (Lq !== L) f = tf.slice(f, [0, L - 1, 0], [B, 1, D]);
       f = dropout(f, p, rng);
       x = post

@@ -41,6 +41,8 @@ export interface ModelConfig {
   filterAlpha?: number;
   /** Frequencies the filter keeps, counted with the constant one (BSARec's c = 5 keeps 5 // 2 + 1 = 3). */
   filterBins?: number;
+  /** 'window': the filter sees the whole window (BSARec's own; trained with prefix windows); absent = causal. */
+  filterSpan?: 'window';
 }
 
 /** Whether a configuration has the frequency-filter branch. */

@@ -14,7 +14,7 @@
  */
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { causalFilterMatrix } from '../model/filter.js';
+import { filterMatrix } from '../model/filter.js';
 import { RecdistillError } from '../../errors.js';
 import { DataType, eagerTensor, encodeOnnxModel, writeOnnxModel, type GraphDesc } from '../../util/onnx-file.js';
 import { GraphBuilder, tensorProto, valueInfo } from '../../util/onnx-graph.js';
@@ -72,9 +72,9 @@ function buildStudentOnnx(config: ModelConfig, weights: (name: string) => Float3
   const linear = (s: string, t: string, wn: string, bn: string, din: number, dout: number) => g.op(s, 'Add', [g.op(s, 'MatMul', [t, w(wn, [din, dout])]), w(bn, [dout])]);
   const heads = (s: string, t: string) => g.op(s, 'Transpose', [g.op(s, 'Reshape', [t, i64([0, -1, H, dh])])], { perm: { ints: [0, 2, 1, 3] } }); // [B, H, L, dh]
 
-  // The frequency-filter branch's causal matrix at maxLen (filter.ts); each call slices its top-left [L, L].
+  // The frequency-filter branch's matrix at maxLen (filter.ts); each call slices its top-left [L, L].
   const filter = hasFilter(config);
-  const filterT = filter ? g.addInit(eagerTensor('filter_matrix', [maxLen, maxLen], DataType.FLOAT, causalFilterMatrix(maxLen, config.filterBins ?? 3, maxLen))) : undefined;
+  const filterT = filter ? g.addInit(eagerTensor('filter_matrix', [maxLen, maxLen], DataType.FLOAT, filterMatrix(maxLen, config.filterBins ?? 3, maxLen, config.filterSpan ?? 'causal'))) : undefined;
   for (let bi = 0; bi < config.blocks; bi++) {
     const s = `/block${bi}`;
     const p = `block${bi}.`;

@@ -238,10 +238,12 @@ export function checkModelConfig(v: unknown, where: string): ModelConfig {
   if (typeof filterAlpha !== 'number' || !(filterAlpha >= 0 && filterAlpha < 1)) bad(`"filterAlpha" must be a number in [0, 1), got ${JSON.stringify(filterAlpha)}`);
   if (typeof filterBins !== 'number' || !Number.isInteger(filterBins) || filterBins < 1) bad(`"filterBins" must be an integer >= 1, got ${JSON.stringify(filterBins)}`);
   if (filterAlpha > 0 && (attention !== 'causal' || padKeys !== 'mask')) bad('"filterAlpha" needs "attention" "causal" and "padKeys" "mask"');
+  const { filterSpan } = v as Partial<ModelConfig>;
+  if (filterSpan !== undefined && (filterSpan !== 'window' || !(filterAlpha > 0))) bad(`"filterSpan" must be "window" (with "filterAlpha" > 0) or absent, got ${JSON.stringify(filterSpan)}`);
   const num = (k: string) => v[k] as number; // every size and dropout was checked above
   const [numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout] = ['numItems', 'maxLen', 'dims', 'blocks', 'heads', 'ffnDims', 'dropout', 'attnDropout'].map(num) as [number, number, number, number, number, number, number, number];
   // The later fields are written only when they differ from the old behaviour (files stay byte-identical).
-  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale, ...(padKeys === 'attend' ? { padKeys } : {}), ...(attnOutDropout ? {} : { attnOutDropout }), ...(attention === 'bidirectional' ? { attention } : {}), ...(filterAlpha > 0 ? { filterAlpha, filterBins } : {}) };
+  return { numItems, maxLen, dims, blocks, heads, ffnDims, dropout, attnDropout, norm, init, embScale, ...(padKeys === 'attend' ? { padKeys } : {}), ...(attnOutDropout ? {} : { attnOutDropout }), ...(attention === 'bidirectional' ? { attention } : {}), ...(filterAlpha > 0 ? { filterAlpha, filterBins, ...(filterSpan ? { filterSpan } : {}) } : {}) };
 }
 
 /**

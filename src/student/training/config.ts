@@ -23,6 +23,7 @@ export const modelOptions = defineOptions({
   attnOutDropout: { type: 'boolean', help: 'dropout (--dropout) on the attention sub-layer output (--no-attn-out-dropout: none there, as in pmixer)', default: true, run: true, legacy: { value: true, since: 9 } },
   attention: { type: 'string', help: 'causal = SASRec (next-item training); bidirectional = BERT4Rec-style cloze network (every slot sees the whole sequence, a learned MASK token; trained by cloze, so it needs --emkd K: EMKD\'s reference networks; --emkd 1 is a single BERT4Rec-style network)', default: 'causal', choices: ['causal', 'bidirectional'], run: true, legacy: { value: 'causal', since: 14 } },
   filterAlpha: { type: 'number', help: 'share of each block\'s token mixing given to a causal low-pass filter of the sequence (BSARec\'s frequency branch, made causal: alpha * filter + (1 - alpha) * attention); 0 = attention only', default: 0, min: 0, max: 1, exclusiveMax: true, run: true, legacy: { value: 0, since: 15 } },
+  filterSpan: { type: 'string', help: 'what the --filter-alpha filter sees: causal = the slot and earlier ones (trains with any --windows); window = the whole window (BSARec\'s FFT filter; needs --windows prefixes, where the window ends at the slot that is trained)', default: 'causal', choices: ['causal', 'window'], run: true, legacy: { value: 'causal', since: 17 } },
   filterBins: { type: 'int', help: 'frequencies the --filter-alpha filter keeps over a --max-len window, the constant one included (BSARec\'s c = 5 keeps 3)', default: 3, min: 1, max: 100_000, run: true, legacy: { value: 3, since: 16 } },
 }, { group: 'Model' });
 
@@ -92,6 +93,9 @@ export function validateStudentOptions(o: Partial<StudentOptions>): void {
   if (o.attention === 'bidirectional' && o.padKeys === 'attend') throw new RecdistillError('E_USAGE', '--attention bidirectional masks padding keys: use --pad-keys mask (attend is the causal pmixer variant).');
   if (hasFilter(o) && (o.attention === 'bidirectional' || o.padKeys === 'attend')) {
     throw new RecdistillError('E_USAGE', `--filter-alpha is a causal branch over padding-masked sequences: it needs --attention causal and --pad-keys mask.`);
+  }
+  if (o.filterSpan === 'window' && hasFilter(o) && o.windows !== 'prefixes') {
+    throw new RecdistillError('E_USAGE', `--filter-span window lets every slot see the later slots of its window, so it would see the targets of --windows ${o.windows ?? 'last'}: use --windows prefixes (each window trained at its last slot only) or --filter-span causal.`);
   }
   if ((o.labelSmoothing ?? 0) > 0 && (o.loss ?? 'ce') !== 'ce') {
     throw new RecdistillError('E_USAGE', `--label-smoothing is implemented for the full-softmax CE only (--loss ce), not for --loss ${o.loss}.`);

@@ -69,7 +69,7 @@ export function modelConfigFrom(ds: PreparedDataset, o: StudentOptions): ModelCo
     ...((o.padKeys ?? legacy.padKeys) === legacy.padKeys ? {} : { padKeys: o.padKeys as 'attend' }),
     ...((o.attnOutDropout ?? legacy.attnOutDropout) === legacy.attnOutDropout ? {} : { attnOutDropout: false }),
     ...(o.attention === 'bidirectional' ? { attention: 'bidirectional' as const } : {}),
-    ...(hasFilter(o) ? { filterAlpha: o.filterAlpha, filterBins: o.filterBins ?? 3 } : {}),
+    ...(hasFilter(o) ? { filterAlpha: o.filterAlpha, filterBins: o.filterBins ?? 3, ...(o.filterSpan === 'window' ? { filterSpan: 'window' as const } : {}) } : {}),
   };
 }
 

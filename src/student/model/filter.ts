@@ -11,6 +11,8 @@ import * as tf from '@tensorflow/tfjs-core';
  * slots up to it is the causal filter used here: `low[s] = sum_{j <= s} h[s - j] x[j]`, with padding slots zero.
  * A slot's output depends on its own and earlier slots only, and not on how far the batch is padded.
  * The branch's output is `low + beta^2 * (x - low)` (beta [D] learned, per dimension: BSARec's sqrt_beta).
+ * Span 'window' is BSARec's filter itself (every slot sees the whole window); it is only trained with prefix
+ * windows (batches.ts), where each window ends at the one slot that is trained.
  */
 export function lowPassKernel(maxLen: number, bins: number): Float64Array {
   const M = maxLen;

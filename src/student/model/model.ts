@@ -24,7 +24,7 @@ export { paramShapes, sasrecParams, type ModelConfig } from './params.js';
  * SIGIR 2023): the same blocks with padding keys masked but no causal mask, and a learned MASK row (`mask_emb`,
  * id N + 1) appended to the item table for the input only; the output layer stays the [N + 1, D] item table. To
  * score a history it is followed by MASK (the oldest item dropped at maxLen) and MASK's state is read.
- * filterAlpha > 0 adds BSARec's frequency branch to each block, made causal (filter.ts): the token mixing becomes
+ * filterAlpha > 0 adds BSARec's frequency branch to each block, causal unless filterSpan is 'window' (filter.ts): the token mixing becomes
  * alpha * filter + (1 - alpha) * attention (pre: x + both branches of LN1(x); post: the two LayerNormed sums mixed).
  * This file only builds the network: losses, optimiser, schedule and checkpoints live elsewhere.
  */

@@ -79,6 +79,41 @@ describe('estimateTrainMemory with EMKD, by hand', () => {
   });
 });
 
+describe('estimateTrainMemory for the cloze networks (--attention bidirectional), by hand', () => {
+  // The same tiny shape: N1 = 10, D = 2, 1 block, 1 head, F = 3; 2 rows of 4 positions (P = 8); K = 2, one view,
+  // mask ratio 0.5: Mc = 2 rows x round(0.5 x 4) = 4 selected slots.
+  const tiny: TrainMemoryInput = { numItems: 9, dims: 2, maxLen: 4, blocks: 1, heads: 1, ffnDims: 3, loss: 'ce', negatives: 0, evalBatch: 1, batchRows: 2, batchLen: 4, backend: 'wasm' };
+  const CLOZE = ['ce', 'emkd_cloze', 'emkd_attr', 'emkd_intra', 'emkd_inter', 'emkd_kl'];
+
+  it('the trainer\'s own pass and loss are not counted; the output layer at the selected slots only; every part in the total', () => {
+    const e = estimateTrainMemory({ ...tiny, emkd: { K: 2, views: 1, maskRatio: 0.5, terms: CLOZE } }, RAM);
+    // passes: K + K M = 4, each 8 x 252 floats plus 3 tables with MASK, 11 x 2: 2082 floats.
+    // cloze: K M (3 [Mc, N1] + 2 [N1, D]) + 3 [Mc, N1] = 2 (120 + 40) + 120 = 440 floats; KL: K M 3 [Mc, N1] = 240.
+    // contrast: 2 intra + 2 inter pairs, each (8 + 10 M) [B, L D] + 10 M [B, B] = 18 x 16 + 40 = 328 floats.
+    const parts = {
+      parameters: 2268, loss: 0, activations: 0, 'embedding gradients': 1120, update: 6480, evaluation: 80,
+      'emkd networks': 2268, 'emkd passes': 4 * 2082 * 4, 'emkd cloze': 440 * 4, 'emkd kl': 240 * 4, 'emkd contrast': 4 * 328 * 4,
+    };
+    expect(e.parts).toEqual(parts);
+    expect(e.bytes).toBe(2268 + 2268 + (1120 + 33312 + 1760 + 960 + 5248)); // 46936: 'emkd cloze' counts (it was left out)
+    const noKl = estimateTrainMemory({ ...tiny, emkd: { K: 2, views: 1, maskRatio: 0.5, terms: CLOZE.filter((t) => t !== 'emkd_kl') } }, RAM);
+    expect(noKl.parts['emkd kl']).toBe(0);
+    expect(noKl.bytes).toBe(46936 - 960);
+  });
+
+  it('Beauty at d 64, K 3, M 2 (the measured case): batch 128 fits now; a size that does not is refused with the cloze figures', () => {
+    const beauty = (batchRows: number, dims: number, views: number): TrainMemoryInput => ({
+      numItems: 12101, dims, maxLen: 20, blocks: 2, heads: 2, ffnDims: 4 * dims, loss: 'ce', negatives: 256, evalBatch: 256, batchRows, batchLen: 20, backend: 'wasm',
+      emkd: { K: 3, views, maskRatio: 0.15, terms: ['ce', 'emkd_cloze', 'emkd_attr', 'emkd_intra', 'emkd_inter', 'emkd_kl'] },
+    });
+    const MiB = 1024 ** 2;
+    expect(Math.round(checkTrainMemory(beauty(32, 64, 2), RAM).bytes / MiB)).toBe(781); // wasm heap measured: 710 MiB
+    expect(Math.round(checkTrainMemory(beauty(128, 64, 2), RAM).bytes / MiB)).toBe(2389); // measured: 2,256 MiB
+    expect(() => checkTrainMemory(beauty(256, 256, 8), RAM)).toThrow(/cloze CE and KL at the selected slots \(about 768 of 5120 positions per view\) x 12102 items/);
+    expect(() => checkTrainMemory(beauty(256, 256, 8), RAM)).not.toThrow(/full-softmax logits/);
+  });
+});
+
 describe('the ML-100K data point (--preset small)', () => {
   const ml100k = (batchRows: number, K: number): TrainMemoryInput => ({
     numItems: 1682, dims: 16, maxLen: 50, blocks: 2, heads: 1, ffnDims: 16, loss: 'ce', negatives: 256, evalBatch: 256, batchRows, batchLen: 50, backend: 'wasm',

@@ -8,9 +8,8 @@ import { scoreHistories } from '../../student/serving/scorer.js';
 import { averageScores } from '../../student/serving/serve-plan.js';
 import { makeRng, mixSeed } from '../../util/rng.js';
 import { stderrLog, type LogFn } from '../../util/progress.js';
-import { itemCrossEntropy } from '../losses.js';
 import { reportEnsemble } from './ensemble.js';
-import { mutualKL, zeroOf } from './losses.js';
+import { itemLogits, itemsCE, mutualKLSum, zeroOf } from './losses.js';
 import { createNetworks, encodeWithRows, type EmkdNetworks } from './networks.js';
 import { attributeBCE, clozeView, contrastive } from './reference-losses.js';
 import { attributeTable, type MaskedView } from './views.js';
@@ -78,14 +77,12 @@ export function buildClozeHooks(f: EmkdFlags, ds: PreparedDataset, config: Model
         for (let n = 0; n < K; n++) cloze = tf.add(cloze, tf.add(zeroOf(states[v]![n]!), zeroOf(E[n]!)));
         return;
       }
+      // Only the selected slots' states reach the output layer: [S, D] x [N + 1, D]^T, then the items 1..N (the
+      // padding column is no class), one [S, N] matrix per network shared by the cloze CE and the KL.
       const slots = tf.tensor1d(view.slots, 'int32');
-      const targets = tf.tensor1d(view.originals, 'int32');
-      const logits = states[v]!.map((h, n) => tf.matMul(tf.gather(h, slots), tf.transpose(E[n]!)) as tf.Tensor2D); // [S, N + 1]
-      for (let n = 0; n < K; n++) cloze = tf.add(cloze, itemCrossEntropy(logits[n]!, targets));
-      if (on('emkd_kl')) {
-        const items = logits.map((l) => tf.slice(l, [0, 1], [-1, -1]) as tf.Tensor2D); // [S, N]: items 1..N
-        for (let a = 0; a < K; a++) for (let b = a + 1; b < K; b++) kl = tf.add(kl, mutualKL(items[a]!, items[b]!, T));
-      }
+      const items = states[v]!.map((h, n) => itemLogits(tf.gather(h, slots) as tf.Tensor2D, E[n]!)); // [S, N]
+      for (let n = 0; n < K; n++) cloze = tf.add(cloze, itemsCE(items[n]!, view.originals));
+      if (on('emkd_kl')) kl = tf.add(kl, mutualKLSum(items, T)); // every pair a < b
     });
     out.emkd_cloze = cloze;
     if (on('emkd_kl')) out.emkd_kl = kl;

@@ -70,12 +70,99 @@ function klRows(q: tf.Tensor2D, logp: tf.Tensor2D): tf.Scalar {
  * distribution (mutual learning as in the reference code's compute_kl_div; no T^2 factor, as there).
  */
 export function mutualKL(a: tf.Tensor2D, b: tf.Tensor2D, temperature: number): tf.Scalar {
-  if (a.shape[0] === 0) return tf.add(zeroOf(a), zeroOf(b));
-  const la = tf.logSoftmax(tf.div(a, temperature)) as tf.Tensor2D;
-  const lb = tf.logSoftmax(tf.div(b, temperature)) as tf.Tensor2D;
-  const pa = stopGradient(tf.exp(la)) as tf.Tensor2D;
-  const pb = stopGradient(tf.exp(lb)) as tf.Tensor2D;
-  return tf.mul(tf.add(klRows(pb, la), klRows(pa, lb)), 0.5) as tf.Scalar;
+  return mutualKLSum([a, b], temperature);
+}
+
+/**
+ * sum_{a < b} mutualKL(logits[a], logits[b], T) over K networks' logits [M, C] at the same rows (pairs in the order
+ * (0, 1), (0, 2), ..., (1, 2), ...). Each network's tempered log-softmax is computed once, not once per pair, and the
+ * gradient is written out instead of taped: autodiff of the pairwise form kept ~39 [M, C] matrices per pair and
+ * carried zero gradients back through every stop-gradient side. With p_n = softmax(z_n / T), l_n = log p_n:
+ *   value   = sum_{a<b} 0.5 ( mean_r sum_c p_b (log max(p_b, 1e-12) - l_a) + mean_r sum_c p_a (log max(p_a, 1e-12) - l_b) )
+ *   d/dz_a  = 0.5 / (M T) ( p_a rowsum(Q_a) - Q_a ),   Q_a = sum_{b != a} p_b   (the sg sides give nothing)
+ * (what autodiff gives: the log-softmax's backward dy - p rowsum(dy) of dy = -0.5 / M Q_a, divided by T).
+ * Keeps the K distributions [M, C] for the backward pass. Fewer than 2 networks or no rows: 0.
+ */
+export function mutualKLSum(logits: tf.Tensor2D[], temperature: number): tf.Scalar {
+  const K = logits.length;
+  if (K < 2 || logits[0]!.shape[0] === 0) return logits.reduce((s, z) => tf.add(s, zeroOf(z)), tf.scalar(0)) as tf.Scalar;
+  const M = logits[0]!.shape[0];
+  const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const zs = args.slice(0, K) as tf.Tensor2D[];
+    const save = args[K] as tf.GradSaveFunc;
+    const { value, ps } = tf.tidy(() => {
+      const ls = zs.map((z) => tf.logSoftmax(tf.div(z, temperature)) as tf.Tensor2D);
+      const ps = ls.map((l) => tf.exp(l) as tf.Tensor2D);
+      const lq = ps.map((p) => tf.log(tf.maximum(p, 1e-12)) as tf.Tensor2D);
+      const kl = (q: number, l: number) => tf.mean(tf.sum(tf.mul(ps[q]!, tf.sub(lq[q]!, ls[l]!)), -1)) as tf.Scalar; // KL(p_q || p_l)
+      let value: tf.Scalar = tf.scalar(0);
+      for (let a = 0; a < K; a++) for (let b = a + 1; b < K; b++) value = tf.add(value, tf.mul(tf.add(kl(b, a), kl(a, b)), 0.5));
+      return { value, ps };
+    });
+    save(ps);
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const scale = tf.mul(dy, 0.5 / (M * temperature));
+        return saved.map((pa, a) => tf.tidy(() => {
+          let Q = saved[a === 0 ? 1 : 0]!;
+          for (let b = a === 0 ? 2 : 1; b < K; b++) if (b !== a) Q = tf.add(Q, saved[b]!);
+          return tf.mul(tf.sub(tf.mul(pa, tf.sum(Q, -1, true)), Q), scale);
+        }));
+      },
+    };
+  });
+  return f(...logits) as tf.Scalar;
+}
+
+/**
+ * The output layer at the selected rows: h [M, D] against the item table E [N + 1, D], the items 1..N only (the
+ * padding column 0 is no class): h E^T without column 0, [M, N]; the value of tf.slice(tf.matMul(h, tf.transpose(E)),
+ * [0, 1], [-1, -1]). The gradient is written with plain products (dh = dy' E, dE = dy'^T h with dy' = dy padded by a
+ * zero column 0): autodiff's products carry transpose flags, which the wasm backend runs ~7x slower than plain ones
+ * (tfjs 4.22: 25-29 ms against 2-4 ms at M 40, D 64, N 12,101); they were most of an EMKD cloze step.
+ */
+export function itemLogits(h: tf.Tensor2D, E: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad((hh: tf.Tensor | tf.GradSaveFunc, ee: tf.Tensor | tf.GradSaveFunc, save: tf.Tensor | tf.GradSaveFunc) => {
+    (save as tf.GradSaveFunc)([hh as tf.Tensor, ee as tf.Tensor]);
+    const value = tf.tidy(() => tf.slice(tf.matMul(hh as tf.Tensor2D, tf.transpose(ee as tf.Tensor2D)), [0, 1], [-1, -1]));
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, [hs, es]: tf.Tensor[]) => tf.tidy(() => {
+        const full = tf.pad(dy as tf.Tensor2D, [[0, 0], [1, 0]]); // [M, N + 1]
+        return [tf.matMul(full, es as tf.Tensor2D), tf.matMul(tf.transpose(full), hs as tf.Tensor2D)];
+      }),
+    };
+  });
+  return f(h, E) as tf.Tensor2D;
+}
+
+/**
+ * Cross-entropy of the items 1..N: logits [M, N] (column c is item c + 1), targets [M] item ids 1..N, mean over
+ * rows: the value of src/distill/losses.ts itemCrossEntropy on [M, N + 1] scores whose column 0 is dropped. The
+ * gradient is written out, (softmax(z) - onehot) / M, so only the softmax [M, N] is kept for the backward pass.
+ */
+export function itemsCE(logits: tf.Tensor2D, targets: Int32Array): tf.Scalar {
+  const [M, N] = logits.shape;
+  if (M === 0) return zeroOf(logits);
+  const f = tf.customGrad((z: tf.Tensor | tf.GradSaveFunc, save: tf.Tensor | tf.GradSaveFunc) => {
+    const { value, p } = tf.tidy(() => {
+      const logp = tf.logSoftmax(z as tf.Tensor2D);
+      const at = tf.gather(tf.reshape(logp, [M * N]), tf.tensor1d(Int32Array.from(targets, (t, r) => r * N + t - 1), 'int32'));
+      return { value: tf.neg(tf.mean(at)) as tf.Scalar, p: tf.exp(logp) };
+    });
+    (save as tf.GradSaveFunc)([p]);
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, [p]: tf.Tensor[]) => tf.tidy(() => {
+        // (tf.oneHot with dtype 'float32' gives all zeros on the wasm backend, tfjs 4.22: a scatter instead)
+        const at = tf.tensor2d(Int32Array.from({ length: 2 * M }, (_, i) => (i % 2 === 0 ? i / 2 : targets[(i - 1) / 2]! - 1)), [M, 2], 'int32');
+        const onehot = tf.scatterND(at, tf.ones([M]), [M, N]);
+        return tf.mul(tf.sub(p!, onehot), tf.div(dy, M));
+      }),
+    };
+  });
+  return f(logits) as tf.Scalar;
 }
 
 /**

@@ -90,17 +90,22 @@ export function estimateTrainMemory(a: TrainMemoryInput, ram = totalmem()): Memo
   const P = a.batchRows * a.batchLen;
   const [lossCols, lossCopies] = a.loss === 'ce' ? [N1, 2] : a.loss === 'sampled' ? [a.negatives + 1, 12] : [2, 3];
   const networks = a.emkd?.K ?? 1; // every network's parameters go through the same Adam update
+  // EMKD's cloze networks replace the trainer's pass and loss (TrainHooks.ownForward): their passes and cloze CE are
+  // counted in estimateEmkd.
+  const own = a.emkd?.terms.includes('emkd_cloze') ?? false;
   const parts: Record<string, number> = {
     parameters: sasrecFloats(a) * f32 * 7,
-    loss: P * lossCols * lossCopies * f32,
-    activations: P * activationFloats(a) * f32,
+    loss: own ? 0 : P * lossCols * lossCopies * f32,
+    activations: own ? 0 : P * activationFloats(a) * f32,
     'embedding gradients': networks * 7 * N1 * a.dims * f32,
     update: networks * 10 * sasrecFloats(a) * f32,
     evaluation: Math.min(a.evalBatch, Number.MAX_SAFE_INTEGER) * N1 * f32 * 2,
   };
   const emkd = a.emkd ? estimateEmkd(a, a.emkd) : {};
   Object.assign(parts, emkd);
-  const emkdStep = (emkd['emkd passes'] ?? 0) + (emkd['emkd next-item'] ?? 0) + (emkd['emkd kl'] ?? 0) + (emkd['emkd masked'] ?? 0) + (emkd['emkd contrast'] ?? 0);
+  // Every EMKD part but the networks' weights lives in the step (before, the cloze networks' 'emkd cloze' was listed
+  // but left out of the total).
+  const emkdStep = Object.entries(emkd).filter(([k]) => k !== 'emkd networks').reduce((s, [, v]) => s + v, 0);
   const step = parts.loss! + parts.activations! + parts['embedding gradients']! + emkdStep;
   const bytes = parts.parameters! + (emkd['emkd networks'] ?? 0) + Math.max(step, parts.update!, parts.evaluation!);
   const { limit, why } = memoryLimit(a.backend, ram);
@@ -152,16 +157,26 @@ export function estimateEmkd(a: TrainMemoryInput, e: EmkdMemoryInput): Record<st
   const pairs = (K * (K - 1)) / 2;
   const contrasts = (on('emkd_intra') ? K : 0) + (on('emkd_inter') ? K * (K - 1) : 0);
   if (on('emkd_cloze')) {
-    // The cloze networks (src/distill/emkd/cloze.ts; an estimate by the same counts, not measured against the heap):
-    // K passes on the unmasked sequence and K per view; the cloze CE and every pair's KL on the selected slots
-    // (expected maskRatio x L per row) of every view; no next-item CE.
+    // The cloze networks (src/distill/emkd/cloze.ts; the trainer runs no pass or loss of its own, see
+    // estimateTrainMemory): K passes on the unmasked sequence and K per view; the output layer only at each view's
+    // selected slots (Mc rows: expected maskRatio x L per row). Per network and view, [Mc, N] matrices: the logits,
+    // the cloze CE's kept softmax and its gradient (3); with the KL, the network's kept tempered softmax, the KL's
+    // gradient and the sum of the two gradients (3; the written-out gradient keeps nothing per pair); and the output
+    // layer's item-table gradient [N1, D] with its sum (2). Plus 3 [Mc, N1] once: the backward's padded gradient and
+    // its transpose, the CE's one-hot. The contrastive terms compare whole sequences ([B, L D] flattened states):
+    // per (anchor network, positive network) 4 + 5 M [B, L D] unit vectors and products, and their gradients.
+    // Checked on Beauty (12,101 items, d 64, 2 blocks, L 20, K 3, M 2; one step of the longest batch): batch 32, 781 MiB
+    // estimated against a wasm heap of 710 MiB (tf.profile's peak 811 MiB: it counts saved clones and reshape views
+    // again); batch 128, 2,389 MiB against 2,256 MiB (tf.profile 2,712 MiB).
     const Mc = a.batchRows * Math.max(1, Math.round(e.maskRatio * L));
     return {
       'emkd networks': (K - 1) * sasrecFloats(a) * F * 7,
-      'emkd passes': (K + K * V) * pass * F,
-      'emkd cloze': K * V * 13 * Mc * N1 * F,
-      'emkd kl': on('emkd_kl') && K > 1 ? V * (39 * pairs + 4) * Mc * N1 * F : 0,
-      'emkd contrast': contrasts * V * 10 * a.batchRows * a.batchRows * F,
+      // A bidirectional pass also appends MASK to the item table (src/student/model/model.ts): the [N1 + 1, D] table,
+      // its gather's gradient and the split back to the items, 3 table copies per pass.
+      'emkd passes': (K + K * V) * (pass + 3 * (N1 + 1) * a.dims) * F,
+      'emkd cloze': (K * V * (3 * Mc * N1 + 2 * N1 * a.dims) + 3 * Mc * N1) * F,
+      'emkd kl': on('emkd_kl') && K > 1 ? K * V * 3 * Mc * N1 * F : 0,
+      'emkd contrast': contrasts * ((8 + 10 * V) * P * a.dims + V * 10 * a.batchRows * a.batchRows) * F,
     };
   }
   return {
@@ -195,8 +210,9 @@ export function checkTrainMemory(a: TrainMemoryInput, ram = totalmem()): MemoryE
   if (e.parts.evaluation! > e.limit / 4) hints.push(`a smaller --eval-batch (now ${a.evalBatch})`);
   if (e.parts.parameters! + Math.max(e.parts.update!, e.parts['embedding gradients']!) > e.limit / 2) hints.push(`a smaller --dims (now ${a.dims}): the item table alone is ${N1} x ${a.dims} floats`);
   const parts = Object.entries(e.parts).filter(([k, v]) => v > 0 || !k.startsWith('emkd ')).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ');
-  const lossWhat = a.loss === 'ce' ? `full-softmax logits ${P} positions x ${N1} items, x2 for their softmax and its gradient` : a.loss === 'sampled' ? `sampled logits ${P} x ${a.negatives + 1}, x12 for their corrections, softmax and gradients` : `BCE logits ${P} x 2`;
-  const emkdWhat = a.emkd ? `; --emkd ${a.emkd.K} adds full-softmax ${P} x ${N1} matrices per network and per pair of networks` : '';
+  const cloze = a.emkd?.terms.includes('emkd_cloze') ?? false;
+  const lossWhat = cloze ? `the cloze CE and KL at the selected slots (about ${a.batchRows * Math.max(1, Math.round(a.emkd!.maskRatio * a.batchLen))} of ${P} positions per view) x ${N1} items` : a.loss === 'ce' ? `full-softmax logits ${P} positions x ${N1} items, x2 for their softmax and its gradient` : a.loss === 'sampled' ? `sampled logits ${P} x ${a.negatives + 1}, x12 for their corrections, softmax and gradients` : `BCE logits ${P} x 2`;
+  const emkdWhat = a.emkd && !cloze ? `; --emkd ${a.emkd.K} adds full-softmax ${P} x ${N1} matrices per network and per pair of networks` : '';
   throw new RecdistillError(
     'E_USAGE',
     `student:train would need about ${formatBytes(e.bytes)} (${parts}; ${lossWhat}${emkdWhat}), more than ${formatBytes(e.limit)} (${e.limitWhy}). Use ${hints.join(', or ') || '--loss sampled'}.`,

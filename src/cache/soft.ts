@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
-import { evaluateRanking, type ScoreBatch } from '../eval/evaluate.js';
+import { evaluableUsers, evaluateRanking, type ScoreBatch } from '../eval/evaluate.js';
 import { headLogits, softLabelsFromLogits, standardise } from '../teacher/head.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { resolveIndex } from '../util/layers.js';
@@ -134,8 +134,12 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
     }
     manifest.timings.softSeconds = p.done().seconds;
 
-    // The teacher's own accuracy, full ranking with history excluded (same protocol as the student).
+    // The teacher's own accuracy, full ranking with history excluded (same protocol as the student); one user at
+    // a time (a seqrec teacher re-encodes each history), so minutes on a large dataset: a progress line.
+    const evaluable = evaluableUsers(ds).length;
+    const pm = progress('teacher:cache metrics', 2 * evaluable, o.log, 10_000, 'users');
     const score: ScoreBatch = async (users, split) => {
+      pm.tick(users.length, split);
       const out = new Float32Array(users.length * (N + 1));
       for (let b = 0; b < users.length; b++) {
         const u = users[b]!;
@@ -149,6 +153,7 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
       return out;
     };
     manifest.metrics = { valid: await evaluateRanking(ds, score, { split: 'valid' }), test: await evaluateRanking(ds, score, { split: 'test' }) };
+    pm.done();
     manifest.timings.headAndSoftSeconds = (performance.now() - t0) / 1000;
     manifest.timings.metricsSeconds = (performance.now() - t1) / 1000 - manifest.timings.softSeconds;
   } finally {

@@ -135,7 +135,7 @@ export async function runCacheStage(c: CacheConfig, ds: PreparedDataset, env: Ca
   if (c.teacher === 'seqrec') {
     const t = await loadSeqrecTeacher(c.run!, ds, { layers: c.layers });
     try {
-      return await runTeacherCache(t.encoder, ds, { ...common, teacherOptions: t.options, teacherScores: t.scores });
+      return await runTeacherCache(t.encoder, ds, { ...common, teacherOptions: t.options, teacherScores: t.scoreRows });
     } finally {
       await t.encoder.dispose();
     }

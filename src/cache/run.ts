@@ -13,7 +13,7 @@ import { lockCacheDir } from '../util/lock.js';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { MANIFEST_FILE, readManifest, type CacheManifest } from './format.js';
-import { runPass2 } from './soft.js';
+import { runPass2, type TeacherScores } from './soft.js';
 
 /**
  * The teacher:cache library call (the CLI and the ablation both use it):
@@ -37,7 +37,9 @@ export interface CacheRunOptions extends Omit<Pass1Options, 'softLabels'> {
    */
   runtime?: Record<string, unknown>;
   /** Teacher-provided scores for the 'teacher' head (seqrec). */
-  teacherScores?: (items: Int32Array, positions: Int32Array) => Promise<Float32Array>;
+  teacherScores?: TeacherScores;
+  /** Rows per soft-label logits chunk (memory, not content: the bytes do not depend on it). */
+  softChunk?: number;
 }
 
 export interface CacheSummary extends Record<string, unknown> {
@@ -121,7 +123,7 @@ async function runLocked(encoder: TeacherEncoder, ds: PreparedDataset, o: CacheR
     await measureOverhead(r1.dir, manifest, ds, encoder, o, o.log);
   }
   if (!o.slice && !manifest.complete) {
-    manifest = await runPass2(r1.dir, ds, { log: o.log, backend: o.backend, teacherScores: o.teacherScores });
+    manifest = await runPass2(r1.dir, ds, { log: o.log, backend: o.backend, teacherScores: o.teacherScores, chunk: o.softChunk });
   } else if (o.slice) {
     o.log(`teacher:cache: slice ${o.slice.index}/${o.slice.count} done (pass 1 only); join the slices with teacher:merge, which also runs the soft-label pass.`);
   }

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { evaluableUsers, evaluateRanking, type ScoreBatch } from '../eval/evaluate.js';
-import { headLogits, softLabelsFromLogits, standardise } from '../teacher/head.js';
+import { headLogits, standardise } from '../teacher/head.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { resolveIndex } from '../util/layers.js';
 import { progress, type LogFn } from '../util/progress.js';
@@ -16,6 +16,7 @@ import { checkSoftShard, checkStats, dataBytes, inspectFinished } from './check.
 import { encodeSoftShard, writeShard } from './shards.js';
 import { formatMissing, missingShards } from './validate.js';
 import { headInputStats, loadOrFitHead } from './soft-head.js';
+import { softLabelsChunk } from './soft-labels.js';
 
 /**
  * Pass 2 (after every pass-1 shard exists, i.e. after a full run or teacher:merge): per-dimension stats,
@@ -25,12 +26,27 @@ import { headInputStats, loadOrFitHead } from './soft-head.js';
  */
 export interface Pass2Options {
   log: LogFn;
-  /** Rows per logits chunk ([chunk, N+1] floats in memory). */
+  /** Rows per logits chunk ([chunk, N+1] floats in memory; the teacher scores a chunk in one batch). */
   chunk?: number;
-  /** Teacher-provided scores (seqrec): logits [P, N+1] for the states after the given positions of `items`. */
-  teacherScores?: (items: Int32Array, positions: Int32Array) => Promise<Float32Array>;
+  /**
+   * Teacher-provided scores (seqrec): logits [sum P, N+1] for the states after the given positions of each
+   * request's `items`, in request order (many users per call: the teacher batches them).
+   */
+  teacherScores?: TeacherScores;
   /** tfjs backend name, recorded in the manifest (soft-label bytes depend on it). */
   backend: string;
+}
+
+export type TeacherScores = (requests: Array<{ items: Int32Array; positions: Int32Array }>) => Promise<Float32Array>;
+
+/** Rows per logits chunk unless Pass2Options.chunk says otherwise. */
+const CHUNK_ROWS = 1024;
+
+/** The cached rows of one user that a logits call covers; `hidden` [P, L, H]. */
+interface UserRows {
+  user: number;
+  positions: Int32Array;
+  hidden: Float32Array;
 }
 
 export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options): Promise<CacheManifest> {
@@ -78,13 +94,14 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
   save();
   const reader = open(); // sees the stats just written
 
-  // Logits for the rows of one user, from the head (on layer li) or the teacher's own scores.
-  let rowLogits: (user: number, positions: Int32Array, hidden: Float32Array) => Promise<Float32Array>;
+  // Logits [sum P, N+1] for the rows of several users, from the teacher's own scores (one batch) or the
+  // head (on layer li; user by user).
+  let rowLogits: (rows: UserRows[]) => Promise<Float32Array>;
   let dispose = () => {};
   if (cfg.kind === 'teacher') {
     const ts = o.teacherScores;
     if (!ts) throw new RecdistillError('E_USAGE', `teacher cache ${dir} takes soft labels from the teacher's scores (--teacher seqrec); run it with teacher:cache, not teacher:merge.`);
-    rowLogits = (user, positions) => ts(ds.users[user]!.items, positions);
+    rowLogits = (rows) => ts(rows.map((r) => ({ items: ds.users[r.user]!.items, positions: r.positions })));
   } else {
     const params = await loadOrFitHead(dir, ds, reader, manifest, li, o);
     const weight = tf.tensor2d(params.weight, [N + 1, H]);
@@ -94,12 +111,23 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
       bias.dispose();
     };
     const { mean, std } = headInputStats(reader, li, H);
-    rowLogits = async (_u, positions, hidden) => headLogits({ weight, bias }, standardise(layerRows(hidden, positions.length, L, H, li), H, mean, std), positions.length, H);
+    const userLogits = (r: UserRows) => headLogits({ weight, bias }, standardise(layerRows(r.hidden, r.positions.length, L, H, li), H, mean, std), r.positions.length, H);
+    rowLogits = async (rows) => {
+      if (rows.length === 1) return userLogits(rows[0]!);
+      const out = new Float32Array(rows.reduce((a, r) => a + r.positions.length, 0) * (N + 1));
+      let at = 0;
+      for (const r of rows) {
+        out.set(userLogits(r), at);
+        at += r.positions.length * (N + 1);
+      }
+      return out;
+    };
   }
   save();
 
   try {
     const t1 = performance.now();
+    const chunkRows = Math.max(1, o.chunk ?? CHUNK_ROWS);
     const p = progress('teacher:cache soft labels', manifest.shards.length, o.log, 2000, 'shards');
     for (const entry of manifest.shards) {
       const file = softFile(entry.index);
@@ -112,20 +140,41 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
         const index = new Int32Array(entry.rows * K);
         const prob = new Float32Array(entry.rows * K);
         let r = 0;
+        // Users go in chunks of about chunkRows rows: one logits call and one softmax/top-K per chunk (each row's
+        // bytes are the same as alone: rows are independent in the product, the softmax and the top-K).
+        let chunk: UserRows[] = [];
+        let chunkP = 0;
+        const flush = async () => {
+          if (!chunk.length) return;
+          const logits = await rowLogits(chunk);
+          const rowItems: Int32Array[] = [];
+          const rowEnd = new Int32Array(chunkP);
+          for (const c of chunk) {
+            const items = ds.users[c.user]!.items;
+            for (const p of c.positions) {
+              rowEnd[rowItems.length] = p + 1;
+              rowItems.push(items);
+            }
+            user.fill(c.user, r + rowItems.length - c.positions.length, r + rowItems.length);
+            position.set(c.positions, r + rowItems.length - c.positions.length);
+          }
+          // Mask padding and the prefix 0..p (items already seen) of each row (in place: logits is ours).
+          const soft = softLabelsChunk(logits, chunkP, N, T, K, (i) => rowItems[i]!.subarray(0, rowEnd[i]!));
+          index.set(soft.index, r * K);
+          prob.set(soft.prob, r * K);
+          r += chunkP;
+          chunk = [];
+          chunkP = 0;
+        };
         for (let u = entry.userStart; u < entry.userEnd; u++) {
           const rows = reader.rowsForUser(u);
           const P = rows.positions.length;
           if (!P) continue;
-          const items = ds.users[u]!.items;
-          const logits = await rowLogits(u, rows.positions, rows.hidden);
-          // Mask padding and the prefix 0..p (items already seen) of each row.
-          const soft = softLabelsFromLogits(logits, P, N, T, K, (i) => items.subarray(0, rows.positions[i]! + 1));
-          user.fill(u, r, r + P);
-          position.set(rows.positions, r);
-          index.set(soft.index, r * K);
-          prob.set(soft.prob, r * K);
-          r += P;
+          if (chunkP && chunkP + P > chunkRows) await flush();
+          chunk.push({ user: u, positions: rows.positions, hidden: rows.hidden });
+          chunkP += P;
         }
+        await flush();
         if (r !== entry.rows) throw new RecdistillError('E_INTERNAL', `soft labels: ${r} rows for shard ${entry.index}, manifest says ${entry.rows}.`);
         entry.soft = { file, sha256: writeShard(dir, file, encodeSoftShard(user, position, index, prob, K)) };
       }
@@ -134,13 +183,15 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
     }
     manifest.timings.softSeconds = p.done().seconds;
 
-    // The teacher's own accuracy, full ranking with history excluded (same protocol as the student); one user at
-    // a time (a seqrec teacher re-encodes each history), so minutes on a large dataset: a progress line.
+    // The teacher's own accuracy, full ranking with history excluded (same protocol as the student); a batch of
+    // users per logits call (a seqrec teacher re-encodes each history), a progress line.
     const evaluable = evaluableUsers(ds).length;
     const pm = progress('teacher:cache metrics', 2 * evaluable, o.log, 10_000, 'users');
     const score: ScoreBatch = async (users, split) => {
       pm.tick(users.length, split);
       const out = new Float32Array(users.length * (N + 1));
+      const at: number[] = [];
+      const batch: UserRows[] = [];
       for (let b = 0; b < users.length; b++) {
         const u = users[b]!;
         const n = ds.users[u]!.items.length;
@@ -148,7 +199,12 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
         const rows = reader.rowsForUser(u);
         const i = reader.rowIndex(rows, pos);
         if (i < 0) continue; // no state: all-equal scores rank the target last (pessimistic ties)
-        out.set(await rowLogits(u, Int32Array.of(pos), rows.hidden.subarray(i * L * H, (i + 1) * L * H)), b * (N + 1));
+        at.push(b);
+        batch.push({ user: u, positions: Int32Array.of(pos), hidden: rows.hidden.subarray(i * L * H, (i + 1) * L * H) });
+      }
+      for (let s = 0; s < batch.length; s += chunkRows) {
+        const logits = await rowLogits(batch.slice(s, s + chunkRows));
+        for (let k = s; k < Math.min(batch.length, s + chunkRows); k++) out.set(logits.subarray((k - s) * (N + 1), (k - s + 1) * (N + 1)), at[k]! * (N + 1));
       }
       return out;
     };

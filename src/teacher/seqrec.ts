@@ -43,11 +43,13 @@ export function sasrecModel(m: Sasrec): SeqrecModel {
     maxLen,
     blocks,
     dims,
+    // Tensors leave tf.tidy and are read outside it: tidy walks a returned value key by key, so returning
+    // a typed array costs one step per float (most of the time of a [P, N+1] scores call).
     encodeSequence(items) {
-      return tf.tidy(() => encode(m, items, 1, items.length).map((t) => t.dataSync().slice() as Float32Array));
+      return readAll(tf.tidy(() => encode(m, items, 1, items.length)));
     },
     scoreStates(h, P) {
-      return tf.tidy(() => scores(m, tf.tensor2d(h, [P, dims])).dataSync().slice() as Float32Array);
+      return readAll([tf.tidy(() => scores(m, tf.tensor2d(h, [P, dims])))])[0]!;
     },
     itemEmbeddings() {
       const e = m.itemEmb.dataSync().slice() as Float32Array;
@@ -55,6 +57,15 @@ export function sasrecModel(m: Sasrec): SeqrecModel {
       return e;
     },
   };
+}
+
+/** Download (a copy: the cpu backend hands out its own storage) and dispose tensors. */
+function readAll(ts: tf.Tensor[]): Float32Array[] {
+  try {
+    return ts.map((t) => t.dataSync().slice() as Float32Array);
+  } finally {
+    tf.dispose(ts);
+  }
 }
 
 /** Windows [start, end) over a history of n items, each assigning states to positions [assignFrom, end). */
@@ -90,10 +101,53 @@ function statesFor(model: SeqrecModel, items: Int32Array, blocks: number[]): { t
   return { tapped, final };
 }
 
+/** Scores after each of `positions` of `items` (one user). */
+export interface ScoreRequest {
+  items: Int32Array;
+  positions: Int32Array;
+}
+
+/**
+ * The final states `scores` reads, for many requests, [R, D] in request order: per request the windows of
+ * seqWindows(last + 1) (last = its last position, as in `scores`), only those that assign a requested position,
+ * each encoded alone (B = 1, unpadded: the same kernels as pass 1, so the same bytes).
+ */
+function requestStates(model: SeqrecModel, requests: ScoreRequest[]): { h: Float32Array; R: number } {
+  const D = model.dims;
+  const R = requests.reduce((a, q) => a + q.positions.length, 0);
+  const h = new Float32Array(R * D);
+  let r = 0;
+  for (const { items, positions } of requests) {
+    let last = -1;
+    for (const p of positions) {
+      if (p < 0 || p >= items.length) throw new RecdistillError('E_INTERNAL', `seqrec scores: position ${p} outside the history (0..${items.length - 1}).`);
+      last = Math.max(last, p);
+    }
+    const windows = seqWindows(last + 1, model.maxLen);
+    const states = new Map<number, Float32Array>(); // window -> its last block [len, D]
+    positions.forEach((p, i) => {
+      let w = windows.length - 1;
+      while (windows[w]!.assignFrom > p) w--; // windows assign consecutive ranges [assignFrom, end)
+      const { start, end } = windows[w]!;
+      let out = states.get(w);
+      if (!out) states.set(w, (out = model.encodeSequence(items.subarray(start, end)).pop()!));
+      h.set(out.subarray((p - start) * D, (p - start + 1) * D), (r + i) * D);
+    });
+    r += positions.length;
+  }
+  return { h, R };
+}
+
 export interface SeqrecTeacher {
   encoder: TeacherEncoder;
   /** Teacher scores [P, N+1] after each of `positions` of `items` (the cache's 'teacher' soft-label head). */
   scores(items: Int32Array, positions: Int32Array): Promise<Float32Array>;
+  /**
+   * The same scores (the same bytes) for many users at once, [sum P, N+1] in request order: each needed window
+   * encoded once, then one [R, D] x [D, N+1] product for all rows. (Padded multi-user encode batches were
+   * measured: no faster on wasm, and not bit-identical; the cost was tf.tidy walking returned typed arrays.)
+   */
+  scoreRows(requests: ScoreRequest[]): Promise<Float32Array>;
   /** Options that change the states, for the cache key. */
   options: Record<string, unknown>;
 }
@@ -133,6 +187,10 @@ export function seqrecTeacher(model: SeqrecModel, info: { model: string; weights
       const h = new Float32Array(positions.length * D);
       positions.forEach((p, i) => h.set(final.subarray(p * D, (p + 1) * D), i * D));
       return model.scoreStates(h, positions.length);
+    },
+    async scoreRows(requests) {
+      const { h, R } = requestStates(model, requests);
+      return R ? model.scoreStates(h, R) : new Float32Array(0);
     },
   };
 }

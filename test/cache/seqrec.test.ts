@@ -4,11 +4,13 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
+import { readManifest } from '../../src/cache/format.js';
 import { openCache } from '../../src/cache/reader.js';
 import { evaluateRanking, historyFor } from '../../src/eval/evaluate.js';
 import { runTeacherCache } from '../../src/cache/run.js';
 import { createSasrec, disposeModel, encode, scores, type Sasrec } from '../../src/student/model/model.js';
-import { sasrecModel, seqrecTeacher, seqWindows } from '../../src/teacher/seqrec.js';
+import { softLabelsFromLogits } from '../../src/teacher/head.js';
+import { sasrecModel, seqrecTeacher, seqWindows, type ScoreRequest } from '../../src/teacher/seqrec.js';
 import { tinyDataset } from './fixtures.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'recdistill-seqrec-'));
@@ -54,6 +56,36 @@ describe('seqrec teacher', () => {
     expect(Array.from(sc)).toEqual(want);
   });
 
+  it('scoreRows gives the bytes of per-user scores, in request order, with histories longer than maxLen', async () => {
+    // Two architectures: 2 heads, and 1 head with the filter branch (maxLen 6; histories up to 12 items: up to 3 windows).
+    const m1 = createSasrec({ numItems: 30, maxLen: 6, dims: 8, blocks: 2, heads: 1, dropout: 0, attnDropout: 0, ffnDims: 16, filterAlpha: 0.7, filterBins: 3 }, 5);
+    try {
+      const ds = tinyDataset(24, 30, 5);
+      expect(Math.max(...ds.users.map((u) => u.items.length))).toBeGreaterThan(9); // three windows or more
+      for (const model of [m, m1]) {
+        const t = seqrecTeacher(sasrecModel(model), { model: 'run', weightsHash: 'x', layers: '-1' });
+        const requests: ScoreRequest[] = [];
+        ds.users.forEach(({ items }, u) => {
+          const n = items.length;
+          // the soft-label rows (every position without the test item), the metrics' prefixes, an unordered subset
+          requests.push({ items, positions: Int32Array.from({ length: Math.max(0, n - 1) }, (_, i) => i) });
+          if (n >= 3) requests.push({ items: items.subarray(0, n - 2), positions: Int32Array.of(n - 3) });
+          if (n >= 2) requests.push({ items: items.subarray(0, n - 1), positions: Int32Array.of(n - 2) });
+          if (u % 3 === 0 && n >= 8) requests.push({ items, positions: Int32Array.of(n - 1, 0, 6, 3) });
+        });
+        const want: number[] = [];
+        for (const q of requests) want.push(...(await t.scores(q.items, q.positions)));
+        const got = await t.scoreRows(requests);
+        expect(got.length).toBe(want.length);
+        expect(Array.from(got)).toEqual(want);
+      }
+      const t = seqrecTeacher(sasrecModel(m), { model: 'run', weightsHash: 'x', layers: '-1' });
+      await expect(t.scoreRows([{ items: Int32Array.of(1, 2), positions: Int32Array.of(2) }])).rejects.toThrow(/outside the history/);
+    } finally {
+      disposeModel(m1);
+    }
+  });
+
   it('builds a complete cache whose soft labels are the teacher softmax over unseen items', async () => {
     const ds = tinyDataset(20, 30, 3);
     const t = seqrecTeacher(sasrecModel(m), { model: 'run', weightsHash: 'x', layers: '-1' });
@@ -61,7 +93,7 @@ describe('seqrec teacher', () => {
     const s = await runTeacherCache(t.encoder, ds, {
       root: tmp, out: dir, usersPerShard: 8, hiddenDtype: 'F32', concurrency: 2, k: 3, temperature: 0.5,
       head: { kind: 'teacher', layer: -1, epochs: 0, lr: 0, batchSize: 1, patience: 1, seed: 0 },
-      teacherOptions: t.options, teacherScores: t.scores, backend, log: () => {},
+      teacherOptions: t.options, teacherScores: t.scoreRows, backend, log: () => {},
     });
     expect(s.complete).toBe(true);
     // The recorded teacher metrics = the shared ranking protocol over scores computed here straight from the
@@ -98,5 +130,23 @@ describe('seqrec teacher', () => {
     expect(Array.from(rows.topkIndex!.subarray(i * 3, i * 3 + 3))).toEqual(cand.slice(0, 3).map((c) => c.j));
     expect(rows.topkProb![i * 3]).toBeCloseTo(Math.exp(cand[0]!.v) / z, 5);
     expect(r.itemEmbeddings().length).toBe(31 * 8);
+    // Chunks of 5 rows (users split across chunks, users longer than a chunk alone): the same soft-label bytes.
+    const small = await runTeacherCache(t.encoder, ds, {
+      root: tmp, out: join(tmp, 'c5'), usersPerShard: 8, hiddenDtype: 'F32', concurrency: 2, k: 3, temperature: 0.5,
+      head: { kind: 'teacher', layer: -1, epochs: 0, lr: 0, batchSize: 1, patience: 1, seed: 0 },
+      teacherOptions: t.options, teacherScores: t.scoreRows, backend, log: () => {}, softChunk: 5,
+    });
+    expect(small.valid).toEqual(s.valid);
+    const soft = (d: string) => readManifest(d).shards.map((e) => e.soft!.sha256);
+    expect(soft(join(tmp, 'c5'))).toEqual(soft(dir));
+    // Every cached soft row (scored in chunks of many users) equals the soft labels of that user's scores alone.
+    for (let v = 0; v < ds.users.length; v++) {
+      const its = ds.users[v]!.items;
+      const rv = r.rowsForUser(v);
+      if (!rv.positions.length) continue;
+      const want = softLabelsFromLogits(await t.scores(its, rv.positions), rv.positions.length, 30, 0.5, 3, (j) => its.subarray(0, rv.positions[j]! + 1));
+      expect(Array.from(rv.topkIndex!), `user ${v}`).toEqual(Array.from(want.index));
+      expect(Array.from(rv.topkProb!), `user ${v}`).toEqual(Array.from(want.prob));
+    }
   });
 });

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { PreparedDataset } from '../data/types.js';
 import { RecdistillError } from '../errors.js';
 import { evaluableUsers, evaluateRanking, type ScoreBatch } from '../eval/evaluate.js';
-import { headLogits, standardise } from '../teacher/head.js';
+import { headLogits, softLabelsFromLogits, standardise } from '../teacher/head.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { resolveIndex } from '../util/layers.js';
 import { progress, type LogFn } from '../util/progress.js';
@@ -16,7 +16,6 @@ import { checkSoftShard, checkStats, dataBytes, inspectFinished } from './check.
 import { encodeSoftShard, writeShard } from './shards.js';
 import { formatMissing, missingShards } from './validate.js';
 import { headInputStats, loadOrFitHead } from './soft-head.js';
-import { softLabelsChunk } from './soft-labels.js';
 
 /**
  * Pass 2 (after every pass-1 shard exists, i.e. after a full run or teacher:merge): per-dimension stats,
@@ -159,7 +158,7 @@ export async function runPass2(dir: string, ds: PreparedDataset, o: Pass2Options
             position.set(c.positions, r + rowItems.length - c.positions.length);
           }
           // Mask padding and the prefix 0..p (items already seen) of each row (in place: logits is ours).
-          const soft = softLabelsChunk(logits, chunkP, N, T, K, (i) => rowItems[i]!.subarray(0, rowEnd[i]!));
+          const soft = softLabelsFromLogits(logits, chunkP, N, T, K, (i) => rowItems[i]!.subarray(0, rowEnd[i]!));
           index.set(soft.index, r * K);
           prob.set(soft.prob, r * K);
           r += chunkP;

@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend/index.js';
 import { validateStudentOptions } from '../../src/student/training/config.js';
-import { causalFilterMatrix, filterBranch, filterMatrix, lowPassKernel } from '../../src/student/model/filter.js';
+import { filterBranch, filterMatrix, lowPassKernel } from '../../src/student/model/filter.js';
 import { createSasrec, disposeModel, encode, encodeLast, sasrecParams, type ModelConfig } from '../../src/student/model/model.js';
 import { checkModelConfig, loadStudent, readStudentFile } from '../../src/student/serving/serve.js';
 import { trainStudent } from '../../src/student/training/train.js';
@@ -53,8 +53,8 @@ describe('the low-pass kernel', () => {
   });
 
   it('the causal matrix is lower-triangular Toeplitz and the same for any batch length', () => {
-    const t6 = causalFilterMatrix(8, 3, 6);
-    const t3 = causalFilterMatrix(8, 3, 3);
+    const t6 = filterMatrix(8, 3, 6, 'causal');
+    const t3 = filterMatrix(8, 3, 3, 'causal');
     const h = lowPassKernel(8, 3);
     for (let s = 0; s < 6; s++) for (let j = 0; j < 6; j++) expect(t6[s * 6 + j]).toBe(j <= s ? Math.fround(h[s - j]!) : 0);
     for (let s = 0; s < 3; s++) for (let j = 0; j < 3; j++) expect(t3[s * 3 + j]).toBe(t6[s * 6 + j]);
@@ -95,7 +95,7 @@ describe('filterBranch', () => {
     }
     // Same last row as the causal matrix; the top-left [L, L] of the maxLen matrix (what the ONNX export slices).
     const w = filterMatrix(8, 3, 8, 'window');
-    const c = causalFilterMatrix(8, 3, 8);
+    const c = filterMatrix(8, 3, 8, 'causal');
     expect(Array.from(w.slice(56))).toEqual(Array.from(c.slice(56)));
     const w5 = filterMatrix(8, 3, 5, 'window');
     for (let s = 0; s < 5; s++) for (let j = 0; j < 5; j++) expect(w5[s * 5 + j]).toBe(w[s * 8 + j]);

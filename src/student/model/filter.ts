@@ -51,9 +51,6 @@ export function filterMatrix(maxLen: number, bins: number, L: number, span: Filt
   return t;
 }
 
-/** The causal matrix (filterMatrix with span 'causal'). */
-export const causalFilterMatrix = (maxLen: number, bins: number, L: number): Float32Array => filterMatrix(maxLen, bins, L, 'causal');
-
 /**
  * The branch for x [B, L, D] (padding rows already zero): low + beta^2 (x - low). The convolution is one 2-D
  * matmul [L, L] @ [L, B * D] (the fast path on wasm) between two transposes.
